@@ -1,0 +1,83 @@
+//! Commands: the only way the replicated state changes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Image, ImageName, Mac, Node, NodeNumber, Rack, RackName};
+
+/// Which nodes an assignment is for. The most specific wins: node, then rack, then default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignTarget {
+    /// Every node without a rack or node assignment.
+    Default,
+    /// Every node of a rack without a node assignment.
+    Rack(RackName),
+    /// One node.
+    Node(NodeNumber),
+}
+
+impl std::fmt::Display for AssignTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AssignTarget::Default => f.write_str("default"),
+            AssignTarget::Rack(r) => write!(f, "rack:{r}"),
+            AssignTarget::Node(n) => write!(f, "node:{n}"),
+        }
+    }
+}
+
+/// A state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create a rack or update its network settings (an agent registering).
+    RegisterRack {
+        /// The rack.
+        rack: Rack,
+    },
+    /// A machine was seen: return its node, or accept it with the next free number.
+    DiscoverNode {
+        /// Rack it was seen in.
+        rack: RackName,
+        /// Its MACs, the asking one first.
+        macs: Vec<Mac>,
+        /// Its reported UUID (recorded only).
+        uuid: Option<String>,
+    },
+    /// Commit an image manifest.
+    CommitImage {
+        /// The manifest.
+        image: Image,
+    },
+    /// Assign an image.
+    Assign {
+        /// For whom.
+        target: AssignTarget,
+        /// Which image.
+        image: ImageName,
+    },
+}
+
+/// A command as proposed: with an optional idempotency key, so a retried
+/// request after an ambiguous timeout gets the first outcome back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Client-chosen key; the same key always yields the first outcome.
+    pub idempotency_key: Option<String>,
+    /// The command.
+    pub command: Command,
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The rack as stored.
+    Rack(Rack),
+    /// The node (existing or newly accepted).
+    Node(Node),
+    /// The image as stored (the first commit's when identical content is pushed again).
+    Image(Image),
+    /// The assignment took effect at this revision.
+    Assigned {
+        /// Revision after the change.
+        revision: u64,
+    },
+}

@@ -1,0 +1,50 @@
+//! Why a command was refused.
+
+use crate::types::{ImageName, Mac, NodeNumber, RackName};
+
+/// A command that cannot be applied. Refusals are deterministic: every replica
+/// refuses the same command the same way, and the state is left unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum StateError {
+    /// The named image does not exist.
+    #[error("image '{0}' not found")]
+    ImageNotFound(ImageName),
+    /// The image name is taken by a different manifest.
+    #[error("image '{name}' already exists with manifest {existing}; images are immutable, push under a new name")]
+    ImageExists {
+        /// The name.
+        name: ImageName,
+        /// Manifest hash already committed under it.
+        existing: String,
+    },
+    /// The rack does not exist.
+    #[error("rack '{0}' not found")]
+    RackNotFound(RackName),
+    /// The node does not exist.
+    #[error("node {0} not found")]
+    NodeNotFound(NodeNumber),
+    /// The rack's address range has no free slot left.
+    #[error("rack '{rack}' is full: no free address between node_base and the end of {subnet}")]
+    RackFull {
+        /// The rack.
+        rack: RackName,
+        /// Its subnet.
+        subnet: String,
+    },
+    /// The MAC already belongs to another node.
+    #[error("MAC {mac} already belongs to node {node}")]
+    MacTaken {
+        /// The MAC.
+        mac: Mac,
+        /// Its node.
+        node: NodeNumber,
+    },
+    /// Rack settings are inconsistent.
+    #[error("invalid rack '{rack}': {reason}")]
+    InvalidRack {
+        /// The rack.
+        rack: RackName,
+        /// What is wrong.
+        reason: String,
+    },
+}

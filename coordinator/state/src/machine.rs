@@ -1,0 +1,326 @@
+//! The state and how commands change it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{AssignTarget, Command, Envelope, Outcome};
+use crate::error::StateError;
+use crate::types::{Image, ImageName, Mac, Node, NodeNumber, Rack, RackName};
+
+/// How many idempotency keys are remembered (oldest forgotten first).
+const IDEMPOTENCY_WINDOW: usize = 100_000;
+
+/// The replicated state of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    revision: u64,
+    racks: BTreeMap<RackName, Rack>,
+    nodes: BTreeMap<NodeNumber, Node>,
+    macs: BTreeMap<Mac, NodeNumber>,
+    images: BTreeMap<ImageName, Image>,
+    default_image: Option<ImageName>,
+    rack_images: BTreeMap<RackName, ImageName>,
+    node_images: BTreeMap<NodeNumber, ImageName>,
+    idempotency: BTreeMap<String, Result<Outcome, StateError>>,
+    idempotency_order: VecDeque<String>,
+}
+
+/// Everything an agent needs to serve one rack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RackView {
+    /// State revision the view was taken at.
+    pub revision: u64,
+    /// The rack.
+    pub rack: Rack,
+    /// Its nodes with their resolved image and where that came from.
+    pub nodes: Vec<(Node, Option<(ImageName, &'static str)>)>,
+    /// Every image assigned to one of its nodes.
+    pub images: Vec<Image>,
+}
+
+impl State {
+    /// Revision: bumped by one by every command that changes the state.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Apply a committed command. Deterministic; on error the state is unchanged.
+    pub fn apply(&mut self, envelope: Envelope) -> Result<Outcome, StateError> {
+        if let Some(key) = &envelope.idempotency_key
+            && let Some(first) = self.idempotency.get(key)
+        {
+            return first.clone();
+        }
+        let result = self.apply_command(envelope.command);
+        if let Some(key) = envelope.idempotency_key {
+            self.remember(key, result.clone());
+        }
+        result
+    }
+
+    fn remember(&mut self, key: String, result: Result<Outcome, StateError>) {
+        self.idempotency.insert(key.clone(), result);
+        self.idempotency_order.push_back(key);
+        while self.idempotency_order.len() > IDEMPOTENCY_WINDOW {
+            if let Some(old) = self.idempotency_order.pop_front() {
+                self.idempotency.remove(&old);
+            }
+        }
+    }
+
+    fn apply_command(&mut self, command: Command) -> Result<Outcome, StateError> {
+        match command {
+            Command::RegisterRack { rack } => self.register_rack(rack),
+            Command::DiscoverNode { rack, macs, uuid } => self.discover_node(rack, macs, uuid),
+            Command::CommitImage { image } => self.commit_image(image),
+            Command::Assign { target, image } => self.assign(target, image),
+        }
+    }
+
+    fn register_rack(&mut self, rack: Rack) -> Result<Outcome, StateError> {
+        rack.validate().map_err(|reason| StateError::InvalidRack {
+            rack: rack.name.clone(),
+            reason,
+        })?;
+        if let Some(existing) = self.racks.get(&rack.name) {
+            if existing == &rack {
+                return Ok(Outcome::Rack(rack));
+            }
+            // Existing nodes must keep their addresses: refuse a change that would
+            // move a used slot out of range.
+            let max_slot = self
+                .nodes
+                .values()
+                .filter(|n| n.rack == rack.name)
+                .map(|n| n.slot)
+                .max();
+            if let Some(slot) = max_slot
+                && rack.slot_address(slot).is_none()
+            {
+                return Err(StateError::InvalidRack {
+                    rack: rack.name.clone(),
+                    reason: format!("slot {slot} is in use and would fall outside the new range"),
+                });
+            }
+        }
+        self.racks.insert(rack.name.clone(), rack.clone());
+        self.revision += 1;
+        Ok(Outcome::Rack(rack))
+    }
+
+    fn discover_node(
+        &mut self,
+        rack_name: RackName,
+        macs: Vec<Mac>,
+        uuid: Option<String>,
+    ) -> Result<Outcome, StateError> {
+        let rack = self
+            .racks
+            .get(&rack_name)
+            .ok_or_else(|| StateError::RackNotFound(rack_name.clone()))?;
+        // Known machine: any of its MACs identifies it.
+        let known: BTreeSet<NodeNumber> = macs.iter().filter_map(|m| self.macs.get(m)).copied().collect();
+        if let Some(&number) = known.iter().next() {
+            if known.len() > 1 {
+                // MACs of two different nodes reported together: never merge silently.
+                let other = macs
+                    .iter()
+                    .find(|m| self.macs.get(m).is_some_and(|n| *n != number))
+                    .copied();
+                if let Some(mac) = other {
+                    return Err(StateError::MacTaken { mac, node: number });
+                }
+            }
+            let node = self
+                .nodes
+                .get_mut(&number)
+                .ok_or(StateError::NodeNotFound(number))?;
+            let mut changed = false;
+            for mac in &macs {
+                if !node.macs.contains(mac) {
+                    node.macs.push(*mac);
+                    self.macs.insert(*mac, number);
+                    changed = true;
+                }
+            }
+            if uuid.is_some() && node.uuid != uuid {
+                node.uuid = uuid;
+                changed = true;
+            }
+            let node = node.clone();
+            if changed {
+                self.revision += 1;
+            }
+            return Ok(Outcome::Node(node));
+        }
+        let used: BTreeSet<u32> = self
+            .nodes
+            .values()
+            .filter(|n| n.rack == rack_name)
+            .map(|n| n.slot)
+            .collect();
+        let slot = (0..rack.slot_count())
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| StateError::RackFull {
+                rack: rack_name.clone(),
+                subnet: rack.subnet.to_string(),
+            })?;
+        let number = self.lowest_free_number();
+        let mut unique = Vec::new();
+        for m in macs {
+            if !unique.contains(&m) {
+                unique.push(m);
+            }
+        }
+        let node = Node {
+            number,
+            macs: unique,
+            rack: rack_name,
+            slot,
+            uuid,
+        };
+        for m in &node.macs {
+            self.macs.insert(*m, number);
+        }
+        self.nodes.insert(number, node.clone());
+        self.revision += 1;
+        Ok(Outcome::Node(node))
+    }
+
+    /// Lowest number not in use, starting at 1.
+    fn lowest_free_number(&self) -> NodeNumber {
+        let mut expected = 1u32;
+        for n in self.nodes.keys() {
+            if n.0 != expected {
+                break;
+            }
+            expected += 1;
+        }
+        NodeNumber(expected)
+    }
+
+    fn commit_image(&mut self, image: Image) -> Result<Outcome, StateError> {
+        if let Some(existing) = self.images.get(&image.name) {
+            if existing.same_content(&image) {
+                return Ok(Outcome::Image(existing.clone()));
+            }
+            return Err(StateError::ImageExists {
+                name: image.name.clone(),
+                existing: existing.manifest_hash().to_string(),
+            });
+        }
+        self.images.insert(image.name.clone(), image.clone());
+        self.revision += 1;
+        Ok(Outcome::Image(image))
+    }
+
+    fn assign(&mut self, target: AssignTarget, image: ImageName) -> Result<Outcome, StateError> {
+        if !self.images.contains_key(&image) {
+            return Err(StateError::ImageNotFound(image));
+        }
+        match target {
+            AssignTarget::Default => self.default_image = Some(image),
+            AssignTarget::Rack(rack) => {
+                if !self.racks.contains_key(&rack) {
+                    return Err(StateError::RackNotFound(rack));
+                }
+                self.rack_images.insert(rack, image);
+            }
+            AssignTarget::Node(n) => {
+                if !self.nodes.contains_key(&n) {
+                    return Err(StateError::NodeNotFound(n));
+                }
+                self.node_images.insert(n, image);
+            }
+        }
+        self.revision += 1;
+        Ok(Outcome::Assigned {
+            revision: self.revision,
+        })
+    }
+
+    /// All racks.
+    pub fn racks(&self) -> impl Iterator<Item = &Rack> {
+        self.racks.values()
+    }
+
+    /// One rack.
+    pub fn rack(&self, name: &RackName) -> Option<&Rack> {
+        self.racks.get(name)
+    }
+
+    /// All nodes, by number.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// One node.
+    pub fn node(&self, n: NodeNumber) -> Option<&Node> {
+        self.nodes.get(&n)
+    }
+
+    /// The node owning a MAC.
+    pub fn node_by_mac(&self, mac: &Mac) -> Option<&Node> {
+        self.macs.get(mac).and_then(|n| self.nodes.get(n))
+    }
+
+    /// All images, by name.
+    pub fn images(&self) -> impl Iterator<Item = &Image> {
+        self.images.values()
+    }
+
+    /// One image.
+    pub fn image(&self, name: &ImageName) -> Option<&Image> {
+        self.images.get(name)
+    }
+
+    /// Every assignment as (target, image).
+    pub fn assignments(&self) -> Vec<(AssignTarget, ImageName)> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.default_image {
+            out.push((AssignTarget::Default, d.clone()));
+        }
+        for (r, i) in &self.rack_images {
+            out.push((AssignTarget::Rack(r.clone()), i.clone()));
+        }
+        for (n, i) in &self.node_images {
+            out.push((AssignTarget::Node(*n), i.clone()));
+        }
+        out
+    }
+
+    /// The image a node boots and where the assignment comes from
+    /// (`"node"`, `"rack"` or `"default"`).
+    pub fn resolved_image(&self, node: &Node) -> Option<(ImageName, &'static str)> {
+        if let Some(i) = self.node_images.get(&node.number) {
+            return Some((i.clone(), "node"));
+        }
+        if let Some(i) = self.rack_images.get(&node.rack) {
+            return Some((i.clone(), "rack"));
+        }
+        self.default_image.clone().map(|i| (i, "default"))
+    }
+
+    /// The view one rack's agent needs.
+    pub fn rack_view(&self, name: &RackName) -> Option<RackView> {
+        let rack = self.racks.get(name)?.clone();
+        let nodes: Vec<_> = self
+            .nodes
+            .values()
+            .filter(|n| &n.rack == name)
+            .map(|n| (n.clone(), self.resolved_image(n)))
+            .collect();
+        let names: BTreeSet<&ImageName> = nodes.iter().filter_map(|(_, i)| i.as_ref().map(|(n, _)| n)).collect();
+        let images = names.into_iter().filter_map(|n| self.images.get(n).cloned()).collect();
+        Some(RackView {
+            revision: self.revision,
+            rack,
+            nodes,
+            images,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::types::{Blake3Digest, BlobRef};
+
+fn rack(name: &str, third: u8) -> Rack {
+    Rack {
+        name: name.parse().unwrap(),
+        subnet: format!("10.{third}.0.0/24").parse().unwrap(),
+        server_address: Ipv4Addr::new(10, third, 0, 1),
+        node_base: Ipv4Addr::new(10, third, 0, 100),
+        gateway: None,
+    }
+}
+
+fn mac(i: u8) -> Mac {
+    Mac([0x52, 0x54, 0, 0, 0, i])
+}
+
+fn cmd(command: Command) -> Envelope {
+    Envelope {
+        idempotency_key: None,
+        command,
+    }
+}
+
+fn image(name: &str, seed: &[u8]) -> Image {
+    Image {
+        name: name.parse().unwrap(),
+        kernel: BlobRef {
+            digest: Blake3Digest::of(seed),
+            size: 10,
+        },
+        initrd: BlobRef {
+            digest: Blake3Digest::of(b"initrd"),
+            size: 20,
+        },
+        cmdline: "console=ttyS0".into(),
+        kernel_version: String::new(),
+        committed_at: 1,
+    }
+}
+
+fn discover(state: &mut State, rack: &str, macs: &[Mac]) -> Result<Node, StateError> {
+    match state.apply(cmd(Command::DiscoverNode {
+        rack: rack.parse().unwrap(),
+        macs: macs.to_vec(),
+        uuid: None,
+    }))? {
+        Outcome::Node(n) => Ok(n),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn discovery_numbers_nodes_persistently() {
+    let mut s = State::default();
+    s.apply(cmd(Command::RegisterRack { rack: rack("r1", 1) })).unwrap();
+    let a = discover(&mut s, "r1", &[mac(1)]).unwrap();
+    let b = discover(&mut s, "r1", &[mac(2)]).unwrap();
+    assert_eq!((a.number, a.slot), (NodeNumber(1), 0));
+    assert_eq!((b.number, b.slot), (NodeNumber(2), 1));
+    // Seen again: same node, no revision bump.
+    let rev = s.revision();
+    assert_eq!(discover(&mut s, "r1", &[mac(1)]).unwrap(), a);
+    assert_eq!(s.revision(), rev);
+    // A second MAC of a known machine joins it.
+    let a2 = discover(&mut s, "r1", &[mac(1), mac(9)]).unwrap();
+    assert_eq!(a2.number, a.number);
+    assert_eq!(s.node_by_mac(&mac(9)).unwrap().number, a.number);
+    // MACs of two nodes together are refused.
+    assert!(matches!(
+        discover(&mut s, "r1", &[mac(1), mac(2)]),
+        Err(StateError::MacTaken { .. })
+    ));
+}
+
+#[test]
+fn unknown_rack_and_full_rack_are_refused() {
+    let mut s = State::default();
+    assert_eq!(
+        discover(&mut s, "nope", &[mac(1)]),
+        Err(StateError::RackNotFound("nope".parse().unwrap()))
+    );
+    let mut small = rack("r1", 1);
+    small.node_base = Ipv4Addr::new(10, 1, 0, 253);
+    s.apply(cmd(Command::RegisterRack { rack: small })).unwrap();
+    discover(&mut s, "r1", &[mac(1)]).unwrap();
+    discover(&mut s, "r1", &[mac(2)]).unwrap();
+    assert!(matches!(
+        discover(&mut s, "r1", &[mac(3)]),
+        Err(StateError::RackFull { .. })
+    ));
+}
+
+#[test]
+fn images_are_immutable_and_assignments_resolve() {
+    let mut s = State::default();
+    s.apply(cmd(Command::RegisterRack { rack: rack("r1", 1) })).unwrap();
+    let n = discover(&mut s, "r1", &[mac(1)]).unwrap();
+    let unknown: ImageName = "ghost".parse().unwrap();
+    assert_eq!(
+        s.apply(cmd(Command::Assign {
+            target: AssignTarget::Default,
+            image: unknown.clone()
+        })),
+        Err(StateError::ImageNotFound(unknown))
+    );
+    s.apply(cmd(Command::CommitImage { image: image("a:1", b"k1") })).unwrap();
+    // Same content again: fine, first commit kept.
+    let mut again = image("a:1", b"k1");
+    again.committed_at = 99;
+    assert_eq!(
+        s.apply(cmd(Command::CommitImage { image: again })).unwrap(),
+        Outcome::Image(image("a:1", b"k1"))
+    );
+    assert!(matches!(
+        s.apply(cmd(Command::CommitImage { image: image("a:1", b"k2") })),
+        Err(StateError::ImageExists { .. })
+    ));
+    s.apply(cmd(Command::CommitImage { image: image("b:1", b"k2") })).unwrap();
+    s.apply(cmd(Command::Assign {
+        target: AssignTarget::Default,
+        image: "a:1".parse().unwrap(),
+    }))
+    .unwrap();
+    assert_eq!(s.resolved_image(&n).unwrap().1, "default");
+    s.apply(cmd(Command::Assign {
+        target: AssignTarget::Node(n.number),
+        image: "b:1".parse().unwrap(),
+    }))
+    .unwrap();
+    assert_eq!(s.resolved_image(&n).unwrap(), ("b:1".parse().unwrap(), "node"));
+    let view = s.rack_view(&"r1".parse().unwrap()).unwrap();
+    assert_eq!(view.images.len(), 1);
+    assert_eq!(view.images[0].name.as_str(), "b:1");
+}
+
+#[test]
+fn idempotency_key_returns_first_outcome() {
+    let mut s = State::default();
+    s.apply(cmd(Command::RegisterRack { rack: rack("r1", 1) })).unwrap();
+    let e = Envelope {
+        idempotency_key: Some("k".into()),
+        command: Command::DiscoverNode {
+            rack: "r1".parse().unwrap(),
+            macs: vec![mac(1)],
+            uuid: None,
+        },
+    };
+    let first = s.apply(e.clone()).unwrap();
+    let rev = s.revision();
+    assert_eq!(s.apply(e).unwrap(), first);
+    assert_eq!(s.revision(), rev);
+}
+
+proptest! {
+    /// Any sequence of discoveries across racks: numbers unique, MACs owned by
+    /// one node, addresses unique per rack, and the state survives a snapshot
+    /// round trip unchanged.
+    #[test]
+    fn numbering_invariants(ops in proptest::collection::vec((0u8..3, proptest::collection::vec(0u8..40, 1..3)), 1..120)) {
+        let mut s = State::default();
+        for (i, name) in ["r0", "r1", "r2"].iter().enumerate() {
+            let third = u8::try_from(i).unwrap();
+            s.apply(cmd(Command::RegisterRack { rack: rack(name, third) })).unwrap();
+        }
+        for (r, macs) in ops {
+            let macs: Vec<Mac> = macs.into_iter().map(mac).collect();
+            let _ = discover(&mut s, &format!("r{r}"), &macs);
+        }
+        let mut numbers = BTreeSet::new();
+        let mut slots = BTreeSet::new();
+        let mut seen_macs = BTreeSet::new();
+        for n in s.nodes() {
+            prop_assert!(numbers.insert(n.number));
+            prop_assert!(slots.insert((n.rack.clone(), n.slot)));
+            for m in &n.macs {
+                prop_assert!(seen_macs.insert(*m));
+                prop_assert_eq!(s.node_by_mac(m).map(|x| x.number), Some(n.number));
+            }
+        }
+        let json = serde_json::to_vec(&s).unwrap();
+        let back: State = serde_json::from_slice(&json).unwrap();
+        prop_assert_eq!(back, s);
+    }
+}
