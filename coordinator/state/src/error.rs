@@ -10,7 +10,9 @@ pub enum StateError {
     #[error("image '{0}' not found")]
     ImageNotFound(ImageName),
     /// The image name is taken by a different manifest.
-    #[error("image '{name}' already exists with manifest {existing}; images are immutable, push under a new name")]
+    #[error(
+        "image '{name}' already exists with manifest {existing}; images are immutable, push under a new name"
+    )]
     ImageExists {
         /// The name.
         name: ImageName,

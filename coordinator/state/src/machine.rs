@@ -120,7 +120,11 @@ impl State {
             .get(&rack_name)
             .ok_or_else(|| StateError::RackNotFound(rack_name.clone()))?;
         // Known machine: any of its MACs identifies it.
-        let known: BTreeSet<NodeNumber> = macs.iter().filter_map(|m| self.macs.get(m)).copied().collect();
+        let known: BTreeSet<NodeNumber> = macs
+            .iter()
+            .filter_map(|m| self.macs.get(m))
+            .copied()
+            .collect();
         if let Some(&number) = known.iter().next() {
             if known.len() > 1 {
                 // MACs of two different nodes reported together: never merge silently.
@@ -311,8 +315,14 @@ impl State {
             .filter(|n| &n.rack == name)
             .map(|n| (n.clone(), self.resolved_image(n)))
             .collect();
-        let names: BTreeSet<&ImageName> = nodes.iter().filter_map(|(_, i)| i.as_ref().map(|(n, _)| n)).collect();
-        let images = names.into_iter().filter_map(|n| self.images.get(n).cloned()).collect();
+        let names: BTreeSet<&ImageName> = nodes
+            .iter()
+            .filter_map(|(_, i)| i.as_ref().map(|(n, _)| n))
+            .collect();
+        let images = names
+            .into_iter()
+            .filter_map(|n| self.images.get(n).cloned())
+            .collect();
         Some(RackView {
             revision: self.revision,
             rack,

@@ -89,9 +89,7 @@ impl From<Mac> for String {
 }
 
 /// A node's persistent, cluster-wide number. Its name is `n<number>`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeNumber(pub u32);
 
@@ -352,7 +350,13 @@ mod tests {
         let m: Mac = "AA-bb-CC-00-11-22".parse().expect("valid");
         assert_eq!(m.to_string(), "aa:bb:cc:00:11:22");
         assert_eq!(m.hyphenated(), "aa-bb-cc-00-11-22");
-        for bad in ["", "aa:bb", "aa:bb:cc:dd:ee:ff:00", "zz:bb:cc:dd:ee:ff", "aaa:b:cc:dd:ee:ff"] {
+        for bad in [
+            "",
+            "aa:bb",
+            "aa:bb:cc:dd:ee:ff:00",
+            "zz:bb:cc:dd:ee:ff",
+            "aaa:b:cc:dd:ee:ff",
+        ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
     }

@@ -60,7 +60,10 @@ fn discover(state: &mut State, rack: &str, macs: &[Mac]) -> Result<Node, StateEr
 #[test]
 fn discovery_numbers_nodes_persistently() {
     let mut s = State::default();
-    s.apply(cmd(Command::RegisterRack { rack: rack("r1", 1) })).unwrap();
+    s.apply(cmd(Command::RegisterRack {
+        rack: rack("r1", 1),
+    }))
+    .unwrap();
     let a = discover(&mut s, "r1", &[mac(1)]).unwrap();
     let b = discover(&mut s, "r1", &[mac(2)]).unwrap();
     assert_eq!((a.number, a.slot), (NodeNumber(1), 0));
@@ -101,7 +104,10 @@ fn unknown_rack_and_full_rack_are_refused() {
 #[test]
 fn images_are_immutable_and_assignments_resolve() {
     let mut s = State::default();
-    s.apply(cmd(Command::RegisterRack { rack: rack("r1", 1) })).unwrap();
+    s.apply(cmd(Command::RegisterRack {
+        rack: rack("r1", 1),
+    }))
+    .unwrap();
     let n = discover(&mut s, "r1", &[mac(1)]).unwrap();
     let unknown: ImageName = "ghost".parse().unwrap();
     assert_eq!(
@@ -111,7 +117,10 @@ fn images_are_immutable_and_assignments_resolve() {
         })),
         Err(StateError::ImageNotFound(unknown))
     );
-    s.apply(cmd(Command::CommitImage { image: image("a:1", b"k1") })).unwrap();
+    s.apply(cmd(Command::CommitImage {
+        image: image("a:1", b"k1"),
+    }))
+    .unwrap();
     // Same content again: fine, first commit kept.
     let mut again = image("a:1", b"k1");
     again.committed_at = 99;
@@ -120,10 +129,15 @@ fn images_are_immutable_and_assignments_resolve() {
         Outcome::Image(image("a:1", b"k1"))
     );
     assert!(matches!(
-        s.apply(cmd(Command::CommitImage { image: image("a:1", b"k2") })),
+        s.apply(cmd(Command::CommitImage {
+            image: image("a:1", b"k2")
+        })),
         Err(StateError::ImageExists { .. })
     ));
-    s.apply(cmd(Command::CommitImage { image: image("b:1", b"k2") })).unwrap();
+    s.apply(cmd(Command::CommitImage {
+        image: image("b:1", b"k2"),
+    }))
+    .unwrap();
     s.apply(cmd(Command::Assign {
         target: AssignTarget::Default,
         image: "a:1".parse().unwrap(),
@@ -135,7 +149,10 @@ fn images_are_immutable_and_assignments_resolve() {
         image: "b:1".parse().unwrap(),
     }))
     .unwrap();
-    assert_eq!(s.resolved_image(&n).unwrap(), ("b:1".parse().unwrap(), "node"));
+    assert_eq!(
+        s.resolved_image(&n).unwrap(),
+        ("b:1".parse().unwrap(), "node")
+    );
     let view = s.rack_view(&"r1".parse().unwrap()).unwrap();
     assert_eq!(view.images.len(), 1);
     assert_eq!(view.images[0].name.as_str(), "b:1");
@@ -144,7 +161,10 @@ fn images_are_immutable_and_assignments_resolve() {
 #[test]
 fn idempotency_key_returns_first_outcome() {
     let mut s = State::default();
-    s.apply(cmd(Command::RegisterRack { rack: rack("r1", 1) })).unwrap();
+    s.apply(cmd(Command::RegisterRack {
+        rack: rack("r1", 1),
+    }))
+    .unwrap();
     let e = Envelope {
         idempotency_key: Some("k".into()),
         command: Command::DiscoverNode {

@@ -1,0 +1,265 @@
+//! Administrative services: nodes, racks, images, assignments, cluster.
+
+use std::pin::Pin;
+
+use rackboot_proto::v1::{self as pb, assign_request::Target};
+use rackboot_state::{AssignTarget, Command, Envelope, Image, ImageName, NodeNumber, Outcome};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{blob_from_pb, blob_to_pb, field, image_to_pb, node_to_pb, rack_to_pb};
+use super::{Ctx, key, unix_now};
+
+/// `NodeService`.
+pub struct NodeApi(pub Ctx);
+/// `RackService`.
+pub struct RackApi(pub Ctx);
+/// `ImageService`.
+pub struct ImageApi(pub Ctx);
+/// `AssignmentService`.
+pub struct AssignmentApi(pub Ctx);
+/// `ClusterService`.
+pub struct ClusterApi(pub Ctx);
+
+#[tonic::async_trait]
+impl pb::node_service_server::NodeService for NodeApi {
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let rack = req.into_inner().rack;
+        let state = self.0.replica.state();
+        let nodes = state
+            .nodes()
+            .filter(|n| rack.is_empty() || n.rack.as_str() == rack)
+            .map(|n| node_to_pb(&state, n))
+            .collect();
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn get_node(
+        &self,
+        req: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let n = NodeNumber(req.into_inner().number);
+        let state = self.0.replica.state();
+        let node = state
+            .node(n)
+            .ok_or_else(|| Status::not_found(format!("node {n} not found")))?;
+        Ok(Response::new(node_to_pb(&state, node)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::rack_service_server::RackService for RackApi {
+    async fn list_racks(
+        &self,
+        _req: Request<pb::ListRacksRequest>,
+    ) -> Result<Response<pb::ListRacksResponse>, Status> {
+        let racks = self.0.replica.state().racks().map(rack_to_pb).collect();
+        Ok(Response::new(pb::ListRacksResponse { racks }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::image_service_server::ImageService for ImageApi {
+    async fn missing_blobs(
+        &self,
+        req: Request<pb::MissingBlobsRequest>,
+    ) -> Result<Response<pb::MissingBlobsResponse>, Status> {
+        let mut missing = Vec::new();
+        for (i, b) in req.into_inner().blobs.iter().enumerate() {
+            let blob = blob_from_pb(&format!("blobs[{i}]"), Some(b))?;
+            if self.0.blobs.size(&blob.digest).await != Some(blob.size) {
+                missing.push(blob_to_pb(&blob));
+            }
+        }
+        Ok(Response::new(pb::MissingBlobsResponse { missing }))
+    }
+
+    async fn put_blob(
+        &self,
+        req: Request<Streaming<pb::PutBlobChunk>>,
+    ) -> Result<Response<pb::PutBlobResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream.next().await.ok_or_else(|| {
+            Status::invalid_argument("empty upload: the first message must carry a header")
+        })??;
+        let blob = blob_from_pb("header", first.header.as_ref())?;
+        if self.0.blobs.size(&blob.digest).await == Some(blob.size) {
+            // Already stored: nothing new is written.
+            return Ok(Response::new(pb::PutBlobResponse {
+                blob: Some(blob_to_pb(&blob)),
+                stored: false,
+            }));
+        }
+        let bad = |e: crate::blobs::BlobError| match e {
+            crate::blobs::BlobError::Io { .. } => Status::internal(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        };
+        let mut upload = self.0.blobs.begin(blob).await.map_err(bad)?;
+        upload.write(&first.data).await.map_err(bad)?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if chunk.header.is_some() {
+                return Err(Status::invalid_argument(
+                    "header: only the first message may carry one",
+                ));
+            }
+            upload.write(&chunk.data).await.map_err(bad)?;
+        }
+        let blob = upload.finish().await.map_err(bad)?;
+        tracing::info!(blob = %blob.digest, size = blob.size, "blob stored");
+        Ok(Response::new(pb::PutBlobResponse {
+            blob: Some(blob_to_pb(&blob)),
+            stored: true,
+        }))
+    }
+
+    async fn commit_image(
+        &self,
+        req: Request<pb::CommitImageRequest>,
+    ) -> Result<Response<pb::ImageManifest>, Status> {
+        let r = req.into_inner();
+        let name: ImageName = field("name", &r.name)?;
+        let kernel = blob_from_pb("kernel", r.kernel.as_ref())?;
+        let initrd = blob_from_pb("initrd", r.initrd.as_ref())?;
+        for (what, b) in [("kernel", &kernel), ("initrd", &initrd)] {
+            if self.0.blobs.size(&b.digest).await != Some(b.size) {
+                return Err(Status::failed_precondition(format!(
+                    "{what}: blob {} ({} bytes) is not stored; upload it first",
+                    b.digest, b.size
+                )));
+            }
+        }
+        let image = Image {
+            name,
+            kernel,
+            initrd,
+            cmdline: r.cmdline,
+            kernel_version: r.kernel_version,
+            committed_at: unix_now(),
+        };
+        let out = self
+            .0
+            .propose(Envelope {
+                idempotency_key: key(&r.idempotency_key),
+                command: Command::CommitImage { image },
+            })
+            .await?;
+        match out {
+            Outcome::Image(i) => Ok(Response::new(image_to_pb(&i))),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn list_images(
+        &self,
+        _req: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let images = self.0.replica.state().images().map(image_to_pb).collect();
+        Ok(Response::new(pb::ListImagesResponse { images }))
+    }
+
+    async fn get_image(
+        &self,
+        req: Request<pb::GetImageRequest>,
+    ) -> Result<Response<pb::ImageManifest>, Status> {
+        let name: ImageName = field("name", &req.into_inner().name)?;
+        let state = self.0.replica.state();
+        let image = state
+            .image(&name)
+            .ok_or_else(|| Status::not_found(format!("image '{name}' not found")))?;
+        Ok(Response::new(image_to_pb(image)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::assignment_service_server::AssignmentService for AssignmentApi {
+    async fn assign(
+        &self,
+        req: Request<pb::AssignRequest>,
+    ) -> Result<Response<pb::AssignResponse>, Status> {
+        let r = req.into_inner();
+        let target = match r.target {
+            Some(Target::ClusterDefault(_)) => AssignTarget::Default,
+            Some(Target::Rack(rack)) => AssignTarget::Rack(field("rack", &rack)?),
+            Some(Target::Node(n)) => AssignTarget::Node(NodeNumber(n)),
+            None => {
+                return Err(Status::invalid_argument(
+                    "target: missing (cluster_default, rack or node)",
+                ));
+            }
+        };
+        let image: ImageName = field("image", &r.image)?;
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key: key(&r.idempotency_key),
+                command: Command::Assign { target, image },
+            })
+            .await?
+        {
+            Outcome::Assigned { revision } => Ok(Response::new(pb::AssignResponse { revision })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn list_assignments(
+        &self,
+        _req: Request<pb::ListAssignmentsRequest>,
+    ) -> Result<Response<pb::ListAssignmentsResponse>, Status> {
+        let assignments = self
+            .0
+            .replica
+            .state()
+            .assignments()
+            .into_iter()
+            .map(|(t, i)| pb::Assignment {
+                target: t.to_string(),
+                image: i.to_string(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAssignmentsResponse { assignments }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_service_server::ClusterService for ClusterApi {
+    async fn status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let s = self.0.replica.status();
+        let members = self
+            .0
+            .replica
+            .peers()
+            .iter()
+            .map(|(&id, addr)| pb::ClusterMember {
+                id,
+                address: addr.clone(),
+                role: if id == s.leader_id {
+                    "leader"
+                } else {
+                    "follower"
+                }
+                .to_string(),
+                matched_index: s.progress.get(&id).copied().unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            id: s.id,
+            leader_id: s.leader_id,
+            term: s.term,
+            commit_index: s.commit,
+            applied_index: s.applied,
+            revision: s.revision,
+            members,
+        }))
+    }
+}
+
+/// A boxed server stream.
+pub type BoxStream<T> =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;

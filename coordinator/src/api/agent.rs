@@ -1,0 +1,218 @@
+//! The agent-facing service.
+
+use rackboot_proto::v1 as pb;
+use rackboot_state::{Blake3Digest, Command, Envelope, Mac, Outcome, RackName};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::admin::BoxStream;
+use super::convert::{field, node_to_pb, rack_from_pb, rack_state, rack_to_pb};
+use super::{Ctx, key};
+
+/// Size of a `FetchBlob` chunk.
+pub const FETCH_CHUNK: usize = 1 << 20;
+
+/// `AgentService`.
+pub struct AgentApi(pub Ctx);
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for AgentApi {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        let rack = rack_from_pb(r.rack.as_ref())?;
+        tracing::info!(rack = %rack.name, agent = %r.agent_id, version = %r.agent_version, "agent registering");
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key: None,
+                command: Command::RegisterRack { rack },
+            })
+            .await?
+        {
+            Outcome::Rack(rack) => Ok(Response::new(pb::RegisterResponse {
+                rack: Some(rack_to_pb(&rack)),
+                revision: self.0.replica.status().revision,
+            })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    type WatchRackStream = BoxStream<pb::RackState>;
+
+    async fn watch_rack(
+        &self,
+        req: Request<pb::WatchRackRequest>,
+    ) -> Result<Response<Self::WatchRackStream>, Status> {
+        let r = req.into_inner();
+        let rack: RackName = field("rack", &r.rack)?;
+        if self.0.replica.state().rack(&rack).is_none() {
+            return Err(Status::not_found(format!(
+                "rack '{rack}' not found; register first"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let replica = self.0.replica.clone();
+        let mut revisions = replica.revisions();
+        let from = r.from_revision;
+        tokio::spawn(async move {
+            let mut last_sent: Option<pb::RackState> = None;
+            loop {
+                let view = rack_state(&replica.state(), &rack);
+                let Some(view) = view else {
+                    let _ = tx
+                        .send(Err(Status::not_found(format!("rack '{rack}' is gone"))))
+                        .await;
+                    return;
+                };
+                let changed = match &last_sent {
+                    None => from == 0 || view.revision > from,
+                    Some(prev) => {
+                        prev.rack != view.rack
+                            || prev.nodes != view.nodes
+                            || prev.images != view.images
+                    }
+                };
+                if changed {
+                    if tx.send(Ok(view.clone())).await.is_err() {
+                        return; // agent went away
+                    }
+                    last_sent = Some(view);
+                } else if last_sent.is_none() {
+                    last_sent = Some(view);
+                }
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    r = revisions.changed() => if r.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type FetchBlobStream = BoxStream<pb::BlobChunk>;
+
+    async fn fetch_blob(
+        &self,
+        req: Request<pb::FetchBlobRequest>,
+    ) -> Result<Response<Self::FetchBlobStream>, Status> {
+        let r = req.into_inner();
+        let digest: Blake3Digest = field("blake3", &r.blake3)?;
+        let path = self.0.blobs.path(&digest);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|_| Status::not_found(format!("blob {digest} not found")))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| Status::internal(format!("blob {digest}: {e}")))?
+            .len();
+        if r.offset > size {
+            return Err(Status::out_of_range(format!(
+                "offset {} beyond blob size {size}",
+                r.offset
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let offset = r.offset;
+        tokio::spawn(async move {
+            // Whole reads are verified end to end; the receiver verifies too.
+            let mut hasher = (offset == 0).then(blake3::Hasher::new);
+            if offset > 0 && file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+                let _ = tx.send(Err(Status::internal("seek failed"))).await;
+                return;
+            }
+            let mut pos = offset;
+            loop {
+                let mut buf = vec![0u8; FETCH_CHUNK];
+                let n = match file.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("blob {digest}: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf);
+                }
+                let chunk = pb::BlobChunk {
+                    offset: pos,
+                    data: buf,
+                    size,
+                };
+                pos += n as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(h) = hasher
+                && Blake3Digest::from(h.finalize()) != digest
+            {
+                tracing::error!(blob = %digest, "stored blob fails verification");
+                let _ = tx
+                    .send(Err(Status::data_loss(format!(
+                        "blob {digest} fails verification on the coordinator"
+                    ))))
+                    .await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn discover_node(
+        &self,
+        req: Request<pb::DiscoverNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let r = req.into_inner();
+        let rack: RackName = field("rack", &r.rack)?;
+        let mut macs: Vec<Mac> = vec![field("mac", &r.mac)?];
+        for (i, m) in r.macs.iter().enumerate() {
+            let m: Mac = field(&format!("macs[{i}]"), m)?;
+            if !macs.contains(&m) {
+                macs.push(m);
+            }
+        }
+        let uuid = (!r.uuid.is_empty()).then_some(r.uuid);
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key: key(&r.idempotency_key),
+                command: Command::DiscoverNode { rack, macs, uuid },
+            })
+            .await?
+        {
+            Outcome::Node(n) => Ok(Response::new(node_to_pb(&self.0.replica.state(), &n))),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn report_boot_events(
+        &self,
+        _req: Request<pb::ReportBootEventsRequest>,
+    ) -> Result<Response<pb::ReportBootEventsResponse>, Status> {
+        Err(Status::unimplemented(
+            "boot sessions are not recorded by this coordinator version yet",
+        ))
+    }
+
+    type ShipLogsStream = BoxStream<pb::LogAck>;
+
+    async fn ship_logs(
+        &self,
+        _req: Request<Streaming<pb::LogBatch>>,
+    ) -> Result<Response<Self::ShipLogsStream>, Status> {
+        Err(Status::unimplemented(
+            "log shipping is not accepted by this coordinator version yet",
+        ))
+    }
+}

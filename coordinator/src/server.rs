@@ -1,0 +1,143 @@
+//! Starting a coordinator: the replica, the blob store and the gRPC server
+//! (with server reflection and grpc.health.v1) on an already-bound listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rackboot_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{
+    AgentApi, AssignmentApi, ClusterApi, Ctx, ImageApi, NodeApi, RackApi, RaftPeerApi,
+};
+use crate::blobs::{BlobError, BlobStore};
+use crate::raft::{self, Replica, ReplicaConfig};
+
+/// Largest gRPC message accepted or sent.
+pub const MAX_MESSAGE: usize = 8 << 20;
+
+/// A coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The replica could not start.
+    #[error("replica: {0}")]
+    Replica(#[from] raft::node_error::ReplicaFatal),
+    /// The blob store could not open.
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
+    /// Reflection descriptors failed to load.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    /// Handle to the replica.
+    pub replica: Replica,
+    /// Address the gRPC server listens on.
+    pub local_addr: SocketAddr,
+    /// The gRPC server task.
+    pub server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The replica task.
+    pub replica_task: JoinHandle<Result<(), raft::node_error::ReplicaFatal>>,
+}
+
+/// Start a coordinator replica serving gRPC on `listener`, storing under `data_dir`.
+pub async fn start(
+    mut cfg: ReplicaConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Coordinator, StartError> {
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Reflection(format!("listener: {e}")))?;
+    if cfg.peers.len() == 1 && cfg.peers.contains_key(&cfg.id) {
+        // A single replica advertises where it actually listens.
+        cfg.peers.insert(cfg.id, local_addr.to_string());
+    }
+    let data_dir: PathBuf = cfg.data_dir.clone();
+    let blobs = Arc::new(BlobStore::open(&data_dir.join("blobs"))?);
+    let (replica, replica_task) = raft::spawn(cfg, shutdown.clone())?;
+    let ctx = Ctx {
+        replica: replica.clone(),
+        blobs,
+    };
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rackboot_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rackboot_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    use pb::agent_service_server::AgentServiceServer;
+    use pb::assignment_service_server::AssignmentServiceServer;
+    use pb::cluster_service_server::ClusterServiceServer;
+    use pb::image_service_server::ImageServiceServer;
+    use pb::node_service_server::NodeServiceServer;
+    use pb::rack_service_server::RackServiceServer;
+    use pb::raft_peer_server::RaftPeerServer;
+    health.set_serving::<NodeServiceServer<NodeApi>>().await;
+    health.set_serving::<RackServiceServer<RackApi>>().await;
+    health.set_serving::<ImageServiceServer<ImageApi>>().await;
+    health
+        .set_serving::<AssignmentServiceServer<AssignmentApi>>()
+        .await;
+    health
+        .set_serving::<ClusterServiceServer<ClusterApi>>()
+        .await;
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            NodeServiceServer::new(NodeApi(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(RackServiceServer::new(RackApi(ctx.clone())))
+        .add_service(
+            ImageServiceServer::new(ImageApi(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(AssignmentServiceServer::new(AssignmentApi(ctx.clone())))
+        .add_service(ClusterServiceServer::new(ClusterApi(ctx.clone())))
+        .add_service(
+            AgentServiceServer::new(AgentApi(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            RaftPeerServer::new(RaftPeerApi(ctx))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        );
+    let incoming = TcpListenerStream::new(listener);
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+    });
+    tracing::info!(%local_addr, "coordinator gRPC listening (reflection and health enabled)");
+    Ok(Coordinator {
+        replica,
+        local_addr,
+        server,
+        replica_task,
+    })
+}
