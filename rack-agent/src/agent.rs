@@ -1,0 +1,291 @@
+//! Putting an agent together: local view (persisted), blob cache, file
+//! table, DHCP and TFTP servers, and the coordinator sync task.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use rackboot_dhcp_core::{BootFiles, ServerConfig};
+use rackboot_proto::v1 as pb;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::boot::BootUrls;
+use crate::cache::{BlobCache, CacheError};
+use crate::dhcp::{self, DhcpShellConfig, DhcpStats};
+use crate::files::{FileTable, load_static_root};
+use crate::sync::{self, SyncConfig};
+use crate::view::{RackView, ViewError};
+
+/// Everything an agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Rack name.
+    pub rack: String,
+    /// Coordinator URLs.
+    pub coordinators: Vec<String>,
+    /// Data directory (view, cache).
+    pub data_dir: PathBuf,
+    /// The agent's address on the rack network.
+    pub server_ip: Ipv4Addr,
+    /// The rack subnet.
+    pub subnet: Ipv4Net,
+    /// Address of node slot 0.
+    pub node_base: Ipv4Addr,
+    /// Gateway handed to nodes.
+    pub gateway: Option<Ipv4Addr>,
+    /// Interface to bind DHCP to (None: no device binding).
+    pub iface: Option<String>,
+    /// DHCP listen address.
+    pub dhcp_listen: SocketAddr,
+    /// Port DHCP replies go to.
+    pub dhcp_client_port: u16,
+    /// TFTP listen address.
+    pub tftp_listen: SocketAddr,
+    /// Directory of static files (firmware) to serve read-only.
+    pub static_root: Option<PathBuf>,
+    /// DHCP lease time.
+    pub lease_secs: u32,
+    /// Boot file for BIOS PXE.
+    pub bios_boot_file: String,
+    /// Boot file for x64 UEFI PXE.
+    pub uefi_x64_boot_file: String,
+    /// Boot file for arm64 UEFI PXE.
+    pub uefi_arm64_boot_file: String,
+    /// TFTP engine settings.
+    pub tftp: rackboot_tftp_core::Config,
+}
+
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// Path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The static root cannot be read.
+    #[error("static root {path}: {source}")]
+    StaticRoot {
+        /// Path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cache cannot open.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The persisted view is unreadable.
+    #[error(transparent)]
+    View(#[from] ViewError),
+}
+
+/// A running agent.
+pub struct Agent {
+    /// The current rack view.
+    pub view: watch::Receiver<Arc<RackView>>,
+    /// The current file table.
+    pub files: watch::Receiver<Arc<FileTable>>,
+    /// Where DHCP listens.
+    pub dhcp_addr: SocketAddr,
+    /// Where TFTP listens.
+    pub tftp_addr: SocketAddr,
+    /// DHCP counters.
+    pub dhcp_stats: Arc<DhcpStats>,
+    /// Background tasks.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Start an agent.
+pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| AgentError::DataDir {
+        path: cfg.data_dir.display().to_string(),
+        source,
+    })?;
+    let view_path = cfg.data_dir.join("rack-view.pb");
+    let initial = RackView::load(&view_path)?.unwrap_or_default();
+    if initial.revision > 0 {
+        tracing::info!(revision = initial.revision, nodes = initial.nodes.len(), "loaded persisted rack view; serving it until the coordinator answers");
+    }
+    let cache = Arc::new(BlobCache::open(&cfg.data_dir.join("cache"))?);
+    for blob in initial.needed_blobs() {
+        if !cache.load_from_disk(&blob).await? {
+            tracing::warn!(blob = %blob.digest, "assigned blob not in cache yet");
+        }
+    }
+    let statics = match &cfg.static_root {
+        Some(root) => load_static_root(root).map_err(|source| AgentError::StaticRoot {
+            path: root.display().to_string(),
+            source,
+        })?,
+        None => Default::default(),
+    };
+    tracing::info!(files = statics.len(), "static root loaded");
+
+    let tftp_port = cfg.tftp_listen.port();
+    let base = if tftp_port == 69 {
+        format!("tftp://{}", cfg.server_ip)
+    } else {
+        format!("tftp://{}:{tftp_port}", cfg.server_ip)
+    };
+    let urls = BootUrls { base };
+
+    let (view_tx, view_rx) = watch::channel(Arc::new(initial));
+    let table = FileTable::build(&view_rx.borrow(), &cache, &statics, &urls);
+    let (files_tx, files_rx) = watch::channel(Arc::new(table));
+    let cache_changed = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+
+    // File table: rebuilt on every view or cache change.
+    {
+        let mut view_rx = view_rx.clone();
+        let cache = cache.clone();
+        let changed = cache_changed.clone();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = view_rx.changed() => if r.is_err() { return },
+                    _ = changed.notified() => {}
+                }
+                let table = FileTable::build(&view_rx.borrow_and_update(), &cache, &statics, &urls);
+                tracing::debug!(files = table.len(), "file table rebuilt");
+                files_tx.send_replace(Arc::new(table));
+            }
+        }));
+    }
+
+    // DHCP.
+    let dhcp_socket = dhcp::bind(cfg.dhcp_listen, cfg.iface.as_deref()).map_err(|source| AgentError::Bind {
+        what: "DHCP",
+        addr: cfg.dhcp_listen,
+        source,
+    })?;
+    let dhcp_addr = dhcp_socket.local_addr().unwrap_or(cfg.dhcp_listen);
+    let core = ServerConfig {
+        server_ip: cfg.server_ip,
+        subnet_mask: cfg.subnet.netmask(),
+        router: cfg.gateway,
+        dns: vec![],
+        domain: None,
+        log_server: Some(cfg.server_ip),
+        lease_secs: cfg.lease_secs,
+        boot: BootFiles {
+            bios: cfg.bios_boot_file.clone(),
+            uefi_x64: cfg.uefi_x64_boot_file.clone(),
+            uefi_arm64: cfg.uefi_arm64_boot_file.clone(),
+            ipxe_script: "ipxe/{mac}.ipxe".to_string(),
+            http_boot_uri: None,
+        },
+    };
+    let (unknown_tx, unknown_rx) = mpsc::channel(1024);
+    let dhcp_stats = Arc::new(DhcpStats::default());
+    tasks.push(tokio::spawn(dhcp::run(
+        dhcp_socket,
+        DhcpShellConfig {
+            core,
+            client_port: cfg.dhcp_client_port,
+        },
+        view_rx.clone(),
+        unknown_tx,
+        dhcp_stats.clone(),
+        shutdown.clone(),
+    )));
+
+    // TFTP.
+    let tftp_socket = tokio::net::UdpSocket::bind(cfg.tftp_listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            what: "TFTP",
+            addr: cfg.tftp_listen,
+            source,
+        })?;
+    let tftp_addr = tftp_socket.local_addr().unwrap_or(cfg.tftp_listen);
+    let bind_ip = match cfg.tftp_listen.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(cfg.server_ip),
+        ip => ip,
+    };
+    tasks.push(tokio::spawn(crate::tftp::run(
+        tftp_socket,
+        bind_ip,
+        cfg.tftp.clone(),
+        files_rx.clone(),
+        shutdown.clone(),
+    )));
+
+    // Coordinator sync.
+    let sync_cfg = SyncConfig {
+        coordinators: cfg.coordinators.clone(),
+        rack: pb::Rack {
+            name: cfg.rack.clone(),
+            subnet: cfg.subnet.to_string(),
+            server_address: cfg.server_ip.to_string(),
+            node_base: cfg.node_base.to_string(),
+            gateway: cfg.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        },
+        agent_id: format!("{}@{}", cfg.rack, cfg.server_ip),
+        view_path,
+    };
+    tasks.push(tokio::spawn(sync::run(
+        sync_cfg,
+        view_tx,
+        unknown_rx,
+        cache,
+        cache_changed,
+        shutdown.clone(),
+    )));
+    tracing::info!(rack = %cfg.rack, %dhcp_addr, %tftp_addr, server_ip = %cfg.server_ip, "rack agent serving");
+    Ok(Agent {
+        view: view_rx,
+        files: files_rx,
+        dhcp_addr,
+        tftp_addr,
+        dhcp_stats,
+        tasks,
+    })
+}
+
+/// The IPv4 address and subnet of an interface.
+pub fn interface_network(name: &str) -> std::io::Result<(Ipv4Addr, Ipv4Net)> {
+    for iface in if_addrs::get_if_addrs()? {
+        if iface.name != name {
+            continue;
+        }
+        if let if_addrs::IfAddr::V4(v4) = iface.addr {
+            let prefix = u32::from(v4.netmask).leading_ones();
+            let prefix = u8::try_from(prefix).unwrap_or(32);
+            let net = Ipv4Net::new(v4.ip, prefix)
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .trunc();
+            return Ok((v4.ip, net));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("interface {name} has no IPv4 address (or does not exist)"),
+    ))
+}
+
+/// The first host address after `server` (the default node base).
+pub fn default_node_base(server: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(server).saturating_add(1))
+}

@@ -1,0 +1,128 @@
+//! Command-line settings of an agent, shared by `rackboot-agent` and
+//! `rackboot dev`, turned into a validated [`AgentConfig`].
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+
+use crate::agent::{AgentConfig, default_node_base, interface_network};
+
+/// Agent network and serving flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Rack interface. Without it the agent serves loopback on unprivileged
+    /// ports (DHCP 1067, TFTP 1069); with it, that interface's address and
+    /// subnet on the standard ports (DHCP 67, TFTP 69).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Directory of static files served read-only over TFTP (firmware such as
+    /// undionly.kpxe, ipxe.efi).
+    #[arg(long)]
+    pub static_root: Option<PathBuf>,
+    /// Address of node slot 0 (default: the agent's address + 1).
+    #[arg(long)]
+    pub node_base: Option<Ipv4Addr>,
+    /// Gateway handed to nodes (default: none).
+    #[arg(long)]
+    pub gateway: Option<Ipv4Addr>,
+    /// DHCP port (default 67 with --iface, 1067 without).
+    #[arg(long)]
+    pub dhcp_port: Option<u16>,
+    /// TFTP port (default 69 with --iface, 1069 without).
+    #[arg(long)]
+    pub tftp_port: Option<u16>,
+    /// DHCP lease time in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub lease_secs: u32,
+    /// Boot file for BIOS PXE clients (from the static root).
+    #[arg(long, default_value = "undionly.kpxe")]
+    pub bios_boot_file: String,
+    /// Boot file for x64 UEFI PXE clients.
+    #[arg(long, default_value = "ipxe.efi")]
+    pub uefi_boot_file: String,
+    /// Boot file for arm64 UEFI PXE clients.
+    #[arg(long, default_value = "ipxe-arm64.efi")]
+    pub uefi_arm64_boot_file: String,
+}
+
+/// Flags that do not form a usable configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// The interface is unusable.
+    #[error("--iface {iface}: {source}")]
+    Iface {
+        /// Interface.
+        iface: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node base is outside the subnet.
+    #[error("--node-base {base} is not inside the rack subnet {subnet}")]
+    NodeBase {
+        /// Given base.
+        base: Ipv4Addr,
+        /// Subnet.
+        subnet: Ipv4Net,
+    },
+    /// No coordinator given.
+    #[error("--coordinator: at least one URL is needed")]
+    NoCoordinator,
+}
+
+impl ServeArgs {
+    /// Resolve into a full configuration.
+    pub fn into_config(
+        self,
+        rack: String,
+        coordinators: Vec<String>,
+        data_dir: PathBuf,
+    ) -> Result<AgentConfig, ArgsError> {
+        if coordinators.is_empty() {
+            return Err(ArgsError::NoCoordinator);
+        }
+        let (server_ip, subnet, dhcp_ip, dhcp_default, tftp_default) = match &self.iface {
+            Some(iface) => {
+                let (ip, net) = interface_network(iface).map_err(|source| ArgsError::Iface {
+                    iface: iface.clone(),
+                    source,
+                })?;
+                (ip, net, Ipv4Addr::UNSPECIFIED, 67, 69)
+            }
+            None => {
+                let lo = Ipv4Addr::LOCALHOST;
+                let net = Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default();
+                (lo, net, lo, 1067, 1069)
+            }
+        };
+        let node_base = self.node_base.unwrap_or_else(|| default_node_base(server_ip));
+        if !subnet.contains(&node_base) {
+            return Err(ArgsError::NodeBase {
+                base: node_base,
+                subnet,
+            });
+        }
+        let dhcp_port = self.dhcp_port.unwrap_or(dhcp_default);
+        let tftp_port = self.tftp_port.unwrap_or(tftp_default);
+        Ok(AgentConfig {
+            rack,
+            coordinators,
+            data_dir,
+            server_ip,
+            subnet,
+            node_base,
+            gateway: self.gateway,
+            iface: self.iface,
+            dhcp_listen: SocketAddr::from((dhcp_ip, dhcp_port)),
+            dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },
+            tftp_listen: SocketAddr::from((server_ip, tftp_port)),
+            static_root: self.static_root,
+            lease_secs: self.lease_secs,
+            bios_boot_file: self.bios_boot_file,
+            uefi_x64_boot_file: self.uefi_boot_file,
+            uefi_arm64_boot_file: self.uefi_arm64_boot_file,
+            tftp: rackboot_tftp_core::Config::default(),
+        })
+    }
+}

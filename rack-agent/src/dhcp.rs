@@ -1,0 +1,164 @@
+//! The DHCP shell: moves datagrams between a UDP socket and the sans-IO
+//! decision core (`rackboot-dhcp-core`). It never waits on the coordinator:
+//! an unknown client is reported to the sync task and simply not answered
+//! until its node appears in the local view (its next retransmission).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rackboot_dhcp_core::{Decision, Mac, ReplyDest, ServerConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::view::RackView;
+
+/// A machine the agent saw but does not know.
+#[derive(Debug, Clone)]
+pub struct Unknown {
+    /// Its MAC.
+    pub mac: Mac,
+    /// Reported UUID (hex), recorded only.
+    pub uuid: Option<String>,
+}
+
+/// Counters of the DHCP shell.
+#[derive(Debug, Default)]
+pub struct DhcpStats {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Replies sent.
+    pub replied: AtomicU64,
+    /// Requests from unknown machines (reported for discovery).
+    pub unknown: AtomicU64,
+    /// Dropped datagrams (malformed, not for us, ...).
+    pub dropped: AtomicU64,
+}
+
+/// How long an unknown MAC is not reported again.
+const UNKNOWN_COOLDOWN: Duration = Duration::from_secs(3);
+/// Bound on the unknown-MAC memory.
+const UNKNOWN_TABLE: usize = 65_536;
+
+/// Settings of the DHCP shell.
+#[derive(Debug, Clone)]
+pub struct DhcpShellConfig {
+    /// Decision-core configuration.
+    pub core: ServerConfig,
+    /// Port replies to clients go to (68; tests may use others).
+    pub client_port: u16,
+}
+
+/// Run the DHCP server on `socket` until `shutdown`.
+pub async fn run(
+    socket: UdpSocket,
+    cfg: DhcpShellConfig,
+    view: watch::Receiver<Arc<RackView>>,
+    unknown_tx: mpsc::Sender<Unknown>,
+    stats: Arc<DhcpStats>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; 4096];
+    let mut reported: HashMap<Mac, Instant> = HashMap::new();
+    loop {
+        let (n, src) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dhcp recv failed");
+                    continue;
+                }
+            },
+        };
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let packet = buf.get(..n).unwrap_or_default();
+        let decision = {
+            let v = view.borrow();
+            rackboot_dhcp_core::handle(&cfg.core, &v.bindings, packet)
+        };
+        match decision {
+            Decision::Reply { bytes, dest, .. } => {
+                let to = destination(dest, src, cfg.client_port);
+                match socket.send_to(&bytes, to).await {
+                    Ok(_) => {
+                        stats.replied.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(error = %e, %to, "dhcp send failed"),
+                }
+            }
+            Decision::UnknownClient { mac, info } => {
+                stats.unknown.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                let due = reported
+                    .get(&mac)
+                    .is_none_or(|t| now.duration_since(*t) >= UNKNOWN_COOLDOWN);
+                if due {
+                    if reported.len() >= UNKNOWN_TABLE {
+                        reported.retain(|_, t| now.duration_since(*t) < UNKNOWN_COOLDOWN);
+                    }
+                    reported.insert(mac, now);
+                    let uuid = info
+                        .uuid
+                        .map(|u| u.iter().map(|b| format!("{b:02x}")).collect::<String>());
+                    tracing::info!(%mac, "unknown machine; asking the coordinator to accept it");
+                    if unknown_tx.try_send(Unknown { mac, uuid }).is_err() {
+                        tracing::warn!(%mac, "discovery queue full; will retry on next request");
+                        reported.remove(&mac);
+                    }
+                }
+            }
+            Decision::Drop(reason) => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%src, reason = reason.label(), detail = %reason, "dhcp datagram dropped");
+            }
+        }
+    }
+}
+
+/// Where a reply goes. A client that did not send from the DHCP client port
+/// (a test client, or a loopback `dev` setup) is answered where it came from.
+fn destination(dest: ReplyDest, src: SocketAddr, client_port: u16) -> SocketAddr {
+    if src.port() != client_port && src.port() != 67 {
+        return src;
+    }
+    match dest {
+        ReplyDest::Broadcast => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, client_port)),
+        ReplyDest::Unicast(ip) => SocketAddr::V4(SocketAddrV4::new(ip, client_port)),
+        ReplyDest::Relay(giaddr) => SocketAddr::V4(SocketAddrV4::new(giaddr, 67)),
+    }
+}
+
+/// Bind the DHCP socket: broadcast enabled, address reuse, and bound to the
+/// rack interface when given (so broadcasts leave through it).
+pub fn bind(addr: SocketAddr, iface: Option<&str>) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    if let Some(dev) = iface {
+        s.bind_device(Some(dev.as_bytes()))?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_go_where_rfc2131_says_unless_the_client_is_not_on_68() {
+        let client: SocketAddr = "0.0.0.0:68".parse().unwrap_or_else(|_| unreachable!());
+        let tester: SocketAddr = "127.0.0.1:40000".parse().unwrap_or_else(|_| unreachable!());
+        let ip = Ipv4Addr::new(10, 0, 0, 5);
+        assert_eq!(destination(ReplyDest::Broadcast, client, 68).to_string(), "255.255.255.255:68");
+        assert_eq!(destination(ReplyDest::Unicast(ip), client, 68).to_string(), "10.0.0.5:68");
+        assert_eq!(destination(ReplyDest::Relay(ip), "10.0.0.5:67".parse().unwrap_or(client), 68).to_string(), "10.0.0.5:67");
+        assert_eq!(destination(ReplyDest::Broadcast, tester, 68), tester);
+    }
+}

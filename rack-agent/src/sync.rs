@@ -1,0 +1,186 @@
+//! Following the coordinator: register, watch the rack's state, report
+//! unknown machines, fetch assigned blobs. None of it is on the packet path:
+//! the servers read the last view and file table, whatever the coordinator does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rackboot_proto::v1 as pb;
+use rackboot_proto::v1::agent_service_client::AgentServiceClient;
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cache::BlobCache;
+use crate::dhcp::Unknown;
+use crate::view::RackView;
+
+/// Settings of the sync task.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Coordinator URLs, tried in order.
+    pub coordinators: Vec<String>,
+    /// The rack as this agent registers it.
+    pub rack: pb::Rack,
+    /// Agent id (host name or chosen id).
+    pub agent_id: String,
+    /// Where the view is persisted.
+    pub view_path: std::path::PathBuf,
+}
+
+/// Largest message accepted from the coordinator.
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// Connect to a coordinator URL (fails fast when nobody listens).
+pub async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// Run until `shutdown`, reconnecting with bounded backoff.
+pub async fn run(
+    cfg: SyncConfig,
+    view_tx: watch::Sender<Arc<RackView>>,
+    mut unknown_rx: mpsc::Receiver<Unknown>,
+    cache: Arc<BlobCache>,
+    cache_changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    let mut which = 0usize;
+    let fetching = Arc::new(Mutex::new(()));
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let url = cfg.coordinators.get(which % cfg.coordinators.len().max(1)).cloned().unwrap_or_default();
+        which += 1;
+        match session(&cfg, &url, &view_tx, &mut unknown_rx, &cache, &cache_changed, &fetching, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(coordinator = %url, error = %e, "coordinator session ended; serving from the local view meanwhile");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot reach coordinator: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("watch stream ended")]
+    Ended,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    cfg: &SyncConfig,
+    url: &str,
+    view_tx: &watch::Sender<Arc<RackView>>,
+    unknown_rx: &mut mpsc::Receiver<Unknown>,
+    cache: &Arc<BlobCache>,
+    cache_changed: &Arc<Notify>,
+    fetching: &Arc<Mutex<()>>,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let channel = connect(url).await?;
+    let mut client = AgentServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    client
+        .register(pb::RegisterRequest {
+            rack: Some(cfg.rack.clone()),
+            agent_id: cfg.agent_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .await?;
+    let from = view_tx.borrow().revision;
+    tracing::info!(coordinator = %url, rack = %cfg.rack.name, from_revision = from, "registered; watching rack");
+    let mut stream = client
+        .watch_rack(pb::WatchRackRequest {
+            rack: cfg.rack.name.clone(),
+            from_revision: from,
+        })
+        .await?
+        .into_inner();
+    // Blobs of the current view may still be missing (e.g. first start).
+    spawn_fetch(client.clone(), view_tx.borrow().clone(), cache.clone(), cache_changed.clone(), fetching.clone());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            msg = stream.message() => {
+                let Some(state) = msg? else { return Err(SessionError::Ended) };
+                match RackView::from_pb(state) {
+                    Ok(view) => {
+                        if let Err(e) = view.save(&cfg.view_path) {
+                            tracing::error!(error = %e, path = %cfg.view_path.display(), "cannot persist rack view");
+                        }
+                        tracing::info!(revision = view.revision, nodes = view.nodes.len(), images = view.images.len(), "rack view updated");
+                        let view = Arc::new(view);
+                        view_tx.send_replace(view.clone());
+                        spawn_fetch(client.clone(), view, cache.clone(), cache_changed.clone(), fetching.clone());
+                    }
+                    Err(e) => tracing::error!(error = %e, "rack view refused; keeping the previous one"),
+                }
+            }
+            Some(u) = unknown_rx.recv() => {
+                let mut c = client.clone();
+                let rack = cfg.rack.name.clone();
+                tokio::spawn(async move {
+                    let req = pb::DiscoverNodeRequest {
+                        rack,
+                        mac: u.mac.to_string(),
+                        macs: vec![],
+                        uuid: u.uuid.unwrap_or_default(),
+                        // A MAC identifies its node: rediscovery is naturally idempotent.
+                        idempotency_key: String::new(),
+                    };
+                    match c.discover_node(req).await {
+                        Ok(n) => {
+                            let n = n.into_inner();
+                            tracing::info!(mac = %u.mac, node = n.number, address = %n.address, "machine accepted as node");
+                        }
+                        Err(e) => tracing::warn!(mac = %u.mac, error = %e, "discovery failed"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn spawn_fetch(
+    mut client: AgentServiceClient<Channel>,
+    view: Arc<RackView>,
+    cache: Arc<BlobCache>,
+    changed: Arc<Notify>,
+    fetching: Arc<Mutex<()>>,
+) {
+    tokio::spawn(async move {
+        let _one_at_a_time = fetching.lock().await;
+        let mut any = false;
+        for blob in view.needed_blobs() {
+            if cache.get(&blob.digest).is_some() {
+                continue;
+            }
+            match cache.ensure(&mut client, &blob).await {
+                Ok(()) => any = true,
+                Err(e) => tracing::error!(error = %e, "blob fetch failed; will retry on next view"),
+            }
+        }
+        if any {
+            changed.notify_one();
+        }
+    });
+}

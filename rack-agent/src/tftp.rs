@@ -1,0 +1,145 @@
+//! The TFTP shell: one task owns the sans-IO `rackboot_tftp_core::Server`;
+//! the listener socket and one ephemeral socket per transfer (its TID) only
+//! move bytes. Every wake-up drains all readable datagrams before sending, so
+//! ACKs never queue in the kernel as a substitute for scheduling.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rackboot_tftp_core::{Event, Local, Server, TransferId};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::files::FileTable;
+
+const MAX_DATAGRAM: usize = 65_536;
+
+struct TransferSocket {
+    socket: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for TransferSocket {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Run the TFTP server until `shutdown`. `bind_ip` is the address transfer
+/// sockets bind to (the agent's rack address).
+pub async fn run(
+    listener: UdpSocket,
+    bind_ip: IpAddr,
+    config: rackboot_tftp_core::Config,
+    files: watch::Receiver<Arc<FileTable>>,
+    shutdown: CancellationToken,
+) {
+    let listener = Arc::new(listener);
+    let mut server = Server::new(config);
+    let (in_tx, mut in_rx) = mpsc::channel::<(TransferId, SocketAddr, Vec<u8>)>(16_384);
+    let mut sockets: HashMap<TransferId, TransferSocket> = HashMap::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let deadline = server.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.recv_from(&mut buf) => {
+                if let Ok((n, src)) = r {
+                    let table = files.borrow().clone();
+                    server.handle_datagram(now(), Local::Listener, src, buf.get(..n).unwrap_or_default(), &*table);
+                }
+            }
+            Some((id, src, data)) = in_rx.recv() => {
+                let table = files.borrow().clone();
+                server.handle_datagram(now(), Local::Transfer(id), src, &data, &*table);
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => server.handle_timeout(now()),
+        }
+        // Drain everything already waiting before answering anyone.
+        let table = files.borrow().clone();
+        while let Ok((n, src)) = listener.try_recv_from(&mut buf) {
+            server.handle_datagram(now(), Local::Listener, src, buf.get(..n).unwrap_or_default(), &*table);
+        }
+        while let Ok((id, src, data)) = in_rx.try_recv() {
+            server.handle_datagram(now(), Local::Transfer(id), src, &data, &*table);
+        }
+        server.handle_timeout(now());
+        flush(&mut server, &listener, &mut sockets, bind_ip, &in_tx).await;
+    }
+}
+
+async fn flush(
+    server: &mut Server,
+    listener: &Arc<UdpSocket>,
+    sockets: &mut HashMap<TransferId, TransferSocket>,
+    bind_ip: IpAddr,
+    in_tx: &mpsc::Sender<(TransferId, SocketAddr, Vec<u8>)>,
+) {
+    while let Some(t) = server.poll_transmit() {
+        let socket = match t.local {
+            Local::Listener => listener.clone(),
+            Local::Transfer(id) => match sockets.get(&id) {
+                Some(s) => s.socket.clone(),
+                None => match open_transfer_socket(id, bind_ip, in_tx.clone()).await {
+                    Ok(s) => {
+                        let sock = s.socket.clone();
+                        sockets.insert(id, s);
+                        sock
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open a transfer socket");
+                        continue;
+                    }
+                },
+            },
+        };
+        if let Err(e) = socket.send_to(&t.payload, t.dest).await {
+            tracing::debug!(error = %e, dest = %t.dest, "tftp send failed");
+        }
+    }
+    while let Some(ev) = server.poll_event() {
+        match ev {
+            Event::Started { id, client, path, size } => {
+                tracing::debug!(id = id.as_u64(), %client, path = path.as_str(), size, "tftp transfer started");
+            }
+            Event::Closed { id, client, path, outcome } => {
+                sockets.remove(&id);
+                tracing::info!(id = id.as_u64(), %client, path = path.as_str(), ?outcome, "tftp transfer closed");
+            }
+            Event::Refused { client, filename, code, message } => {
+                tracing::info!(%client, ?filename, ?code, %message, "tftp request refused");
+            }
+        }
+    }
+}
+
+async fn open_transfer_socket(
+    id: TransferId,
+    bind_ip: IpAddr,
+    in_tx: mpsc::Sender<(TransferId, SocketAddr, Vec<u8>)>,
+) -> std::io::Result<TransferSocket> {
+    let socket = Arc::new(UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?);
+    let rx = socket.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while let Ok((n, src)) = rx.recv_from(&mut buf).await {
+            let data = buf.get(..n).unwrap_or_default().to_vec();
+            if in_tx.send((id, src, data)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(TransferSocket { socket, reader })
+}

@@ -1,0 +1,266 @@
+//! The agent's local view of its rack: what it serves nodes from, with no
+//! coordinator round trip. Built from the coordinator's `RackState` (validated
+//! here, at the edge) and persisted so a restarted agent serves offline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use prost::Message;
+use rackboot_dhcp_core::{Mac, NodeBinding};
+use rackboot_proto::v1 as pb;
+use rackboot_state::{Blake3Digest, BlobRef};
+
+/// The coordinator sent something that does not validate.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// A field is invalid.
+    #[error("rack state from coordinator: {field}: {reason}")]
+    Invalid {
+        /// Field path.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// Persisted view unreadable.
+    #[error("persisted rack view {path}: {reason}")]
+    Persisted {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> ViewError {
+    ViewError::Invalid {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// One node as the agent serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEntry {
+    /// Persistent number.
+    pub number: u32,
+    /// Name (`n<number>`).
+    pub name: String,
+    /// MACs.
+    pub macs: Vec<Mac>,
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// Assigned image name, if any.
+    pub image: Option<String>,
+}
+
+/// One image as the agent serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// Name.
+    pub name: String,
+    /// Kernel blob.
+    pub kernel: BlobRef,
+    /// Initrd blob.
+    pub initrd: BlobRef,
+    /// Command line.
+    pub cmdline: String,
+    /// Kernel version.
+    pub kernel_version: String,
+}
+
+/// Everything needed to answer the rack's nodes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RackView {
+    /// Coordinator revision this view was taken at (0 = none yet).
+    pub revision: u64,
+    /// Nodes by number.
+    pub nodes: BTreeMap<u32, NodeEntry>,
+    /// DHCP bindings by MAC (every MAC of every node).
+    pub bindings: HashMap<Mac, NodeBinding>,
+    /// Assigned images by name.
+    pub images: BTreeMap<String, ImageEntry>,
+    /// The raw message, kept for persistence.
+    raw: Option<pb::RackState>,
+}
+
+fn blob(field: &str, b: Option<&pb::BlobRef>) -> Result<BlobRef, ViewError> {
+    let b = b.ok_or_else(|| invalid(field, "missing"))?;
+    Ok(BlobRef {
+        digest: b
+            .blake3
+            .parse::<Blake3Digest>()
+            .map_err(|e| invalid(format!("{field}.blake3"), e))?,
+        size: b.size,
+    })
+}
+
+impl RackView {
+    /// Validate a coordinator message into a view.
+    pub fn from_pb(state: pb::RackState) -> Result<Self, ViewError> {
+        let mut nodes = BTreeMap::new();
+        let mut bindings = HashMap::new();
+        for (i, n) in state.nodes.iter().enumerate() {
+            let addr: Ipv4Addr = n
+                .address
+                .parse()
+                .map_err(|e| invalid(format!("nodes[{i}].address"), e))?;
+            let mut macs = Vec::new();
+            for (j, m) in n.macs.iter().enumerate() {
+                let mac: Mac = m
+                    .parse()
+                    .map_err(|e| invalid(format!("nodes[{i}].macs[{j}]"), e))?;
+                macs.push(mac);
+                bindings.insert(
+                    mac,
+                    NodeBinding {
+                        number: n.number,
+                        addr,
+                        hostname: n.name.clone(),
+                    },
+                );
+            }
+            let image = (!n.assigned_image.is_empty()).then(|| n.assigned_image.clone());
+            nodes.insert(
+                n.number,
+                NodeEntry {
+                    number: n.number,
+                    name: n.name.clone(),
+                    macs,
+                    addr,
+                    image,
+                },
+            );
+        }
+        let mut images = BTreeMap::new();
+        for (i, im) in state.images.iter().enumerate() {
+            images.insert(
+                im.name.clone(),
+                ImageEntry {
+                    name: im.name.clone(),
+                    kernel: blob(&format!("images[{i}].kernel"), im.kernel.as_ref())?,
+                    initrd: blob(&format!("images[{i}].initrd"), im.initrd.as_ref())?,
+                    cmdline: im.cmdline.clone(),
+                    kernel_version: im.kernel_version.clone(),
+                },
+            );
+        }
+        Ok(RackView {
+            revision: state.revision,
+            nodes,
+            bindings,
+            images,
+            raw: Some(state),
+        })
+    }
+
+    /// The node owning a MAC.
+    pub fn node_by_mac(&self, mac: &Mac) -> Option<&NodeEntry> {
+        self.bindings.get(mac).and_then(|b| self.nodes.get(&b.number))
+    }
+
+    /// Every blob some node of the rack needs.
+    pub fn needed_blobs(&self) -> Vec<BlobRef> {
+        let mut out: Vec<BlobRef> = Vec::new();
+        for im in self.images.values() {
+            for b in [im.kernel, im.initrd] {
+                if !out.contains(&b) {
+                    out.push(b);
+                }
+            }
+        }
+        out
+    }
+
+    /// Persist atomically (write, fsync, rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let Some(raw) = &self.raw else { return Ok(()) };
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&raw.encode_to_vec())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Load a persisted view (None when there is none yet).
+    pub fn load(path: &Path) -> Result<Option<Self>, ViewError> {
+        let err = |reason: String| ViewError::Persisted {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let state = pb::RackState::decode(bytes.as_slice()).map_err(|e| err(e.to_string()))?;
+        RackView::from_pb(state).map(Some).map_err(|e| err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn sample() -> pb::RackState {
+        pb::RackState {
+            revision: 7,
+            rack: None,
+            nodes: vec![pb::Node {
+                number: 3,
+                name: "n3".into(),
+                macs: vec!["52:54:00:00:00:03".into(), "52:54:00:00:01:03".into()],
+                rack: "r1".into(),
+                slot: 0,
+                address: "10.0.0.2".into(),
+                assigned_image: "img:1".into(),
+                assignment_source: "default".into(),
+            }],
+            images: vec![pb::ImageManifest {
+                name: "img:1".into(),
+                kernel: Some(pb::BlobRef {
+                    blake3: Blake3Digest::of(b"k").to_string(),
+                    size: 1,
+                }),
+                initrd: Some(pb::BlobRef {
+                    blake3: Blake3Digest::of(b"i").to_string(),
+                    size: 1,
+                }),
+                cmdline: "console=ttyS0".into(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn builds_bindings_for_every_mac_and_round_trips() {
+        let v = RackView::from_pb(sample()).unwrap();
+        assert_eq!(v.bindings.len(), 2);
+        let mac: Mac = "52:54:00:00:01:03".parse().unwrap();
+        assert_eq!(v.node_by_mac(&mac).unwrap().number, 3);
+        assert_eq!(v.needed_blobs().len(), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("view.pb");
+        v.save(&p).unwrap();
+        assert_eq!(RackView::load(&p).unwrap().unwrap(), v);
+        assert!(RackView::load(&dir.path().join("none")).unwrap().is_none());
+        std::fs::write(&p, b"\xff\xff garbage").unwrap();
+        assert!(RackView::load(&p).is_err());
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let mut s = sample();
+        s.nodes[0].address = "nope".into();
+        let e = RackView::from_pb(s).unwrap_err().to_string();
+        assert!(e.contains("nodes[0].address"), "{e}");
+        let mut s = sample();
+        s.images[0].kernel = None;
+        let e = RackView::from_pb(s).unwrap_err().to_string();
+        assert!(e.contains("images[0].kernel"), "{e}");
+    }
+}

@@ -1,0 +1,71 @@
+//! rackboot-tftp-core: a sans-IO TFTP server core.
+//!
+//! This crate holds the whole TFTP protocol logic of the rack agent — packet
+//! codec, option negotiation (RFC 2347/2348/2349/7440), path validation,
+//! per-transfer state machines, retransmission timers and admission control —
+//! with no I/O of its own. It follows quinn-proto's split: the owner (the
+//! agent's TFTP task, "the shell") feeds inputs in and drains outputs out.
+//!
+//! # Driving a [`Server`]
+//!
+//! ```text
+//! loop {
+//!     wait for a datagram on any socket, or until server.poll_timeout()
+//!     server.handle_datagram(now, local, src, bytes, &files)   // for each datagram
+//!     server.handle_timeout(now)                                 // when the deadline passed
+//!     while let Some(t) = server.poll_transmit() { send t.payload from t.local to t.dest }
+//!     while let Some(e) = server.poll_event()    { Closed => drop that socket; log; … }
+//! }
+//! ```
+//!
+//! The shell owns one listening socket (UDP 69, [`Local::Listener`]) and one
+//! ephemeral socket per transfer ([`Local::Transfer`]), as RFC 1350 transfer
+//! IDs require. It binds a transfer's socket lazily the first time a
+//! [`Transmit`] names a new [`TransferId`], and drops it on
+//! [`Event::Closed`]. Once `Closed { id }` is queued no [`Transmit`] names
+//! `id` again (unsent packets are discarded), so the order in which the
+//! shell drains transmits and events does not matter.
+//!
+//! # Invariants
+//!
+//! - **Never depends on tokio, sockets, the filesystem, a clock or
+//!   randomness.** Time is passed in as `now: Instant`; file content comes
+//!   from a caller-supplied [`FileSource`] as in-memory [`bytes::Bytes`], and
+//!   each DATA packet is a zero-copy slice of it. `cargo tree -p
+//!   rackboot-tftp-core` must show no tokio.
+//! - **Bad input never panics.** Every datagram is parsed by
+//!   [`Packet::parse`]; malformed ones are counted in [`Stats`] and dropped.
+//!   Requested file names become a [`SafePath`] before anything else sees
+//!   them.
+//! - **Every table is bounded.** At most [`Config::max_active`] transfers
+//!   run; at most [`Config::max_queue`] wait, FIFO, and stale waiters expire.
+//! - **No Sorcerer's Apprentice.** A duplicate ACK causes at most one resend
+//!   per window; otherwise the server resends only on its own short, fixed
+//!   (RTT-adaptive, never exponential) timer.
+//! - **A transfer ends exactly once**, with one [`Event::Closed`], and then
+//!   leaves no state behind.
+
+mod admission;
+mod config;
+mod event;
+mod mode;
+pub mod options;
+pub mod packet;
+pub mod path;
+mod server;
+mod source;
+mod stats;
+mod transfer;
+
+pub use config::{Config, ConfigError};
+pub use event::{AbortReason, Event, Outcome, TransferSummary};
+pub use mode::Mode;
+pub use options::{Negotiated, OptionLimits};
+pub use packet::{ErrorCode, Packet, PacketError, RawOption};
+pub use path::{PathError, SafePath};
+pub use server::{Local, Server, TransferId, Transmit};
+pub use source::{FileSource, OpenError};
+pub use stats::Stats;
+
+#[cfg(test)]
+mod tests;

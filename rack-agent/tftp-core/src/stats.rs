@@ -1,0 +1,68 @@
+//! Counters, exposed for metrics and the SIGUSR1 state dump.
+
+/// Monotonic counters kept by a [`crate::Server`]. Every dropped datagram is
+/// counted under exactly one `dropped_*` reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to [`crate::Server::handle_datagram`].
+    pub datagrams_received: u64,
+    /// Datagrams sent (every [`crate::Transmit`] produced).
+    pub datagrams_sent: u64,
+
+    /// Dropped: not a valid TFTP packet (request parse errors included;
+    /// those also get an ERROR 4 reply).
+    pub dropped_malformed: u64,
+    /// Dropped: a valid non-request packet (DATA, ACK, ERROR, OACK) arrived
+    /// on the listening socket.
+    pub dropped_unexpected_on_listener: u64,
+    /// Dropped: a packet for a transfer that no longer exists.
+    pub dropped_unknown_transfer: u64,
+    /// Dropped: a packet on a transfer's socket from another address (each
+    /// answered with ERROR 5).
+    pub dropped_wrong_source: u64,
+    /// Dropped: a packet type a read transfer never expects (RRQ, WRQ, DATA,
+    /// OACK on a transfer socket).
+    pub dropped_unexpected_on_transfer: u64,
+    /// Dropped: an ACK for a block outside the window in flight.
+    pub dropped_stale_ack: u64,
+    /// Dropped: a duplicate ACK (or repeated request) that did not trigger a
+    /// resend because this window was already resent once, or it was an
+    /// echo of packets already in flight.
+    pub dropped_duplicate_ack: u64,
+    /// Dropped: the admission queue was full.
+    pub dropped_queue_full: u64,
+
+    /// Requests refused: write requests (ERROR 2, read-only server).
+    pub refused_write: u64,
+    /// Requests refused: unsafe paths (ERROR 2).
+    pub refused_path: u64,
+    /// Requests refused: unsupported mode (ERROR 4).
+    pub refused_mode: u64,
+    /// Requests refused: file not found (ERROR 1).
+    pub refused_not_found: u64,
+    /// Requests refused: the file source denied access (ERROR 2).
+    pub refused_access_denied: u64,
+
+    /// Repeated requests absorbed by an active or queued transfer.
+    pub duplicate_requests: u64,
+    /// Requests that had to wait in the admission queue.
+    pub queued: u64,
+    /// Queued requests dropped because the client stopped asking.
+    pub queue_expired: u64,
+
+    /// Transfers started.
+    pub transfers_started: u64,
+    /// Transfers whose final block was acknowledged.
+    pub transfers_completed: u64,
+    /// Transfers ended by the client (ERROR) or superseded by a new request.
+    pub transfers_aborted: u64,
+    /// Transfers that exhausted their retries.
+    pub transfers_timed_out: u64,
+
+    /// DATA packets sent for the first time.
+    pub data_sent: u64,
+    /// Packets (DATA or OACK) resent because the retransmit timer fired.
+    pub retransmits_timeout: u64,
+    /// Packets (DATA or OACK) resent at once on a first duplicate ACK.
+    pub retransmits_duplicate: u64,
+}

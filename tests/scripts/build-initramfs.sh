@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# build-initramfs.sh OUTFILE [MARKER]
+#
+# Builds a tiny gzip-compressed newc cpio initramfs from Debian's
+# busybox-static (/bin/busybox). Its /init:
+#   1. mounts devtmpfs, proc and sysfs and sends its output to /dev/console
+#      (the kernel command line is expected to have console=ttyS0);
+#   2. prints `RACKBOOT-KERNEL: <uname -r>` and `RACKBOOT-CMDLINE: <cmdline>`;
+#   3. if the image was built with modules (see below), insmods them and
+#      prints `RACKBOOT-NET: <iface> <mac>` for every non-loopback interface;
+#   4. if the kernel command line has `rackboot.dhcp=1`, runs busybox udhcpc on
+#      the first non-loopback interface (or `rackboot.iface=NAME`) and prints
+#      `RACKBOOT-DHCP: bound ip=... mask=... router=... siaddr=... serverid=...`
+#      or `RACKBOOT-DHCP: failed`;
+#   5. prints the line `RACKBOOT-MARKER: <MARKER>` (MARKER defaults to
+#      RACKBOOT-BOOT-OK) on its own line;
+#   6. `poweroff -f`, so that QEMU exits.
+#
+# Environment:
+#   BUSYBOX=PATH                   statically linked busybox to use
+#                                  (default /bin/busybox from busybox-static)
+#   RACKBOOT_INITRAMFS_MODULES=DIR include kernel modules: DIR is the
+#                                  `modules` directory made by fetch-kernel.sh
+#                                  (DIR/load-order lists them, dependencies
+#                                  first)
+#
+# The output is reproducible for identical inputs (fixed mtimes, owners and
+# inode numbers, sorted entries, gzip -n) and written atomically, so running
+# the script again is harmless. Works from any cwd; needs no root.
+set -euo pipefail
+
+readonly PROG="${0##*/}"
+
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 1
+}
+
+[[ $# -ge 1 && $# -le 2 && -n "$1" ]] || die "usage: $PROG OUTFILE [MARKER]"
+
+outfile="$1"
+marker="${2:-RACKBOOT-BOOT-OK}"
+busybox="${BUSYBOX:-/bin/busybox}"
+modules="${RACKBOOT_INITRAMFS_MODULES:-}"
+
+[[ -n "$marker" ]] || die "MARKER must not be empty"
+[[ "$marker" != *[[:cntrl:]]* ]] || die "MARKER must be a single line of printable text"
+
+for tool in cpio gzip find sort; do
+    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (Debian: apt-get install cpio)"
+done
+[[ -x "$busybox" ]] || die "busybox not found at '$busybox' (Debian: apt-get install busybox-static)"
+ldd_out="$(LC_ALL=C ldd "$busybox" 2>&1 || true)"
+if ! grep -qE 'not a dynamic executable|statically linked' <<<"$ldd_out"; then
+    die "'$busybox' is not statically linked (Debian: apt-get install busybox-static, which replaces 'busybox')"
+fi
+if [[ -n "$modules" ]]; then
+    [[ -f "$modules/load-order" ]] || die "RACKBOOT_INITRAMFS_MODULES='$modules' has no load-order file (make it with fetch-kernel.sh)"
+fi
+
+outdir="$(dirname -- "$outfile")"
+mkdir -p -- "$outdir" || die "cannot create directory '$outdir'"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/rackboot-initramfs.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc/rackboot}
+cp -- "$busybox" "$root/bin/busybox"
+chmod 0755 "$root/bin/busybox"
+
+# One symlink per applet, e.g. sbin/poweroff -> ../bin/busybox.
+while IFS= read -r applet; do
+    [[ -n "$applet" && "$applet" != bin/busybox ]] || continue
+    [[ -e "$root/$applet" || -L "$root/$applet" ]] && continue
+    dir="${applet%/*}"
+    if [[ "$dir" == "$applet" ]]; then
+        dir=bin
+        applet="bin/$applet"
+    fi
+    mkdir -p "$root/$dir"
+    # Depth of $dir decides how many ../ lead back to the root.
+    up=..
+    rest="$dir"
+    while [[ "$rest" == */* ]]; do
+        rest="${rest#*/}"
+        up="../$up"
+    done
+    ln -s "$up/bin/busybox" "$root/$applet"
+done < <("$busybox" --list-full)
+[[ -e "$root/bin/sh" ]] || ln -s busybox "$root/bin/sh"
+
+printf '%s\n' "$marker" >"$root/etc/rackboot/marker"
+
+if [[ -n "$modules" ]]; then
+    while IFS= read -r rel; do
+        [[ -n "$rel" ]] || continue
+        [[ -f "$modules/$rel" ]] || die "module '$rel' listed in $modules/load-order is missing"
+        mkdir -p "$root/$(dirname -- "$rel")"
+        cp -- "$modules/$rel" "$root/$rel"
+        printf '/%s\n' "$rel" >>"$root/etc/rackboot/load-order"
+    done <"$modules/load-order"
+fi
+
+cat >"$root/etc/rackboot/udhcpc.script" <<'SCRIPT'
+#!/bin/sh
+# udhcpc event script: configure the interface and report the lease.
+case "$1" in
+    deconfig)
+        ip -4 addr flush dev "$interface" 2>/dev/null
+        ip link set "$interface" up
+        ;;
+    bound|renew)
+        ip -4 addr flush dev "$interface" 2>/dev/null
+        ip -4 addr add "$ip/${mask:-24}" dev "$interface"
+        if [ -n "$router" ]; then
+            for r in $router; do ip -4 route add default via "$r" dev "$interface" && break; done
+        fi
+        echo "RACKBOOT-DHCP: $1 ip=$ip mask=$mask router=$router siaddr=$siaddr serverid=$serverid boot_file=$boot_file"
+        ;;
+    leasefail|nak)
+        echo "RACKBOOT-DHCP: $1 $message"
+        ;;
+esac
+exit 0
+SCRIPT
+chmod 0755 "$root/etc/rackboot/udhcpc.script"
+
+cat >"$root/init" <<'INIT'
+#!/bin/sh
+# rackboot test initramfs /init (see tests/scripts/build-initramfs.sh)
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# The image has no device nodes (it is built without root): the kernel could
+# not open /dev/console for us, so do it now that devtmpfs is mounted.
+exec </dev/console >/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+
+cmdline="$(cat /proc/cmdline)"
+arg() { # arg NAME -> value of NAME=value on the kernel command line
+    for word in $cmdline; do
+        case "$word" in "$1="*) echo "${word#*=}"; return 0 ;; esac
+    done
+    return 1
+}
+
+echo "RACKBOOT-KERNEL: $(uname -r)"
+echo "RACKBOOT-CMDLINE: $cmdline"
+
+if [ -f /etc/rackboot/load-order ]; then
+    while read -r module; do
+        insmod "$module" || echo "RACKBOOT-WARN: insmod $module failed"
+    done </etc/rackboot/load-order
+    ip link set lo up
+    for dev in /sys/class/net/*; do
+        name="${dev##*/}"
+        [ "$name" = lo ] && continue
+        echo "RACKBOOT-NET: $name $(cat "$dev/address")"
+    done
+fi
+
+if [ "$(arg rackboot.dhcp)" = 1 ]; then
+    iface="$(arg rackboot.iface)"
+    if [ -z "$iface" ]; then
+        for dev in /sys/class/net/*; do
+            [ "${dev##*/}" = lo ] || { iface="${dev##*/}"; break; }
+        done
+    fi
+    if [ -z "$iface" ]; then
+        echo "RACKBOOT-DHCP: failed no network interface"
+    else
+        ip link set "$iface" up
+        udhcpc -i "$iface" -f -q -n -t 6 -T 3 -s /etc/rackboot/udhcpc.script \
+            || echo "RACKBOOT-DHCP: failed"
+    fi
+fi
+
+echo "RACKBOOT-MARKER: $(cat /etc/rackboot/marker)"
+sync
+poweroff -f
+# Only reached if poweroff failed; a kernel panic (init exiting) with
+# panic=-1 and QEMU -no-reboot also ends the guest.
+sleep 5
+exit 1
+INIT
+chmod 0755 "$root/init"
+
+# Reproducible archive: fixed mtimes, sorted names, root ownership,
+# renumbered inodes, no gzip timestamp.
+find "$root" -exec touch -h -d @0 {} +
+tmp="$outfile.tmp.$$"
+(
+    cd "$root"
+    find . -mindepth 1 -print0 | LC_ALL=C sort -z \
+        | cpio --null --create --format=newc --reproducible --owner=0:0 --quiet
+) | gzip -9 -n >"$tmp" || { rm -f -- "$tmp"; die "creating the cpio archive failed"; }
+mv -f -- "$tmp" "$outfile"
+echo "$PROG: $outfile ($(stat -c %s "$outfile") bytes, marker '$marker'${modules:+, with modules})" >&2
