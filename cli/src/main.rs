@@ -1,0 +1,127 @@
+//! `rackboot`: administer a rackboot cluster, push images, or run everything
+//! in one process (`rackboot dev`).
+
+mod admin;
+mod client;
+mod dev;
+mod push;
+
+use clap::{Parser, Subcommand};
+
+/// rackboot: network boot for compute clusters.
+///
+/// Talks to a coordinator over gRPC. Start one with `rackboot dev` to try it
+/// on one machine.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Coordinator URL(s), comma separated; the first that answers is used.
+    #[arg(
+        long,
+        global = true,
+        env = "RACKBOOT_COORDINATOR",
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
+    )]
+    coordinator: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot images: push, list.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Racks.
+    #[command(subcommand)]
+    Rack(RackCmd),
+    /// Nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Assign an image to every node (--default), a rack, or one node.
+    Assign(admin::AssignArgs),
+    /// Coordinator cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Run a one-replica coordinator and one rack agent in this process.
+    Dev(dev::DevArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Upload a kernel and initrd (chunked, skipping blobs already stored) and commit the image.
+    Push(push::PushArgs),
+    /// List committed images.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum RackCmd {
+    /// List racks.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCmd {
+    /// List nodes.
+    List {
+        /// Only this rack.
+        #[arg(long)]
+        rack: Option<String>,
+    },
+    /// Show one node.
+    Show {
+        /// Node number.
+        number: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Members, leader, term, commit and applied index.
+    Status,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+        cmd => {
+            init_quiet_tracing();
+            run_admin(cmd, &cli.coordinator).await
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> {
+    let conn = client::Conn::connect(coordinators).await?;
+    match cmd {
+        Command::Image(ImageCmd::Push(args)) => push::run(&conn, args).await,
+        Command::Image(ImageCmd::List) => admin::image_list(&conn).await,
+        Command::Rack(RackCmd::List) => admin::rack_list(&conn).await,
+        Command::Node(NodeCmd::List { rack }) => admin::node_list(&conn, rack).await,
+        Command::Node(NodeCmd::Show { number }) => admin::node_show(&conn, number).await,
+        Command::Assign(args) => admin::assign(&conn, args).await,
+        Command::Cluster(ClusterCmd::Status) => admin::cluster_status(&conn).await,
+        Command::Dev(_) => unreachable_dev(),
+    }
+}
+
+fn unreachable_dev() -> anyhow::Result<()> {
+    anyhow::bail!("dev is not an admin command")
+}
+
+fn init_quiet_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
