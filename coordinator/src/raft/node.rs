@@ -79,8 +79,10 @@ pub fn spawn(
     let store = RaftStore::open(&cfg.data_dir.join("raft.redb"))?;
     let fresh = store.is_empty();
     if fresh {
-        let mut cs = ConfState::default();
-        cs.voters = cfg.peers.keys().copied().collect();
+        let cs = ConfState {
+            voters: cfg.peers.keys().copied().collect(),
+            ..Default::default()
+        };
         store.set_conf_state(&cs)?;
     }
     let (state, applied) = match store.stored_snapshot()? {

@@ -179,14 +179,14 @@ impl RaftStore {
             let idx = self.read_index();
             (idx.first(), idx.last)
         };
-        if let Some(first) = entries.first() {
-            if first.index < first_stored || first.index > last_stored + 1 {
-                return Err(StoreError::NonContiguous {
-                    first: first.index,
-                    log_first: first_stored,
-                    log_last: last_stored,
-                });
-            }
+        if let Some(first) = entries.first()
+            && (first.index < first_stored || first.index > last_stored + 1)
+        {
+            return Err(StoreError::NonContiguous {
+                first: first.index,
+                log_first: first_stored,
+                log_last: last_stored,
+            });
         }
         let txn = self.db.begin_write().map_err(|e| db_err(p, e))?;
         {

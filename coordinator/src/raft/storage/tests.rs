@@ -7,11 +7,12 @@ use raft::prelude::{Entry, HardState};
 use super::*;
 
 fn ent(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = format!("e{index}t{term}").into_bytes().into();
-    e
+    Entry {
+        index,
+        term,
+        data: format!("e{index}t{term}").into_bytes().into(),
+        ..Default::default()
+    }
 }
 
 fn open(dir: &tempfile::TempDir) -> RaftStore {
@@ -33,10 +34,12 @@ fn hard_state_and_entries_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = open(&dir);
-        let mut hs = HardState::default();
-        hs.term = 7;
-        hs.vote = 3;
-        hs.commit = 2;
+        let hs = HardState {
+            term: 7,
+            vote: 3,
+            commit: 2,
+            ..Default::default()
+        };
         s.persist(&[ent(1, 1), ent(2, 7)], Some(&hs)).unwrap();
     }
     let s = open(&dir);
