@@ -5,6 +5,7 @@ mod admin;
 mod client;
 mod dev;
 mod push;
+mod storm;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,8 @@ enum Command {
     Cluster(ClusterCmd),
     /// Run a one-replica coordinator and one rack agent in this process.
     Dev(dev::DevArgs),
+    /// Emulate a boot storm: N PXE ROM clients doing DHCP and TFTP at once.
+    Storm(storm::StormArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +91,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await,
+        Command::Storm(args) => storm::run(args).await,
         cmd => {
             init_quiet_tracing();
             run_admin(cmd, &cli.coordinator).await
@@ -109,12 +113,12 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Node(NodeCmd::Show { number }) => admin::node_show(&conn, number).await,
         Command::Assign(args) => admin::assign(&conn, args).await,
         Command::Cluster(ClusterCmd::Status) => admin::cluster_status(&conn).await,
-        Command::Dev(_) => unreachable_dev(),
+        Command::Dev(_) | Command::Storm(_) => not_admin(),
     }
 }
 
-fn unreachable_dev() -> anyhow::Result<()> {
-    anyhow::bail!("dev is not an admin command")
+fn not_admin() -> anyhow::Result<()> {
+    anyhow::bail!("dev and storm are not admin commands")
 }
 
 fn init_quiet_tracing() {

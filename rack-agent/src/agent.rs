@@ -123,7 +123,11 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     let view_path = cfg.data_dir.join("rack-view.pb");
     let initial = RackView::load(&view_path)?.unwrap_or_default();
     if initial.revision > 0 {
-        tracing::info!(revision = initial.revision, nodes = initial.nodes.len(), "loaded persisted rack view; serving it until the coordinator answers");
+        tracing::info!(
+            revision = initial.revision,
+            nodes = initial.nodes.len(),
+            "loaded persisted rack view; serving it until the coordinator answers"
+        );
     }
     let cache = Arc::new(BlobCache::open(&cfg.data_dir.join("cache"))?);
     for blob in initial.needed_blobs() {
@@ -175,11 +179,12 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     }
 
     // DHCP.
-    let dhcp_socket = dhcp::bind(cfg.dhcp_listen, cfg.iface.as_deref()).map_err(|source| AgentError::Bind {
-        what: "DHCP",
-        addr: cfg.dhcp_listen,
-        source,
-    })?;
+    let dhcp_socket =
+        dhcp::bind(cfg.dhcp_listen, cfg.iface.as_deref()).map_err(|source| AgentError::Bind {
+            what: "DHCP",
+            addr: cfg.dhcp_listen,
+            source,
+        })?;
     let dhcp_addr = dhcp_socket.local_addr().unwrap_or(cfg.dhcp_listen);
     let core = ServerConfig {
         server_ip: cfg.server_ip,
@@ -212,9 +217,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     )));
 
     // TFTP.
-    let tftp_socket = tokio::net::UdpSocket::bind(cfg.tftp_listen)
-        .await
-        .map_err(|source| AgentError::Bind {
+    let tftp_socket = dhcp::bind_udp(cfg.tftp_listen, None, false).map_err(|source| AgentError::Bind {
             what: "TFTP",
             addr: cfg.tftp_listen,
             source,

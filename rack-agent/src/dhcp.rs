@@ -132,19 +132,34 @@ fn destination(dest: ReplyDest, src: SocketAddr, client_port: u16) -> SocketAddr
     }
 }
 
-/// Bind the DHCP socket: broadcast enabled, address reuse, and bound to the
-/// rack interface when given (so broadcasts leave through it).
-pub fn bind(addr: SocketAddr, iface: Option<&str>) -> std::io::Result<UdpSocket> {
+/// Receive buffer asked for on the agent's UDP sockets: a burst of a
+/// thousand DISCOVERs or RRQs must wait in the socket, not be dropped by the
+/// kernel. (The kernel caps it at `net.core.rmem_max`; raise that on busy
+/// racks.)
+pub const RECV_BUFFER: usize = 8 << 20;
+
+/// Bind a UDP server socket: address reuse, a large receive buffer, broadcast
+/// if asked, and bound to the rack interface when given (so broadcasts leave
+/// through it).
+pub fn bind_udp(addr: SocketAddr, iface: Option<&str>, broadcast: bool) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
-    s.set_broadcast(true)?;
+    s.set_broadcast(broadcast)?;
+    if let Err(e) = s.set_recv_buffer_size(RECV_BUFFER) {
+        tracing::warn!(error = %e, "cannot enlarge the receive buffer");
+    }
     if let Some(dev) = iface {
         s.bind_device(Some(dev.as_bytes()))?;
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
+}
+
+/// Bind the DHCP socket (see [`bind_udp`]).
+pub fn bind(addr: SocketAddr, iface: Option<&str>) -> std::io::Result<UdpSocket> {
+    bind_udp(addr, iface, true)
 }
 
 #[cfg(test)]
@@ -156,9 +171,23 @@ mod tests {
         let client: SocketAddr = "0.0.0.0:68".parse().unwrap_or_else(|_| unreachable!());
         let tester: SocketAddr = "127.0.0.1:40000".parse().unwrap_or_else(|_| unreachable!());
         let ip = Ipv4Addr::new(10, 0, 0, 5);
-        assert_eq!(destination(ReplyDest::Broadcast, client, 68).to_string(), "255.255.255.255:68");
-        assert_eq!(destination(ReplyDest::Unicast(ip), client, 68).to_string(), "10.0.0.5:68");
-        assert_eq!(destination(ReplyDest::Relay(ip), "10.0.0.5:67".parse().unwrap_or(client), 68).to_string(), "10.0.0.5:67");
+        assert_eq!(
+            destination(ReplyDest::Broadcast, client, 68).to_string(),
+            "255.255.255.255:68"
+        );
+        assert_eq!(
+            destination(ReplyDest::Unicast(ip), client, 68).to_string(),
+            "10.0.0.5:68"
+        );
+        assert_eq!(
+            destination(
+                ReplyDest::Relay(ip),
+                "10.0.0.5:67".parse().unwrap_or(client),
+                68
+            )
+            .to_string(),
+            "10.0.0.5:67"
+        );
         assert_eq!(destination(ReplyDest::Broadcast, tester, 68), tester);
     }
 }
