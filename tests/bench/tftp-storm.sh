@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# TFTP boot-storm benchmark: the same `rackboot storm --tftp-only` against
+# rackboot-agent, tftpd-hpa and dnsmasq, in one invocation, inside two network
+# namespaces joined by a veth pair with a `tc tbf` rate limit on the server
+# side and random loss injected with nftables on the client side (this kernel
+# has no netem).
+#
+#   tests/bench/tftp-storm.sh [--quick] [--servers "rackboot tftpd-hpa dnsmasq"] \
+#       [--cases "CLIENTS:FIRST_MIB:SECOND_MIB:LOSS% ..."] [--out FILE]
+#
+# Needs root. Installs tftpd-hpa and dnsmasq (Debian) if missing. Builds the
+# release binaries. Prints a markdown table (and appends it to --out).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+servers="rackboot tftpd-hpa dnsmasq"
+cases="200:1:0:0 1000:1:0:0 2000:1:0:0 2000:1:0:2 1000:1:16:0 200:1:16:2"
+out=""
+rate="1gbit"
+deadline=300
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) cases="200:1:0:0 200:1:0:2 200:1:16:0"; shift ;;
+    --servers) servers=$2; shift 2 ;;
+    --cases) cases=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --deadline) deadline=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+
+need=()
+for p in tftpd-hpa dnsmasq nftables iproute2; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  # Do not let the packages start their own daemons on the host.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+cargo build --release --locked --bin rackboot --bin rackboot-agent >&2
+BIN=$ROOT/target/release
+
+tag="rbb$$"
+S="${tag}s"; C="${tag}c"
+work=$(mktemp -d)
+cleanup() {
+  for ns in "$S" "$C"; do
+    if ip netns list | grep -qw "$ns"; then
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+      ip netns del "$ns" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ip netns add "$S"; ip netns add "$C"
+ip -n "$S" link set lo up; ip -n "$C" link set lo up
+ip link add vs netns "$S" type veth peer name vc netns "$C"
+ip -n "$S" addr add 10.123.0.1/16 dev vs; ip -n "$C" addr add 10.123.0.2/16 dev vc
+ip -n "$S" link set vs up; ip -n "$C" link set vc up
+ip netns exec "$S" tc qdisc add dev vs root tbf rate "$rate" burst 512kb latency 50ms
+ip netns exec "$C" tc qdisc add dev vc root tbf rate "$rate" burst 512kb latency 50ms
+# Server-side socket buffers and port range for thousands of transfers.
+ip netns exec "$C" sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
+ip netns exec "$S" sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
+
+files="$work/files"; mkdir -p "$files"
+declare -A made
+make_file() { # MiB
+  local f="$files/f$1"
+  [ -n "${made[$1]:-}" ] || { head -c "$(( $1 * 1048576 ))" /dev/urandom > "$f"; made[$1]=1; }
+}
+
+set_loss() { # percent, on packets the client receives from the server
+  ip netns exec "$C" nft delete table inet rbloss 2>/dev/null || true
+  if [ "$1" != 0 ]; then
+    ip netns exec "$C" nft add table inet rbloss
+    ip netns exec "$C" nft add chain inet rbloss in '{ type filter hook input priority 0; }'
+    ip netns exec "$C" nft add rule inet rbloss in ip saddr 10.123.0.1 udp sport != 67 numgen random mod 100 '<' "$1" drop
+  fi
+}
+
+server_pid=""
+start_server() { # name
+  case "$1" in
+    rackboot)
+      ip netns exec "$S" "$BIN/rackboot-agent" --rack bench --coordinator http://127.0.0.1:9 \
+        --data "$work/agent" --iface vs --dhcp-port 1067 --static-root "$files" >"$work/server.log" 2>&1 &
+      ;;
+    tftpd-hpa)
+      ip netns exec "$S" /usr/sbin/in.tftpd -L -s "$files" --address 10.123.0.1:69 >"$work/server.log" 2>&1 &
+      ;;
+    dnsmasq)
+      ip netns exec "$S" /usr/sbin/dnsmasq --no-daemon --port=0 --enable-tftp --tftp-root="$files" \
+        --listen-address=10.123.0.1 --bind-interfaces --pid-file= --conf-file=/dev/null >"$work/server.log" 2>&1 &
+      ;;
+  esac
+  server_pid=$!
+  sleep 1.5
+  # The process that serves (ip netns exec execs, so the pid is the server).
+}
+stop_server() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  sleep 0.5
+}
+# Sum of the server's processes' RSS (tftpd-hpa forks one per transfer).
+peak_rss_kb() { grep -m1 VmHWM "/proc/$server_pid/status" 2>/dev/null | awk '{print $2}'; }
+cpu_ticks() { awk '{print $14+$15+$16+$17}' "/proc/$server_pid/stat" 2>/dev/null || echo 0; }
+
+echo "| server | clients | files | loss | booted | failed | time s | floor s | goodput MB/s | p99 tftp s | peak RSS MiB | CPU s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+rows=""
+for c in $cases; do
+  IFS=: read -r n first second loss <<<"$c"
+  make_file "$first"; [ "$second" = 0 ] || make_file "$second"
+  second_arg=(); label="${first} MiB"
+  if [ "$second" != 0 ]; then second_arg=(--second-file "f$second"); label="${first}+${second} MiB"; fi
+  rate_bps=$(numfmt --from=si "${rate%bit}")
+  floor=$(python3 -c "print(round($n*($first+$second)*1048576/($rate_bps/8*0.97),1))")
+  for srv in $servers; do
+    set_loss "$loss"
+    start_server "$srv"
+    t0=$(cpu_ticks)
+    json=$(ip netns exec "$C" "$BIN/rackboot" storm --server 10.123.0.1 --tftp-only --file "f$first" \
+      "${second_arg[@]}" --clients "$n" --deadline-secs "$deadline" --json 2>"$work/storm.err" || true)
+    t1=$(cpu_ticks)
+    rss=$(peak_rss_kb); rss=${rss:-0}
+    stop_server
+    row=$(python3 - "$json" "$srv" "$n" "$label" "$loss" "$floor" "$rss" "$t0" "$t1" <<'PY'
+import json, sys
+raw, srv, n, label, loss, floor, rss, t0, t1 = sys.argv[1:]
+try:
+    j = json.loads(raw)
+except Exception:
+    j = {"ok": 0, "failed": int(n), "elapsed_s": float("nan"), "goodput_mb_s": 0, "tftp_p99_ms": float("nan")}
+cpu = (int(t1) - int(t0)) / 100 if srv == "rackboot" else float("nan")
+rss_mib = int(rss) / 1024 if srv == "rackboot" else float("nan")
+print(f"| {srv} | {n} | {label} | {loss}% | {j['ok']} | {j['failed']} | {j['elapsed_s']:.1f} | {floor} | {j['goodput_mb_s']:.1f} | {j['tftp_p99_ms']/1000:.1f} | {rss_mib:.1f} | {cpu:.1f} |")
+PY
+)
+    echo "$row"
+    rows+="$row"$'\n'
+  done
+done
+if [ -n "$out" ]; then
+  {
+    echo
+    echo "### TFTP boot storm ($(date -u +%Y-%m-%d), rate $rate, $(nproc) cores)"
+    echo
+    echo "Command: \`tests/bench/tftp-storm.sh $*\`. Floor = clients × bytes / (rate × 0.97). RSS and CPU"
+    echo "are reported for rackboot-agent only (tftpd-hpa forks per transfer; dnsmasq serves DNS/DHCP too)."
+    echo
+    echo "| server | clients | files | loss | booted | failed | time s | floor s | goodput MB/s | p99 tftp s | peak RSS MiB | CPU s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    printf '%s' "$rows"
+  } >> "$out"
+fi
