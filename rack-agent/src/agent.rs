@@ -12,7 +12,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::boot::BootUrls;
+use crate::bootinfo::Site;
 use crate::cache::{BlobCache, CacheError};
 use crate::dhcp::{self, DhcpShellConfig, DhcpStats};
 use crate::files::{FileTable, load_static_root};
@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub dhcp_client_port: u16,
     /// TFTP listen address.
     pub tftp_listen: SocketAddr,
+    /// HTTP listen address (None: no HTTP; nodes load everything over TFTP).
+    pub http_listen: Option<SocketAddr>,
     /// Directory of static files (firmware) to serve read-only.
     pub static_root: Option<PathBuf>,
     /// DHCP lease time.
@@ -108,6 +110,8 @@ pub struct Agent {
     pub dhcp_addr: SocketAddr,
     /// Where TFTP listens.
     pub tftp_addr: SocketAddr,
+    /// Where HTTP listens, if enabled.
+    pub http_addr: Option<SocketAddr>,
     /// DHCP counters.
     pub dhcp_stats: Arc<DhcpStats>,
     /// Background tasks.
@@ -145,15 +149,31 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     tracing::info!(files = statics.len(), "static root loaded");
 
     let tftp_port = cfg.tftp_listen.port();
-    let base = if tftp_port == 69 {
+    let tftp_base = if tftp_port == 69 {
         format!("tftp://{}", cfg.server_ip)
     } else {
         format!("tftp://{}:{tftp_port}", cfg.server_ip)
     };
-    let urls = BootUrls { base };
+    let http_base = cfg.http_listen.map(|a| match a.port() {
+        80 => format!("http://{}", cfg.server_ip),
+        p => format!("http://{}:{p}", cfg.server_ip),
+    });
+    // Kernel and initrd over HTTP when it is on: TCP is faster and more
+    // reliable than TFTP once the ROM has handed over to iPXE.
+    let site = Site {
+        rack: cfg.rack.clone(),
+        server: cfg.server_ip,
+        subnet: cfg.subnet,
+        gateway: cfg.gateway,
+        blob_base: http_base.clone().unwrap_or(tftp_base),
+    };
+    let ipxe_script = match &http_base {
+        Some(h) => format!("{h}/ipxe/{{mac}}.ipxe"),
+        None => "ipxe/{mac}.ipxe".to_string(),
+    };
 
     let (view_tx, view_rx) = watch::channel(Arc::new(initial));
-    let table = FileTable::build(&view_rx.borrow(), &cache, &statics, &urls);
+    let table = FileTable::build(&view_rx.borrow(), &cache, &statics, &site);
     let (files_tx, files_rx) = watch::channel(Arc::new(table));
     let cache_changed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
@@ -171,7 +191,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     r = view_rx.changed() => if r.is_err() { return },
                     _ = changed.notified() => {}
                 }
-                let table = FileTable::build(&view_rx.borrow_and_update(), &cache, &statics, &urls);
+                let table = FileTable::build(&view_rx.borrow_and_update(), &cache, &statics, &site);
                 tracing::debug!(files = table.len(), "file table rebuilt");
                 files_tx.send_replace(Arc::new(table));
             }
@@ -198,7 +218,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
             bios: cfg.bios_boot_file.clone(),
             uefi_x64: cfg.uefi_x64_boot_file.clone(),
             uefi_arm64: cfg.uefi_arm64_boot_file.clone(),
-            ipxe_script: "ipxe/{mac}.ipxe".to_string(),
+            ipxe_script,
             http_boot_uri: None,
         },
     };
@@ -235,6 +255,27 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         shutdown.clone(),
     )));
 
+    // HTTP.
+    let http_addr = match cfg.http_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Bind {
+                what: "HTTP",
+                addr,
+                source,
+            })?;
+            let local = l.local_addr().unwrap_or(addr);
+            tasks.push(tokio::spawn(crate::http::run(
+                l,
+                files_rx.clone(),
+                view_rx.clone(),
+                crate::http::HttpLimits::default(),
+                shutdown.clone(),
+            )));
+            Some(local)
+        }
+        None => None,
+    };
+
     // Coordinator sync.
     let sync_cfg = SyncConfig {
         coordinators: cfg.coordinators.clone(),
@@ -256,12 +297,13 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         cache_changed,
         shutdown.clone(),
     )));
-    tracing::info!(rack = %cfg.rack, %dhcp_addr, %tftp_addr, server_ip = %cfg.server_ip, "rack agent serving");
+    tracing::info!(rack = %cfg.rack, %dhcp_addr, %tftp_addr, ?http_addr, server_ip = %cfg.server_ip, "rack agent serving");
     Ok(Agent {
         view: view_rx,
         files: files_rx,
         dhcp_addr,
         tftp_addr,
+        http_addr,
         dhcp_stats,
         tasks,
     })

@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// TFTP port (default 69 with --iface, 1069 without).
     #[arg(long)]
     pub tftp_port: Option<u16>,
+    /// HTTP port for iPXE scripts, kernels, initrds and /boot-info (default 80
+    /// with --iface, 8080 without).
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// Do not serve HTTP: iPXE loads kernel and initrd over TFTP.
+    #[arg(long)]
+    pub no_http: bool,
     /// DHCP lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     pub lease_secs: u32,
@@ -82,21 +89,23 @@ impl ServeArgs {
         if coordinators.is_empty() {
             return Err(ArgsError::NoCoordinator);
         }
-        let (server_ip, subnet, dhcp_ip, dhcp_default, tftp_default) = match &self.iface {
+        let (server_ip, subnet, dhcp_ip, dhcp_default, tftp_default, http_default) = match &self.iface {
             Some(iface) => {
                 let (ip, net) = interface_network(iface).map_err(|source| ArgsError::Iface {
                     iface: iface.clone(),
                     source,
                 })?;
-                (ip, net, Ipv4Addr::UNSPECIFIED, 67, 69)
+                (ip, net, Ipv4Addr::UNSPECIFIED, 67, 69, 80)
             }
             None => {
                 let lo = Ipv4Addr::LOCALHOST;
                 let net = Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default();
-                (lo, net, lo, 1067, 1069)
+                (lo, net, lo, 1067, 1069, 8080)
             }
         };
-        let node_base = self.node_base.unwrap_or_else(|| default_node_base(server_ip));
+        let node_base = self
+            .node_base
+            .unwrap_or_else(|| default_node_base(server_ip));
         if !subnet.contains(&node_base) {
             return Err(ArgsError::NodeBase {
                 base: node_base,
@@ -117,6 +126,8 @@ impl ServeArgs {
             dhcp_listen: SocketAddr::from((dhcp_ip, dhcp_port)),
             dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },
             tftp_listen: SocketAddr::from((server_ip, tftp_port)),
+            http_listen: (!self.no_http)
+                .then(|| SocketAddr::from((server_ip, self.http_port.unwrap_or(http_default)))),
             static_root: self.static_root,
             lease_secs: self.lease_secs,
             bios_boot_file: self.bios_boot_file,

@@ -2,16 +2,14 @@
 
 use crate::view::{ImageEntry, NodeEntry};
 
-/// Where boot files are fetched from, as seen by nodes.
-#[derive(Debug, Clone)]
-pub struct BootUrls {
-    /// Base URL for blobs and scripts, e.g. `tftp://10.0.0.1` (no trailing slash).
-    pub base: String,
-}
-
 /// The iPXE script for a node: its kernel, initrd and command line, or a
 /// wait-and-retry loop when it has nothing to boot yet.
-pub fn ipxe_script(urls: &BootUrls, node: &NodeEntry, image: Option<&ImageEntry>, script_path: &str) -> String {
+pub fn ipxe_script(
+    base: &str,
+    node: &NodeEntry,
+    image: Option<&ImageEntry>,
+    script_path: &str,
+) -> String {
     let mut s = String::from("#!ipxe\n");
     s.push_str(&format!("# rackboot: node {} ({})\n", node.name, node.addr));
     match image {
@@ -25,11 +23,14 @@ pub fn ipxe_script(urls: &BootUrls, node: &NodeEntry, image: Option<&ImageEntry>
             s.push_str(&format!("echo rackboot: {} boots {}\n", node.name, im.name));
             s.push_str(&format!(
                 "kernel {}/blobs/{} initrd=initrd.img {}\n",
-                urls.base,
+                base,
                 im.kernel.digest,
                 cmdline.trim()
             ));
-            s.push_str(&format!("initrd --name initrd.img {}/blobs/{}\n", urls.base, im.initrd.digest));
+            s.push_str(&format!(
+                "initrd --name initrd.img {}/blobs/{}\n",
+                base, im.initrd.digest
+            ));
             s.push_str("boot\n");
         }
         None => {
@@ -38,7 +39,7 @@ pub fn ipxe_script(urls: &BootUrls, node: &NodeEntry, image: Option<&ImageEntry>
                 node.name
             ));
             s.push_str("sleep 10\n");
-            s.push_str(&format!("chain --replace {}/{}\n", urls.base, script_path));
+            s.push_str(&format!("chain --replace {}/{}\n", base, script_path));
         }
     }
     s
@@ -61,17 +62,26 @@ mod tests {
         };
         let im = ImageEntry {
             name: "img:1".into(),
-            kernel: BlobRef { digest: Blake3Digest::of(b"k"), size: 1 },
-            initrd: BlobRef { digest: Blake3Digest::of(b"i"), size: 1 },
+            kernel: BlobRef {
+                digest: Blake3Digest::of(b"k"),
+                size: 1,
+            },
+            initrd: BlobRef {
+                digest: Blake3Digest::of(b"i"),
+                size: 1,
+            },
             cmdline: "console=ttyS0 ".into(),
             kernel_version: String::new(),
         };
-        let urls = BootUrls { base: "tftp://10.0.0.1".into() };
-        let s = ipxe_script(&urls, &node, Some(&im), "ipxe/x.ipxe");
+        let base = "tftp://10.0.0.1";
+        let s = ipxe_script(base, &node, Some(&im), "ipxe/x.ipxe");
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(&format!("kernel tftp://10.0.0.1/blobs/{} initrd=initrd.img console=ttyS0 rackboot.node=4 rackboot.image=img:1\n", im.kernel.digest)));
-        assert!(s.contains(&format!("initrd --name initrd.img tftp://10.0.0.1/blobs/{}\n", im.initrd.digest)));
-        let wait = ipxe_script(&urls, &node, None, "ipxe/x.ipxe");
+        assert!(s.contains(&format!(
+            "initrd --name initrd.img tftp://10.0.0.1/blobs/{}\n",
+            im.initrd.digest
+        )));
+        let wait = ipxe_script(base, &node, None, "ipxe/x.ipxe");
         assert!(wait.contains("chain --replace tftp://10.0.0.1/ipxe/x.ipxe"));
         assert!(!wait.contains("kernel"));
     }

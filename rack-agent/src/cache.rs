@@ -86,7 +86,11 @@ impl BlobCache {
 
     /// A verified blob, if loaded.
     pub fn get(&self, d: &Blake3Digest) -> Option<Bytes> {
-        self.mem.read().unwrap_or_else(|e| e.into_inner()).get(d).cloned()
+        self.mem
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(d)
+            .cloned()
     }
 
     /// Digests currently loaded.
@@ -100,7 +104,10 @@ impl BlobCache {
     }
 
     fn insert(&self, d: Blake3Digest, b: Bytes) {
-        self.mem.write().unwrap_or_else(|e| e.into_inner()).insert(d, b);
+        self.mem
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(d, b);
     }
 
     /// Load a blob from disk if present and intact. A corrupt file is removed
@@ -126,7 +133,11 @@ impl BlobCache {
 
     /// Make a blob available: from disk, or fetched from the coordinator,
     /// verified, written durably and loaded.
-    pub async fn ensure(&self, client: &mut AgentServiceClient<Channel>, blob: &BlobRef) -> Result<(), CacheError> {
+    pub async fn ensure(
+        &self,
+        client: &mut AgentServiceClient<Channel>,
+        blob: &BlobRef,
+    ) -> Result<(), CacheError> {
         if self.load_from_disk(blob).await? {
             return Ok(());
         }
@@ -192,8 +203,14 @@ mod tests {
         };
         assert!(!cache.load_from_disk(&blob).await.unwrap());
         std::fs::write(dir.path().join(blob.digest.to_string()), b"tampered").unwrap();
-        assert!(!cache.load_from_disk(&blob).await.unwrap(), "corrupt file not served");
-        assert!(!dir.path().join(blob.digest.to_string()).exists(), "corrupt file removed");
+        assert!(
+            !cache.load_from_disk(&blob).await.unwrap(),
+            "corrupt file not served"
+        );
+        assert!(
+            !dir.path().join(blob.digest.to_string()).exists(),
+            "corrupt file removed"
+        );
         std::fs::write(dir.path().join(blob.digest.to_string()), &data).unwrap();
         assert!(cache.load_from_disk(&blob).await.unwrap());
         assert_eq!(cache.get(&blob.digest).unwrap(), Bytes::from(data));

@@ -9,7 +9,8 @@ use std::path::Path;
 use bytes::Bytes;
 use rackboot_tftp_core::{FileSource, OpenError, SafePath};
 
-use crate::boot::{BootUrls, ipxe_script};
+use crate::boot::ipxe_script;
+use crate::bootinfo::{BootInfo, Site};
 use crate::cache::BlobCache;
 use crate::view::RackView;
 
@@ -29,7 +30,12 @@ pub struct FileTable {
 
 impl FileTable {
     /// Build from the view, the cache and static files.
-    pub fn build(view: &RackView, cache: &BlobCache, statics: &HashMap<String, Bytes>, urls: &BootUrls) -> Self {
+    pub fn build(
+        view: &RackView,
+        cache: &BlobCache,
+        statics: &HashMap<String, Bytes>,
+        site: &Site,
+    ) -> Self {
         let mut files = statics.clone();
         for digest in cache.loaded() {
             if let Some(b) = cache.get(&digest) {
@@ -44,8 +50,12 @@ impl FileTable {
             });
             for mac in &node.macs {
                 let path = ipxe_script_path(&mac.hyphenated());
-                let script = ipxe_script(urls, node, ready, &path);
+                let script = ipxe_script(&site.blob_base, node, ready, &path);
                 files.insert(path, Bytes::from(script));
+                let info = BootInfo::new(site, node, ready, view.revision);
+                let hy = mac.hyphenated();
+                files.insert(format!("boot-info/{hy}.json"), Bytes::from(info.to_json()));
+                files.insert(format!("boot-info/{hy}.env"), Bytes::from(info.to_env()));
             }
         }
         FileTable { files }
@@ -69,7 +79,10 @@ impl FileTable {
 
 impl FileSource for FileTable {
     fn open(&self, path: &SafePath, _client: SocketAddr) -> Result<Bytes, OpenError> {
-        self.files.get(path.as_str()).cloned().ok_or(OpenError::NotFound)
+        self.files
+            .get(path.as_str())
+            .cloned()
+            .ok_or(OpenError::NotFound)
     }
 }
 

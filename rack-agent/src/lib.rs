@@ -13,9 +13,11 @@
 pub mod agent;
 pub mod args;
 pub mod boot;
+pub mod bootinfo;
 pub mod cache;
 pub mod dhcp;
 pub mod files;
+pub mod http;
 pub mod sync;
 pub mod tftp;
 pub mod view;

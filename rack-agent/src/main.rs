@@ -15,7 +15,12 @@ struct Args {
     #[arg(long, default_value = "r1")]
     rack: String,
     /// Coordinator URL(s), comma separated; tried in order.
-    #[arg(long, env = "RACKBOOT_COORDINATOR", default_value = "http://127.0.0.1:50051", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "RACKBOOT_COORDINATOR",
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
+    )]
     coordinator: Vec<String>,
     /// Data directory (persisted rack view, blob cache).
     #[arg(long, default_value = "./rackboot-agent-data")]
@@ -38,7 +43,9 @@ async fn main() -> anyhow::Result<()> {
     let agent = rackboot_agent::start(cfg, shutdown.clone())
         .await
         .context("agent failed to start")?;
-    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
     tracing::info!("interrupted; shutting down");
     shutdown.cancel();
     for t in agent.tasks {

@@ -58,9 +58,24 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return;
         }
-        let url = cfg.coordinators.get(which % cfg.coordinators.len().max(1)).cloned().unwrap_or_default();
+        let url = cfg
+            .coordinators
+            .get(which % cfg.coordinators.len().max(1))
+            .cloned()
+            .unwrap_or_default();
         which += 1;
-        match session(&cfg, &url, &view_tx, &mut unknown_rx, &cache, &cache_changed, &fetching, &shutdown).await {
+        match session(
+            &cfg,
+            &url,
+            &view_tx,
+            &mut unknown_rx,
+            &cache,
+            &cache_changed,
+            &fetching,
+            &shutdown,
+        )
+        .await
+        {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(coordinator = %url, error = %e, "coordinator session ended; serving from the local view meanwhile");
@@ -116,7 +131,13 @@ async fn session(
         .await?
         .into_inner();
     // Blobs of the current view may still be missing (e.g. first start).
-    spawn_fetch(client.clone(), view_tx.borrow().clone(), cache.clone(), cache_changed.clone(), fetching.clone());
+    spawn_fetch(
+        client.clone(),
+        view_tx.borrow().clone(),
+        cache.clone(),
+        cache_changed.clone(),
+        fetching.clone(),
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -70,7 +70,13 @@ pub async fn run(
         // Drain everything already waiting before answering anyone.
         let table = files.borrow().clone();
         while let Ok((n, src)) = listener.try_recv_from(&mut buf) {
-            server.handle_datagram(now(), Local::Listener, src, buf.get(..n).unwrap_or_default(), &*table);
+            server.handle_datagram(
+                now(),
+                Local::Listener,
+                src,
+                buf.get(..n).unwrap_or_default(),
+                &*table,
+            );
         }
         while let Ok((id, src, data)) = in_rx.try_recv() {
             server.handle_datagram(now(), Local::Transfer(id), src, &data, &*table);
@@ -111,14 +117,29 @@ async fn flush(
     }
     while let Some(ev) = server.poll_event() {
         match ev {
-            Event::Started { id, client, path, size } => {
+            Event::Started {
+                id,
+                client,
+                path,
+                size,
+            } => {
                 tracing::debug!(id = id.as_u64(), %client, path = path.as_str(), size, "tftp transfer started");
             }
-            Event::Closed { id, client, path, outcome } => {
+            Event::Closed {
+                id,
+                client,
+                path,
+                outcome,
+            } => {
                 sockets.remove(&id);
                 tracing::info!(id = id.as_u64(), %client, path = path.as_str(), ?outcome, "tftp transfer closed");
             }
-            Event::Refused { client, filename, code, message } => {
+            Event::Refused {
+                client,
+                filename,
+                code,
+                message,
+            } => {
                 tracing::info!(%client, ?filename, ?code, %message, "tftp request refused");
             }
         }

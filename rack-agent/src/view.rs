@@ -80,6 +80,8 @@ pub struct RackView {
     pub bindings: HashMap<Mac, NodeBinding>,
     /// Assigned images by name.
     pub images: BTreeMap<String, ImageEntry>,
+    /// Node numbers by address.
+    pub by_addr: HashMap<Ipv4Addr, u32>,
     /// The raw message, kept for persistence.
     raw: Option<pb::RackState>,
 }
@@ -100,6 +102,7 @@ impl RackView {
     pub fn from_pb(state: pb::RackState) -> Result<Self, ViewError> {
         let mut nodes = BTreeMap::new();
         let mut bindings = HashMap::new();
+        let mut by_addr = HashMap::new();
         for (i, n) in state.nodes.iter().enumerate() {
             let addr: Ipv4Addr = n
                 .address
@@ -120,6 +123,7 @@ impl RackView {
                     },
                 );
             }
+            by_addr.insert(addr, n.number);
             let image = (!n.assigned_image.is_empty()).then(|| n.assigned_image.clone());
             nodes.insert(
                 n.number,
@@ -150,13 +154,21 @@ impl RackView {
             nodes,
             bindings,
             images,
+            by_addr,
             raw: Some(state),
         })
     }
 
     /// The node owning a MAC.
     pub fn node_by_mac(&self, mac: &Mac) -> Option<&NodeEntry> {
-        self.bindings.get(mac).and_then(|b| self.nodes.get(&b.number))
+        self.bindings
+            .get(mac)
+            .and_then(|b| self.nodes.get(&b.number))
+    }
+
+    /// The node with an address.
+    pub fn node_by_addr(&self, addr: Ipv4Addr) -> Option<&NodeEntry> {
+        self.by_addr.get(&addr).and_then(|n| self.nodes.get(n))
     }
 
     /// Every blob some node of the rack needs.
@@ -197,7 +209,9 @@ impl RackView {
             Err(e) => return Err(err(e.to_string())),
         };
         let state = pb::RackState::decode(bytes.as_slice()).map_err(|e| err(e.to_string()))?;
-        RackView::from_pb(state).map(Some).map_err(|e| err(e.to_string()))
+        RackView::from_pb(state)
+            .map(Some)
+            .map_err(|e| err(e.to_string()))
     }
 }
 

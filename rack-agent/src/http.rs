@@ -1,0 +1,295 @@
+//! HTTP boot on the agent: blobs and generated boot files from the in-memory
+//! file table (verified bytes only), with `Content-Length`, single range
+//! requests and `ETag` = blake3; `/boot-info` for the caller's address or a
+//! MAC. No redirects on boot paths (some UEFI HTTP clients cannot follow
+//! them). Connections are bounded and requests time out, so slow clients
+//! cannot exhaust the server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rackboot_dhcp_core::Mac;
+use rackboot_tftp_core::SafePath;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::files::FileTable;
+use crate::view::RackView;
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Open connections at most; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Longest a request may take (a 64 MiB initrd at 100 Mbit/s takes ~6 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    files: watch::Receiver<Arc<FileTable>>,
+    view: watch::Receiver<Arc<RackView>>,
+}
+
+/// Run the HTTP server on `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    files: watch::Receiver<Arc<FileTable>>,
+    view: watch::Receiver<Arc<RackView>>,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) {
+    let app = router(Ctx { files, view }).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        limits.request_timeout,
+    ));
+    let listener = Bounded {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(limits.max_connections)),
+    };
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "http server stopped");
+    }
+}
+
+fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/boot-info", get(boot_info))
+        .route("/boot-info.env", get(boot_info_env))
+        .fallback(serve_file)
+        .with_state(ctx)
+}
+
+#[derive(Deserialize)]
+struct InfoQuery {
+    mac: Option<String>,
+    format: Option<String>,
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into()).into_response()
+}
+
+fn info_response(ctx: &Ctx, peer: SocketAddr, q: InfoQuery, env: bool) -> Response {
+    let view = ctx.view.borrow().clone();
+    let node = match &q.mac {
+        Some(m) => match m.parse::<Mac>() {
+            Ok(mac) => view.node_by_mac(&mac),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("mac: {e}\n")),
+        },
+        None => match peer.ip() {
+            IpAddr::V4(ip) => view.node_by_addr(ip),
+            IpAddr::V6(_) => None,
+        },
+    };
+    let Some(node) = node else {
+        let who = q.mac.clone().unwrap_or_else(|| peer.ip().to_string());
+        return text(StatusCode::NOT_FOUND, format!("no node known for {who}\n"));
+    };
+    let Some(mac) = node.macs.first() else {
+        return text(StatusCode::NOT_FOUND, "node has no MAC\n");
+    };
+    let env = env || q.format.as_deref() == Some("env");
+    let path = format!("boot-info/{}.{}", mac.hyphenated(), if env { "env" } else { "json" });
+    let table = ctx.files.borrow().clone();
+    match table.get(&path) {
+        Some(b) => {
+            let ctype = if env { "text/plain; charset=utf-8" } else { "application/json" };
+            (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], b.clone()).into_response()
+        }
+        None => text(StatusCode::NOT_FOUND, "boot info not ready\n"),
+    }
+}
+
+async fn boot_info(
+    State(ctx): State<Ctx>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    Query(q): Query<InfoQuery>,
+) -> Response {
+    info_response(&ctx, peer, q, false)
+}
+
+async fn boot_info_env(
+    State(ctx): State<Ctx>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    Query(q): Query<InfoQuery>,
+) -> Response {
+    info_response(&ctx, peer, q, true)
+}
+
+async fn serve_file(State(ctx): State<Ctx>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "read-only\n");
+    }
+    let path = match SafePath::parse(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("path: {e}\n")),
+    };
+    let table = ctx.files.borrow().clone();
+    let Some(body) = table.get(path.as_str()).cloned() else {
+        return text(StatusCode::NOT_FOUND, format!("{} not found\n", path.as_str()));
+    };
+    let etag = match path.as_str().strip_prefix("blobs/") {
+        Some(hash) => format!("\"{hash}\""),
+        None => format!("\"{}\"", blake3::hash(&body).to_hex()),
+    };
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    let len = body.len() as u64;
+    let (status, slice, range_header) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => (StatusCode::OK, body, None),
+        Some(r) => match http_range_header::parse_range_header(r).and_then(|p| p.validate(len)) {
+            Ok(ranges) if ranges.len() == 1 => {
+                let Some(range) = ranges.first() else {
+                    return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
+                };
+                let (a, b) = (*range.start(), *range.end());
+                let (Ok(start), Ok(end)) = (usize::try_from(a), usize::try_from(b)) else {
+                    return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
+                };
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    body.slice(start..=end),
+                    Some(format!("bytes {a}-{b}/{len}")),
+                )
+            }
+            // Several ranges: send the whole file (allowed by RFC 9110).
+            Ok(_) => (StatusCode::OK, body, None),
+            Err(_) => {
+                return Response::builder()
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                    .body(Body::empty())
+                    .unwrap_or_default();
+            }
+        },
+    };
+    let ctype = if path.as_str().ends_with(".ipxe") {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CONTENT_LENGTH, slice.len())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")));
+    if let Some(cr) = range_header {
+        builder = builder.header(header::CONTENT_RANGE, cr);
+    }
+    let body = if method == Method::HEAD { Body::empty() } else { Body::from(slice) };
+    builder.body(body).unwrap_or_default()
+}
+
+/// The client's address, for `/boot-info` by caller.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Bounded>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// A listener holding one permit per open connection.
+struct Bounded {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection and its permit.
+pub struct PermitStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = PermitStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (PermitStream { stream, _permit: permit }, addr);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for PermitStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PermitStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
