@@ -61,6 +61,11 @@ impl FileTable {
         FileTable { files }
     }
 
+    /// A table holding exactly these files (tests, tools).
+    pub fn from_map(files: HashMap<String, Bytes>) -> Self {
+        FileTable { files }
+    }
+
     /// Look up a path.
     pub fn get(&self, path: &str) -> Option<&Bytes> {
         self.files.get(path)

@@ -293,3 +293,75 @@ impl AsyncWrite for PermitStream {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn serve(files: HashMap<String, bytes::Bytes>) -> (SocketAddr, CancellationToken) {
+        let table = FileTable::from_map(files);
+        let (ftx, frx) = watch::channel(Arc::new(table));
+        let (vtx, vrx) = watch::channel(Arc::new(RackView::default()));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(run(l, frx, vrx, HttpLimits::default(), stop.clone()));
+        // Keep the senders alive for the test's duration.
+        std::mem::forget(ftx);
+        std::mem::forget(vtx);
+        (addr, stop)
+    }
+
+    async fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&buf[..split]).to_string();
+        let status = head[9..12].parse().unwrap();
+        (status, head.to_lowercase(), buf[split + 4..].to_vec())
+    }
+
+    #[tokio::test]
+    async fn serves_ranges_etags_and_refuses_traversal() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = blake3::hash(&data).to_hex().to_string();
+        let files = HashMap::from([(format!("blobs/{digest}"), bytes::Bytes::from(data.clone()))]);
+        let (addr, stop) = serve(files).await;
+        let path = format!("/blobs/{digest}");
+
+        let (st, head, body) = get(addr, &path, "").await;
+        assert_eq!(st, 200);
+        assert!(head.contains("content-length: 10000"));
+        assert!(head.contains(&format!("etag: \"{digest}\"")));
+        assert_eq!(body, data);
+
+        let (st, head, body) = get(addr, &path, "Range: bytes=100-199\r\n").await;
+        assert_eq!(st, 206);
+        assert!(head.contains("content-range: bytes 100-199/10000"), "{head}");
+        assert_eq!(body, &data[100..200]);
+
+        let (st, _, _) = get(addr, &path, "Range: bytes=20000-30000\r\n").await;
+        assert_eq!(st, 416);
+
+        let (st, _, body) = get(addr, &path, &format!("If-None-Match: \"{digest}\"\r\n")).await;
+        assert_eq!(st, 304);
+        assert!(body.is_empty());
+
+        for bad in ["/../etc/passwd", "/%2e%2e/etc/passwd", "/blobs/..%2f..%2fetc", "/a\\..\\b"] {
+            let (st, _, body) = get(addr, bad, "").await;
+            assert!(st == 400 || st == 404, "{bad}: {st}");
+            assert!(!String::from_utf8_lossy(&body).contains("root:"), "{bad}");
+        }
+        let (st, _, _) = get(addr, "/boot-info?mac=zz", "").await;
+        assert_eq!(st, 400);
+        let (st, _, _) = get(addr, "/boot-info", "").await;
+        assert_eq!(st, 404, "unknown caller gets 404, not a guess");
+        stop.cancel();
+    }
+}

@@ -1,10 +1,17 @@
 //! Admission control: requests waiting for a free transfer slot.
 //!
-//! This is the scheduler seam. The server only calls [`AdmissionQueue::touch`],
-//! [`AdmissionQueue::push`], [`AdmissionQueue::pop`] and
-//! [`AdmissionQueue::len`]; the policy here is plain FIFO. A smarter
-//! scheduler (per-link bandwidth, deferring new clients) replaces this type
-//! without touching the transfer logic.
+//! Requests are admitted first come, first served: [`AdmissionQueue::pop`]
+//! when a slot is free and admission is not paused by the bandwidth cap,
+//! [`AdmissionQueue::pop_due`] for the oldest request once it has waited
+//! the first-answer deadline (the server then admits it over the cap, within
+//! `max_overflow`: see [`crate::Config`]).
+//!
+//! Why admit over the cap rather than answer "something" early: any answer
+//! (an OACK) starts the client's much shorter inter-packet timer, so an
+//! answer must be followed by data at the normal pace; a transfer is cheap
+//! (a few hundred bytes of state, its file is a shared slice), and with
+//! round-robin service a bounded number of extra transfers only lengthens
+//! the round by a few milliseconds. So the first answer is a real start.
 //!
 //! Bounds: at most `capacity` entries. A waiting client keeps resending its
 //! request (iPXE at 0.26, 0.81, 1.85, 3.88, 7.95 s; EDK2 every 4 s); each
@@ -32,7 +39,12 @@ pub(crate) struct Pending {
     pub(crate) path: SafePath,
     pub(crate) data: Bytes,
     pub(crate) negotiated: Negotiated,
+    /// When the client first asked.
+    pub(crate) first_seen: Instant,
+    /// When the client last asked.
     pub(crate) last_seen: Instant,
+    /// How often the client repeated the request while it waited.
+    pub(crate) repeats: u32,
 }
 
 /// FIFO of waiting requests, bounded, deduplicated by [`RequestKey`].
@@ -64,6 +76,7 @@ impl AdmissionQueue {
         match self.entries.get_mut(key) {
             Some(pending) => {
                 pending.last_seen = pending.last_seen.max(now);
+                pending.repeats = pending.repeats.saturating_add(1);
                 true
             }
             None => false,
@@ -98,6 +111,47 @@ impl AdmissionQueue {
             return Some(pending);
         }
         None
+    }
+
+    /// The oldest request if it has waited `deadline` or longer, skipping
+    /// abandoned ones.
+    pub(crate) fn pop_due(
+        &mut self,
+        now: Instant,
+        deadline: Duration,
+        stats: &mut Stats,
+    ) -> Option<Pending> {
+        while let Some(key) = self.order.front() {
+            let Some(pending) = self.entries.get(key) else {
+                self.order.pop_front();
+                continue;
+            };
+            if self.is_stale(pending, now) {
+                stats.queue_expired += 1;
+                let key = self.order.pop_front()?;
+                self.entries.remove(&key);
+                continue;
+            }
+            if now.saturating_duration_since(pending.first_seen) < deadline {
+                return None;
+            }
+            let key = self.order.pop_front()?;
+            return self.entries.remove(&key);
+        }
+        None
+    }
+
+    /// When the oldest waiting request first asked.
+    pub(crate) fn oldest(&self) -> Option<Instant> {
+        self.order
+            .iter()
+            .find_map(|key| self.entries.get(key))
+            .map(|p| p.first_seen)
+    }
+
+    /// The waiting requests, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Pending> {
+        self.order.iter().filter_map(|key| self.entries.get(key))
     }
 
     fn is_stale(&self, pending: &Pending, now: Instant) -> bool {

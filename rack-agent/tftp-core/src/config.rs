@@ -6,8 +6,29 @@ use std::time::Duration;
 use crate::options::{MAX_BLKSIZE, MIN_BLKSIZE, OptionLimits};
 use crate::transfer::Timing;
 
-/// TFTP server settings. Every field has a documented default
-/// ([`Config::default`]).
+const MIN_TICK: Duration = Duration::from_millis(1);
+const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// TFTP server settings for one link (one listening socket). Every field
+/// has a documented default ([`Config::default`]); the defaults suit a rack
+/// on 1 GbE with up to a few thousand PXE clients booting at once.
+///
+/// How the load-shedding settings fit together (seed 003: "smoothly switch
+/// from bandwidth control to round-robin responses, then to slightly
+/// deferring DHCP responses"):
+/// 1. the **bandwidth cap** (`rate_limit_*`) paces packets; when it runs out,
+///    windows wait in the scheduler (resends first, then round-robin);
+/// 2. when the packets waiting for the cap would take longer than
+///    `admission_pause_backlog` to send, **new transfers are not admitted**
+///    (requests wait in the queue, up to `max_queue`), as they are when
+///    `max_active` transfers run;
+/// 3. a request that has waited `queue_first_answer_deadline` is admitted
+///    anyway, over the cap by at most `max_overflow`, so its client gets a
+///    first answer long before its first-packet timeout (iPXE ~16 s, EDK2
+///    ~24 s);
+/// 4. [`crate::Server::load`] reports the pressure, so the DHCP server can
+///    defer its answers to new clients a little (load shed at the front
+///    door, never by letting a transfer in progress time out).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Largest block size granted. Default 1468: DATA plus UDP and IPv4
@@ -28,8 +49,17 @@ pub struct Config {
     /// Timer resends without progress before a transfer times out. Default
     /// 12 (about 6 s with the default intervals).
     pub max_retries: u32,
-    /// Most transfers running at once. Default 512. Must be at least 1.
+    /// Most transfers running at once (beyond this only requests past their
+    /// first-answer deadline are admitted, see `max_overflow`). Default 512:
+    /// at 1 Gbit/s each still gets ~230 KB/s, and a round of one lockstep
+    /// block each takes ~6 ms, far below any client's retry timer. Must be
+    /// at least 1.
     pub max_active: usize,
+    /// Most transfers admitted over `max_active` for requests that reached
+    /// `queue_first_answer_deadline`; the hard ceiling is `max_active +
+    /// max_overflow`. Default 512 (a round of 1 024 lockstep windows is
+    /// still ~12 ms at 1 Gbit/s). 0 makes `max_active` a hard limit.
+    pub max_overflow: usize,
     /// Most requests waiting for a slot; more are dropped (the client
     /// retries). Default 4096.
     pub max_queue: usize,
@@ -37,6 +67,40 @@ pub struct Config {
     /// presumed abandoned and skipped. Default 8 s (iPXE's last RRQ resend
     /// is at 7.95 s, EDK2 repeats every 4 s).
     pub queue_stale_after: Duration,
+    /// A request waiting this long for a slot is admitted even over
+    /// `max_active` (within `max_overflow`) and even while admission is
+    /// paused, and its first packet goes in the retry class. Default 2 s:
+    /// iPXE has resent its RRQ four times by then and gives up at ~16 s,
+    /// EDK2 at ~24 s, so there is ample margin even for the queue behind a
+    /// full overflow.
+    pub queue_first_answer_deadline: Duration,
+    /// The service tick: a window that waited this long for its round-robin
+    /// turn is promoted to the retry class, so every active client is
+    /// served at least once a tick; also the time constant of the throttle
+    /// meter behind [`crate::Server::load`]. Default 500 ms (seed 003:
+    /// "check that every client asked for and received a packet in the
+    /// last half second"). Valid: 1 ms..=1 s.
+    pub tick: Duration,
+    /// The per-link bandwidth cap, in bytes per second, counting each
+    /// packet's UDP payload plus `rate_limit_packet_overhead`. `None`: no
+    /// cap (the kernel's socket buffer paces sends). Default
+    /// `Some(118_000_000)`: 944 Mbit/s counted as `tc` counts (Ethernet
+    /// header included), ~96% of 1 GbE with preamble and gap, so the queue
+    /// forms here, where resends go first, instead of in a NIC or switch
+    /// buffer that drops at random. `Some(0)` is invalid.
+    pub rate_limit_bytes_per_sec: Option<u64>,
+    /// How many bytes the cap lets out at once after an idle spell. Default
+    /// 256 KiB (~2 ms at 1 Gbit/s: enough to cover a shell that sleeps at
+    /// millisecond granularity, small next to a switch port buffer).
+    pub rate_limit_burst: u64,
+    /// Bytes added to each packet's UDP payload when charging the cap.
+    /// Default 42: Ethernet (14) + IPv4 (20) + UDP (8) headers.
+    pub rate_limit_packet_overhead: u32,
+    /// New transfers are not admitted while the packets already waiting for
+    /// the bandwidth cap would take longer than this to send (only with a
+    /// cap). Default 100 ms: a tenth of a PXE ROM's 1 s retry timer. A
+    /// request past `queue_first_answer_deadline` is admitted regardless.
+    pub admission_pause_backlog: Duration,
 }
 
 impl Default for Config {
@@ -49,8 +113,15 @@ impl Default for Config {
             retransmit_max: Duration::from_millis(500),
             max_retries: 12,
             max_active: 512,
+            max_overflow: 512,
             max_queue: 4096,
             queue_stale_after: Duration::from_secs(8),
+            queue_first_answer_deadline: Duration::from_secs(2),
+            tick: Duration::from_millis(500),
+            rate_limit_bytes_per_sec: Some(118_000_000),
+            rate_limit_burst: 256 * 1024,
+            rate_limit_packet_overhead: 42,
+            admission_pause_backlog: Duration::from_millis(100),
         }
     }
 }
@@ -82,6 +153,12 @@ pub enum ConfigError {
     /// `max_active` is 0.
     #[error("max_active must be at least 1")]
     MaxActive,
+    /// `tick` outside 1 ms..=1 s.
+    #[error("tick {0:?} is outside 1ms..=1s")]
+    Tick(Duration),
+    /// `rate_limit_bytes_per_sec` is `Some(0)`.
+    #[error("rate_limit_bytes_per_sec must be at least 1 (or None for no limit)")]
+    RateLimit,
 }
 
 impl Config {
@@ -108,10 +185,17 @@ impl Config {
         if self.max_active == 0 {
             return Err(ConfigError::MaxActive);
         }
+        if !(MIN_TICK..=MAX_TICK).contains(&self.tick) {
+            return Err(ConfigError::Tick(self.tick));
+        }
+        if self.rate_limit_bytes_per_sec == Some(0) {
+            return Err(ConfigError::RateLimit);
+        }
         Ok(())
     }
 
-    /// A copy with every out-of-range field clamped into range.
+    /// A copy with every out-of-range field clamped into range
+    /// (`rate_limit_bytes_per_sec: Some(0)` becomes `None`).
     pub(crate) fn normalized(&self) -> Config {
         let min = self.retransmit_min.max(Duration::from_millis(1));
         let max = self.retransmit_max.max(min);
@@ -123,8 +207,15 @@ impl Config {
             retransmit_max: max,
             max_retries: self.max_retries,
             max_active: self.max_active.max(1),
+            max_overflow: self.max_overflow,
             max_queue: self.max_queue,
             queue_stale_after: self.queue_stale_after,
+            queue_first_answer_deadline: self.queue_first_answer_deadline,
+            tick: self.tick.clamp(MIN_TICK, MAX_TICK),
+            rate_limit_bytes_per_sec: self.rate_limit_bytes_per_sec.filter(|&r| r > 0),
+            rate_limit_burst: self.rate_limit_burst,
+            rate_limit_packet_overhead: self.rate_limit_packet_overhead,
+            admission_pause_backlog: self.admission_pause_backlog,
         }
     }
 
@@ -188,5 +279,20 @@ mod tests {
         let n = bad.normalized();
         assert_eq!(n.max_active, 1);
         assert!(n.retransmit_max >= Duration::from_millis(1));
+        let bad = Config {
+            tick: Duration::from_secs(5),
+            ..Config::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::Tick(Duration::from_secs(5)))
+        );
+        assert_eq!(bad.normalized().tick, Duration::from_secs(1));
+        let bad = Config {
+            rate_limit_bytes_per_sec: Some(0),
+            ..Config::default()
+        };
+        assert_eq!(bad.validate(), Err(ConfigError::RateLimit));
+        assert_eq!(bad.normalized().rate_limit_bytes_per_sec, None);
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::packet::ErrorCode;
 use crate::path::SafePath;
+use crate::scheduler::Priority;
 use crate::server::TransferId;
 
 /// Something the shell should know about (log, count, release a socket).
@@ -80,8 +81,10 @@ pub enum AbortReason {
         message: String,
     },
     /// The same client port asked for the same file again after the
-    /// transfer had progressed: it started over, and a new transfer
-    /// replaces this one.
+    /// transfer had progressed and then stalled for a tick: it started
+    /// over, and a new transfer replaces this one. (A repeat while the
+    /// client still acknowledges is a delayed or duplicated copy of its
+    /// first request, and is ignored.)
     Superseded,
 }
 
@@ -108,4 +111,29 @@ pub struct TransferSummary {
     pub negotiating: bool,
     /// Timer resends since the last progress.
     pub retries: u32,
+    /// Packets resent over the whole transfer (any reason).
+    pub retransmits: u64,
+    /// Smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    /// `Some` while packets of the current window (or the OACK) wait for
+    /// their turn in the scheduler, in that class; `None` when everything is
+    /// sent and the server waits for the client's ACK.
+    pub waiting: Option<Priority>,
+    /// When the first packet (OACK or DATA 1) left.
+    pub first_sent: Option<Instant>,
+    /// When the last packet to this client left.
+    pub last_sent: Option<Instant>,
+    /// When the client last acknowledged something new (or the start).
+    pub last_progress: Instant,
+}
+
+impl TransferSummary {
+    /// Fraction of the file acknowledged, 0.0..=1.0 (1.0 for an empty file).
+    pub fn progress(&self) -> f64 {
+        if self.size == 0 {
+            1.0
+        } else {
+            self.acked_bytes as f64 / self.size as f64
+        }
+    }
 }

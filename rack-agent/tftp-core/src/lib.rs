@@ -46,13 +46,16 @@
 //!   leaves no state behind.
 
 mod admission;
+mod bucket;
 mod config;
 mod event;
 mod mode;
 pub mod options;
 pub mod packet;
 pub mod path;
+mod scheduler;
 mod server;
+mod snapshot;
 mod source;
 mod stats;
 mod transfer;
@@ -63,7 +66,9 @@ pub use mode::Mode;
 pub use options::{Negotiated, OptionLimits};
 pub use packet::{ErrorCode, Packet, PacketError, RawOption};
 pub use path::{PathError, SafePath};
+pub use scheduler::Priority;
 pub use server::{Local, Server, TransferId, Transmit};
+pub use snapshot::{Load, QueuedSummary, Snapshot};
 pub use source::{FileSource, OpenError};
 pub use stats::Stats;
 

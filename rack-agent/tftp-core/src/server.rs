@@ -1,23 +1,26 @@
-//! The server: listener handling, the table of transfers, timers and
-//! admission.
+//! The server: listener handling, the table of transfers, timers,
+//! admission, the send scheduler and the bandwidth cap.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::admission::{AdmissionQueue, Pending, RequestKey};
+use crate::bucket::{ThrottleMeter, TokenBucket, later};
 use crate::config::Config;
 use crate::event::{AbortReason, Event, Outcome, TransferSummary};
 use crate::mode::{Mode, to_netascii};
 use crate::options::negotiate;
 use crate::packet::{ErrorCode, Packet, RawOption};
 use crate::path::SafePath;
+use crate::scheduler::{Outgoing, Scheduler};
+use crate::snapshot::{Load, QueuedSummary, Snapshot};
 use crate::source::{FileSource, OpenError};
 use crate::stats::Stats;
-use crate::transfer::{Outbox, Outgoing, Step, Timing, Transfer};
+use crate::transfer::{Step, Timing, Transfer};
 
 /// Longest client ERROR message kept in an [`AbortReason`], in characters.
 const MAX_CLIENT_MESSAGE: usize = 255;
@@ -28,6 +31,15 @@ const MAX_CLIENT_MESSAGE: usize = 255;
 pub struct TransferId(u64);
 
 impl TransferId {
+    /// The smallest id (a bound for range queries; never issued).
+    pub(crate) const MIN: TransferId = TransferId(0);
+
+    /// An id from a raw number (tests).
+    #[cfg(test)]
+    pub(crate) fn from_raw(n: u64) -> TransferId {
+        TransferId(n)
+    }
+
     /// The raw number.
     pub fn as_u64(self) -> u64 {
         self.0
@@ -61,20 +73,30 @@ pub struct Transmit {
     pub payload: Bytes,
 }
 
-/// A sans-IO TFTP read-only server: feed it datagrams and timeouts, drain
-/// transmits and events. See the crate docs for the driving loop.
+/// A sans-IO TFTP read-only server for one link: feed it datagrams and
+/// timeouts, drain transmits and events. See the crate docs for the driving
+/// loop.
+///
+/// The server's clock is the latest `now` it was given (it never runs
+/// backwards); [`Server::poll_transmit`] sends "at" that time, so call
+/// [`Server::handle_timeout`] with the current time before draining
+/// transmits after a sleep.
 #[derive(Debug)]
 pub struct Server {
     config: Config,
     timing: Timing,
+    overhead: u64,
     transfers: HashMap<TransferId, Transfer>,
     by_request: HashMap<RequestKey, TransferId>,
     timers: BTreeSet<(Instant, TransferId)>,
     queue: AdmissionQueue,
-    outbox: Outbox,
+    sched: Scheduler,
+    bucket: Option<TokenBucket>,
+    meter: ThrottleMeter,
     events: VecDeque<Event>,
     stats: Stats,
     next_id: u64,
+    now: Option<Instant>,
 }
 
 impl Server {
@@ -84,14 +106,20 @@ impl Server {
         let config = config.normalized();
         Server {
             timing: config.timing(),
+            overhead: u64::from(config.rate_limit_packet_overhead),
             transfers: HashMap::new(),
             by_request: HashMap::new(),
             timers: BTreeSet::new(),
             queue: AdmissionQueue::new(config.max_queue, config.queue_stale_after),
-            outbox: Outbox::default(),
+            sched: Scheduler::default(),
+            bucket: config
+                .rate_limit_bytes_per_sec
+                .map(|rate| TokenBucket::new(rate, config.rate_limit_burst)),
+            meter: ThrottleMeter::new(config.tick),
             events: VecDeque::new(),
             stats: Stats::default(),
             next_id: 1,
+            now: None,
             config,
         }
     }
@@ -118,7 +146,79 @@ impl Server {
 
     /// The running transfers, in no particular order.
     pub fn transfers(&self) -> impl Iterator<Item = TransferSummary> + '_ {
-        self.transfers.values().map(Transfer::summary)
+        self.transfers.iter().map(|(&id, t)| {
+            let mut summary = t.summary();
+            summary.waiting = self.sched.priority(id);
+            summary
+        })
+    }
+
+    /// The load signal (O(1)); see [`Load::pressure`].
+    pub fn load(&self) -> Load {
+        let oldest_queued = self
+            .queue
+            .oldest()
+            .zip(self.now)
+            .map(|(first, now)| now.saturating_duration_since(first));
+        let send_delay = self.send_delay();
+        let throttled_fraction = self.meter.fraction();
+        let deadline = self.config.queue_first_answer_deadline.as_secs_f64();
+        let waited = oldest_queued.map_or(0.0, |d| {
+            if deadline > 0.0 {
+                (d.as_secs_f64() / deadline).min(1.0)
+            } else {
+                1.0
+            }
+        });
+        Load {
+            active: self.transfers.len(),
+            over_cap: self.transfers.len().saturating_sub(self.config.max_active),
+            queued: self.queue.len(),
+            oldest_queued,
+            backlog_transfers: self.sched.len(),
+            backlog_retry: self.sched.retry_len(),
+            backlog_packets: self.sched.packets(),
+            backlog_bytes: self.sched.bytes(),
+            send_delay,
+            throttled: self.throttled(),
+            throttled_fraction,
+            admission_paused: send_delay > self.config.admission_pause_backlog,
+            pressure: (0.5 * throttled_fraction + 0.5 * waited).clamp(0.0, 1.0),
+        }
+    }
+
+    /// Everything, for a state dump (O(active + queued)).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut transfers: Vec<_> = self.transfers().collect();
+        transfers.sort_by_key(|t| t.id);
+        let queue = self
+            .queue
+            .iter()
+            .map(|p| QueuedSummary {
+                client: p.client,
+                path: p.path.clone(),
+                size: p.data.len() as u64,
+                waited: self.now.map_or(Duration::ZERO, |now| {
+                    now.saturating_duration_since(p.first_seen)
+                }),
+                repeats: p.repeats,
+            })
+            .collect();
+        Snapshot {
+            at: self.now,
+            load: self.load(),
+            rate_limit: self.bucket.as_ref().map(TokenBucket::rate),
+            credit: self.bucket.as_ref().map(TokenBucket::credit_bytes),
+            transfers,
+            queue,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// The state dump as text: one line per transfer and waiting request,
+    /// plus the load and the counters.
+    pub fn dump(&self) -> String {
+        self.snapshot().to_string()
     }
 
     /// Handles one datagram that arrived on `local` from `src`. Never
@@ -131,6 +231,7 @@ impl Server {
         datagram: &[u8],
         files: &F,
     ) {
+        let now = self.advance(now);
         self.stats.datagrams_received += 1;
         match local {
             Local::Listener => self.handle_listener(now, src, datagram, files),
@@ -138,8 +239,11 @@ impl Server {
         }
     }
 
-    /// Fires every retransmit timer due at `now`.
+    /// Advances the clock to `now`: fires every retransmit timer due,
+    /// promotes windows that waited a tick, refills the bandwidth cap and
+    /// admits waiting requests that may start.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
         let due: Vec<TransferId> = self
             .timers
             .iter()
@@ -147,36 +251,65 @@ impl Server {
             .map(|&(_, id)| id)
             .collect();
         for id in due {
-            if let Some(Step::Closed(outcome)) =
-                self.step(id, |t, out, stats| t.handle_timeout(now, out, stats))
-            {
+            if let Some(Step::Closed(outcome)) = self.step(now, id, |t, _| t.handle_timeout(now)) {
                 self.close(now, id, outcome);
             }
         }
+        let promoted = self.sched.promote_aged(now, self.config.tick);
+        self.stats.promoted += promoted as u64;
+        self.admit(now);
     }
 
-    /// The earliest time [`Server::handle_timeout`] must be called.
+    /// The earliest time [`Server::handle_timeout`] must be called: a
+    /// retransmit timer, the bandwidth cap having credit again for waiting
+    /// packets, a waiting window reaching a tick, or a waiting request that
+    /// may be admitted.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(deadline, _)| deadline)
+        let mut next = self.timers.first().map(|&(deadline, _)| deadline);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if self.sched.len() > 0 {
+            consider(self.bucket.as_ref().and_then(TokenBucket::ready_at));
+            consider(self.sched.aging_deadline(self.config.tick));
+        }
+        consider(self.admission_due());
+        next
     }
 
-    /// The next datagram to send. Resends come first.
+    /// The next datagram to send: ERROR replies, then windows of transfers
+    /// whose client missed data, then one window per transfer in
+    /// round-robin turn. `None` when nothing waits or the bandwidth cap is
+    /// used up (then [`Server::poll_timeout`] says when it has credit).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let Outgoing {
+        if let Some(Outgoing {
             local,
             dest,
             packet,
-        } = self
-            .outbox
-            .urgent
-            .pop_front()
-            .or_else(|| self.outbox.normal.pop_front())?;
-        self.stats.datagrams_sent += 1;
-        Some(Transmit {
-            local,
-            dest,
-            payload: packet.encode(),
-        })
+        }) = self.sched.control.pop_front()
+        {
+            return Some(self.emit(local, dest, packet.encode()));
+        }
+        let now = self.now?;
+        loop {
+            let id = self.sched.first()?;
+            if self.bucket.as_ref().is_some_and(|b| !b.can_send()) {
+                self.stats.throttle_stalls += 1;
+                return None;
+            }
+            let Some(dest) = self.transfers.get(&id).map(Transfer::client) else {
+                self.sched.remove(id);
+                continue;
+            };
+            match self.step(now, id, |t, stats| t.next_packet(now, stats)) {
+                Some(Some(packet)) => {
+                    return Some(self.emit(Local::Transfer(id), dest, packet.encode()));
+                }
+                _ => self.sched.remove(id),
+            }
+        }
     }
 
     /// The next event.
@@ -250,7 +383,10 @@ impl Server {
         let key = (src, path);
         if let Some(&id) = self.by_request.get(&key) {
             self.stats.duplicate_requests += 1;
-            let kept = self.step(id, |t, out, stats| t.handle_repeat_request(now, out, stats));
+            let stall = self.config.tick;
+            let kept = self.step(now, id, |t, stats| {
+                t.handle_repeat_request(now, stall, stats)
+            });
             if kept != Some(false) {
                 return;
             }
@@ -289,10 +425,12 @@ impl Server {
             path,
             data,
             negotiated,
+            first_seen: now,
             last_seen: now,
+            repeats: 0,
         };
-        if self.transfers.len() < self.config.max_active && self.queue.len() == 0 {
-            self.start(now, pending);
+        if self.queue.len() == 0 && self.can_admit() {
+            self.start(now, pending, false);
             return;
         }
         if self.queue.push(now, pending, &mut self.stats) {
@@ -321,7 +459,7 @@ impl Server {
             if matches!(datagram, [0, 5, ..]) {
                 return;
             }
-            self.outbox.normal.push_back(Outgoing {
+            self.sched.control.push_back(Outgoing {
                 local: Local::Transfer(id),
                 dest: src,
                 packet: Packet::Error {
@@ -334,7 +472,7 @@ impl Server {
         match Packet::parse(datagram) {
             Ok(Packet::Ack { block }) => {
                 if let Some(Step::Closed(outcome)) =
-                    self.step(id, |t, out, stats| t.handle_ack(now, block, out, stats))
+                    self.step(now, id, |t, stats| t.handle_ack(now, block, stats))
                 {
                     self.close(now, id, outcome);
                 }
@@ -351,25 +489,103 @@ impl Server {
         }
     }
 
-    /// Runs `f` on a transfer and keeps the timer table in step with its
-    /// deadline.
+    /// Moves the clock forward (never back), accounting the time the
+    /// bandwidth cap held packets back and refilling it.
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = self.now.map_or(now, |prev| prev.max(now));
+        if let Some(prev) = self.now {
+            let busy = match &self.bucket {
+                Some(bucket) if self.sched.len() > 0 => {
+                    bucket.ready_at().map_or(Duration::ZERO, |t| {
+                        t.min(now).saturating_duration_since(prev)
+                    })
+                }
+                _ => Duration::ZERO,
+            };
+            self.meter.record(now.saturating_duration_since(prev), busy);
+        }
+        if let Some(bucket) = &mut self.bucket {
+            bucket.refill(now);
+        }
+        self.now = Some(now);
+        now
+    }
+
+    /// Whether the cap is holding waiting packets back.
+    fn throttled(&self) -> bool {
+        self.sched.len() > 0 && self.bucket.as_ref().is_some_and(|b| !b.can_send())
+    }
+
+    /// How long the packets waiting take to send at the cap.
+    fn send_delay(&self) -> Duration {
+        self.bucket
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.delay_for(self.sched.bytes()))
+    }
+
+    /// Whether a request may start now without the first-answer deadline:
+    /// a slot is free and the backlog is not over the pause threshold.
+    fn can_admit(&self) -> bool {
+        self.transfers.len() < self.config.max_active
+            && self.send_delay() <= self.config.admission_pause_backlog
+    }
+
+    /// When [`Server::admit`] could start a waiting request.
+    fn admission_due(&self) -> Option<Instant> {
+        let oldest = self.queue.oldest()?;
+        if self.can_admit() {
+            return self.now;
+        }
+        let ceiling = self
+            .config
+            .max_active
+            .saturating_add(self.config.max_overflow);
+        (self.transfers.len() < ceiling)
+            .then(|| later(oldest, self.config.queue_first_answer_deadline))
+    }
+
+    /// Sends a packet: counts it and charges the bandwidth cap.
+    fn emit(&mut self, local: Local, dest: SocketAddr, payload: Bytes) -> Transmit {
+        self.stats.datagrams_sent += 1;
+        if let Some(bucket) = &mut self.bucket {
+            bucket.consume((payload.len() as u64).saturating_add(self.overhead));
+        }
+        Transmit {
+            local,
+            dest,
+            payload,
+        }
+    }
+
+    /// Runs `f` on a transfer and keeps the timer table and the scheduler
+    /// in step with it.
     fn step<R>(
         &mut self,
+        now: Instant,
         id: TransferId,
-        f: impl FnOnce(&mut Transfer, &mut Outbox, &mut Stats) -> R,
+        f: impl FnOnce(&mut Transfer, &mut Stats) -> R,
     ) -> Option<R> {
         let transfer = self.transfers.get_mut(&id)?;
         let before = transfer.deadline();
-        let result = f(transfer, &mut self.outbox, &mut self.stats);
+        let result = f(transfer, &mut self.stats);
         let after = transfer.deadline();
+        let want = transfer.want(self.overhead);
         if before != after {
-            self.timers.remove(&(before, id));
-            self.timers.insert((after, id));
+            if let Some(before) = before {
+                self.timers.remove(&(before, id));
+            }
+            if let Some(after) = after {
+                self.timers.insert((after, id));
+            }
+        }
+        if self.sched.update(id, want, now) {
+            self.stats.promoted += 1;
         }
         Some(result)
     }
 
-    fn start(&mut self, now: Instant, pending: Pending) {
+    /// Starts a transfer; `urgent` puts its first packet in the retry class.
+    fn start(&mut self, now: Instant, pending: Pending, urgent: bool) {
         let id = TransferId(self.next_id);
         self.next_id += 1;
         let size = pending.data.len() as u64;
@@ -381,10 +597,9 @@ impl Server {
             pending.negotiated,
             self.timing,
             now,
-            &mut self.outbox,
-            &mut self.stats,
+            urgent,
         );
-        self.timers.insert((transfer.deadline(), id));
+        self.sched.update(id, transfer.want(self.overhead), now);
         self.by_request
             .insert((pending.client, pending.path.clone()), id);
         self.transfers.insert(id, transfer);
@@ -403,13 +618,15 @@ impl Server {
         let Some(transfer) = self.transfers.remove(&id) else {
             return;
         };
-        self.timers.remove(&(transfer.deadline(), id));
+        if let Some(deadline) = transfer.deadline() {
+            self.timers.remove(&(deadline, id));
+        }
+        self.sched.remove(id);
         let summary = transfer.summary();
         self.by_request
             .remove(&(summary.client, summary.path.clone()));
         let local = Local::Transfer(id);
-        self.outbox.urgent.retain(|o| o.local != local);
-        self.outbox.normal.retain(|o| o.local != local);
+        self.sched.control.retain(|o| o.local != local);
         match outcome {
             Outcome::Completed { .. } => self.stats.transfers_completed += 1,
             Outcome::Aborted { .. } => self.stats.transfers_aborted += 1,
@@ -424,11 +641,36 @@ impl Server {
         self.admit(now);
     }
 
-    /// Starts waiting requests while slots are free.
+    /// Starts waiting requests, first come first served: while a slot is
+    /// free and admission is not paused; then, over the cap up to
+    /// `max_overflow`, those that waited the first-answer deadline.
     fn admit(&mut self, now: Instant) {
-        while self.transfers.len() < self.config.max_active {
-            match self.queue.pop(now, &mut self.stats) {
-                Some(pending) => self.start(now, pending),
+        let ceiling = self
+            .config
+            .max_active
+            .saturating_add(self.config.max_overflow);
+        loop {
+            if self.can_admit() {
+                match self.queue.pop(now, &mut self.stats) {
+                    Some(pending) => {
+                        let urgent = pending.repeats > 0;
+                        self.start(now, pending, urgent);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            if self.transfers.len() >= ceiling {
+                break;
+            }
+            let deadline = self.config.queue_first_answer_deadline;
+            match self.queue.pop_due(now, deadline, &mut self.stats) {
+                Some(pending) => {
+                    if self.transfers.len() >= self.config.max_active {
+                        self.stats.admitted_over_cap += 1;
+                    }
+                    self.start(now, pending, true);
+                }
                 None => break,
             }
         }
@@ -441,7 +683,7 @@ impl Server {
         code: ErrorCode,
         message: String,
     ) {
-        self.outbox.normal.push_back(Outgoing {
+        self.sched.control.push_back(Outgoing {
             local: Local::Listener,
             dest: client,
             packet: Packet::Error {

@@ -65,4 +65,18 @@ pub struct Stats {
     pub retransmits_timeout: u64,
     /// Packets (DATA or OACK) resent at once on a first duplicate ACK.
     pub retransmits_duplicate: u64,
+    /// DATA packets resent because a windowed client acknowledged only part
+    /// of a window (RFC 7440: the window restarts after the last block it
+    /// has).
+    pub retransmits_partial_ack: u64,
+
+    /// Transfers admitted over [`crate::Config::max_active`] because their
+    /// request had waited [`crate::Config::queue_first_answer_deadline`].
+    pub admitted_over_cap: u64,
+    /// Round-robin windows moved to the retry class because they waited a
+    /// whole tick, or their client repeated an ACK while they waited.
+    pub promoted: u64,
+    /// Times [`crate::Server::poll_transmit`] held packets back because the
+    /// bandwidth cap was used up.
+    pub throttle_stalls: u64,
 }

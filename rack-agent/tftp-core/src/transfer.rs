@@ -6,58 +6,63 @@
 //! convention). A file of `n` bytes has `n / blksize + 1` blocks; the last
 //! is short, and empty when `n` is a multiple of the block size.
 //!
+//! A transfer never queues packets itself. Inputs (ACKs, timers) decide what
+//! the current *pass* is — the OACK, or the window `base..=end` — and the
+//! scheduler pulls its packets one at a time with [`Transfer::next_packet`]
+//! when the transfer's turn comes ([`crate::scheduler`]). The retransmit
+//! timer is armed only when the last packet of a pass actually leaves, so
+//! time spent waiting for a turn or for the bandwidth cap is never mistaken
+//! for a lost packet, and round-trip samples measure the network and the
+//! client, not the server's own queue.
+//!
 //! Resending:
 //! - on the **timer**: the whole window in flight (go-back-N). The first
-//!   resend after a send waits the adaptive RTO (`max(4·srtt, srtt +
+//!   resend after a pass waits the adaptive RTO (`max(4·srtt, srtt +
 //!   4·rttvar)` clamped to the configured min/max, the configured initial
-//!   value before any sample); later ones wait the configured maximum. The
-//!   interval never grows beyond that: no exponential backoff. After
+//!   value before any sample; after a timeout it is held at double, still
+//!   within the maximum, until a clean sample: Karn's algorithm); later
+//!   ones wait the configured maximum. The interval never grows beyond
+//!   that: no exponential backoff. After
 //!   `max_retries` timer resends without progress the transfer times out.
 //! - on a **duplicate ACK** (an ACK of the block before the window, which is
 //!   how a client says "I timed out waiting"): the window is resent at once,
 //!   but only once per window (Sorcerer's Apprentice, RFC 1123), and not
 //!   when the duplicate can be an echo of packets we sent twice ourselves
-//!   (the previous window was resent) or of a window still in flight (it
-//!   came less than srtt/2 after we sent). Those are left to the timer.
+//!   (the previous window went out more than once, or contained resent
+//!   blocks) or of a window still in flight (it came less than srtt/2 after
+//!   we sent it, or less than an RTO after we resent it: it crossed our
+//!   resend). Those are left to the timer. A duplicate ACK while the pass
+//!   still waits to be sent resends nothing; it only moves the transfer to
+//!   the retry class.
+//!
+//! - on an ACK of only **part of a window**: the window restarts after the
+//!   last block the client has (RFC 7440: a receiver drops the blocks after
+//!   a gap) and the rest is resent at once — unless the ACK names a block
+//!   this window *repeated* (it was restarted by an earlier partial ACK).
+//!   Then the client is answering our duplicate of a block it already had,
+//!   before the rest arrived; going back would duplicate the next block and
+//!   provoke the next such ACK, one extra packet per window for the rest of
+//!   the file (the windowed form of the Sorcerer's Apprentice, started by a
+//!   single duplicated datagram). The window only slides: blocks in flight
+//!   are not resent, and the timer recovers a real loss.
+//!
+//! Every resend (timer, duplicate ACK, an ACK of only part of a window) and
+//! a first answer to a client that already repeated its request are sent in
+//! the [`Priority::Retry`] class.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::bucket::later;
 use crate::event::{Outcome, TransferSummary};
 use crate::options::Negotiated;
 use crate::packet::{Packet, RawOption};
 use crate::path::SafePath;
-use crate::server::{Local, TransferId};
+use crate::scheduler::{Priority, Want};
+use crate::server::TransferId;
 use crate::stats::Stats;
-
-/// A packet waiting to be sent.
-#[derive(Clone, Debug)]
-pub(crate) struct Outgoing {
-    pub(crate) local: Local,
-    pub(crate) dest: SocketAddr,
-    pub(crate) packet: Packet,
-}
-
-/// Packets a transfer wants sent. Resends go to `urgent`, which the server
-/// drains first: a client that missed a packet is served before clients
-/// that are doing well.
-#[derive(Debug, Default)]
-pub(crate) struct Outbox {
-    pub(crate) urgent: std::collections::VecDeque<Outgoing>,
-    pub(crate) normal: std::collections::VecDeque<Outgoing>,
-}
-
-impl Outbox {
-    fn push(&mut self, urgent: bool, outgoing: Outgoing) {
-        if urgent {
-            self.urgent.push_back(outgoing);
-        } else {
-            self.normal.push_back(outgoing);
-        }
-    }
-}
 
 /// Retransmission settings, from [`crate::Config`].
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +80,19 @@ pub(crate) enum Step {
     Closed(Outcome),
 }
 
+/// Why the current pass is being sent; resent packets are counted under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    /// A new window after the client acknowledged the previous one.
+    Fresh,
+    /// The retransmit timer fired.
+    Timer,
+    /// The client's duplicate ACK.
+    Duplicate,
+    /// The client acknowledged only part of the previous window.
+    PartialAck,
+}
+
 /// A read transfer in progress.
 #[derive(Debug)]
 pub(crate) struct Transfer {
@@ -86,67 +104,102 @@ pub(crate) struct Transfer {
     windowsize: u64,
     last_block: u64,
     oack: Vec<RawOption>,
+    oack_len: u64,
     started: Instant,
     timing: Timing,
     rtt: Rtt,
     phase: Phase,
+    /// Whether the current pass goes in the retry class.
+    urgent: bool,
+    /// Highest block ever sent (0: none).
+    high: u64,
+    /// Packets resent over the whole transfer.
+    retransmits: u64,
+    first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
+    last_progress: Instant,
 }
 
 /// Where the transfer is. Finished transfers do not exist: the server
 /// removes them as soon as a step returns [`Step::Closed`].
 #[derive(Clone, Copy, Debug)]
 enum Phase {
-    /// OACK sent; waiting for ACK 0.
-    Negotiating { flight: Flight },
-    /// DATA blocks `base..=last_sent` in flight; `base - 1` is acknowledged.
+    /// The OACK is to be sent (`unsent`) or was sent; waiting for ACK 0.
+    Negotiating { flight: Flight, unsent: bool },
+    /// The window `base..=end`; `base - 1` is acknowledged and `next` is the
+    /// next block of the current pass to send (`end + 1` once all are sent).
     Sending {
         base: u64,
-        last_sent: u64,
+        end: u64,
+        next: u64,
         flight: Flight,
     },
 }
 
-/// Bookkeeping for the packets in flight.
+/// Bookkeeping for the current window (or OACK).
 #[derive(Clone, Copy, Debug)]
 struct Flight {
-    /// When they were last sent.
+    /// When the last pass finished leaving.
     sent_at: Instant,
-    /// When the timer resends them.
-    deadline: Instant,
+    /// When the timer resends; `None` while the pass is not fully sent.
+    deadline: Option<Instant>,
     /// Timer resends since the last progress.
     retries: u32,
-    /// How often they were sent (1 = once; only then is an RTT sample taken).
+    /// Passes started (1 = once; only then is an RTT sample taken).
     sends: u32,
     /// Whether the one duplicate-ACK resend was used.
     dup_resent: bool,
-    /// Whether the previous flight went out only once; if not, duplicate
-    /// ACKs for it may be echoes of our own resends.
+    /// Whether the previous window went out exactly once; if not,
+    /// duplicate ACKs for it may be echoes of our own resends.
     prev_clean: bool,
+    /// The last block of this window that was sent before the window began
+    /// (a window restarted by a partial ACK repeats its head); below `base`
+    /// when it repeats none.
+    repeat_top: u64,
+    /// Why the current pass is sent.
+    reason: Reason,
 }
 
 impl Flight {
-    fn new(now: Instant, rto: Duration, prev_clean: bool) -> Flight {
+    fn new(now: Instant, prev_clean: bool, repeat_top: u64, reason: Reason) -> Flight {
         Flight {
             sent_at: now,
-            deadline: later(now, rto),
+            deadline: None,
             retries: 0,
             sends: 1,
             dup_resent: false,
             prev_clean,
+            repeat_top,
+            reason,
         }
+    }
+
+    fn complete(&self) -> bool {
+        self.deadline.is_some()
     }
 }
 
-/// Smoothed round-trip time (RFC 6298 style), sampled only from flights
-/// sent once (Karn's rule).
+/// Smoothed round-trip time (RFC 6298 style), sampled only from passes sent
+/// once (Karn's rule). After a timer resend the RTO is held at double its
+/// value (at most the ceiling) until the next clean sample (the rest of
+/// Karn's algorithm): otherwise a path slower than the estimate would time
+/// out on every window, no window would be clean, and the estimate would
+/// never learn.
 #[derive(Clone, Copy, Debug, Default)]
 struct Rtt {
     srtt: Option<Duration>,
     rttvar: Duration,
+    backoff: Option<Duration>,
 }
 
 impl Rtt {
+    /// Called when the timer fired: hold the RTO at double.
+    fn timed_out(&mut self, timing: &Timing) {
+        self.backoff = Some(self.rto(timing).saturating_mul(2).min(timing.max));
+    }
+
     fn sample(&mut self, d: Duration) {
+        self.backoff = None;
         match self.srtt {
             None => {
                 self.srtt = Some(d);
@@ -161,18 +214,15 @@ impl Rtt {
     }
 
     fn rto(&self, timing: &Timing) -> Duration {
-        match self.srtt {
+        let rto = match self.srtt {
             None => timing.initial,
             Some(srtt) => srtt
                 .saturating_mul(4)
                 .max(srtt.saturating_add(self.rttvar.saturating_mul(4)))
                 .clamp(timing.min, timing.max),
-        }
+        };
+        self.backoff.map_or(rto, |b| b.max(rto))
     }
-}
-
-fn later(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d).unwrap_or(now)
 }
 
 /// The wire form of an internal block number.
@@ -181,8 +231,9 @@ fn wire(block: u64) -> u16 {
 }
 
 impl Transfer {
-    /// Starts a transfer: sends the OACK, or DATA 1 when nothing was
-    /// negotiated.
+    /// Starts a transfer: its first pass is the OACK, or DATA 1 when nothing
+    /// was negotiated. `urgent` puts it in the retry class (the client has
+    /// already repeated its request).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         id: TransferId,
@@ -192,13 +243,16 @@ impl Transfer {
         negotiated: Negotiated,
         timing: Timing,
         now: Instant,
-        out: &mut Outbox,
-        stats: &mut Stats,
+        urgent: bool,
     ) -> Transfer {
         let blksize = usize::from(negotiated.blksize.max(crate::options::MIN_BLKSIZE));
         let last_block = u64::try_from(data.len() / blksize)
             .unwrap_or(u64::MAX)
             .saturating_add(1);
+        let oack_len = Packet::Oack {
+            options: negotiated.oack.clone(),
+        }
+        .encoded_len() as u64;
         let mut transfer = Transfer {
             id,
             client,
@@ -208,23 +262,29 @@ impl Transfer {
             windowsize: u64::from(negotiated.windowsize.max(1)),
             last_block,
             oack: negotiated.oack,
+            oack_len,
             started: now,
             timing,
             rtt: Rtt::default(),
             phase: Phase::Negotiating {
-                flight: Flight::new(now, timing.initial, true),
+                flight: Flight::new(now, true, 0, Reason::Fresh),
+                unsent: true,
             },
+            urgent,
+            high: 0,
+            retransmits: 0,
+            first_sent: None,
+            last_sent: None,
+            last_progress: now,
         };
         if transfer.oack.is_empty() {
-            transfer.begin_window(now, 1, true, out, stats);
-        } else {
-            transfer.send_oack(out, false);
+            transfer.begin_window(now, 1, true, Reason::Fresh, urgent);
         }
         transfer
     }
 
-    /// When the retransmit timer fires.
-    pub(crate) fn deadline(&self) -> Instant {
+    /// When the retransmit timer fires; `None` while the pass is unsent.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.flight().deadline
     }
 
@@ -233,37 +293,105 @@ impl Transfer {
         self.client
     }
 
+    /// What is waiting to be sent, with `overhead` bytes added per packet.
+    pub(crate) fn want(&self, overhead: u64) -> Option<Want> {
+        let (packets, payload) = match self.phase {
+            Phase::Negotiating { unsent: true, .. } => (1, self.oack_len),
+            Phase::Negotiating { .. } => return None,
+            Phase::Sending { end, next, .. } if next <= end => {
+                let packets = end - next + 1;
+                let data = self.offset(end + 1) - self.offset(next);
+                (packets, data as u64 + 4 * packets)
+            }
+            Phase::Sending { .. } => return None,
+        };
+        Some(Want {
+            priority: if self.urgent {
+                Priority::Retry
+            } else {
+                Priority::RoundRobin
+            },
+            packets,
+            bytes: payload.saturating_add(overhead.saturating_mul(packets)),
+        })
+    }
+
+    /// The next packet of the current pass, if any, as sent at `now`. The
+    /// timer is armed when the pass's last packet leaves.
+    pub(crate) fn next_packet(&mut self, now: Instant, stats: &mut Stats) -> Option<Packet> {
+        let rto = self.rtt.rto(&self.timing);
+        let max = self.timing.max;
+        let block = match &mut self.phase {
+            Phase::Negotiating { flight, unsent } if *unsent => {
+                *unsent = false;
+                if flight.sends > 1 {
+                    count_resend(stats, flight.reason);
+                    self.retransmits += 1;
+                }
+                finish_pass(flight, now, rto, max);
+                None
+            }
+            Phase::Sending {
+                end, next, flight, ..
+            } if *next <= *end => {
+                let block = *next;
+                *next += 1;
+                if block > self.high {
+                    self.high = block;
+                    stats.data_sent += 1;
+                } else {
+                    count_resend(stats, flight.reason);
+                    self.retransmits += 1;
+                }
+                if *next > *end {
+                    finish_pass(flight, now, rto, max);
+                }
+                Some(block)
+            }
+            _ => return None,
+        };
+        let packet = match block {
+            None => Packet::Oack {
+                options: self.oack.clone(),
+            },
+            Some(block) => Packet::Data {
+                block: wire(block),
+                data: self
+                    .data
+                    .slice(self.offset(block)..self.offset(block.saturating_add(1))),
+            },
+        };
+        self.first_sent.get_or_insert(now);
+        self.last_sent = Some(now);
+        Some(packet)
+    }
+
     /// Handles an ACK from the client.
-    pub(crate) fn handle_ack(
-        &mut self,
-        now: Instant,
-        block: u16,
-        out: &mut Outbox,
-        stats: &mut Stats,
-    ) -> Step {
+    pub(crate) fn handle_ack(&mut self, now: Instant, block: u16, stats: &mut Stats) -> Step {
         match self.phase {
-            Phase::Negotiating { flight } => {
+            Phase::Negotiating { flight, .. } => {
                 if block != 0 {
                     stats.dropped_stale_ack += 1;
                     return Step::Continue;
                 }
                 self.sample_rtt(now, &flight);
-                self.begin_window(now, 1, flight.sends == 1, out, stats);
+                self.last_progress = now;
+                self.begin_window(now, 1, flight.sends == 1, Reason::Fresh, false);
                 Step::Continue
             }
             Phase::Sending {
-                base,
-                last_sent,
-                flight,
+                base, end, flight, ..
             } => {
                 let prev = base - 1;
+                // The highest block of this window sent at least once.
+                let top = end.min(self.high).max(prev);
                 let delta = u64::from(block.wrapping_sub(wire(prev)));
-                if delta > last_sent - prev {
+                if delta > top - prev {
                     stats.dropped_stale_ack += 1;
                     return Step::Continue;
                 }
                 if delta == 0 {
-                    self.handle_duplicate(now, out, stats);
+                    self.handle_duplicate(now, stats);
                     return Step::Continue;
                 }
                 let acked = prev + delta;
@@ -274,7 +402,25 @@ impl Transfer {
                     });
                 }
                 self.sample_rtt(now, &flight);
-                self.begin_window(now, acked + 1, flight.sends == 1, out, stats);
+                self.last_progress = now;
+                let clean = flight.sends == 1 && flight.repeat_top < base;
+                if acked >= end {
+                    self.begin_window(now, acked + 1, clean, Reason::Fresh, false);
+                } else if acked <= flight.repeat_top {
+                    // The client acknowledged a block this window repeated:
+                    // it is answering our duplicate of a block it had,
+                    // before the rest of the window arrived. Resending the
+                    // rest would make more duplicates and more such ACKs
+                    // (the windowed Sorcerer's Apprentice): slide the window
+                    // and send only new blocks; a real loss is left to the
+                    // timer.
+                    self.slide_window(now, acked + 1, top);
+                } else {
+                    // Only part of the window arrived: the client missed the
+                    // rest (an RFC 7440 receiver drops blocks after a gap).
+                    // Go back at once, in the retry class.
+                    self.begin_window(now, acked + 1, clean, Reason::PartialAck, true);
+                }
                 Step::Continue
             }
         }
@@ -282,34 +428,38 @@ impl Transfer {
 
     /// Handles the same request again from the same client port: before any
     /// progress it means our first packet was lost, so it counts as a
-    /// duplicate ACK. Returns `false` when the transfer has progressed and the
-    /// client must have started over (the caller supersedes it).
+    /// duplicate ACK. After progress it is either a copy of the request the
+    /// network delayed or duplicated (the client is still acknowledging: it
+    /// is ignored) or the client started over; returns `false` in that
+    /// case — the transfer made no progress for `stall` — and the caller
+    /// supersedes it. A client that really restarted repeats its request
+    /// after its own timeout, so it is recognised then at the latest.
     pub(crate) fn handle_repeat_request(
         &mut self,
         now: Instant,
-        out: &mut Outbox,
+        stall: Duration,
         stats: &mut Stats,
     ) -> bool {
         match self.phase {
-            Phase::Negotiating { .. } => self.handle_duplicate(now, out, stats),
+            Phase::Negotiating { .. } => self.handle_duplicate(now, stats),
             Phase::Sending { base: 1, .. } if self.oack.is_empty() => {
-                self.handle_duplicate(now, out, stats);
+                self.handle_duplicate(now, stats);
             }
             Phase::Sending { base: 1, .. } => stats.dropped_duplicate_ack += 1,
-            Phase::Sending { .. } => return false,
+            Phase::Sending { .. } => {
+                return now.saturating_duration_since(self.last_progress) < stall;
+            }
         }
         true
     }
 
-    /// Handles the retransmit timer.
-    pub(crate) fn handle_timeout(
-        &mut self,
-        now: Instant,
-        out: &mut Outbox,
-        stats: &mut Stats,
-    ) -> Step {
+    /// Handles the retransmit timer: restarts the pass in the retry class.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Step {
         let flight = self.flight();
-        if now < flight.deadline {
+        let Some(deadline) = flight.deadline else {
+            return Step::Continue;
+        };
+        if now < deadline {
             return Step::Continue;
         }
         if flight.retries >= self.timing.max_retries {
@@ -317,13 +467,9 @@ impl Transfer {
                 acked_bytes: self.acked_bytes(),
             });
         }
-        stats.retransmits_timeout += self.resend(out);
-        let max = self.timing.max;
-        let flight = self.flight_mut();
-        flight.retries += 1;
-        flight.sends = flight.sends.saturating_add(1);
-        flight.sent_at = now;
-        flight.deadline = later(now, max);
+        self.rtt.timed_out(&self.timing);
+        self.restart_pass(Reason::Timer);
+        self.flight_mut().retries += 1;
         Step::Continue
     }
 
@@ -340,136 +486,155 @@ impl Transfer {
             started: self.started,
             negotiating: matches!(self.phase, Phase::Negotiating { .. }),
             retries: self.flight().retries,
+            retransmits: self.retransmits,
+            rtt: self.rtt.srtt,
+            waiting: self.want(0).map(|w| w.priority),
+            first_sent: self.first_sent,
+            last_sent: self.last_sent,
+            last_progress: self.last_progress,
         }
     }
 
     fn flight(&self) -> Flight {
         match self.phase {
-            Phase::Negotiating { flight } | Phase::Sending { flight, .. } => flight,
+            Phase::Negotiating { flight, .. } | Phase::Sending { flight, .. } => flight,
+        }
+    }
+
+    /// The first block of the window (1 while negotiating).
+    fn phase_base(&self) -> u64 {
+        match self.phase {
+            Phase::Negotiating { .. } => 1,
+            Phase::Sending { base, .. } => base,
         }
     }
 
     fn flight_mut(&mut self) -> &mut Flight {
         match &mut self.phase {
-            Phase::Negotiating { flight } | Phase::Sending { flight, .. } => flight,
+            Phase::Negotiating { flight, .. } | Phase::Sending { flight, .. } => flight,
         }
+    }
+
+    /// Byte offset of the start of `block` (1-based), clamped to the file.
+    fn offset(&self, block: u64) -> usize {
+        usize::try_from(block.saturating_sub(1))
+            .ok()
+            .and_then(|i| i.checked_mul(self.blksize))
+            .unwrap_or(usize::MAX)
+            .min(self.data.len())
     }
 
     fn acked_bytes(&self) -> u64 {
         match self.phase {
             Phase::Negotiating { .. } => 0,
-            Phase::Sending { base, .. } => (base - 1)
-                .saturating_mul(self.blksize as u64)
-                .min(self.data.len() as u64),
+            Phase::Sending { base, .. } => self.offset(base) as u64,
         }
     }
 
     fn sample_rtt(&mut self, now: Instant, flight: &Flight) {
-        if flight.sends == 1 {
+        if flight.sends == 1 && flight.repeat_top < self.phase_base() && flight.complete() {
             self.rtt
                 .sample(now.saturating_duration_since(flight.sent_at));
         }
     }
 
     /// The first duplicate ACK for this window (that is not an echo)
-    /// resends it once; the rest are dropped.
-    fn handle_duplicate(&mut self, now: Instant, out: &mut Outbox, stats: &mut Stats) {
+    /// resends it once; the rest are dropped. While the pass still waits
+    /// for its turn, the client is waiting for us: promote it instead.
+    fn handle_duplicate(&mut self, now: Instant, stats: &mut Stats) {
         let flight = self.flight();
-        let echo_window = self.rtt.srtt.map_or(Duration::ZERO, |srtt| srtt / 2);
+        if !flight.complete() {
+            stats.dropped_duplicate_ack += 1;
+            self.urgent = true;
+            return;
+        }
+        // Too soon to say anything about the pass: within srtt/2 of a first
+        // send the ACK may echo the previous window; within an RTO of a
+        // resend it most likely crossed our resend.
+        let guard = if flight.sends > 1 {
+            self.rtt.rto(&self.timing)
+        } else {
+            self.rtt.srtt.map_or(Duration::ZERO, |srtt| srtt / 2)
+        };
         if flight.dup_resent
             || !flight.prev_clean
-            || now.saturating_duration_since(flight.sent_at) < echo_window
+            || now.saturating_duration_since(flight.sent_at) < guard
         {
             stats.dropped_duplicate_ack += 1;
             return;
         }
-        stats.retransmits_duplicate += self.resend(out);
-        let rto = self.rtt.rto(&self.timing);
-        let flight = self.flight_mut();
-        flight.dup_resent = true;
-        flight.sends = flight.sends.saturating_add(1);
-        flight.sent_at = now;
-        flight.deadline = later(now, rto);
+        self.restart_pass(Reason::Duplicate);
+        self.flight_mut().dup_resent = true;
     }
 
-    /// Resends what is in flight (urgently); returns the packet count.
-    fn resend(&self, out: &mut Outbox) -> u64 {
-        match self.phase {
-            Phase::Negotiating { .. } => {
-                self.send_oack(out, true);
-                1
-            }
-            Phase::Sending {
-                base, last_sent, ..
-            } => {
-                for block in base..=last_sent {
-                    self.send_data(block, out, true);
-                }
-                last_sent - base + 1
+    /// Sends the current pass again from its start, in the retry class.
+    fn restart_pass(&mut self, reason: Reason) {
+        self.urgent = true;
+        match &mut self.phase {
+            Phase::Negotiating { unsent, .. } => *unsent = true,
+            Phase::Sending { base, next, .. } => *next = *base,
+        }
+        let flight = self.flight_mut();
+        flight.sends = flight.sends.saturating_add(1);
+        flight.reason = reason;
+        flight.deadline = None;
+    }
+
+    /// Makes `base..` the new window, treating `..=top` as in flight: only
+    /// blocks after `top` are sent. Its duplicate ACKs may be echoes, and it
+    /// gives no RTT sample.
+    fn slide_window(&mut self, now: Instant, base: u64, top: u64) {
+        self.begin_window(now, base, false, Reason::Fresh, false);
+        let rto = self.rtt.rto(&self.timing);
+        let max = self.timing.max;
+        if let Phase::Sending {
+            end, next, flight, ..
+        } = &mut self.phase
+        {
+            flight.repeat_top = top.min(*end);
+            *next = top.saturating_add(1).max(*next);
+            if *next > *end {
+                finish_pass(flight, now, rto, max);
             }
         }
     }
 
-    /// Sends a fresh window starting at `base` and enters `Sending`.
+    /// Makes `base..` the new window (not sent yet).
     fn begin_window(
         &mut self,
         now: Instant,
         base: u64,
         prev_clean: bool,
-        out: &mut Outbox,
-        stats: &mut Stats,
+        reason: Reason,
+        urgent: bool,
     ) {
-        let last_sent = base
+        let end = base
             .saturating_add(self.windowsize - 1)
             .min(self.last_block);
-        for block in base..=last_sent {
-            self.send_data(block, out, false);
-        }
-        stats.data_sent += last_sent - base + 1;
+        self.urgent = urgent;
         self.phase = Phase::Sending {
             base,
-            last_sent,
-            flight: Flight::new(now, self.rtt.rto(&self.timing), prev_clean),
+            end,
+            next: base,
+            flight: Flight::new(now, prev_clean, self.high.min(end), reason),
         };
     }
+}
 
-    fn send_oack(&self, out: &mut Outbox, urgent: bool) {
-        self.send(
-            Packet::Oack {
-                options: self.oack.clone(),
-            },
-            out,
-            urgent,
-        );
-    }
+fn finish_pass(flight: &mut Flight, now: Instant, rto: Duration, max: Duration) {
+    flight.sent_at = now;
+    let wait = if flight.reason == Reason::Timer {
+        max
+    } else {
+        rto
+    };
+    flight.deadline = Some(later(now, wait));
+}
 
-    fn send_data(&self, block: u64, out: &mut Outbox, urgent: bool) {
-        let len = self.data.len();
-        let start = usize::try_from(block - 1)
-            .ok()
-            .and_then(|i| i.checked_mul(self.blksize))
-            .unwrap_or(usize::MAX)
-            .min(len);
-        let end = start.saturating_add(self.blksize).min(len);
-        let data = self.data.slice(start..end);
-        self.send(
-            Packet::Data {
-                block: wire(block),
-                data,
-            },
-            out,
-            urgent,
-        );
-    }
-
-    fn send(&self, packet: Packet, out: &mut Outbox, urgent: bool) {
-        out.push(
-            urgent,
-            Outgoing {
-                local: Local::Transfer(self.id),
-                dest: self.client,
-                packet,
-            },
-        );
+fn count_resend(stats: &mut Stats, reason: Reason) {
+    match reason {
+        Reason::Timer => stats.retransmits_timeout += 1,
+        Reason::Duplicate => stats.retransmits_duplicate += 1,
+        Reason::PartialAck | Reason::Fresh => stats.retransmits_partial_ack += 1,
     }
 }

@@ -11,6 +11,8 @@ fn five_clients_two_slots_all_complete_in_fifo_order() {
     let file = content(2_000_000);
     let config = Config {
         max_active: 2,
+        // A hard cap: no admission over it at the first-answer deadline.
+        max_overflow: 0,
         ..Config::default()
     };
     let mut sim = Sim::new(config, files(&[("initrd", file.clone())]));

@@ -1,7 +1,8 @@
 //! A simulated network of TFTP clients around one [`Server`], driven by a
 //! virtual clock (quinn-proto's `Pair`, raft-rs's `Network`): datagrams
-//! travel with a fixed one-way latency and may be dropped by a
-//! deterministic loss function.
+//! travel with a fixed one-way latency plus an optional per-packet random
+//! delay (which reorders them), and may be dropped or duplicated by
+//! deterministic functions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -49,6 +50,59 @@ pub struct Wire<'a> {
 /// Decides whether a datagram is lost.
 pub type Loss = Box<dyn FnMut(&Wire<'_>) -> bool>;
 
+/// Decides a datagram's extra one-way delay (and so reordering).
+pub type Jitter = Box<dyn FnMut(&Wire<'_>) -> Duration>;
+
+/// Decides whether a datagram is delivered twice.
+pub type Duplication = Box<dyn FnMut(&Wire<'_>) -> bool>;
+
+/// A small seeded PRNG (SplitMix64) for network models.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    /// Uniform in `0..=max`.
+    pub fn duration(&mut self, max: Duration) -> Duration {
+        let ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.next_u64() % ns.saturating_add(1))
+    }
+}
+
+/// Drops `percent`% of datagrams, by a seeded PRNG.
+pub fn random_loss(seed: u64, percent: u64) -> Loss {
+    let mut rng = Rng::new(seed);
+    Box::new(move |_| rng.percent(percent))
+}
+
+/// Delays each datagram by a uniform random extra `0..=max`.
+pub fn random_jitter(seed: u64, max: Duration) -> Jitter {
+    let mut rng = Rng::new(seed);
+    Box::new(move |_| rng.duration(max))
+}
+
+/// Delivers `percent`% of datagrams twice (the copy with its own delay).
+pub fn random_duplication(seed: u64, percent: u64) -> Duplication {
+    let mut rng = Rng::new(seed);
+    Box::new(move |_| rng.percent(percent))
+}
+
 /// No loss.
 pub fn no_loss() -> Loss {
     Box::new(|_| false)
@@ -84,6 +138,9 @@ pub struct ClientSpec {
     pub max_retries: u32,
     /// When the client sends its RRQ (offset from the simulation start).
     pub start_at: Duration,
+    /// Re-ACK every copy of an already received block, as a classic RFC
+    /// 1350 receiver does: the trigger of the Sorcerer's Apprentice.
+    pub ack_duplicates: bool,
 }
 
 impl ClientSpec {
@@ -99,6 +156,7 @@ impl ClientSpec {
             retry_interval: Duration::from_secs(1),
             max_retries: 6,
             start_at: Duration::ZERO,
+            ack_duplicates: false,
         }
     }
 }
@@ -148,6 +206,7 @@ pub struct Sent {
     pub dropped: bool,
 }
 
+#[derive(Clone)]
 enum Datagram {
     ToServer {
         local: Local,
@@ -170,10 +229,26 @@ pub struct Sim {
     pub now: Instant,
     pub latency: Duration,
     pub loss: Loss,
+    /// Extra per-datagram delay (none by default).
+    pub jitter: Option<Jitter>,
+    /// Which datagrams are delivered twice (none by default).
+    pub duplication: Option<Duplication>,
+    /// Whether jitter keeps each path first-in first-out: a datagram is
+    /// delayed but never overtakes an earlier one between the same two
+    /// endpoints (a network duplicate's second copy still may). Off by
+    /// default: every datagram's delay is independent, so windows arrive
+    /// reordered.
+    pub fifo: bool,
+    /// Datagrams the network delivered twice.
+    pub duplicated: u64,
+    last_arrival: HashMap<(bool, SocketAddr), Instant>,
     /// Everything the server sent.
     pub sent: Vec<Sent>,
     /// Every server event, with its time.
     pub events: Vec<(Duration, Event)>,
+    /// Every datagram delivered to the server (parsable ones), with its
+    /// time.
+    pub received: Vec<(Duration, Local, SocketAddr, Packet)>,
     net: BTreeMap<(Instant, u64), Datagram>,
     seq: u64,
     counts: [u64; 2],
@@ -190,8 +265,14 @@ impl Sim {
             now: base,
             latency: Duration::from_micros(200),
             loss: no_loss(),
+            jitter: None,
+            duplication: None,
+            fifo: false,
+            duplicated: 0,
+            last_arrival: HashMap::new(),
             sent: Vec::new(),
             events: Vec::new(),
+            received: Vec::new(),
             net: BTreeMap::new(),
             seq: 0,
             counts: [0; 2],
@@ -295,6 +376,10 @@ impl Sim {
             }
             match entry.remove() {
                 Datagram::ToServer { local, src, bytes } => {
+                    if let Ok(packet) = Packet::parse(&bytes) {
+                        let at = self.elapsed();
+                        self.received.push((at, local, src, packet));
+                    }
                     let files = &self.files;
                     self.server
                         .handle_datagram(now, local, src, &bytes, &|p: &SafePath, _| {
@@ -302,6 +387,11 @@ impl Sim {
                         });
                 }
                 Datagram::ToClient { from, dest, bytes } => {
+                    if std::env::var_os("SIM_TRACE").is_some() && dest == self.clients[2].addr {
+                        if let Ok(Packet::Data { block, .. }) = Packet::parse(&bytes) {
+                            println!("{:>10.3}ms          DATA {block} arrives", self.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
                     if let Some(i) = self.clients.iter().position(|c| c.addr == dest) {
                         self.client_receive(i, from, &bytes);
                     }
@@ -333,11 +423,16 @@ impl Sim {
                 dropped,
             });
             if !dropped {
-                self.schedule(Datagram::ToClient {
-                    from: t.local,
-                    dest: t.dest,
-                    bytes: t.payload,
-                });
+                let packet = self.sent.last().map(|s| s.packet.clone());
+                self.deliver(
+                    false,
+                    packet.as_ref(),
+                    Datagram::ToClient {
+                        from: t.local,
+                        dest: t.dest,
+                        bytes: t.payload,
+                    },
+                );
             }
         }
         while let Some(e) = self.server.poll_event() {
@@ -356,9 +451,32 @@ impl Sim {
         })
     }
 
-    fn schedule(&mut self, d: Datagram) {
-        self.seq += 1;
-        self.net.insert((self.now + self.latency, self.seq), d);
+    /// Puts a datagram on the wire: once, or twice when duplicated, each
+    /// copy with its own random extra delay.
+    fn deliver(&mut self, to_server: bool, packet: Option<&Packet>, d: Datagram) {
+        let n = self.counts[usize::from(to_server)];
+        let wire = Wire {
+            to_server,
+            packet,
+            n,
+        };
+        let twice = self.duplication.as_mut().is_some_and(|f| f(&wire));
+        self.duplicated += u64::from(twice);
+        let path = match &d {
+            Datagram::ToServer { src, .. } => (true, *src),
+            Datagram::ToClient { dest, .. } => (false, *dest),
+        };
+        for copy in 0..if twice { 2 } else { 1 } {
+            let extra = self.jitter.as_mut().map_or(Duration::ZERO, |f| f(&wire));
+            let mut at = self.now + self.latency + extra;
+            if self.fifo && copy == 0 {
+                let last = self.last_arrival.entry(path).or_insert(at);
+                at = at.max(*last);
+                *last = at;
+            }
+            self.seq += 1;
+            self.net.insert((at, self.seq), d.clone());
+        }
     }
 
     fn client_send(&mut self, i: usize, local: Local, packet: Packet) {
@@ -366,11 +484,12 @@ impl Sim {
             return;
         }
         let src = self.clients[i].addr;
-        self.schedule(Datagram::ToServer {
-            local,
-            src,
-            bytes: packet.encode(),
-        });
+        let bytes = packet.encode();
+        self.deliver(
+            true,
+            Some(&packet),
+            Datagram::ToServer { local, src, bytes },
+        );
     }
 
     fn client_timer(&mut self, i: usize) {
@@ -479,6 +598,10 @@ impl Sim {
                     return;
                 }
                 c.phase = Phase::Receiving;
+                if c.spec.ack_duplicates && c.expected > 1 && block == wire(c.expected - 1) {
+                    self.client_send(i, from, Packet::Ack { block });
+                    return;
+                }
                 if block != wire(c.expected) {
                     if !c.nacked {
                         c.nacked = true;

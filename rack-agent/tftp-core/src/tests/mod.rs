@@ -9,5 +9,7 @@ mod codec;
 mod direct;
 mod firmware;
 mod harness;
+mod network;
 mod rules;
+mod scratch;
 mod transfers;

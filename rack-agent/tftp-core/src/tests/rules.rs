@@ -345,13 +345,21 @@ fn repeated_rrq_does_not_start_a_second_transfer() {
 }
 
 #[test]
-fn repeated_rrq_after_progress_supersedes() {
+fn repeated_rrq_after_progress_supersedes_once_stalled() {
     let mut d = big();
     let c = addr(1, 2000);
     let t = tid(&d.rrq(c, "f", &[]));
     d.at_ms(1).send(t, c, &ack(1));
     d.at_ms(2).send(t, c, &ack(2));
-    let out = d.at_ms(3).rrq(c, "f", &[]);
+    // A copy of the first RRQ, delayed or duplicated by the network, while
+    // the client is still acknowledging: ignored.
+    assert!(d.at_ms(3).rrq(c, "f", &[]).is_empty());
+    assert_eq!(d.server.stats().duplicate_requests, 1);
+    assert_eq!(data_blocks(&d.at_ms(4).send(t, c, &ack(3))), [4]);
+    // No progress for a tick (500 ms), then the request again: the client
+    // started over.
+    d.at_ms(300).timeout();
+    let out = d.at_ms(504).rrq(c, "f", &[]);
     assert_eq!(data_blocks(&out), [1]);
     assert_ne!(tid(&out), t);
     let events = d.events();
