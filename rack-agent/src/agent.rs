@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bootinfo::Site;
+use crate::sessions::Sessions;
+use crate::syslog::SyslogStats;
 use crate::cache::{BlobCache, CacheError};
 use crate::dhcp::{self, DhcpShellConfig, DhcpStats};
 use crate::files::{FileTable, load_static_root};
@@ -46,6 +48,8 @@ pub struct AgentConfig {
     pub tftp_listen: SocketAddr,
     /// HTTP listen address (None: no HTTP; nodes load everything over TFTP).
     pub http_listen: Option<SocketAddr>,
+    /// Syslog (UDP) listen address for node logs (None: not received).
+    pub syslog_listen: Option<SocketAddr>,
     /// Directory of static files (firmware) to serve read-only.
     pub static_root: Option<PathBuf>,
     /// DHCP lease time.
@@ -112,6 +116,12 @@ pub struct Agent {
     pub tftp_addr: SocketAddr,
     /// Where HTTP listens, if enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Where syslog listens, if enabled.
+    pub syslog_addr: Option<SocketAddr>,
+    /// Boot sessions.
+    pub sessions: Arc<Sessions>,
+    /// Syslog counters.
+    pub syslog_stats: Arc<SyslogStats>,
     /// DHCP counters.
     pub dhcp_stats: Arc<DhcpStats>,
     /// Background tasks.
@@ -173,6 +183,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     };
 
     let (view_tx, view_rx) = watch::channel(Arc::new(initial));
+    let (session_tx, session_rx) = mpsc::channel(4096);
+    let sessions = Arc::new(Sessions::new(session_tx));
     let table = FileTable::build(&view_rx.borrow(), &cache, &statics, &site);
     let (files_tx, files_rx) = watch::channel(Arc::new(table));
     let cache_changed = Arc::new(Notify::new());
@@ -252,6 +264,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         bind_ip,
         cfg.tftp.clone(),
         files_rx.clone(),
+        view_rx.clone(),
+        sessions.clone(),
         shutdown.clone(),
     )));
 
@@ -268,6 +282,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 l,
                 files_rx.clone(),
                 view_rx.clone(),
+                Some(sessions.clone()),
                 crate::http::HttpLimits::default(),
                 shutdown.clone(),
             )));
@@ -275,6 +290,37 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         }
         None => None,
     };
+
+    // Node logs.
+    let (line_tx, line_rx) = mpsc::channel(65_536);
+    let syslog_stats = Arc::new(SyslogStats::default());
+    let syslog_addr = match cfg.syslog_listen {
+        Some(addr) => {
+            let sock = dhcp::bind_udp(addr, None, false).map_err(|source| AgentError::Bind {
+                what: "syslog",
+                addr,
+                source,
+            })?;
+            let local = sock.local_addr().unwrap_or(addr);
+            tasks.push(tokio::spawn(crate::syslog::run(
+                sock,
+                view_rx.clone(),
+                sessions.clone(),
+                line_tx,
+                syslog_stats.clone(),
+                shutdown.clone(),
+            )));
+            Some(local)
+        }
+        None => None,
+    };
+    tasks.push(tokio::spawn(crate::logship::run(
+        cfg.coordinators.clone(),
+        cfg.rack.clone(),
+        line_rx,
+        session_rx,
+        shutdown.clone(),
+    )));
 
     // Coordinator sync.
     let sync_cfg = SyncConfig {
@@ -297,13 +343,16 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         cache_changed,
         shutdown.clone(),
     )));
-    tracing::info!(rack = %cfg.rack, %dhcp_addr, %tftp_addr, ?http_addr, server_ip = %cfg.server_ip, "rack agent serving");
+    tracing::info!(rack = %cfg.rack, %dhcp_addr, %tftp_addr, ?http_addr, ?syslog_addr, server_ip = %cfg.server_ip, "rack agent serving");
     Ok(Agent {
         view: view_rx,
         files: files_rx,
         dhcp_addr,
         tftp_addr,
         http_addr,
+        syslog_addr,
+        sessions,
+        syslog_stats,
         dhcp_stats,
         tasks,
     })

@@ -39,6 +39,13 @@ pub struct ServeArgs {
     /// Do not serve HTTP: iPXE loads kernel and initrd over TFTP.
     #[arg(long)]
     pub no_http: bool,
+    /// UDP port of the node log (syslog) receiver (default 514 with --iface,
+    /// 1514 without).
+    #[arg(long)]
+    pub syslog_port: Option<u16>,
+    /// Do not receive node logs.
+    #[arg(long)]
+    pub no_syslog: bool,
     /// DHCP lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     pub lease_secs: u32,
@@ -89,18 +96,18 @@ impl ServeArgs {
         if coordinators.is_empty() {
             return Err(ArgsError::NoCoordinator);
         }
-        let (server_ip, subnet, dhcp_ip, dhcp_default, tftp_default, http_default) = match &self.iface {
+        let (server_ip, subnet, dhcp_ip, dhcp_default, tftp_default, http_default, syslog_default) = match &self.iface {
             Some(iface) => {
                 let (ip, net) = interface_network(iface).map_err(|source| ArgsError::Iface {
                     iface: iface.clone(),
                     source,
                 })?;
-                (ip, net, Ipv4Addr::UNSPECIFIED, 67, 69, 80)
+                (ip, net, Ipv4Addr::UNSPECIFIED, 67, 69, 80, 514)
             }
             None => {
                 let lo = Ipv4Addr::LOCALHOST;
                 let net = Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default();
-                (lo, net, lo, 1067, 1069, 8080)
+                (lo, net, lo, 1067, 1069, 8080, 1514)
             }
         };
         let node_base = self
@@ -126,6 +133,8 @@ impl ServeArgs {
             dhcp_listen: SocketAddr::from((dhcp_ip, dhcp_port)),
             dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },
             tftp_listen: SocketAddr::from((server_ip, tftp_port)),
+            syslog_listen: (!self.no_syslog)
+                .then(|| SocketAddr::from((server_ip, self.syslog_port.unwrap_or(syslog_default)))),
             http_listen: (!self.no_http)
                 .then(|| SocketAddr::from((server_ip, self.http_port.unwrap_or(http_default)))),
             static_root: self.static_root,

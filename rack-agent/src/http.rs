@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::FileTable;
+use crate::sessions::Sessions;
 use crate::view::RackView;
 
 /// Limits of the HTTP server.
@@ -50,6 +51,7 @@ impl Default for HttpLimits {
 struct Ctx {
     files: watch::Receiver<Arc<FileTable>>,
     view: watch::Receiver<Arc<RackView>>,
+    sessions: Option<Arc<Sessions>>,
 }
 
 /// Run the HTTP server on `listener` until `shutdown`.
@@ -57,10 +59,11 @@ pub async fn run(
     listener: TcpListener,
     files: watch::Receiver<Arc<FileTable>>,
     view: watch::Receiver<Arc<RackView>>,
+    sessions: Option<Arc<Sessions>>,
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) {
-    let app = router(Ctx { files, view }).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+    let app = router(Ctx { files, view, sessions }).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
     ));
@@ -141,7 +144,13 @@ async fn boot_info_env(
     info_response(&ctx, peer, q, true)
 }
 
-async fn serve_file(State(ctx): State<Ctx>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn serve_file(
+    State(ctx): State<Ctx>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "read-only\n");
     }
@@ -197,6 +206,13 @@ async fn serve_file(State(ctx): State<Ctx>, method: Method, uri: Uri, headers: H
             }
         },
     };
+    let from_start = range_header.as_deref().is_none_or(|r| r.starts_with("bytes 0-"));
+    if method == Method::GET
+        && from_start
+        && let (Some(sessions), IpAddr::V4(ip)) = (&ctx.sessions, peer.ip())
+    {
+        sessions.file_served(&ctx.view.borrow(), ip, path.as_str(), "http");
+    }
     let ctype = if path.as_str().ends_with(".ipxe") {
         "text/plain; charset=utf-8"
     } else {
@@ -308,7 +324,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(run(l, frx, vrx, HttpLimits::default(), stop.clone()));
+        tokio::spawn(run(l, frx, vrx, None, HttpLimits::default(), stop.clone()));
         // Keep the senders alive for the test's duration.
         std::mem::forget(ftx);
         std::mem::forget(vtx);

@@ -18,7 +18,10 @@ pub mod cache;
 pub mod dhcp;
 pub mod files;
 pub mod http;
+pub mod logship;
+pub mod sessions;
 pub mod sync;
+pub mod syslog;
 pub mod tftp;
 pub mod view;
 

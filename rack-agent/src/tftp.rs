@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::files::FileTable;
+use crate::sessions::Sessions;
+use crate::view::RackView;
 
 const MAX_DATAGRAM: usize = 65_536;
 
@@ -39,6 +41,8 @@ pub async fn run(
     bind_ip: IpAddr,
     config: rackboot_tftp_core::Config,
     files: watch::Receiver<Arc<FileTable>>,
+    view: watch::Receiver<Arc<RackView>>,
+    sessions: Arc<Sessions>,
     shutdown: CancellationToken,
 ) {
     let listener = Arc::new(listener);
@@ -82,7 +86,7 @@ pub async fn run(
             server.handle_datagram(now(), Local::Transfer(id), src, &data, &*table);
         }
         server.handle_timeout(now());
-        flush(&mut server, &listener, &mut sockets, bind_ip, &in_tx).await;
+        flush(&mut server, &listener, &mut sockets, bind_ip, &in_tx, &view, &sessions).await;
     }
 }
 
@@ -92,6 +96,8 @@ async fn flush(
     sockets: &mut HashMap<TransferId, TransferSocket>,
     bind_ip: IpAddr,
     in_tx: &mpsc::Sender<(TransferId, SocketAddr, Vec<u8>)>,
+    view: &watch::Receiver<Arc<RackView>>,
+    sessions: &Sessions,
 ) {
     while let Some(t) = server.poll_transmit() {
         let socket = match t.local {
@@ -123,6 +129,9 @@ async fn flush(
                 path,
                 size,
             } => {
+                if let std::net::IpAddr::V4(ip) = client.ip() {
+                    sessions.file_served(&view.borrow(), ip, path.as_str(), "tftp");
+                }
                 tracing::debug!(id = id.as_u64(), %client, path = path.as_str(), size, "tftp transfer started");
             }
             Event::Closed {

@@ -38,9 +38,10 @@
 //! - on an ACK of only **part of a window**: the window restarts after the
 //!   last block the client has (RFC 7440: a receiver drops the blocks after
 //!   a gap) and the rest is resent at once — unless the ACK names a block
-//!   this window *repeated* (it was restarted by an earlier partial ACK).
+//!   this window *repeated* (it was restarted by an earlier partial ACK) and
+//!   came within a plausible round trip (`srtt + 4·rttvar`) of the pass.
 //!   Then the client is answering our duplicate of a block it already had,
-//!   before the rest arrived; going back would duplicate the next block and
+//!   before the rest of the window (still in flight) arrived; going back would duplicate the next block and
 //!   provoke the next such ACK, one extra packet per window for the rest of
 //!   the file (the windowed form of the Sorcerer's Apprentice, started by a
 //!   single duplicated datagram). The window only slides: blocks in flight
@@ -158,6 +159,9 @@ struct Flight {
     repeat_top: u64,
     /// Why the current pass is sent.
     reason: Reason,
+    /// A deadline inherited from blocks still in flight (a slid window):
+    /// the timer never fires later than this.
+    cap: Option<Instant>,
 }
 
 impl Flight {
@@ -171,6 +175,7 @@ impl Flight {
             prev_clean,
             repeat_top,
             reason,
+            cap: None,
         }
     }
 
@@ -211,6 +216,14 @@ impl Rtt {
                 self.srtt = Some(srtt.saturating_mul(7).saturating_add(d) / 8);
             }
         }
+    }
+
+    /// The longest round trip that is not unusual: `srtt + 4·rttvar`
+    /// (unclamped; 1 s before any sample).
+    fn max_plausible(&self) -> Duration {
+        self.srtt.map_or(Duration::from_secs(1), |srtt| {
+            srtt.saturating_add(self.rttvar.saturating_mul(4))
+        })
     }
 
     fn rto(&self, timing: &Timing) -> Duration {
@@ -406,15 +419,19 @@ impl Transfer {
                 let clean = flight.sends == 1 && flight.repeat_top < base;
                 if acked >= end {
                     self.begin_window(now, acked + 1, clean, Reason::Fresh, false);
-                } else if acked <= flight.repeat_top {
-                    // The client acknowledged a block this window repeated:
-                    // it is answering our duplicate of a block it had,
-                    // before the rest of the window arrived. Resending the
+                } else if acked == flight.repeat_top
+                    && now.saturating_duration_since(flight.sent_at) < self.rtt.max_plausible()
+                {
+                    // The client acknowledged a block this window repeated,
+                    // within a round trip of sending it: it is answering our
+                    // duplicate of a block it had, before the rest of the
+                    // window (still in flight) arrived. Resending the
                     // rest would make more duplicates and more such ACKs
                     // (the windowed Sorcerer's Apprentice): slide the window
                     // and send only new blocks; a real loss is left to the
                     // timer.
-                    self.slide_window(now, acked + 1, top);
+                    let inherited = flight.deadline.or(flight.cap);
+                    self.slide_window(now, acked + 1, top, inherited);
                 } else {
                     // Only part of the window arrived: the client missed the
                     // rest (an RFC 7440 receiver drops blocks after a gap).
@@ -578,12 +595,16 @@ impl Transfer {
         flight.sends = flight.sends.saturating_add(1);
         flight.reason = reason;
         flight.deadline = None;
+        // The inherited deadline was for the packets now being resent.
+        flight.cap = None;
     }
 
     /// Makes `base..` the new window, treating `..=top` as in flight: only
     /// blocks after `top` are sent. Its duplicate ACKs may be echoes, and it
-    /// gives no RTT sample.
-    fn slide_window(&mut self, now: Instant, base: u64, top: u64) {
+    /// gives no RTT sample. The timer keeps the `inherited` deadline of the
+    /// blocks in flight, so a lost one is not resent any later for the
+    /// slide.
+    fn slide_window(&mut self, now: Instant, base: u64, top: u64, inherited: Option<Instant>) {
         self.begin_window(now, base, false, Reason::Fresh, false);
         let rto = self.rtt.rto(&self.timing);
         let max = self.timing.max;
@@ -591,6 +612,7 @@ impl Transfer {
             end, next, flight, ..
         } = &mut self.phase
         {
+            flight.cap = inherited;
             flight.repeat_top = top.min(*end);
             *next = top.saturating_add(1).max(*next);
             if *next > *end {
@@ -628,7 +650,8 @@ fn finish_pass(flight: &mut Flight, now: Instant, rto: Duration, max: Duration) 
     } else {
         rto
     };
-    flight.deadline = Some(later(now, wait));
+    let deadline = later(now, wait);
+    flight.deadline = Some(flight.cap.map_or(deadline, |cap| cap.min(deadline)));
 }
 
 fn count_resend(stats: &mut Stats, reason: Reason) {

@@ -387,7 +387,7 @@ impl Sim {
                         });
                 }
                 Datagram::ToClient { from, dest, bytes } => {
-                    if std::env::var_os("SIM_TRACE").is_some() && dest == self.clients[2].addr {
+                    if std::env::var_os("SIM_TRACE").is_some() && dest == self.clients[0].addr {
                         if let Ok(Packet::Data { block, .. }) = Packet::parse(&bytes) {
                             println!("{:>10.3}ms          DATA {block} arrives", self.elapsed().as_secs_f64() * 1000.0);
                         }

