@@ -9,6 +9,8 @@
 //! * [`artifacts`]: a Debian kernel and busybox initramfs images, made by the
 //!   shell scripts in `tests/scripts/` and cached under
 //!   `target/rackboot-test-artifacts/`;
+//! * [`daemon`]: rackboot's own binaries (coordinator, agent, CLI) as test
+//!   processes with log files, found in `target/debug/`;
 //! * [`qemu`]: a QEMU guest ([`qemu::QemuGuest`]) booting from the network
 //!   (BIOS + iPXE option ROM) or directly from a kernel, whose serial console
 //!   can be waited on line by line;
@@ -36,6 +38,7 @@
 //! ```
 
 pub mod artifacts;
+pub mod daemon;
 pub mod netns;
 pub mod qemu;
 pub mod util;

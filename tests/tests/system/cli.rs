@@ -1,0 +1,260 @@
+//! The `rackboot` CLI against a real coordinator on loopback: image push
+//! (large files, idempotence, content addressing), and errors an operator
+//! can act on. No root needed.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use rackboot_tests::daemon::{
+    self, CliOutput, LoopbackCoordinator, free_loopback_port, run_with_timeout,
+};
+
+/// Generous: a debug-build CLI and coordinator on a busy 2-core machine.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(300);
+const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Writes `len` bytes of xorshift64 output (seeded with `seed`) to `path`:
+/// incompressible, fast, and different per seed.
+fn write_pseudo_random(path: &Path, len: usize, seed: u64) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for chunk in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len());
+        out.write_all(&buf[..n])?;
+        left -= n;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Total size in bytes of all files under `dir` (recursively).
+fn tree_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            total += tree_bytes(&entry.path())?;
+        } else {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
+
+fn is_blake3_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn rackboot(coord: &LoopbackCoordinator, args: &[&str], timeout: Duration) -> Result<CliOutput> {
+    let url = coord.url();
+    let mut all = vec!["--coordinator", url.as_str()];
+    all.extend_from_slice(args);
+    daemon::cli(None, &all, timeout)
+}
+
+/// A 100 MiB kernel uploads; pushing the same image again prints the same
+/// manifest hash, says the blobs were already stored, and stores nothing.
+#[test]
+fn image_push_large_file_then_identical_push_stores_nothing() -> Result<()> {
+    let coord = LoopbackCoordinator::start()?;
+    let files = tempfile::tempdir()?;
+    let kernel = files.path().join("vmlinuz-100MiB");
+    let initrd = files.path().join("initrd.img");
+    let seed = u64::from(std::process::id()) << 20 ^ 0x9e37_79b9_7f4a_7c15;
+    write_pseudo_random(&kernel, 100 << 20, seed)?;
+    write_pseudo_random(&initrd, 64 << 10, seed.rotate_left(17))?;
+    let (kernel_s, initrd_s) = (
+        kernel.to_str().context("temp path not UTF-8")?,
+        initrd.to_str().context("temp path not UTF-8")?,
+    );
+    let push_args = [
+        "image",
+        "push",
+        "big:1",
+        "--kernel",
+        kernel_s,
+        "--initrd",
+        initrd_s,
+        "--cmdline",
+        "console=ttyS0",
+    ];
+    let blobs = coord.data_dir().join("blobs");
+
+    let t = Instant::now();
+    let first = rackboot(&coord, &push_args, PUSH_TIMEOUT)?;
+    let first_secs = t.elapsed().as_secs_f64();
+    ensure!(
+        first.status.success(),
+        "first push failed: {first}\n{}",
+        coord.daemon.report()
+    );
+    let hash = first.last_line().to_string();
+    ensure!(
+        is_blake3_hex(&hash),
+        "the last line of a push must be the 64-hex manifest hash, got {hash:?}:\n{first}"
+    );
+    ensure!(
+        !first
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("kernel") && l.contains("already stored")),
+        "the first push claims the kernel was already stored:\n{first}"
+    );
+    let after_first = tree_bytes(&blobs)?;
+    ensure!(
+        after_first >= 100 << 20,
+        "after pushing a 100 MiB kernel, {} holds only {after_first} bytes",
+        blobs.display()
+    );
+
+    let t = Instant::now();
+    let second = rackboot(&coord, &push_args, PUSH_TIMEOUT)?;
+    let second_secs = t.elapsed().as_secs_f64();
+    ensure!(
+        second.status.success(),
+        "identical second push failed: {second}\n{}",
+        coord.daemon.report()
+    );
+    ensure!(
+        second.last_line() == hash,
+        "identical push printed manifest {:?}, the first printed {hash:?}:\n{second}",
+        second.last_line()
+    );
+    for what in ["kernel", "initrd"] {
+        ensure!(
+            second
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(what) && l.contains("already stored")),
+            "the second push should say the {what} was already stored:\n{second}"
+        );
+    }
+    let after_second = tree_bytes(&blobs)?;
+    ensure!(
+        after_second == after_first,
+        "the identical push changed {}: {after_first} -> {after_second} bytes",
+        blobs.display()
+    );
+
+    // The image is listed once.
+    let list = rackboot(&coord, &["image", "list"], QUICK_TIMEOUT)?.success()?;
+    ensure!(
+        list.stdout.matches("big:1").count() == 1,
+        "`image list` should show big:1 once:\n{list}"
+    );
+    eprintln!(
+        "push 100 MiB: {first_secs:.1} s; identical push: {second_secs:.1} s; manifest {hash}"
+    );
+    Ok(())
+}
+
+/// Pushing a file that does not exist fails and names the path.
+#[test]
+fn image_push_missing_file_names_path() -> Result<()> {
+    let coord = LoopbackCoordinator::start()?;
+    let files = tempfile::tempdir()?;
+    let initrd = files.path().join("initrd.img");
+    std::fs::write(&initrd, b"tiny initrd")?;
+    let missing = files.path().join("no-such-vmlinuz");
+    let missing_s = missing.to_str().context("temp path not UTF-8")?;
+    let out = rackboot(
+        &coord,
+        &[
+            "image",
+            "push",
+            "ghost:1",
+            "--kernel",
+            missing_s,
+            "--initrd",
+            initrd.to_str().context("temp path not UTF-8")?,
+        ],
+        QUICK_TIMEOUT,
+    )?
+    .failure()?;
+    ensure!(
+        out.combined().contains(missing_s),
+        "the error should name the missing file {missing_s}:\n{out}"
+    );
+    let list = rackboot(&coord, &["image", "list"], QUICK_TIMEOUT)?.success()?;
+    ensure!(
+        !list.stdout.contains("ghost:1"),
+        "a failed push must not commit an image:\n{list}"
+    );
+    Ok(())
+}
+
+/// Assigning an image that does not exist fails and names it.
+#[test]
+fn assign_unknown_image_fails_naming_it() -> Result<()> {
+    let coord = LoopbackCoordinator::start()?;
+    let out = rackboot(
+        &coord,
+        &["assign", "--default", "no-such-image"],
+        QUICK_TIMEOUT,
+    )?
+    .failure()?;
+    ensure!(
+        out.combined().contains("image 'no-such-image' not found"),
+        "expected \"image 'no-such-image' not found\":\n{out}"
+    );
+    Ok(())
+}
+
+/// With nothing listening, every admin command fails quickly and its message
+/// names the coordinator's address, whether given by flag or environment.
+#[test]
+fn unreachable_coordinator_is_named_in_errors() -> Result<()> {
+    let port = free_loopback_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let files = tempfile::tempdir()?;
+    let f = files.path().join("f");
+    std::fs::write(&f, b"x")?;
+    let f = f.to_str().context("temp path not UTF-8")?;
+    let commands: &[&[&str]] = &[
+        &["image", "list"],
+        &["image", "push", "x:1", "--kernel", f, "--initrd", f],
+        &["node", "list"],
+        &["node", "show", "1"],
+        &["rack", "list"],
+        &["assign", "--default", "x:1"],
+        &["cluster", "status"],
+    ];
+    for args in commands {
+        let mut all = vec!["--coordinator", url.as_str()];
+        all.extend_from_slice(args);
+        let t = Instant::now();
+        let out = daemon::cli(None, &all, QUICK_TIMEOUT)?.failure()?;
+        ensure!(
+            out.combined().contains(&url),
+            "the error should name {url}:\n{out}"
+        );
+        ensure!(
+            t.elapsed() < Duration::from_secs(15),
+            "`{}` took {:?} to fail against a closed port",
+            out.command,
+            t.elapsed()
+        );
+    }
+    // Same through RACKBOOT_COORDINATOR.
+    let mut cmd = std::process::Command::new(daemon::binary(daemon::CLI)?);
+    cmd.args(["node", "list"]).env("RACKBOOT_COORDINATOR", &url);
+    let out = run_with_timeout(cmd, QUICK_TIMEOUT)?.failure()?;
+    ensure!(
+        out.combined().contains(&url),
+        "with RACKBOOT_COORDINATOR, the error should name {url}:\n{out}"
+    );
+    Ok(())
+}
