@@ -2,9 +2,10 @@
 //!
 //! This crate holds the whole TFTP protocol logic of the rack agent — packet
 //! codec, option negotiation (RFC 2347/2348/2349/7440), path validation,
-//! per-transfer state machines, retransmission timers and admission control —
-//! with no I/O of its own. It follows quinn-proto's split: the owner (the
-//! agent's TFTP task, "the shell") feeds inputs in and drains outputs out.
+//! per-transfer state machines, retransmission timers, the send scheduler,
+//! the per-link bandwidth cap and admission control — with no I/O of its
+//! own. It follows quinn-proto's split: the owner (the agent's TFTP task,
+//! "the shell") feeds inputs in and drains outputs out.
 //!
 //! # Driving a [`Server`]
 //!
@@ -12,11 +13,33 @@
 //! loop {
 //!     wait for a datagram on any socket, or until server.poll_timeout()
 //!     server.handle_datagram(now, local, src, bytes, &files)   // for each datagram
-//!     server.handle_timeout(now)                                 // when the deadline passed
+//!     server.handle_timeout(now)                                 // every wake-up
 //!     while let Some(t) = server.poll_transmit() { send t.payload from t.local to t.dest }
 //!     while let Some(e) = server.poll_event()    { Closed => drop that socket; log; … }
 //! }
+//! // On SIGUSR1: log server.dump(). For DHCP: server.load().pressure.
 //! ```
+//!
+//! [`Server::poll_transmit`] returns `None` both when nothing waits and
+//! when the bandwidth cap is used up; [`Server::poll_timeout`] then names
+//! the moment the cap has credit again, so a shell that sleeps until then
+//! and calls [`Server::handle_timeout`] sends at the configured rate. The
+//! server's clock is the latest `now` it was given.
+//!
+//! # Scheduling (seeds 000, 002, 003)
+//!
+//! Handling an ACK only marks its transfer as having a window to send; the
+//! packets are built when polled, in this order ([`Priority`]): ERROR
+//! replies; transfers whose client showed it missed data (duplicate or
+//! partial ACK, the retransmit timer, a repeated request) or that waited a
+//! whole tick; then everyone else round-robin, one window per turn. A
+//! per-link token bucket paces it all; when the packets waiting would take
+//! longer than [`Config::admission_pause_backlog`] to send, new transfers
+//! wait in the admission queue, and a waiting request is admitted anyway
+//! (over [`Config::max_active`], within [`Config::max_overflow`]) once it
+//! has waited [`Config::queue_first_answer_deadline`]. [`Server::load`]
+//! summarises the pressure for the DHCP side; [`Server::snapshot`] and
+//! [`Server::dump`] give the state dump.
 //!
 //! The shell owns one listening socket (UDP 69, [`Local::Listener`]) and one
 //! ephemeral socket per transfer ([`Local::Transfer`]), as RFC 1350 transfer
@@ -37,11 +60,16 @@
 //!   [`Packet::parse`]; malformed ones are counted in [`Stats`] and dropped.
 //!   Requested file names become a [`SafePath`] before anything else sees
 //!   them.
-//! - **Every table is bounded.** At most [`Config::max_active`] transfers
-//!   run; at most [`Config::max_queue`] wait, FIFO, and stale waiters expire.
+//! - **Every table is bounded.** At most [`Config::max_active`] +
+//!   [`Config::max_overflow`] transfers run; at most [`Config::max_queue`]
+//!   wait, FIFO, and stale waiters expire. The scheduler holds one entry per
+//!   transfer.
 //! - **No Sorcerer's Apprentice.** A duplicate ACK causes at most one resend
-//!   per window; otherwise the server resends only on its own short, fixed
-//!   (RTT-adaptive, never exponential) timer.
+//!   per window, and none when it may echo our own duplicates; an ACK of
+//!   part of a window that may answer our duplicate only slides the window
+//!   (see the `transfer` module). Otherwise the server resends only on its
+//!   own short (RTT-adaptive, at most [`Config::retransmit_max`], never
+//!   exponential) timer, armed when the packets actually leave.
 //! - **A transfer ends exactly once**, with one [`Event::Closed`], and then
 //!   leaves no state behind.
 

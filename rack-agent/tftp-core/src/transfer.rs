@@ -29,23 +29,26 @@
 //!   but only once per window (Sorcerer's Apprentice, RFC 1123), and not
 //!   when the duplicate can be an echo of packets we sent twice ourselves
 //!   (the previous window went out more than once, or contained resent
-//!   blocks) or of a window still in flight (it came less than srtt/2 after
-//!   we sent it, or less than an RTO after we resent it: it crossed our
-//!   resend). Those are left to the timer. A duplicate ACK while the pass
+//!   blocks) or of a window still in flight (it came less than srtt/2 +
+//!   rttvar after we sent it, or less than an RTO after we resent it: it
+//!   crossed our resend). Those are left to the timer. A duplicate ACK while the pass
 //!   still waits to be sent resends nothing; it only moves the transfer to
 //!   the retry class.
 //!
 //! - on an ACK of only **part of a window**: the window restarts after the
 //!   last block the client has (RFC 7440: a receiver drops the blocks after
-//!   a gap) and the rest is resent at once — unless the ACK names a block
-//!   this window *repeated* (it was restarted by an earlier partial ACK) and
-//!   came within a plausible round trip (`srtt + 4·rttvar`) of the pass.
-//!   Then the client is answering our duplicate of a block it already had,
-//!   before the rest of the window (still in flight) arrived; going back would duplicate the next block and
-//!   provoke the next such ACK, one extra packet per window for the rest of
-//!   the file (the windowed form of the Sorcerer's Apprentice, started by a
-//!   single duplicated datagram). The window only slides: blocks in flight
-//!   are not resent, and the timer recovers a real loss.
+//!   a gap) and the rest is resent at once — unless the rest is known to be
+//!   still in flight: the ACK came less than srtt/2 + rttvar after the pass
+//!   (it may have left the client before the pass arrived), or it names exactly the last
+//!   block this window *repeated* (a go-back window) within a plausible
+//!   round trip (`srtt + 4·rttvar`), which is the client answering our
+//!   duplicate of a block it already had. Going back then would duplicate
+//!   the next blocks and provoke the next such ACK, a resend per window for
+//!   the rest of the file (the windowed form of the Sorcerer's Apprentice,
+//!   started by a single duplicated datagram). The window only slides:
+//!   blocks in flight are not resent, only new ones, and the timer keeps the
+//!   deadline of the blocks in flight, so a real loss is not recovered any
+//!   later than without the slide.
 //!
 //! Every resend (timer, duplicate ACK, an ACK of only part of a window) and
 //! a first answer to a client that already repeated its request are sent in
@@ -216,6 +219,15 @@ impl Rtt {
                 self.srtt = Some(srtt.saturating_mul(7).saturating_add(d) / 8);
             }
         }
+    }
+
+    /// How soon after a pass an ACK may still predate its arrival at the
+    /// client: half a round trip, plus the round trip's variation (zero
+    /// before any sample).
+    fn echo_guard(&self) -> Duration {
+        self.srtt.map_or(Duration::ZERO, |srtt| {
+            (srtt / 2).saturating_add(self.rttvar)
+        })
     }
 
     /// The longest round trip that is not unusual: `srtt + 4·rttvar`
@@ -393,7 +405,10 @@ impl Transfer {
                 Step::Continue
             }
             Phase::Sending {
-                base, end, flight, ..
+                base,
+                end,
+                next,
+                flight,
             } => {
                 let prev = base - 1;
                 // The highest block of this window sent at least once.
@@ -419,19 +434,25 @@ impl Transfer {
                 let clean = flight.sends == 1 && flight.repeat_top < base;
                 if acked >= end {
                     self.begin_window(now, acked + 1, clean, Reason::Fresh, false);
-                } else if acked == flight.repeat_top
-                    && now.saturating_duration_since(flight.sent_at) < self.rtt.max_plausible()
+                } else if self.in_flight(now, &flight)
+                    || (acked == flight.repeat_top
+                        && now.saturating_duration_since(flight.sent_at) < self.rtt.max_plausible())
                 {
-                    // The client acknowledged a block this window repeated,
-                    // within a round trip of sending it: it is answering our
-                    // duplicate of a block it had, before the rest of the
-                    // window (still in flight) arrived. Resending the
-                    // rest would make more duplicates and more such ACKs
-                    // (the windowed Sorcerer's Apprentice): slide the window
-                    // and send only new blocks; a real loss is left to the
-                    // timer.
+                    // Either the ACK left the client before this pass could
+                    // reach it, or it names exactly the last block this
+                    // window repeated, within a round trip: the client had
+                    // everything sent before the go-back and is answering
+                    // our duplicate of one of those blocks. Either way the
+                    // rest of the window is still in flight; resending it
+                    // would make duplicates that provoke more such ACKs (the
+                    // windowed Sorcerer's Apprentice). Slide the window and
+                    // send only new blocks; the timer (its deadline kept)
+                    // recovers a real loss.
                     let inherited = flight.deadline.or(flight.cap);
-                    self.slide_window(now, acked + 1, top, inherited);
+                    // In flight: what this pass has sent so far, or all of
+                    // it once complete.
+                    let in_flight = if flight.complete() { top } else { next - 1 };
+                    self.slide_window(now, acked + 1, in_flight.max(acked), inherited);
                 } else {
                     // Only part of the window arrived: the client missed the
                     // rest (an RFC 7440 receiver drops blocks after a gap).
@@ -555,6 +576,13 @@ impl Transfer {
         }
     }
 
+    /// Whether an ACK arriving now may have left the client before the
+    /// current pass reached it (the pass is not fully sent, or went out less
+    /// than [`Rtt::echo_guard`] ago).
+    fn in_flight(&self, now: Instant, flight: &Flight) -> bool {
+        !flight.complete() || now.saturating_duration_since(flight.sent_at) < self.rtt.echo_guard()
+    }
+
     /// The first duplicate ACK for this window (that is not an echo)
     /// resends it once; the rest are dropped. While the pass still waits
     /// for its turn, the client is waiting for us: promote it instead.
@@ -565,13 +593,13 @@ impl Transfer {
             self.urgent = true;
             return;
         }
-        // Too soon to say anything about the pass: within srtt/2 of a first
-        // send the ACK may echo the previous window; within an RTO of a
-        // resend it most likely crossed our resend.
+        // Too soon to say anything about the pass: within srtt/2 + rttvar of
+        // a first send the ACK may echo the previous window; within an RTO
+        // of a resend it most likely crossed our resend.
         let guard = if flight.sends > 1 {
             self.rtt.rto(&self.timing)
         } else {
-            self.rtt.srtt.map_or(Duration::ZERO, |srtt| srtt / 2)
+            self.rtt.echo_guard()
         };
         if flight.dup_resent
             || !flight.prev_clean

