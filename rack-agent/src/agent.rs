@@ -249,6 +249,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     )));
 
     // TFTP.
+    let tftp_dump = Arc::new(Notify::new());
     let tftp_socket = dhcp::bind_udp(cfg.tftp_listen, None, false).map_err(|source| AgentError::Bind {
             what: "TFTP",
             addr: cfg.tftp_listen,
@@ -266,6 +267,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         files_rx.clone(),
         view_rx.clone(),
         sessions.clone(),
+        tftp_dump.clone(),
         shutdown.clone(),
     )));
 
@@ -343,6 +345,43 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         cache_changed,
         shutdown.clone(),
     )));
+    // SIGUSR1: state dump (transfers, queue, sync revision, cache, counters).
+    {
+        let stop = shutdown.clone();
+        let view = view_rx.clone();
+        let files = files_rx.clone();
+        let dhcp_stats = dhcp_stats.clone();
+        let syslog_stats = syslog_stats.clone();
+        let tftp_dump = tftp_dump.clone();
+        tasks.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+                tracing::warn!("cannot install the SIGUSR1 handler");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    s = sig.recv() => if s.is_none() { return },
+                }
+                let v = view.borrow().clone();
+                tracing::info!(
+                    revision = v.revision,
+                    nodes = v.nodes.len(),
+                    images = v.images.len(),
+                    files = files.borrow().len(),
+                    dhcp_received = dhcp_stats.received.load(Relaxed),
+                    dhcp_replied = dhcp_stats.replied.load(Relaxed),
+                    dhcp_unknown = dhcp_stats.unknown.load(Relaxed),
+                    dhcp_dropped = dhcp_stats.dropped.load(Relaxed),
+                    syslog_received = syslog_stats.received.load(Relaxed),
+                    syslog_dropped = syslog_stats.dropped.load(Relaxed),
+                    "agent state (SIGUSR1)"
+                );
+                tftp_dump.notify_one();
+            }
+        }));
+    }
     tracing::info!(rack = %cfg.rack, %dhcp_addr, %tftp_addr, ?http_addr, ?syslog_addr, server_ip = %cfg.server_ip, "rack agent serving");
     Ok(Agent {
         view: view_rx,

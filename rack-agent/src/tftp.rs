@@ -43,6 +43,7 @@ pub async fn run(
     files: watch::Receiver<Arc<FileTable>>,
     view: watch::Receiver<Arc<RackView>>,
     sessions: Arc<Sessions>,
+    dump: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     let listener = Arc::new(listener);
@@ -54,6 +55,9 @@ pub async fn run(
         let deadline = server.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = dump.notified() => {
+                tracing::info!(active = server.active(), queued = server.queued(), "TFTP state (SIGUSR1):\n{}", server.dump());
+            }
             r = listener.recv_from(&mut buf) => {
                 if let Ok((n, src)) = r {
                     let table = files.borrow().clone();
