@@ -44,6 +44,10 @@ pub struct AgentConfig {
     pub dhcp_listen: SocketAddr,
     /// Port DHCP replies go to.
     pub dhcp_client_port: u16,
+    /// Authoritative server or proxyDHCP.
+    pub dhcp_mode: crate::dhcp::DhcpMode,
+    /// proxyDHCP boot server port (4011).
+    pub proxy_boot_port: u16,
     /// TFTP listen address.
     pub tftp_listen: SocketAddr,
     /// HTTP listen address (None: no HTTP; nodes load everything over TFTP).
@@ -236,11 +240,33 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     };
     let (unknown_tx, unknown_rx) = mpsc::channel(1024);
     let dhcp_stats = Arc::new(DhcpStats::default());
+    let proxy = cfg.dhcp_mode == crate::dhcp::DhcpMode::Proxy;
+    if proxy {
+        let addr = SocketAddr::from((cfg.server_ip, cfg.proxy_boot_port));
+        let sock = dhcp::bind_udp(addr, None, true).map_err(|source| AgentError::Bind {
+            what: "proxyDHCP boot server",
+            addr,
+            source,
+        })?;
+        tasks.push(tokio::spawn(dhcp::run(
+            sock,
+            DhcpShellConfig {
+                core: core.clone(),
+                client_port: cfg.dhcp_client_port,
+                role: crate::dhcp::Role::ProxyBoot,
+            },
+            view_rx.clone(),
+            unknown_tx.clone(),
+            dhcp_stats.clone(),
+            shutdown.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(dhcp::run(
         dhcp_socket,
         DhcpShellConfig {
             core,
             client_port: cfg.dhcp_client_port,
+            role: if proxy { crate::dhcp::Role::ProxyDhcp } else { crate::dhcp::Role::Server },
         },
         view_rx.clone(),
         unknown_tx,

@@ -46,6 +46,14 @@ pub struct ServeArgs {
     /// Do not receive node logs.
     #[arg(long)]
     pub no_syslog: bool,
+    /// DHCP role: `authoritative` (the rack's DHCP server; relayed requests
+    /// are answered to the relay) or `proxy` (proxyDHCP beside a site DHCP
+    /// server: boot information only, on 67 and 4011).
+    #[arg(long, value_enum, default_value = "authoritative")]
+    pub dhcp_mode: crate::dhcp::DhcpMode,
+    /// proxyDHCP boot server port.
+    #[arg(long, default_value_t = 4011)]
+    pub proxy_boot_port: u16,
     /// DHCP lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     pub lease_secs: u32,
@@ -132,6 +140,8 @@ impl ServeArgs {
             iface: self.iface,
             dhcp_listen: SocketAddr::from((dhcp_ip, dhcp_port)),
             dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },
+            dhcp_mode: self.dhcp_mode,
+            proxy_boot_port: self.proxy_boot_port,
             tftp_listen: SocketAddr::from((server_ip, tftp_port)),
             syslog_listen: (!self.no_syslog)
                 .then(|| SocketAddr::from((server_ip, self.syslog_port.unwrap_or(syslog_default)))),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rackboot_dhcp_core::{Decision, Mac, ReplyDest, ServerConfig};
+use rackboot_dhcp_core::{Decision, Mac, ProxyPort, ReplyDest, ServerConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,28 @@ const UNKNOWN_COOLDOWN: Duration = Duration::from_secs(3);
 /// Bound on the unknown-MAC memory.
 const UNKNOWN_TABLE: usize = 65_536;
 
+/// How the agent takes part in DHCP on its rack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DhcpMode {
+    /// The agent is the rack's DHCP server: addresses follow node numbers.
+    /// Relayed requests (giaddr, option 82) are answered to the relay.
+    Authoritative,
+    /// proxyDHCP beside a site DHCP server: boot information only, on 67
+    /// and on the PXE boot server port 4011.
+    Proxy,
+}
+
+/// Which socket a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Port 67 in authoritative mode.
+    Server,
+    /// Port 67 in proxy mode.
+    ProxyDhcp,
+    /// Port 4011 in proxy mode.
+    ProxyBoot,
+}
+
 /// Settings of the DHCP shell.
 #[derive(Debug, Clone)]
 pub struct DhcpShellConfig {
@@ -50,6 +72,8 @@ pub struct DhcpShellConfig {
     pub core: ServerConfig,
     /// Port replies to clients go to (68; tests may use others).
     pub client_port: u16,
+    /// Which socket this task serves.
+    pub role: Role,
 }
 
 /// Run the DHCP server on `socket` until `shutdown`.
@@ -78,11 +102,16 @@ pub async fn run(
         let packet = buf.get(..n).unwrap_or_default();
         let decision = {
             let v = view.borrow();
-            rackboot_dhcp_core::handle(&cfg.core, &v.bindings, packet)
+            match cfg.role {
+                Role::Server => rackboot_dhcp_core::handle(&cfg.core, &v.bindings, packet),
+                Role::ProxyDhcp => rackboot_dhcp_core::handle_proxy(&cfg.core, &v.bindings, packet, ProxyPort::Dhcp),
+                Role::ProxyBoot => rackboot_dhcp_core::handle_proxy(&cfg.core, &v.bindings, packet, ProxyPort::BootServer),
+            }
         };
         match decision {
             Decision::Reply { bytes, dest, .. } => {
-                let to = destination(dest, src, cfg.client_port);
+                // The boot server port answers where the request came from.
+                let to = if cfg.role == Role::ProxyBoot { src } else { destination(dest, src, cfg.client_port) };
                 match socket.send_to(&bytes, to).await {
                     Ok(_) => {
                         stats.replied.fetch_add(1, Ordering::Relaxed);

@@ -41,6 +41,7 @@ pub mod bootfile;
 pub mod client;
 mod config;
 mod mac;
+mod proxy;
 mod reply;
 mod wire;
 
@@ -52,6 +53,7 @@ use dhcproto::v4::{Message, MessageType};
 pub use client::{Arch, ClientInfo};
 pub use config::{BootFiles, NodeBinding, NodeDirectory, ServerConfig};
 pub use mac::{Mac, MacParseError};
+pub use proxy::{ProxyPort, handle_proxy};
 pub use wire::MalformedError;
 
 use reply::{DestKind, Kind};
@@ -150,6 +152,8 @@ pub enum DropReason {
     },
     /// Encoding the reply failed (a bug, not bad input).
     Encode(String),
+    /// proxyDHCP: not a PXE or iPXE client; the site server answers it.
+    NotPxe,
 }
 
 impl DropReason {
@@ -167,6 +171,7 @@ impl DropReason {
             DropReason::UnsupportedMessageType(_) => "unsupported_message_type",
             DropReason::ReplyTooLarge { .. } => "reply_too_large",
             DropReason::Encode(_) => "encode",
+            DropReason::NotPxe => "not_pxe",
         }
     }
 }
@@ -197,6 +202,7 @@ impl fmt::Display for DropReason {
                 write!(f, "reply of {size} bytes exceeds client limit {limit}")
             }
             DropReason::Encode(e) => write!(f, "encoding reply failed: {e}"),
+            DropReason::NotPxe => f.write_str("not a PXE client (proxyDHCP answers only PXE)"),
         }
     }
 }

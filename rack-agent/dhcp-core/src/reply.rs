@@ -49,7 +49,16 @@ pub(crate) enum Kind {
     Nak,
     /// RFC 951 BOOTREPLY to a request without option 53.
     Bootp,
+    /// proxyDHCP OFFER on port 67: boot information only, no address.
+    ProxyOffer,
+    /// proxyDHCP ACK from the boot server port 4011: boot information only.
+    ProxyAck,
 }
+
+/// PXE vendor options (option 43) of a proxy reply: PXE_DISCOVERY_CONTROL
+/// (tag 6) = 8, "use the boot file in this reply, skip boot server
+/// discovery", then the end tag.
+pub(crate) const PXE_VENDOR_SKIP_DISCOVERY: [u8; 4] = [6, 1, 8, 255];
 
 /// Everything a reply is built from.
 pub(crate) struct Input<'a> {
@@ -132,10 +141,10 @@ pub(crate) fn build(
         Kind::Ack => {
             msg.set_yiaddr(binding.addr).set_ciaddr(header.ciaddr);
         }
-        Kind::InformAck => {
+        Kind::InformAck | Kind::ProxyAck => {
             msg.set_ciaddr(header.ciaddr);
         }
-        Kind::Nak => {}
+        Kind::Nak | Kind::ProxyOffer => {}
     }
 
     let choice = if kind == Kind::Nak {
@@ -220,7 +229,32 @@ fn options(config: &ServerConfig, input: &Input<'_>, boot_file: Option<&str>) ->
         ..
     } = *input;
     let mut out = Vec::new();
+    if matches!(kind, Kind::ProxyOffer | Kind::ProxyAck) {
+        let ty = if kind == Kind::ProxyOffer {
+            MessageType::Offer
+        } else {
+            MessageType::Ack
+        };
+        out.push(DhcpOption::MessageType(ty));
+        out.push(DhcpOption::ServerIdentifier(config.server_ip));
+        out.push(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        out.push(DhcpOption::VendorExtensions(PXE_VENDOR_SKIP_DISCOVERY.to_vec()));
+        // PXE spec: proxy replies carry the client's UUID back.
+        if let Some(uuid) = client.uuid {
+            let mut v = vec![0u8];
+            v.extend_from_slice(&uuid);
+            out.push(DhcpOption::ClientMachineIdentifier(v));
+        }
+        if let Some(file) = boot_file {
+            out.push(DhcpOption::TFTPServerName(
+                config.server_ip.to_string().into_bytes(),
+            ));
+            out.push(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+        }
+        return out;
+    }
     let msg_type = match kind {
+        Kind::ProxyOffer | Kind::ProxyAck => MessageType::Offer,
         Kind::Offer => MessageType::Offer,
         Kind::Ack | Kind::InformAck => MessageType::Ack,
         Kind::Nak => MessageType::Nak,

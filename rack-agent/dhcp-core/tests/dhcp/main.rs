@@ -6,4 +6,5 @@
 mod flows;
 mod golden;
 mod malformed;
+mod proxy;
 mod support;
