@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub dhcp_mode: crate::dhcp::DhcpMode,
     /// proxyDHCP boot server port (4011).
     pub proxy_boot_port: u16,
+    /// Source subnets TFTP and HTTP answer (default: the rack subnet).
+    pub allow: Vec<Ipv4Net>,
     /// TFTP listen address.
     pub tftp_listen: SocketAddr,
     /// HTTP listen address (None: no HTTP; nodes load everything over TFTP).
@@ -294,6 +296,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         view_rx.clone(),
         sessions.clone(),
         tftp_dump.clone(),
+        crate::tftp::TftpGuard::new(crate::guard::Allow::new(cfg.allow.clone())),
         shutdown.clone(),
     )));
 

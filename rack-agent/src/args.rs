@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// proxyDHCP boot server port.
     #[arg(long, default_value_t = 4011)]
     pub proxy_boot_port: u16,
+    /// Extra source subnets TFTP answers (racks behind a DHCP relay); the
+    /// rack subnet is always allowed. Repeatable.
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<Ipv4Net>,
     /// DHCP lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     pub lease_secs: u32,
@@ -141,6 +145,7 @@ impl ServeArgs {
             dhcp_listen: SocketAddr::from((dhcp_ip, dhcp_port)),
             dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },
             dhcp_mode: self.dhcp_mode,
+            allow: std::iter::once(subnet).chain(self.allow.iter().copied()).collect(),
             proxy_boot_port: self.proxy_boot_port,
             tftp_listen: SocketAddr::from((server_ip, tftp_port)),
             syslog_listen: (!self.no_syslog)

@@ -17,6 +17,7 @@ pub mod bootinfo;
 pub mod cache;
 pub mod dhcp;
 pub mod files;
+pub mod guard;
 pub mod http;
 pub mod logship;
 pub mod sessions;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::files::FileTable;
+use crate::guard::{Allow, RateLimiter};
 use crate::sessions::Sessions;
 use crate::view::RackView;
 
@@ -44,8 +45,11 @@ pub async fn run(
     view: watch::Receiver<Arc<RackView>>,
     sessions: Arc<Sessions>,
     dump: Arc<tokio::sync::Notify>,
+    guard: TftpGuard,
     shutdown: CancellationToken,
 ) {
+    let TftpGuard { allow, mut limiter } = guard;
+    let mut refused_source = 0u64;
     let listener = Arc::new(listener);
     let mut server = Server::new(config);
     let (in_tx, mut in_rx) = mpsc::channel::<(TransferId, SocketAddr, Vec<u8>)>(16_384);
@@ -59,7 +63,9 @@ pub async fn run(
                 tracing::info!(active = server.active(), queued = server.queued(), "TFTP state (SIGUSR1):\n{}", server.dump());
             }
             r = listener.recv_from(&mut buf) => {
-                if let Ok((n, src)) = r {
+                if let Ok((n, src)) = r
+                    && admit(&allow, &mut limiter, &mut refused_source, src)
+                {
                     let table = files.borrow().clone();
                     server.handle_datagram(now(), Local::Listener, src, buf.get(..n).unwrap_or_default(), &*table);
                 }
@@ -78,6 +84,9 @@ pub async fn run(
         // Drain everything already waiting before answering anyone.
         let table = files.borrow().clone();
         while let Ok((n, src)) = listener.try_recv_from(&mut buf) {
+            if !admit(&allow, &mut limiter, &mut refused_source, src) {
+                continue;
+            }
             server.handle_datagram(
                 now(),
                 Local::Listener,
@@ -92,6 +101,44 @@ pub async fn run(
         server.handle_timeout(now());
         flush(&mut server, &listener, &mut sockets, bind_ip, &in_tx, &view, &sessions).await;
     }
+}
+
+/// Who may open transfers, and how fast.
+pub struct TftpGuard {
+    /// Source subnets answered at all; others get no reply (not even an ERROR).
+    pub allow: Allow,
+    /// New requests per second per source address.
+    pub limiter: RateLimiter<IpAddr>,
+}
+
+impl TftpGuard {
+    /// Default limits: 100 requests/s per source address sustained, burst
+    /// 10,000 (generous so one emulator address can play a whole storm; a
+    /// single misbehaving host is still capped), 65,536 sources remembered.
+    pub fn new(allow: Allow) -> Self {
+        TftpGuard {
+            allow,
+            limiter: RateLimiter::new(100.0, 10_000.0, 65_536),
+        }
+    }
+}
+
+/// Whether a datagram on the listener is looked at.
+fn admit(allow: &Allow, limiter: &mut RateLimiter<IpAddr>, refused: &mut u64, src: SocketAddr) -> bool {
+    if !allow.permits(src.ip()) {
+        *refused += 1;
+        if refused.is_power_of_two() {
+            tracing::warn!(%src, refused = *refused, "tftp request from outside the rack subnets ignored");
+        }
+        return false;
+    }
+    if !limiter.allow(&src.ip(), std::time::Instant::now()) {
+        if limiter.limited.is_power_of_two() {
+            tracing::warn!(%src, limited = limiter.limited, "tftp requests over the per-source rate ignored");
+        }
+        return false;
+    }
+    true
 }
 
 async fn flush(
