@@ -36,6 +36,8 @@ pub struct DhcpStats {
     pub unknown: AtomicU64,
     /// Dropped datagrams (malformed, not for us, ...).
     pub dropped: AtomicU64,
+    /// Datagrams over a MAC's rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 /// How long an unknown MAC is not reported again.
@@ -87,6 +89,9 @@ pub async fn run(
 ) {
     let mut buf = vec![0u8; 4096];
     let mut reported: HashMap<Mac, Instant> = HashMap::new();
+    // Per-MAC limit: a PXE client sends a handful of packets per exchange;
+    // a MAC sending more than 10/s (burst 20) is looping or hostile.
+    let mut per_mac: crate::guard::RateLimiter<[u8; 6]> = crate::guard::RateLimiter::new(10.0, 20.0, 131_072);
     loop {
         let (n, src) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -100,6 +105,13 @@ pub async fn run(
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
         let packet = buf.get(..n).unwrap_or_default();
+        if let Some(ch) = packet.get(28..34)
+            && let Ok(mac) = <[u8; 6]>::try_from(ch)
+            && !per_mac.allow(&mac, Instant::now())
+        {
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let decision = {
             let v = view.borrow();
             match cfg.role {
