@@ -24,8 +24,8 @@ pub const BATCH_LINES: usize = 512;
 pub async fn run(
     coordinators: Vec<String>,
     rack: String,
-    mut lines: mpsc::Receiver<TaggedLine>,
-    mut sessions: mpsc::Receiver<BootSession>,
+    lines: mpsc::Receiver<TaggedLine>,
+    sessions: mpsc::Receiver<BootSession>,
     shutdown: CancellationToken,
 ) {
     let mut buf: VecDeque<TaggedLine> = VecDeque::new();
@@ -34,19 +34,33 @@ pub async fn run(
     let mut seq: u64 = 0;
     let mut which = 0usize;
     let mut backoff = Duration::from_millis(200);
+    // A closed channel (e.g. syslog disabled) is simply not read again:
+    // `recv()` on it would return at once, for ever.
+    let mut lines = Some(lines);
+    let mut sessions = Some(sessions);
     loop {
         // Collect what arrived.
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            l = lines.recv() => if let Some(l) = l { push(&mut buf, l, &mut dropped) },
-            s = sessions.recv() => if let Some(s) = s { pending_sessions.push(s) },
+            l = recv(&mut lines) => match l {
+                Some(l) => push(&mut buf, l, &mut dropped),
+                None => lines = None,
+            },
+            s = recv(&mut sessions) => match s {
+                Some(s) => pending_sessions.push(s),
+                None => sessions = None,
+            },
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
-        while let Ok(l) = lines.try_recv() {
-            push(&mut buf, l, &mut dropped);
+        if let Some(rx) = lines.as_mut() {
+            while let Ok(l) = rx.try_recv() {
+                push(&mut buf, l, &mut dropped);
+            }
         }
-        while let Ok(s) = sessions.try_recv() {
-            pending_sessions.push(s);
+        if let Some(rx) = sessions.as_mut() {
+            while let Ok(s) = rx.try_recv() {
+                pending_sessions.push(s);
+            }
         }
         if buf.is_empty() && pending_sessions.is_empty() && dropped == 0 {
             continue;
@@ -67,6 +81,14 @@ pub async fn run(
         } else {
             backoff = Duration::from_millis(200);
         }
+    }
+}
+
+/// Receive from a channel that may be gone (then wait for ever).
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 
