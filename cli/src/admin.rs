@@ -31,13 +31,13 @@ pub async fn image_list(conn: &Conn) -> anyhow::Result<()> {
         .map_err(|s| conn.err("listing images", s))?
         .into_inner()
         .images;
-    println!(
+    say!(
         "{:<28} {:>12} {:>12}  {:<16} MANIFEST",
         "NAME", "KERNEL", "INITRD", "CMDLINE"
     );
     for i in images {
         let size = |b: &Option<pb::BlobRef>| b.as_ref().map(|b| b.size).unwrap_or_default();
-        println!(
+        say!(
             "{:<28} {:>12} {:>12}  {:<16} {}",
             i.name,
             size(&i.kernel),
@@ -58,12 +58,12 @@ pub async fn rack_list(conn: &Conn) -> anyhow::Result<()> {
         .map_err(|s| conn.err("listing racks", s))?
         .into_inner()
         .racks;
-    println!(
+    say!(
         "{:<12} {:<18} {:<16} {:<16} GATEWAY",
         "RACK", "SUBNET", "AGENT", "NODE BASE"
     );
     for r in racks {
-        println!(
+        say!(
             "{:<12} {:<18} {:<16} {:<16} {}",
             r.name,
             r.subnet,
@@ -90,12 +90,12 @@ pub async fn node_list(conn: &Conn, rack: Option<String>) -> anyhow::Result<()> 
         .map_err(|s| conn.err("listing nodes", s))?
         .into_inner()
         .nodes;
-    println!(
+    say!(
         "{:<6} {:<8} {:<8} {:<16} {:<18} IMAGE",
         "NODE", "NAME", "RACK", "ADDRESS", "MAC"
     );
     for n in nodes {
-        println!(
+        say!(
             "{:<6} {:<8} {:<8} {:<16} {:<18} {}",
             n.number,
             n.name,
@@ -124,12 +124,12 @@ pub async fn node_show(conn: &Conn, number: u32) -> anyhow::Result<()> {
         .await
         .map_err(|s| conn.err(&format!("node {number}"), s))?
         .into_inner();
-    println!("node:     {}", n.number);
-    println!("name:     {}", n.name);
-    println!("rack:     {} (slot {})", n.rack, n.slot);
-    println!("address:  {}", n.address);
-    println!("macs:     {}", n.macs.join(", "));
-    println!("image:    {}", image_label(&n));
+    say!("node:     {}", n.number);
+    say!("name:     {}", n.name);
+    say!("rack:     {} (slot {})", n.rack, n.slot);
+    say!("address:  {}", n.address);
+    say!("macs:     {}", n.macs.join(", "));
+    say!("image:    {}", image_label(&n));
     Ok(())
 }
 
@@ -154,7 +154,7 @@ pub async fn assign(conn: &Conn, args: AssignArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| conn.err("assign", s))?
         .into_inner();
-    println!(
+    say!(
         "{} now boots {} (revision {})",
         label, args.image, resp.revision
     );
@@ -169,13 +169,13 @@ pub async fn cluster_status(conn: &Conn) -> anyhow::Result<()> {
         .await
         .map_err(|s| conn.err("cluster status", s))?
         .into_inner();
-    println!(
+    say!(
         "replica {} (asked), leader {}, term {}, commit {}, applied {}, revision {}",
         s.id, s.leader_id, s.term, s.commit_index, s.applied_index, s.revision
     );
-    println!("{:<4} {:<24} {:<10} MATCHED", "ID", "ADDRESS", "ROLE");
+    say!("{:<4} {:<24} {:<10} MATCHED", "ID", "ADDRESS", "ROLE");
     for m in s.members {
-        println!(
+        say!(
             "{:<4} {:<24} {:<10} {}",
             m.id, m.address, m.role, m.matched_index
         );

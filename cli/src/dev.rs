@@ -29,7 +29,10 @@ pub struct DevArgs {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
@@ -52,13 +55,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "rackboot dev: coordinator gRPC on {url} (reflection on: try `grpcurl -plaintext {} list`)",
         coordinator.local_addr
     );
+    let http = agent
+        .http_addr
+        .map(|h| format!(", HTTP on {h}"))
+        .unwrap_or_default();
     println!(
-        "rackboot dev: DHCP on {}, TFTP on {}",
+        "rackboot dev: DHCP on {}, TFTP on {}{http}",
         agent.dhcp_addr, agent.tftp_addr
     );
     if loopback {
         println!(
-            "rackboot dev: serving LOOPBACK on unprivileged ports (no --iface given); real PXE clients need --iface IFACE (standard ports 67/69, root or CAP_NET_BIND_SERVICE)"
+            "rackboot dev: serving LOOPBACK on unprivileged ports (no --iface given); real PXE clients need --iface IFACE (standard ports 67/69/80, root or CAP_NET_BIND_SERVICE)"
         );
     }
     println!(

@@ -1,8 +1,11 @@
 //! `rackboot`: administer a rackboot cluster, push images, or run everything
 //! in one process (`rackboot dev`).
 
+#[macro_use]
+mod output;
 mod admin;
 mod client;
+mod cluster;
 mod dev;
 mod push;
 mod storm;
@@ -82,8 +85,17 @@ enum NodeCmd {
 
 #[derive(Subcommand, Debug)]
 enum ClusterCmd {
-    /// Members, leader, term, commit and applied index.
+    /// Members, leader, term, commit and applied index, each replica's lag.
     Status,
+    /// Add a replica (as a learner, promoted to voter once caught up).
+    Add(cluster::AddArgs),
+    /// Remove a replica.
+    Remove {
+        /// Replica id.
+        id: u64,
+    },
+    /// Add a new replica, then remove an old one.
+    Replace(cluster::ReplaceArgs),
 }
 
 #[tokio::main]
@@ -112,7 +124,10 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Node(NodeCmd::List { rack }) => admin::node_list(&conn, rack).await,
         Command::Node(NodeCmd::Show { number }) => admin::node_show(&conn, number).await,
         Command::Assign(args) => admin::assign(&conn, args).await,
-        Command::Cluster(ClusterCmd::Status) => admin::cluster_status(&conn).await,
+        Command::Cluster(ClusterCmd::Status) => cluster::status(&conn).await,
+        Command::Cluster(ClusterCmd::Add(args)) => cluster::add(&conn, args).await,
+        Command::Cluster(ClusterCmd::Remove { id }) => cluster::remove(&conn, id).await,
+        Command::Cluster(ClusterCmd::Replace(args)) => cluster::replace(&conn, args).await,
         Command::Dev(_) | Command::Storm(_) => not_admin(),
     }
 }

@@ -118,9 +118,9 @@ pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
         if needed {
             let stored = upload(conn, what, path, blob).await?;
             let verb = if stored { "uploaded" } else { "already stored" };
-            println!("{what}: {} bytes, blake3 {} {verb}", blob.size, blob.blake3);
+            say!("{what}: {} bytes, blake3 {} {verb}", blob.size, blob.blake3);
         } else {
-            println!(
+            say!(
                 "{what}: {} bytes, blake3 {} already stored",
                 blob.size, blob.blake3
             );
@@ -139,7 +139,7 @@ pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| conn.err(&format!("committing image '{}'", args.name), s))?
         .into_inner();
-    println!("image {} committed; manifest blake3:", image.name);
-    println!("{}", image.manifest_hash);
+    say!("image {} committed; manifest blake3:", image.name);
+    say!("{}", image.manifest_hash);
     Ok(())
 }

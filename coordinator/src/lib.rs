@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod blobs;
+pub mod config;
 pub mod raft;
 pub mod server;
 

@@ -1,92 +1,119 @@
 //! `rackboot-coordinator`: one replica of the coordinator.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use rackboot_coordinator::raft::ReplicaConfig;
+use rackboot_coordinator::config::{self, Overrides};
 use tokio_util::sync::CancellationToken;
 
 /// Run one rackboot coordinator replica.
 ///
-/// A single replica needs no peers. For a replicated group, start every
-/// replica with the same `--peer` list (including itself).
+/// Settings come from `--config FILE` (TOML) with any flag given here laid
+/// over it. A single replica needs no peers. For a replicated group, give
+/// every replica the same peer list (including itself); a replica added to a
+/// running group later starts with `--join`.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// This replica's id (1, 2, ...).
-    #[arg(long, default_value_t = 1)]
-    id: u64,
-    /// gRPC listen address (admin, agents and peers).
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// Data directory (Raft log, snapshots, blobs).
-    #[arg(long, default_value = "./rackboot-coordinator-data")]
-    data: PathBuf,
+    /// TOML configuration file (keys: id, listen, data_dir, peers, tick_ms,
+    /// election_ticks, heartbeat_ticks, snapshot_every, join).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This replica's id (1, 2, ...). Default 1.
+    #[arg(long)]
+    id: Option<u64>,
+    /// gRPC listen address (admin, agents and peers). Default 127.0.0.1:50051.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (Raft log, snapshots, blobs). Default ./rackboot-coordinator-data.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// A voter, as ID=HOST:PORT; repeat for each replica. Default: this one alone.
     #[arg(long = "peer", value_name = "ID=ADDR")]
     peers: Vec<String>,
+    /// Raft tick in milliseconds. Default 100.
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// Election timeout in ticks. Default 10.
+    #[arg(long)]
+    election_ticks: Option<usize>,
+    /// Heartbeat interval in ticks. Default 2.
+    #[arg(long)]
+    heartbeat_ticks: Option<usize>,
+    /// Applied entries between snapshots. Default 10000.
+    #[arg(long)]
+    snapshot_every: Option<u64>,
+    /// Start with empty storage and no voters, and wait to be added
+    /// (`rackboot cluster add ID ADDR`); --peer names the running replicas.
+    #[arg(long)]
+    join: bool,
     /// Log format.
     #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
 }
 
-fn parse_peers(args: &Args) -> anyhow::Result<BTreeMap<u64, String>> {
-    let mut peers = BTreeMap::new();
-    for p in &args.peers {
-        let (id, addr) = p
-            .split_once('=')
-            .with_context(|| format!("--peer {p}: expected ID=HOST:PORT"))?;
-        let id: u64 = id
-            .parse()
-            .with_context(|| format!("--peer {p}: id is not a number"))?;
-        if id == 0 {
-            bail!("--peer {p}: id 0 is reserved");
+impl Args {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            id: self.id,
+            listen: self.listen.clone(),
+            data_dir: self.data.clone(),
+            peers: self.peers.clone(),
+            tick_ms: self.tick_ms,
+            election_ticks: self.election_ticks,
+            heartbeat_ticks: self.heartbeat_ticks,
+            snapshot_every: self.snapshot_every,
+            join: self.join,
         }
-        peers.insert(id, addr.to_string());
     }
-    if peers.is_empty() {
-        peers.insert(args.id, args.listen.to_string());
-    }
-    if !peers.contains_key(&args.id) {
-        bail!("--id {} is not among the --peer list", args.id);
-    }
-    Ok(peers)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(&args.log_format);
-    let peers = parse_peers(&args)?;
-    let mut cfg = ReplicaConfig::single(args.data.clone(), args.listen.to_string());
-    cfg.id = args.id;
-    cfg.peers = peers;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let file = match &args.config {
+        Some(p) => Some((p.as_path(), config::load_file(p)?)),
+        None => None,
+    };
+    let settings = config::resolve(file, &args.overrides())?;
+    let cfg = settings.replica_config();
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let shutdown = CancellationToken::new();
-    let c = rackboot_coordinator::start(cfg, listener, shutdown.clone())
+    let mut c = rackboot_coordinator::start(cfg, listener, shutdown.clone())
         .await
         .context("coordinator failed to start")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
-        _ = shutdown.cancelled() => tracing::error!("replica stopped"),
-    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    // A replica that stopped (storage failure, or raft-rs refusing state it
+    // cannot trust) takes the process down: never serve without it.
+    let ended = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; shutting down"); None }
+        _ = term.recv() => { tracing::info!("terminated; shutting down"); None }
+        r = &mut c.replica_task => Some(r),
+    };
     shutdown.cancel();
     let _ = c.server.await;
-    match c.replica_task.await {
+    let ended = match ended {
+        Some(r) => r,
+        None => c.replica_task.await,
+    };
+    match ended {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => bail!("replica failed: {e}"),
-        _ => Ok(()),
+        Err(e) => bail!("replica task died: {e}"),
     }
 }
 
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         builder.json().init();
     } else {

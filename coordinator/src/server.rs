@@ -61,7 +61,9 @@ pub async fn start(
     }
     let data_dir: PathBuf = cfg.data_dir.clone();
     let blobs = Arc::new(BlobStore::open(&data_dir.join("blobs"))?);
-    let (replica, replica_task) = raft::spawn(cfg, shutdown.clone())?;
+    // Peer traffic leaves from the address we listen on (when it is one).
+    let source = (!local_addr.ip().is_unspecified()).then_some(local_addr.ip());
+    let (replica, replica_task) = raft::spawn_with_source(cfg, source, shutdown.clone())?;
     let ctx = Ctx {
         replica: replica.clone(),
         blobs,
@@ -123,10 +125,18 @@ pub async fn start(
         )
         .add_service(
             RaftPeerServer::new(RaftPeerApi(ctx))
-                .max_decoding_message_size(MAX_MESSAGE)
+                .max_decoding_message_size(raft::MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         );
-    let incoming = TcpListenerStream::new(listener);
+    // Small gRPC answers (Raft acknowledgements, write outcomes) must not
+    // wait behind Nagle's algorithm and the peer's delayed ACK.
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
+        s.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    });
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         router

@@ -135,9 +135,9 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     }
     report.finish(t0.elapsed());
     if args.json {
-        println!("{}", report.json());
+        say!("{}", report.json());
     } else {
-        print!("{}", report.table(&args));
+        say!("{}", report.table(&args).trim_end());
     }
     if report.failed() > 0 {
         std::process::exit(2);

@@ -18,8 +18,6 @@ pub struct RackApi(pub Ctx);
 pub struct ImageApi(pub Ctx);
 /// `AssignmentService`.
 pub struct AssignmentApi(pub Ctx);
-/// `ClusterService`.
-pub struct ClusterApi(pub Ctx);
 
 #[tonic::async_trait]
 impl pb::node_service_server::NodeService for NodeApi {
@@ -28,6 +26,7 @@ impl pb::node_service_server::NodeService for NodeApi {
         req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let rack = req.into_inner().rack;
+        self.0.read().await?;
         let state = self.0.replica.state();
         let nodes = state
             .nodes()
@@ -42,6 +41,7 @@ impl pb::node_service_server::NodeService for NodeApi {
         req: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
         let n = NodeNumber(req.into_inner().number);
+        self.0.read().await?;
         let state = self.0.replica.state();
         let node = state
             .node(n)
@@ -56,6 +56,7 @@ impl pb::rack_service_server::RackService for RackApi {
         &self,
         _req: Request<pb::ListRacksRequest>,
     ) -> Result<Response<pb::ListRacksResponse>, Status> {
+        self.0.read().await?;
         let racks = self.0.replica.state().racks().map(rack_to_pb).collect();
         Ok(Response::new(pb::ListRacksResponse { racks }))
     }
@@ -120,6 +121,7 @@ impl pb::image_service_server::ImageService for ImageApi {
         &self,
         req: Request<pb::CommitImageRequest>,
     ) -> Result<Response<pb::ImageManifest>, Status> {
+        let metadata = req.metadata().clone();
         let r = req.into_inner();
         let name: ImageName = field("name", &r.name)?;
         let kernel = blob_from_pb("kernel", r.kernel.as_ref())?;
@@ -143,7 +145,7 @@ impl pb::image_service_server::ImageService for ImageApi {
         let out = self
             .0
             .propose(Envelope {
-                idempotency_key: key(&r.idempotency_key),
+                idempotency_key: key(&r.idempotency_key, &metadata),
                 command: Command::CommitImage { image },
             })
             .await?;
@@ -157,6 +159,7 @@ impl pb::image_service_server::ImageService for ImageApi {
         &self,
         _req: Request<pb::ListImagesRequest>,
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        self.0.read().await?;
         let images = self.0.replica.state().images().map(image_to_pb).collect();
         Ok(Response::new(pb::ListImagesResponse { images }))
     }
@@ -166,6 +169,7 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::GetImageRequest>,
     ) -> Result<Response<pb::ImageManifest>, Status> {
         let name: ImageName = field("name", &req.into_inner().name)?;
+        self.0.read().await?;
         let state = self.0.replica.state();
         let image = state
             .image(&name)
@@ -180,6 +184,7 @@ impl pb::assignment_service_server::AssignmentService for AssignmentApi {
         &self,
         req: Request<pb::AssignRequest>,
     ) -> Result<Response<pb::AssignResponse>, Status> {
+        let metadata = req.metadata().clone();
         let r = req.into_inner();
         let target = match r.target {
             Some(Target::ClusterDefault(_)) => AssignTarget::Default,
@@ -195,7 +200,7 @@ impl pb::assignment_service_server::AssignmentService for AssignmentApi {
         match self
             .0
             .propose(Envelope {
-                idempotency_key: key(&r.idempotency_key),
+                idempotency_key: key(&r.idempotency_key, &metadata),
                 command: Command::Assign { target, image },
             })
             .await?
@@ -209,6 +214,7 @@ impl pb::assignment_service_server::AssignmentService for AssignmentApi {
         &self,
         _req: Request<pb::ListAssignmentsRequest>,
     ) -> Result<Response<pb::ListAssignmentsResponse>, Status> {
+        self.0.read().await?;
         let assignments = self
             .0
             .replica
@@ -221,42 +227,6 @@ impl pb::assignment_service_server::AssignmentService for AssignmentApi {
             })
             .collect();
         Ok(Response::new(pb::ListAssignmentsResponse { assignments }))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::cluster_service_server::ClusterService for ClusterApi {
-    async fn status(
-        &self,
-        _req: Request<pb::ClusterStatusRequest>,
-    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        let s = self.0.replica.status();
-        let members = self
-            .0
-            .replica
-            .peers()
-            .iter()
-            .map(|(&id, addr)| pb::ClusterMember {
-                id,
-                address: addr.clone(),
-                role: if id == s.leader_id {
-                    "leader"
-                } else {
-                    "follower"
-                }
-                .to_string(),
-                matched_index: s.progress.get(&id).copied().unwrap_or_default(),
-            })
-            .collect();
-        Ok(Response::new(pb::ClusterStatusResponse {
-            id: s.id,
-            leader_id: s.leader_id,
-            term: s.term,
-            commit_index: s.commit,
-            applied_index: s.applied,
-            revision: s.revision,
-            members,
-        }))
     }
 }
 

@@ -23,13 +23,14 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let idempotency_key = key("", req.metadata());
         let r = req.into_inner();
         let rack = rack_from_pb(r.rack.as_ref())?;
         tracing::info!(rack = %rack.name, agent = %r.agent_id, version = %r.agent_version, "agent registering");
         match self
             .0
             .propose(Envelope {
-                idempotency_key: None,
+                idempotency_key,
                 command: Command::RegisterRack { rack },
             })
             .await?
@@ -173,6 +174,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<pb::DiscoverNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
+        let metadata = req.metadata().clone();
         let r = req.into_inner();
         let rack: RackName = field("rack", &r.rack)?;
         let mut macs: Vec<Mac> = vec![field("mac", &r.mac)?];
@@ -186,7 +188,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         match self
             .0
             .propose(Envelope {
-                idempotency_key: key(&r.idempotency_key),
+                idempotency_key: key(&r.idempotency_key, &metadata),
                 command: Command::DiscoverNode { rack, macs, uuid },
             })
             .await?

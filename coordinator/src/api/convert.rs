@@ -148,7 +148,9 @@ pub fn replica_error(e: ReplicaError) -> Status {
             }
             s
         }
-        ReplicaError::Timeout(_) | ReplicaError::Stopped => Status::unavailable(msg),
-        ReplicaError::Refused(_) => Status::internal(msg),
+        ReplicaError::Timeout(_) | ReplicaError::Stopped | ReplicaError::Refused(_) => {
+            Status::unavailable(msg)
+        }
+        ReplicaError::Membership(_) => Status::failed_precondition(msg),
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent;
+mod cluster;
 pub mod convert;
 mod raft_peer;
 
@@ -14,8 +15,9 @@ use tonic::Status;
 use crate::blobs::BlobStore;
 use crate::raft::Replica;
 
-pub use admin::{AssignmentApi, ClusterApi, ImageApi, NodeApi, RackApi};
+pub use admin::{AssignmentApi, ImageApi, NodeApi, RackApi};
 pub use agent::AgentApi;
+pub use cluster::ClusterApi;
 pub use raft_peer::RaftPeerApi;
 
 /// What every service needs.
@@ -36,11 +38,31 @@ impl Ctx {
             .map_err(convert::replica_error)?
             .map_err(convert::state_error)
     }
+
+    /// Wait until a read of the local state is linearizable (ReadIndex).
+    pub async fn read(&self) -> Result<(), Status> {
+        self.replica
+            .read_barrier()
+            .await
+            .map_err(convert::replica_error)
+    }
 }
 
-/// An idempotency key from a request field ("" = none).
-pub fn key(k: &str) -> Option<String> {
-    (!k.is_empty()).then(|| k.to_string())
+/// Metadata key that may carry an idempotency key for a mutating call whose
+/// message has no (or an empty) `idempotency_key` field.
+pub const IDEMPOTENCY_KEY: &str = "rackboot-idempotency-key";
+
+/// The idempotency key of a request: the message field if set, else the
+/// `rackboot-idempotency-key` metadata, else none.
+pub fn key(field: &str, metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    if !field.is_empty() {
+        return Some(field.to_string());
+    }
+    metadata
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
 }
 
 /// Unix seconds now (stamped by the proposer, never by the state machine).

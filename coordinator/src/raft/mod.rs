@@ -1,16 +1,24 @@
-//! The Raft replica: one task owns the raft-rs `RawNode`, its storage and the
-//! state machine; everything else talks to it through a [`Replica`] handle.
+//! The Raft replica. [`Core`] is the sans-IO heart: it owns the raft-rs
+//! `RawNode`, its redb storage and the state machine, and is driven by calls
+//! (`tick`, `step`, `propose`, `read_index`, `handle_ready`) with no clock,
+//! sockets or tasks of its own. [`spawn`] runs a `Core` in one tokio task and
+//! hands out a [`Replica`] handle (an `mpsc` of requests, each with a
+//! `oneshot` reply); the simulation test drives several `Core`s over an
+//! in-memory network instead.
 //!
-//! The owner follows raft-rs's `Ready` order: send the leader's messages,
-//! install a snapshot if any, apply committed entries, persist new entries and
-//! the HardState (fsynced), send the messages that required persistence,
-//! advance, then handle the light ready the same way.
+//! `Core::handle_ready` follows raft-rs's `Ready` order: send the leader's
+//! messages, install a snapshot if any, apply committed entries, persist new
+//! entries and the HardState (fsynced), send the messages that required
+//! persistence, advance, then handle the light ready the same way. A write is
+//! acknowledged only once its entry is committed and applied here.
 
+mod engine;
+pub mod faults;
 mod log_bridge;
 mod node;
 /// Fatal replica errors.
 pub mod node_error {
-    pub use super::node::ReplicaFatal;
+    pub use super::engine::ReplicaFatal;
 }
 mod peers;
 pub mod storage;
@@ -24,15 +32,22 @@ use rackboot_state::{Envelope, Outcome, State, StateError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use node::spawn;
-pub use storage::{RaftStore, StoreError};
+pub use self::engine::digest as digest_of;
+pub use self::engine::{
+    Applied, Core, CoreConfig, Event, MemberChange, ReplicaFatal, SnapshotData,
+};
+pub use faults::{Faults, NoFaults, Site};
+pub use node::{spawn, spawn_with_source};
+pub use peers::MAX_PEER_MESSAGE;
+pub use storage::{Addresses, RaftStore, StoreError};
 
 /// Settings of one replica.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
     /// This replica's id (non-zero).
     pub id: u64,
-    /// Every voter's id and peer address (including this one).
+    /// Every voter's id and peer address (including this one). With `join`,
+    /// the replicas to talk to until the cluster's own list arrives.
     pub peers: BTreeMap<u64, String>,
     /// Data directory (holds `raft.redb`).
     pub data_dir: PathBuf,
@@ -44,6 +59,8 @@ pub struct ReplicaConfig {
     pub heartbeat_ticks: usize,
     /// Applied entries between snapshots (and log compactions).
     pub snapshot_every: u64,
+    /// Start with empty storage and no voters; wait to be added.
+    pub join: bool,
 }
 
 impl ReplicaConfig {
@@ -57,6 +74,7 @@ impl ReplicaConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_every: 10_000,
+            join: false,
         }
     }
 }
@@ -64,7 +82,9 @@ impl ReplicaConfig {
 /// Why a request to the replica did not produce an outcome.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReplicaError {
-    /// Not the leader; writes must go to `leader`.
+    /// Not the leader (or the leader is unknown or changed while waiting);
+    /// `leader` is where to go. A write may still have happened: retry with
+    /// the same idempotency key.
     #[error("not the leader{}", leader_hint(.leader))]
     NotLeader {
         /// Leader id and address, when known.
@@ -80,6 +100,9 @@ pub enum ReplicaError {
     /// Raft refused the proposal.
     #[error("proposal refused: {0}")]
     Refused(String),
+    /// A membership change is not possible now.
+    #[error("membership: {0}")]
+    Membership(String),
 }
 
 fn leader_hint(leader: &Option<(u64, String)>) -> String {
@@ -87,6 +110,17 @@ fn leader_hint(leader: &Option<(u64, String)>) -> String {
         Some((id, addr)) => format!(": leader is replica {id} at {addr}"),
         None => ": no leader elected yet".to_string(),
     }
+}
+
+/// One member of the group as this replica sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Peer address.
+    pub address: String,
+    /// Voter (true) or learner (false).
+    pub voter: bool,
+    /// Highest log index known replicated there (leader only, else 0).
+    pub matched: u64,
 }
 
 /// Observable status of a replica.
@@ -102,45 +136,93 @@ pub struct ReplicaStatus {
     pub commit: u64,
     /// Applied index.
     pub applied: u64,
+    /// Last log index.
+    pub last_index: u64,
     /// State revision.
     pub revision: u64,
-    /// Role: "leader", "follower", "candidate", "pre-candidate".
+    /// Role: "leader", "follower", "candidate", "pre-candidate", "learner",
+    /// "removed" (not a member).
     pub role: String,
-    /// Match index per peer (leader only).
-    pub progress: BTreeMap<u64, u64>,
+    /// Members (voters and learners) by id.
+    pub members: BTreeMap<u64, MemberStatus>,
 }
+
+impl ReplicaStatus {
+    /// The leader's id and address, when known.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        self.members
+            .get(&self.leader_id)
+            .map(|m| (self.leader_id, m.address.clone()))
+    }
+}
+
+/// Where a peer message could not go.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerReport {
+    /// Sending to this peer failed.
+    Unreachable(u64),
+    /// A snapshot to this peer was delivered (true) or not.
+    Snapshot(u64, bool),
+}
+
+type WriteReply = oneshot::Sender<Result<Result<Outcome, StateError>, ReplicaError>>;
 
 pub(crate) enum Request {
     Propose {
         envelope: Envelope,
-        reply: oneshot::Sender<Result<Result<Outcome, StateError>, ReplicaError>>,
+        reply: WriteReply,
     },
+    Read {
+        reply: oneshot::Sender<Result<(), ReplicaError>>,
+    },
+    ChangeMembers {
+        change: MemberChange,
+        reply: oneshot::Sender<Result<(), ReplicaError>>,
+    },
+    TransferLeader(u64),
     Step(raft::prelude::Message),
+    Report(PeerReport),
 }
 
 /// Handle to the replica task. Cheap to clone.
 #[derive(Clone)]
 pub struct Replica {
     tx: mpsc::Sender<Request>,
-    state: Arc<RwLock<State>>,
+    applied: Arc<RwLock<Applied>>,
     revision: watch::Receiver<u64>,
     status: watch::Receiver<ReplicaStatus>,
-    peers: Arc<BTreeMap<u64, String>>,
+    digest: Arc<std::sync::Mutex<(u64, String)>>,
     shutdown: CancellationToken,
 }
 
-/// Longest a proposal waits for its outcome.
+/// Longest a proposal or read waits for its outcome.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A read guard on the applied state.
+pub struct StateGuard<'a>(RwLockReadGuard<'a, Applied>);
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0.state
+    }
+}
+
+impl StateGuard<'_> {
+    /// Log index the state was applied up to.
+    pub fn index(&self) -> u64 {
+        self.0.index
+    }
+}
+
 impl Replica {
-    /// Propose a command and wait until it is committed and applied here.
-    pub async fn propose(
+    async fn ask<T>(
         &self,
-        envelope: Envelope,
-    ) -> Result<Result<Outcome, StateError>, ReplicaError> {
+        make: impl FnOnce(oneshot::Sender<Result<T, ReplicaError>>) -> Request,
+    ) -> Result<T, ReplicaError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Propose { envelope, reply })
+            .send(make(reply))
             .await
             .map_err(|_| ReplicaError::Stopped)?;
         match tokio::time::timeout(PROPOSE_TIMEOUT, rx).await {
@@ -148,6 +230,36 @@ impl Replica {
             Ok(Err(_)) => Err(ReplicaError::Stopped),
             Err(_) => Err(ReplicaError::Timeout(PROPOSE_TIMEOUT)),
         }
+    }
+
+    /// Propose a command and wait until it is committed and applied here. On
+    /// a follower the proposal travels to the leader inside Raft.
+    pub async fn propose(
+        &self,
+        envelope: Envelope,
+    ) -> Result<Result<Outcome, StateError>, ReplicaError> {
+        self.ask(|reply| Request::Propose { envelope, reply }).await
+    }
+
+    /// Wait until this replica's applied state is at least as new as the
+    /// leader's commit index at the time of the call (Raft ReadIndex). A read
+    /// of [`Replica::state`] after this returns is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ReplicaError> {
+        self.ask(|reply| Request::Read { reply }).await
+    }
+
+    /// Propose a membership change (leader only) and wait until it is applied.
+    pub async fn change_members(&self, change: MemberChange) -> Result<(), ReplicaError> {
+        self.ask(|reply| Request::ChangeMembers { change, reply })
+            .await
+    }
+
+    /// Ask the leader to hand leadership to `to`.
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ReplicaError> {
+        self.tx
+            .send(Request::TransferLeader(to))
+            .await
+            .map_err(|_| ReplicaError::Stopped)
     }
 
     /// Hand a Raft message from a peer to the replica.
@@ -158,9 +270,22 @@ impl Replica {
             .map_err(|_| ReplicaError::Stopped)
     }
 
-    /// Read the applied state. Keep the guard short: the owner waits for it.
-    pub fn state(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+    /// Read the applied state (not linearizable by itself: see
+    /// [`Replica::read_barrier`]). Keep the guard short: the owner waits for it.
+    pub fn state(&self) -> StateGuard<'_> {
+        StateGuard(self.applied.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// blake3 of the state's JSON and the applied index it was taken at.
+    /// Cached per index.
+    pub fn state_digest(&self) -> (u64, String) {
+        let guard = self.state();
+        let index = guard.index();
+        let mut cache = self.digest.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != index || cache.1.is_empty() {
+            *cache = (index, engine::digest(&guard));
+        }
+        cache.clone()
     }
 
     /// Follow the applied revision.
@@ -173,9 +298,9 @@ impl Replica {
         self.status.borrow().clone()
     }
 
-    /// Peer addresses by id.
-    pub fn peers(&self) -> &BTreeMap<u64, String> {
-        &self.peers
+    /// Follow the status.
+    pub fn status_changes(&self) -> watch::Receiver<ReplicaStatus> {
+        self.status.clone()
     }
 
     /// A token cancelled when the replica stops.

@@ -6,8 +6,18 @@
 //! [`raft::Storage`] impl. A small in-memory index (first/last index, hard
 //! state, conf state, snapshot metadata) avoids a read transaction for the
 //! hottest calls.
+//!
+//! Besides Raft's own records the store keeps the members' peer addresses,
+//! written in the same transaction as the conf state they belong to.
+//!
+//! When raft-rs asks for a snapshot newer than the stored one,
+//! [`raft::Storage::snapshot`] answers "temporarily unavailable" and records
+//! the wish ([`RaftStore::wanted_snapshot`]); the owner then takes a fresh
+//! snapshot of its applied state, and raft-rs asks again.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use protobuf::Message as PbMessage;
@@ -20,6 +30,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const KEY_HARD_STATE: &str = "hard_state";
 const KEY_CONF_STATE: &str = "conf_state";
 const KEY_SNAPSHOT: &str = "snapshot";
+const KEY_ADDRESSES: &str = "addresses";
 
 /// A storage failure. Fatal for the replica: it must stop rather than go on
 /// with state it could not persist.
@@ -69,12 +80,17 @@ impl Index {
     }
 }
 
+/// Peer addresses by replica id.
+pub type Addresses = BTreeMap<u64, String>;
+
 /// redb-backed Raft storage. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct RaftStore {
     db: Arc<Database>,
     path: Arc<str>,
     index: Arc<RwLock<Index>>,
+    /// Lowest snapshot index raft-rs asked for and did not get (0 = none).
+    wanted: Arc<AtomicU64>,
 }
 
 fn db_err(path: &str, e: impl Into<redb::Error>) -> StoreError {
@@ -98,6 +114,13 @@ fn encode<M: PbMessage>(what: &str, m: &M) -> Result<Vec<u8>, StoreError> {
     })
 }
 
+fn encode_addresses(a: &Addresses) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(a).map_err(|e| StoreError::Corrupt {
+        what: "addresses".to_string(),
+        reason: e.to_string(),
+    })
+}
+
 fn to_raft(e: StoreError) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
 }
@@ -107,18 +130,50 @@ impl RaftStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let p: Arc<str> = path.display().to_string().into();
         let db = Database::create(path).map_err(|e| db_err(&p, e))?;
+        Self::with_db(db, p)
+    }
+
+    /// A store in memory (simulation tests): the same code, no file, no fsync.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let p: Arc<str> = "(memory)".into();
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| db_err(&p, e))?;
+        Self::with_db(db, p)
+    }
+
+    fn with_db(db: Database, path: Arc<str>) -> Result<Self, StoreError> {
         let store = RaftStore {
             db: Arc::new(db),
-            path: p,
+            path,
             index: Arc::new(RwLock::new(Index::default())),
+            wanted: Arc::new(AtomicU64::new(0)),
         };
         store.load_index()?;
         Ok(store)
     }
 
+    /// A write transaction. Durability is immediate (fsync on commit), except
+    /// in the `mutant-no-fsync` build, which exists to prove the crash tests
+    /// notice.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let p = &*self.path;
+        #[allow(unused_mut)]
+        let mut txn = self.db.begin_write().map_err(|e| db_err(p, e))?;
+        #[cfg(feature = "mutant-no-fsync")]
+        {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::Corrupt {
+                    what: "durability".to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(txn)
+    }
+
     fn load_index(&self) -> Result<(), StoreError> {
         let p = &*self.path;
-        let txn = self.db.begin_write().map_err(|e| db_err(p, e))?;
+        let txn = self.begin_write()?;
         let mut idx = Index::default();
         {
             let meta = txn.open_table(META).map_err(|e| db_err(p, e))?;
@@ -174,6 +229,21 @@ impl RaftStore {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), StoreError> {
+        self.persist_synced(entries, hard_state, true)
+    }
+
+    /// [`RaftStore::persist`]; with `sync` false the transaction is not
+    /// fsynced (it becomes durable with the next synced one). Only for what
+    /// may be lost in a crash: a HardState whose term and vote did not change.
+    pub fn persist_synced(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(());
+        }
         let p = &*self.path;
         let (first_stored, last_stored) = {
             let idx = self.read_index();
@@ -188,7 +258,14 @@ impl RaftStore {
                 log_last: last_stored,
             });
         }
-        let txn = self.db.begin_write().map_err(|e| db_err(p, e))?;
+        let mut txn = self.begin_write()?;
+        if !sync && entries.is_empty() {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::Corrupt {
+                    what: "durability".to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
         {
             if let Some(first) = entries.first() {
                 let mut log = txn.open_table(LOG).map_err(|e| db_err(p, e))?;
@@ -229,14 +306,17 @@ impl RaftStore {
         self.persist(&[], Some(&hs))
     }
 
-    /// Persist a conf state (after applying a conf change).
-    pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), StoreError> {
+    /// Persist a conf state (after applying a conf change) and the members'
+    /// addresses, in one transaction.
+    pub fn set_conf_state(&self, cs: &ConfState, addresses: &Addresses) -> Result<(), StoreError> {
         let p = &*self.path;
-        let txn = self.db.begin_write().map_err(|e| db_err(p, e))?;
+        let txn = self.begin_write()?;
         {
             let mut meta = txn.open_table(META).map_err(|e| db_err(p, e))?;
             let bytes = encode("conf state", cs)?;
             meta.insert(KEY_CONF_STATE, bytes.as_slice())
+                .map_err(|e| db_err(p, e))?;
+            meta.insert(KEY_ADDRESSES, encode_addresses(addresses)?.as_slice())
                 .map_err(|e| db_err(p, e))?;
         }
         txn.commit().map_err(|e| db_err(p, e))?;
@@ -244,14 +324,16 @@ impl RaftStore {
         Ok(())
     }
 
-    /// Install a snapshot received from the leader: replaces the log.
-    pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError> {
+    /// Install a snapshot received from the leader (or the bootstrap
+    /// snapshot): replaces the log; `addresses` are the members' addresses it
+    /// carries.
+    pub fn apply_snapshot(&self, snap: &Snapshot, addresses: &Addresses) -> Result<(), StoreError> {
         let p = &*self.path;
         let meta = snap.get_metadata();
         let mut hs = self.hard_state();
         hs.term = hs.term.max(meta.term);
         hs.commit = meta.index;
-        let txn = self.db.begin_write().map_err(|e| db_err(p, e))?;
+        let txn = self.begin_write()?;
         {
             let mut log = txn.open_table(LOG).map_err(|e| db_err(p, e))?;
             log.retain(|_, _| false).map_err(|e| db_err(p, e))?;
@@ -265,6 +347,8 @@ impl RaftStore {
                 encode("conf state", meta.get_conf_state())?.as_slice(),
             )
             .map_err(|e| db_err(p, e))?;
+            m.insert(KEY_ADDRESSES, encode_addresses(addresses)?.as_slice())
+                .map_err(|e| db_err(p, e))?;
         }
         txn.commit().map_err(|e| db_err(p, e))?;
         let mut idx = self.write_index();
@@ -289,10 +373,16 @@ impl RaftStore {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(self.conf_state());
-        let txn = self.db.begin_write().map_err(|e| db_err(p, e))?;
+        // The applied index never exceeds the stored commit index, or raft-rs
+        // refuses to restart from this snapshot.
+        let mut hs = self.hard_state();
+        hs.commit = hs.commit.max(index);
+        let txn = self.begin_write()?;
         {
             let mut m = txn.open_table(META).map_err(|e| db_err(p, e))?;
             m.insert(KEY_SNAPSHOT, encode("snapshot", &snap)?.as_slice())
+                .map_err(|e| db_err(p, e))?;
+            m.insert(KEY_HARD_STATE, encode("hard state", &hs)?.as_slice())
                 .map_err(|e| db_err(p, e))?;
             let mut log = txn.open_table(LOG).map_err(|e| db_err(p, e))?;
             log.retain_in(..=index, |_, _| false)
@@ -302,7 +392,42 @@ impl RaftStore {
         let mut idx = self.write_index();
         idx.snapshot_meta = snap.get_metadata().clone();
         idx.last = idx.last.max(index);
+        idx.hard_state = hs;
+        drop(idx);
+        // A wish for a snapshot up to here is fulfilled.
+        let _ = self
+            .wanted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w != 0 && w <= index).then_some(0)
+            });
         Ok(())
+    }
+
+    /// The lowest snapshot index raft-rs asked for and could not get (0 = none).
+    pub fn wanted_snapshot(&self) -> u64 {
+        self.wanted.load(Ordering::Acquire)
+    }
+
+    /// The stored member addresses, if any were ever stored.
+    pub fn addresses(&self) -> Result<Option<Addresses>, StoreError> {
+        let p = &*self.path;
+        let txn = self.db.begin_read().map_err(|e| db_err(p, e))?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(p, e)),
+        };
+        match meta.get(KEY_ADDRESSES).map_err(|e| db_err(p, e))? {
+            Some(v) => {
+                serde_json::from_slice(v.value())
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        what: "addresses".to_string(),
+                        reason: e.to_string(),
+                    })
+            }
+            None => Ok(None),
+        }
     }
 
     /// The latest stored snapshot, if any.
@@ -407,12 +532,32 @@ impl raft::Storage for RaftStore {
         Ok(self.read_index().last)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        match self.stored_snapshot().map_err(to_raft)? {
-            Some(s) if s.get_metadata().index >= request_index => Ok(s),
-            _ => Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            )),
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let stored = self.stored_snapshot().map_err(to_raft)?;
+        // A snapshot is only useful to a replica its configuration names (a
+        // replica added since would ignore it).
+        let names_to = |s: &Snapshot| {
+            let cs = s.get_metadata().get_conf_state();
+            cs.voters.contains(&to)
+                || cs.learners.contains(&to)
+                || cs.voters_outgoing.contains(&to)
+                || cs.learners_next.contains(&to)
+        };
+        match stored {
+            Some(s) if s.get_metadata().index >= request_index && names_to(&s) => Ok(s),
+            other => {
+                // Ask the owner for a fresh one; raft-rs will ask again.
+                let newer = other.map(|s| s.get_metadata().index + 1).unwrap_or(1);
+                let want = request_index.max(newer);
+                let _ = self
+                    .wanted
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                        (w == 0 || want < w).then_some(want)
+                    });
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
         }
     }
 }

@@ -12,6 +12,9 @@ use crate::types::{Image, ImageName, Mac, Node, NodeNumber, Rack, RackName};
 const IDEMPOTENCY_WINDOW: usize = 100_000;
 
 /// The replicated state of the cluster.
+///
+/// Serialized (snapshots, digests) without its derived index, which is
+/// rebuilt on first use after deserialization.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     revision: u64,
@@ -24,6 +27,66 @@ pub struct State {
     node_images: BTreeMap<NodeNumber, ImageName>,
     idempotency: BTreeMap<String, Result<Outcome, StateError>>,
     idempotency_order: VecDeque<String>,
+    /// Derived: used slots per rack, so a discovery costs O(log n), not O(n).
+    #[serde(skip)]
+    rack_slots: SlotIndex,
+}
+
+/// Used slots per rack, derived from the nodes (`None` until built). Never
+/// serialized, and equal to any other index: it is a cache, not state.
+#[derive(Clone, Default)]
+struct SlotIndex(Option<BTreeMap<RackName, BTreeSet<u32>>>);
+
+impl PartialEq for SlotIndex {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SlotIndex {}
+
+impl std::fmt::Debug for SlotIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlotIndex")
+    }
+}
+
+impl SlotIndex {
+    fn get(
+        &mut self,
+        nodes: &BTreeMap<NodeNumber, Node>,
+    ) -> &mut BTreeMap<RackName, BTreeSet<u32>> {
+        self.0.get_or_insert_with(|| {
+            let mut index: BTreeMap<RackName, BTreeSet<u32>> = BTreeMap::new();
+            for n in nodes.values() {
+                index.entry(n.rack.clone()).or_default().insert(n.slot);
+            }
+            index
+        })
+    }
+}
+
+/// Lowest value not in `used` (a set of `0..`-based or `1..`-based values
+/// starting at `start`): O(log n) when `used` is contiguous, a scan otherwise.
+fn lowest_free(used: &BTreeSet<u32>, start: u32) -> u32 {
+    match used.last() {
+        None => start,
+        Some(&last)
+            if (last - start) as usize + 1 == used.len() && used.first() == Some(&start) =>
+        {
+            last + 1
+        }
+        Some(_) => {
+            let mut expected = start;
+            for &v in used {
+                if v != expected {
+                    break;
+                }
+                expected += 1;
+            }
+            expected
+        }
+    }
 }
 
 /// Everything an agent needs to serve one rack.
@@ -158,18 +221,17 @@ impl State {
             }
             return Ok(Outcome::Node(node));
         }
-        let used: BTreeSet<u32> = self
-            .nodes
-            .values()
-            .filter(|n| n.rack == rack_name)
-            .map(|n| n.slot)
-            .collect();
-        let slot = (0..rack.slot_count())
-            .find(|s| !used.contains(s))
-            .ok_or_else(|| StateError::RackFull {
+        let slot = self
+            .rack_slots
+            .get(&self.nodes)
+            .get(&rack_name)
+            .map_or(0, |used| lowest_free(used, 0));
+        if slot >= rack.slot_count() {
+            return Err(StateError::RackFull {
                 rack: rack_name.clone(),
                 subnet: rack.subnet.to_string(),
-            })?;
+            });
+        }
         let number = self.lowest_free_number();
         let mut unique = Vec::new();
         for m in macs {
@@ -187,6 +249,11 @@ impl State {
         for m in &node.macs {
             self.macs.insert(*m, number);
         }
+        self.rack_slots
+            .get(&self.nodes)
+            .entry(node.rack.clone())
+            .or_default()
+            .insert(slot);
         self.nodes.insert(number, node.clone());
         self.revision += 1;
         Ok(Outcome::Node(node))
@@ -194,6 +261,14 @@ impl State {
 
     /// Lowest number not in use, starting at 1.
     fn lowest_free_number(&self) -> NodeNumber {
+        let contiguous = self
+            .nodes
+            .keys()
+            .next_back()
+            .is_none_or(|last| last.0 as usize == self.nodes.len());
+        if contiguous {
+            return NodeNumber(self.nodes.len() as u32 + 1);
+        }
         let mut expected = 1u32;
         for n in self.nodes.keys() {
             if n.0 != expected {

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used)]
 
 use raft::Storage;
-use raft::prelude::{Entry, HardState};
+use std::collections::BTreeMap;
+
+use raft::prelude::{ConfState, Entry, HardState};
 
 use super::*;
 
@@ -82,6 +84,11 @@ fn compaction_boundaries() {
     let s = open(&dir);
     let ents: Vec<Entry> = (1..=10).map(|i| ent(i, 1 + i / 5)).collect();
     s.persist(&ents, None).unwrap();
+    let cs = ConfState {
+        voters: vec![1, 2],
+        ..Default::default()
+    };
+    s.set_conf_state(&cs, &BTreeMap::new()).unwrap();
     s.compact_to_snapshot(5, b"state@5".to_vec()).unwrap();
     assert_eq!(s.first_index().unwrap(), 6);
     assert_eq!(s.last_index().unwrap(), 10);
@@ -100,14 +107,61 @@ fn compaction_boundaries() {
             .len(),
         5
     );
-    let snap = s.snapshot(5, 0).unwrap();
+    let snap = s.snapshot(5, 2).unwrap();
     assert_eq!(snap.get_metadata().index, 5);
     assert_eq!(snap.get_data(), b"state@5");
-    assert!(s.snapshot(8, 0).is_err(), "stale snapshot is not offered");
+    assert_eq!(s.wanted_snapshot(), 0);
+    assert!(s.snapshot(8, 2).is_err(), "stale snapshot is not offered");
+    assert_eq!(s.wanted_snapshot(), 8, "a fresh snapshot is asked for");
+    s.compact_to_snapshot(8, b"state@8".to_vec()).unwrap();
+    assert_eq!(s.wanted_snapshot(), 0, "the wish is fulfilled");
+    assert_eq!(s.hard_state().commit, 8, "commit never below a snapshot");
     drop(s);
     let s = open(&dir);
-    assert_eq!(s.first_index().unwrap(), 6);
+    assert_eq!(s.first_index().unwrap(), 9);
     assert_eq!(s.last_index().unwrap(), 10);
+}
+
+#[test]
+fn snapshot_for_a_replica_it_does_not_name_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    s.persist(&[ent(1, 1), ent(2, 1), ent(3, 1)], None).unwrap();
+    let cs = ConfState {
+        voters: vec![1, 2, 3],
+        ..Default::default()
+    };
+    s.set_conf_state(&cs, &BTreeMap::new()).unwrap();
+    s.compact_to_snapshot(2, b"old".to_vec()).unwrap();
+    // Replica 4 was added later: the stored snapshot would be ignored there.
+    assert!(matches!(
+        s.snapshot(0, 4),
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable
+        ))
+    ));
+    assert_eq!(s.wanted_snapshot(), 3);
+    let cs = ConfState {
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+        ..Default::default()
+    };
+    s.set_conf_state(&cs, &BTreeMap::from([(4, "h:1".to_string())]))
+        .unwrap();
+    s.compact_to_snapshot(3, b"new".to_vec()).unwrap();
+    assert_eq!(s.snapshot(0, 4).unwrap().get_data(), b"new");
+    assert_eq!(
+        s.addresses().unwrap(),
+        Some(BTreeMap::from([(4, "h:1".to_string())]))
+    );
+}
+
+#[test]
+fn nothing_to_persist_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    s.persist(&[], None).unwrap();
+    assert!(s.is_empty());
 }
 
 #[test]
@@ -130,7 +184,7 @@ fn installing_a_snapshot_replaces_the_log() {
     snap.mut_metadata().index = 20;
     snap.mut_metadata().term = 4;
     snap.set_data(b"x".to_vec().into());
-    s.apply_snapshot(&snap).unwrap();
+    s.apply_snapshot(&snap, &BTreeMap::new()).unwrap();
     assert_eq!(s.first_index().unwrap(), 21);
     assert_eq!(s.last_index().unwrap(), 20);
     assert_eq!(s.term(20).unwrap(), 4);

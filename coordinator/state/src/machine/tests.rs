@@ -206,7 +206,24 @@ proptest! {
             }
         }
         let json = serde_json::to_vec(&s).unwrap();
-        let back: State = serde_json::from_slice(&json).unwrap();
-        prop_assert_eq!(back, s);
+        let mut back: State = serde_json::from_slice(&json).unwrap();
+        prop_assert_eq!(&back, &s);
+        // The rebuilt slot index assigns what the maintained one does.
+        let mut s = s;
+        for r in ["r0", "r1", "r2"] {
+            let fresh = [mac(200)];
+            prop_assert_eq!(discover(&mut back, r, &fresh), discover(&mut s, r, &fresh));
+        }
     }
+}
+
+#[test]
+fn lowest_free_finds_first_gap() {
+    let set = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
+    assert_eq!(lowest_free(&set(&[]), 0), 0);
+    assert_eq!(lowest_free(&set(&[0, 1, 2]), 0), 3);
+    assert_eq!(lowest_free(&set(&[0, 2, 3]), 0), 1);
+    assert_eq!(lowest_free(&set(&[1, 2]), 0), 0);
+    assert_eq!(lowest_free(&set(&[1, 2, 3]), 1), 4);
+    assert_eq!(lowest_free(&set(&[2, 3]), 1), 1);
 }
