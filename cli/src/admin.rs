@@ -33,7 +33,10 @@ pub async fn image_list(conn: &Conn) -> anyhow::Result<()> {
         .images;
     say!(
         "{:<28} {:>12} {:>12}  {:<16} MANIFEST",
-        "NAME", "KERNEL", "INITRD", "CMDLINE"
+        "NAME",
+        "KERNEL",
+        "INITRD",
+        "CMDLINE"
     );
     for i in images {
         let size = |b: &Option<pb::BlobRef>| b.as_ref().map(|b| b.size).unwrap_or_default();
@@ -60,7 +63,10 @@ pub async fn rack_list(conn: &Conn) -> anyhow::Result<()> {
         .racks;
     say!(
         "{:<12} {:<18} {:<16} {:<16} GATEWAY",
-        "RACK", "SUBNET", "AGENT", "NODE BASE"
+        "RACK",
+        "SUBNET",
+        "AGENT",
+        "NODE BASE"
     );
     for r in racks {
         say!(
@@ -92,7 +98,11 @@ pub async fn node_list(conn: &Conn, rack: Option<String>) -> anyhow::Result<()> 
         .nodes;
     say!(
         "{:<6} {:<8} {:<8} {:<16} {:<18} IMAGE",
-        "NODE", "NAME", "RACK", "ADDRESS", "MAC"
+        "NODE",
+        "NAME",
+        "RACK",
+        "ADDRESS",
+        "MAC"
     );
     for n in nodes {
         say!(
@@ -130,7 +140,120 @@ pub async fn node_show(conn: &Conn, number: u32) -> anyhow::Result<()> {
     say!("address:  {}", n.address);
     say!("macs:     {}", n.macs.join(", "));
     say!("image:    {}", image_label(&n));
+    let sessions = conn
+        .nodes()
+        .list_boot_sessions(pb::ListBootSessionsRequest { number })
+        .await
+        .map_err(|s| conn.err(&format!("boot sessions of node {number}"), s))?
+        .into_inner()
+        .sessions;
+    say!(
+        "sessions: {}",
+        if sessions.is_empty() {
+            "none yet"
+        } else {
+            "(oldest first)"
+        }
+    );
+    for s in sessions {
+        let k: String = s.kernel_blake3.chars().take(16).collect();
+        let version = if s.kernel_version.is_empty() {
+            "-"
+        } else {
+            &s.kernel_version
+        };
+        say!(
+            "  {}  {}  kernel {k}… {version}  {}  {}",
+            s.id,
+            s.image,
+            s.transport,
+            format_millis(s.unix_millis)
+        );
+    }
     Ok(())
+}
+
+/// Unix milliseconds as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_millis(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Arguments of `logs`.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// Node number.
+    pub number: u32,
+    /// Which boot: `last`, a session id (see `node show`), or all kept sessions when omitted.
+    #[arg(long)]
+    pub boot: Option<String>,
+    /// Keep printing new lines as they arrive (polls every second; Ctrl-C to stop).
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// `logs N`: one line per log line, `SESSION UNIX_MILLIS TEXT`.
+pub async fn logs(conn: &Conn, args: LogsArgs) -> anyhow::Result<()> {
+    let mut after = 0u64;
+    // `--boot last` is resolved once, so following stays on that boot.
+    let mut boot = args.boot.clone().unwrap_or_default();
+    loop {
+        let r = conn
+            .nodes()
+            .get_logs(pb::GetLogsRequest {
+                number: args.number,
+                boot: boot.clone(),
+                after_unix_millis: after,
+            })
+            .await
+            .map_err(|s| conn.err(&format!("logs of node {}", args.number), s))?
+            .into_inner();
+        if !r.session.is_empty() {
+            boot = r.session.clone();
+        }
+        for l in r.lines {
+            after = after.max(l.unix_millis);
+            let session = if l.session.is_empty() {
+                "-"
+            } else {
+                &l.session
+            };
+            say!("{session} {} {}", l.unix_millis, l.text);
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn millis_format_as_utc() {
+        assert_eq!(super::format_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::format_millis(1_795_294_262_123),
+            "2026-11-21T20:51:02.123Z"
+        );
+    }
 }
 
 /// `assign`.
@@ -156,7 +279,9 @@ pub async fn assign(conn: &Conn, args: AssignArgs) -> anyhow::Result<()> {
         .into_inner();
     say!(
         "{} now boots {} (revision {})",
-        label, args.image, resp.revision
+        label,
+        args.image,
+        resp.revision
     );
     Ok(())
 }
@@ -171,13 +296,21 @@ pub async fn cluster_status(conn: &Conn) -> anyhow::Result<()> {
         .into_inner();
     say!(
         "replica {} (asked), leader {}, term {}, commit {}, applied {}, revision {}",
-        s.id, s.leader_id, s.term, s.commit_index, s.applied_index, s.revision
+        s.id,
+        s.leader_id,
+        s.term,
+        s.commit_index,
+        s.applied_index,
+        s.revision
     );
     say!("{:<4} {:<24} {:<10} MATCHED", "ID", "ADDRESS", "ROLE");
     for m in s.members {
         say!(
             "{:<4} {:<24} {:<10} {}",
-            m.id, m.address, m.role, m.matched_index
+            m.id,
+            m.address,
+            m.role,
+            m.matched_index
         );
     }
     Ok(())

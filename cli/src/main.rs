@@ -45,6 +45,8 @@ enum Command {
     Node(NodeCmd),
     /// Assign an image to every node (--default), a rack, or one node.
     Assign(admin::AssignArgs),
+    /// A node's boot logs, tied to the boot session (kernel) they came from.
+    Logs(admin::LogsArgs),
     /// Coordinator cluster.
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -124,6 +126,7 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Node(NodeCmd::List { rack }) => admin::node_list(&conn, rack).await,
         Command::Node(NodeCmd::Show { number }) => admin::node_show(&conn, number).await,
         Command::Assign(args) => admin::assign(&conn, args).await,
+        Command::Logs(args) => admin::logs(&conn, args).await,
         Command::Cluster(ClusterCmd::Status) => cluster::status(&conn).await,
         Command::Cluster(ClusterCmd::Add(args)) => cluster::add(&conn, args).await,
         Command::Cluster(ClusterCmd::Remove { id }) => cluster::remove(&conn, id).await,

@@ -122,7 +122,8 @@ pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
         } else {
             say!(
                 "{what}: {} bytes, blake3 {} already stored",
-                blob.size, blob.blake3
+                blob.size,
+                blob.blake3
             );
         }
     }

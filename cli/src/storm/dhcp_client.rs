@@ -23,10 +23,23 @@ pub struct Lease {
 
 #[derive(Debug, Clone)]
 enum State {
-    Discover { first: Instant, sent: usize },
-    Request { offer: Lease, server: Ipv4Addr, first: Instant, sent: usize },
-    Bound { lease: Lease, at: Instant },
-    Failed { reason: String },
+    Discover {
+        first: Instant,
+        sent: usize,
+    },
+    Request {
+        offer: Lease,
+        server: Ipv4Addr,
+        first: Instant,
+        sent: usize,
+    },
+    Bound {
+        lease: Lease,
+        at: Instant,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 /// One emulated client's DHCP exchange.
@@ -48,9 +61,13 @@ pub struct DhcpExchange {
 fn pxe_options(msg: &mut Message, mac: &[u8; 6]) {
     let opts = msg.opts_mut();
     opts.insert(DhcpOption::MaxMessageSize(1472));
-    opts.insert(DhcpOption::ClientSystemArchitecture(dhcproto::v4::Architecture::X86_Bios));
+    opts.insert(DhcpOption::ClientSystemArchitecture(
+        dhcproto::v4::Architecture::X86_Bios,
+    ));
     opts.insert(DhcpOption::ClientNetworkInterface(1, 2, 1));
-    opts.insert(DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
+    opts.insert(DhcpOption::ClassIdentifier(
+        b"PXEClient:Arch:00000:UNDI:002001".to_vec(),
+    ));
     let mut uuid = vec![0u8];
     uuid.extend_from_slice(&[0x52, 0x42, 0, 0, 0, 0, 0, 0, 0, 0]);
     uuid.extend_from_slice(mac);
@@ -78,7 +95,10 @@ impl DhcpExchange {
             started: now,
             discover_schedule: vec![s(4.0), s(12.0), s(28.0), s(60.0)],
             request_schedule: vec![s(1.0), s(3.0), s(6.0), s(10.0)],
-            state: State::Discover { first: now, sent: 1 },
+            state: State::Discover {
+                first: now,
+                sent: 1,
+            },
             out: Vec::new(),
             naks: 0,
             sent: 0,
@@ -117,7 +137,8 @@ impl DhcpExchange {
 
     fn send_request(&mut self, offer: &Lease, server: Ipv4Addr) {
         let mut m = self.base(MessageType::Request);
-        m.opts_mut().insert(DhcpOption::RequestedIpAddress(offer.yiaddr));
+        m.opts_mut()
+            .insert(DhcpOption::RequestedIpAddress(offer.yiaddr));
         m.opts_mut().insert(DhcpOption::ServerIdentifier(server));
         self.push(&m);
     }
@@ -146,15 +167,21 @@ impl DhcpExchange {
     /// Next timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
-            State::Discover { first, sent } => self.discover_schedule.get(sent - 1).map(|d| *first + *d),
-            State::Request { first, sent, .. } => self.request_schedule.get(sent - 1).map(|d| *first + *d),
+            State::Discover { first, sent } => {
+                self.discover_schedule.get(sent - 1).map(|d| *first + *d)
+            }
+            State::Request { first, sent, .. } => {
+                self.request_schedule.get(sent - 1).map(|d| *first + *d)
+            }
             _ => None,
         }
     }
 
     /// Timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(due) = self.poll_timeout() else { return };
+        let Some(due) = self.poll_timeout() else {
+            return;
+        };
         if now < due {
             return;
         }
@@ -165,18 +192,34 @@ impl DhcpExchange {
                         reason: "no DHCP offer (PXE-E51)".into(),
                     };
                 } else {
-                    self.state = State::Discover { first, sent: sent + 1 };
+                    self.state = State::Discover {
+                        first,
+                        sent: sent + 1,
+                    };
                     self.send_discover();
                 }
             }
-            State::Request { offer, server, first, sent } => {
+            State::Request {
+                offer,
+                server,
+                first,
+                sent,
+            } => {
                 if sent >= self.request_schedule.len() {
                     // Start over, as ROMs do.
-                    self.state = State::Discover { first: now, sent: 1 };
+                    self.state = State::Discover {
+                        first: now,
+                        sent: 1,
+                    };
                     self.send_discover();
                 } else {
                     self.send_request(&offer, server);
-                    self.state = State::Request { offer, server, first, sent: sent + 1 };
+                    self.state = State::Request {
+                        offer,
+                        server,
+                        first,
+                        sent: sent + 1,
+                    };
                 }
             }
             _ => {}
@@ -185,8 +228,13 @@ impl DhcpExchange {
 
     /// A reply arrived (already matched by xid by the caller or not).
     pub fn handle_reply(&mut self, now: Instant, bytes: &[u8]) {
-        let Ok(m) = Message::from_bytes(bytes) else { return };
-        if m.xid() != self.xid || m.opcode() != Opcode::BootReply || m.chaddr().get(..6) != Some(&self.mac[..]) {
+        let Ok(m) = Message::from_bytes(bytes) else {
+            return;
+        };
+        if m.xid() != self.xid
+            || m.opcode() != Opcode::BootReply
+            || m.chaddr().get(..6) != Some(&self.mac[..])
+        {
             return;
         }
         let ty = m.opts().msg_type();
@@ -195,10 +243,16 @@ impl DhcpExchange {
             _ => m.siaddr(),
         };
         let boot_file = match m.opts().get(OptionCode::BootfileName) {
-            Some(DhcpOption::BootfileName(f)) => String::from_utf8_lossy(f).trim_end_matches('\0').to_string(),
+            Some(DhcpOption::BootfileName(f)) => String::from_utf8_lossy(f)
+                .trim_end_matches('\0')
+                .to_string(),
             _ => m
                 .fname()
-                .map(|f| String::from_utf8_lossy(f).trim_end_matches('\0').to_string())
+                .map(|f| {
+                    String::from_utf8_lossy(f)
+                        .trim_end_matches('\0')
+                        .to_string()
+                })
                 .unwrap_or_default(),
         };
         let hostname = match m.opts().get(OptionCode::Hostname) {
@@ -214,7 +268,12 @@ impl DhcpExchange {
         match (&self.state, ty) {
             (State::Discover { .. }, Some(MessageType::Offer)) => {
                 self.send_request(&lease, server);
-                self.state = State::Request { offer: lease, server, first: now, sent: 1 };
+                self.state = State::Request {
+                    offer: lease,
+                    server,
+                    first: now,
+                    sent: 1,
+                };
             }
             (State::Request { offer, .. }, Some(MessageType::Ack)) => {
                 let mut lease = lease;
@@ -225,7 +284,10 @@ impl DhcpExchange {
             }
             (State::Request { .. }, Some(MessageType::Nak)) => {
                 self.naks += 1;
-                self.state = State::Discover { first: now, sent: 1 };
+                self.state = State::Discover {
+                    first: now,
+                    sent: 1,
+                };
                 self.send_discover();
             }
             _ => {}
@@ -262,7 +324,11 @@ mod tests {
         let mac = [0x52, 0x54, 0, 0, 0, 7];
         let nodes: HashMap<Mac, NodeBinding> = HashMap::from([(
             Mac(mac),
-            NodeBinding { number: 7, addr: Ipv4Addr::new(10, 0, 0, 8), hostname: "n7".into() },
+            NodeBinding {
+                number: 7,
+                addr: Ipv4Addr::new(10, 0, 0, 8),
+                hostname: "n7".into(),
+            },
         )]);
         let now = Instant::now();
         let mut c = DhcpExchange::new(mac, 42, now, 1.0);

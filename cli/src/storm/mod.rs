@@ -96,7 +96,8 @@ fn parse_mac(s: &str) -> anyhow::Result<u64> {
     anyhow::ensure!(parts.len() == 6, "--mac-base {s}: expected six hex bytes");
     let mut v = 0u64;
     for p in parts {
-        v = (v << 8) | u64::from(u8::from_str_radix(p, 16).with_context(|| format!("--mac-base {s}"))?);
+        v = (v << 8)
+            | u64::from(u8::from_str_radix(p, 16).with_context(|| format!("--mac-base {s}"))?);
     }
     Ok(v)
 }
@@ -122,11 +123,27 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     if args.tftp_only {
         for i in 0..args.clients {
             let start = t0 + Duration::from_millis(args.ripple_ms * i as u64);
-            tokio::spawn(boot_client(args.clone(), i, start, None, deadline, bind_ip, done_tx.clone()));
+            tokio::spawn(boot_client(
+                args.clone(),
+                i,
+                start,
+                None,
+                deadline,
+                bind_ip,
+                done_tx.clone(),
+            ));
         }
     } else {
         let socket = dhcp_socket(bind_ip, args.dhcp_client_port).await?;
-        tokio::spawn(dhcp_storm(args.clone(), base, socket, t0, deadline, bind_ip, done_tx.clone()));
+        tokio::spawn(dhcp_storm(
+            args.clone(),
+            base,
+            socket,
+            t0,
+            deadline,
+            bind_ip,
+            done_tx.clone(),
+        ));
     }
     drop(done_tx);
     let mut report = Report::new(args.clients);
@@ -180,22 +197,37 @@ async fn dhcp_storm(
         if now >= deadline {
             for (i, f) in finished.iter().enumerate() {
                 if !f {
-                    let _ = done.send(ClientOutcome::failed(i, "storm deadline reached during DHCP")).await;
+                    let _ = done
+                        .send(ClientOutcome::failed(
+                            i,
+                            "storm deadline reached during DHCP",
+                        ))
+                        .await;
                 }
             }
             return;
         }
         // Power on whoever is due.
         for (i, slot) in exchanges.iter_mut().enumerate() {
-            if slot.is_none() && !finished[i] && now >= t0 + Duration::from_millis(args.ripple_ms * i as u64) {
+            if slot.is_none()
+                && !finished[i]
+                && now >= t0 + Duration::from_millis(args.ripple_ms * i as u64)
+            {
                 let xid = 0x5254_0000u32.wrapping_add(i as u32);
                 by_xid.insert(xid, i);
-                *slot = Some(DhcpExchange::new(mac_bytes(mac_base + i as u64), xid, now, args.time_scale));
+                *slot = Some(DhcpExchange::new(
+                    mac_bytes(mac_base + i as u64),
+                    xid,
+                    now,
+                    args.time_scale,
+                ));
             }
         }
         // Timers and sends.
         for i in 0..n {
-            let Some(x) = exchanges[i].as_mut() else { continue };
+            let Some(x) = exchanges[i].as_mut() else {
+                continue;
+            };
             x.handle_timeout(now);
             for pkt in x.drain() {
                 let _ = socket.send_to(&pkt, server).await;
@@ -216,9 +248,16 @@ async fn dhcp_storm(
             };
             let Ok((len, _)) = r else { continue };
             let pkt = buf.get(..len).unwrap_or_default();
-            let Some(xid) = pkt.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { continue };
+            let Some(xid) = pkt
+                .get(4..8)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                continue;
+            };
             let Some(&i) = by_xid.get(&xid) else { continue };
-            let Some(x) = exchanges[i].as_mut() else { continue };
+            let Some(x) = exchanges[i].as_mut() else {
+                continue;
+            };
             let at = Instant::now();
             x.handle_reply(at, pkt);
             for out in x.drain() {
@@ -235,7 +274,15 @@ async fn dhcp_storm(
                 } else {
                     let start = Instant::now();
                     let info = Some((took, naks, lease));
-                    tokio::spawn(boot_client(args.clone(), i, start, info, deadline, bind_ip, done.clone()));
+                    tokio::spawn(boot_client(
+                        args.clone(),
+                        i,
+                        start,
+                        info,
+                        deadline,
+                        bind_ip,
+                        done.clone(),
+                    ));
                 }
             }
         }
@@ -255,7 +302,11 @@ async fn boot_client(
     tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
     let (dhcp_time, naks, server_ip, dhcp_file) = match &dhcp {
         Some((t, n, lease)) => {
-            let ip = if lease.next_server.is_unspecified() { args.server } else { lease.next_server };
+            let ip = if lease.next_server.is_unspecified() {
+                args.server
+            } else {
+                lease.next_server
+            };
             (Some(*t), *n, ip, Some(lease.boot_file.clone()))
         }
         None => (None, 0, args.server, None),
@@ -264,7 +315,9 @@ async fn boot_client(
         (Some(f), _) => f.clone(),
         (None, Some(f)) if !f.is_empty() => f,
         _ => {
-            let _ = done.send(ClientOutcome::failed(i, "no boot file in the DHCP answer")).await;
+            let _ = done
+                .send(ClientOutcome::failed(i, "no boot file in the DHCP answer"))
+                .await;
             return;
         }
     };
@@ -272,7 +325,8 @@ async fn boot_client(
     cfg.blksize = args.blksize;
     cfg.windowsize = args.windowsize;
     cfg.probe = !args.no_probe;
-    cfg.ack_timeout = Duration::from_secs_f64(args.ack_timeout_ms as f64 / 1000.0 * args.time_scale);
+    cfg.ack_timeout =
+        Duration::from_secs_f64(args.ack_timeout_ms as f64 / 1000.0 * args.time_scale);
     cfg.ack_retries = args.ack_retries;
     let server = SocketAddr::V4(SocketAddrV4::new(server_ip, args.tftp_port));
     let mut outcome = ClientOutcome::new(i, dhcp_time, naks);
@@ -280,7 +334,14 @@ async fn boot_client(
     let mut files = vec![first];
     files.extend(args.second_file.clone());
     for (k, file) in files.iter().enumerate() {
-        let cfg = if k == 0 { cfg.clone() } else { ClientConfig { probe: false, ..cfg.clone() } };
+        let cfg = if k == 0 {
+            cfg.clone()
+        } else {
+            ClientConfig {
+                probe: false,
+                ..cfg.clone()
+            }
+        };
         match fetch(cfg, file, server, bind_ip, deadline).await {
             Ok((r, resends)) => {
                 outcome.resends += resends;
@@ -291,7 +352,8 @@ async fn boot_client(
                             && let Some(exp) = &args.expect_blake3
                             && *exp != digest
                         {
-                            outcome.fail(format!("{file}: content blake3 {digest} != expected {exp}"));
+                            outcome
+                                .fail(format!("{file}: content blake3 {digest} != expected {exp}"));
                             break;
                         }
                     }
@@ -336,7 +398,10 @@ async fn fetch(
             return Ok((r, f.resends));
         }
         if Instant::now() >= deadline {
-            return Ok((FetchResult::Failed("storm deadline reached".into()), f.resends));
+            return Ok((
+                FetchResult::Failed("storm deadline reached".into()),
+                f.resends,
+            ));
         }
         let wake = f.poll_timeout().unwrap_or(deadline).min(deadline);
         tokio::select! {

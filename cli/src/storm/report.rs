@@ -26,7 +26,15 @@ pub struct ClientOutcome {
 impl ClientOutcome {
     /// A client about to fetch.
     pub fn new(index: usize, dhcp: Option<Duration>, naks: u32) -> Self {
-        ClientOutcome { index, dhcp, tftp: None, naks, resends: 0, bytes: 0, failure: None }
+        ClientOutcome {
+            index,
+            dhcp,
+            tftp: None,
+            naks,
+            resends: 0,
+            bytes: 0,
+            failure: None,
+        }
     }
     /// A failed client.
     pub fn failed(index: usize, reason: &str) -> Self {
@@ -68,7 +76,11 @@ fn ms(d: Duration) -> f64 {
 impl Report {
     /// Empty report for `clients`.
     pub fn new(clients: usize) -> Self {
-        Report { clients, outcomes: Vec::new(), elapsed: Duration::ZERO }
+        Report {
+            clients,
+            outcomes: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
     }
     /// Add a result.
     pub fn add(&mut self, o: ClientOutcome) {
@@ -87,7 +99,11 @@ impl Report {
         self.clients - self.failed()
     }
     fn series(&self, f: impl Fn(&ClientOutcome) -> Option<Duration>) -> Vec<Duration> {
-        self.outcomes.iter().filter(|o| o.failure.is_none()).filter_map(f).collect()
+        self.outcomes
+            .iter()
+            .filter(|o| o.failure.is_none())
+            .filter_map(f)
+            .collect()
     }
     fn bytes(&self) -> u64 {
         self.outcomes.iter().map(|o| o.bytes).sum()
@@ -149,11 +165,20 @@ impl Report {
             "storm: {} clients against {} ({}), ripple {} ms, time scale {}\n",
             self.clients,
             args.server,
-            if args.tftp_only { "TFTP only" } else if args.dhcp_only { "DHCP only" } else { "DHCP + TFTP" },
+            if args.tftp_only {
+                "TFTP only"
+            } else if args.dhcp_only {
+                "DHCP only"
+            } else {
+                "DHCP + TFTP"
+            },
             args.ripple_ms,
             args.time_scale
         );
-        s += &format!("{:<6} {:>8} {:>10} {:>10} {:>10}\n", "phase", "done", "p50 ms", "p99 ms", "max ms");
+        s += &format!(
+            "{:<6} {:>8} {:>10} {:>10} {:>10}\n",
+            "phase", "done", "p50 ms", "p99 ms", "max ms"
+        );
         if !args.tftp_only {
             s += &format!(
                 "{:<6} {:>8} {:>10.1} {:>10.1} {:>10.1}\n",

@@ -66,8 +66,14 @@ impl ClientConfig {
 
 #[derive(Debug, Clone)]
 enum State {
-    Probe { first: Instant, sent: usize },
-    Request { first: Instant, sent: usize },
+    Probe {
+        first: Instant,
+        sent: usize,
+    },
+    Request {
+        first: Instant,
+        sent: usize,
+    },
     Receive {
         tid: SocketAddr,
         /// Next expected block (wire number).
@@ -80,8 +86,13 @@ enum State {
         window: u16,
         in_window: u16,
     },
-    Done { bytes: u64, at: Instant },
-    Failed { reason: String },
+    Done {
+        bytes: u64,
+        at: Instant,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 /// One file fetch.
@@ -140,7 +151,9 @@ fn ack(block: u16) -> Vec<u8> {
 }
 
 fn option<'a>(opts: &'a [RawOption], name: &str) -> Option<&'a str> {
-    opts.iter().find(|o| o.name == name).map(|o| o.value.as_str())
+    opts.iter()
+        .find(|o| o.name == name)
+        .map(|o| o.value.as_str())
 }
 
 impl Fetch {
@@ -149,7 +162,10 @@ impl Fetch {
         let mut f = Fetch {
             file: file.to_string(),
             server,
-            state: State::Request { first: now, sent: 0 },
+            state: State::Request {
+                first: now,
+                sent: 0,
+            },
             started: now,
             out: VecDeque::new(),
             tsize: None,
@@ -158,14 +174,20 @@ impl Fetch {
             cfg,
         };
         if f.cfg.probe {
-            f.state = State::Probe { first: now, sent: 1 };
+            f.state = State::Probe {
+                first: now,
+                sent: 1,
+            };
             f.out.push_back(Out {
                 sock: Sock::Probe,
                 to: server,
                 payload: rrq(&f.file, &f.cfg, true),
             });
         } else {
-            f.state = State::Request { first: now, sent: 1 };
+            f.state = State::Request {
+                first: now,
+                sent: 1,
+            };
             f.out.push_back(Out {
                 sock: Sock::Fetch,
                 to: server,
@@ -196,9 +218,11 @@ impl Fetch {
     /// When `handle_timeout` must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
-            State::Probe { first, sent } | State::Request { first, sent } => {
-                self.cfg.rrq_schedule.get(sent.saturating_sub(1)).map(|d| *first + *d)
-            }
+            State::Probe { first, sent } | State::Request { first, sent } => self
+                .cfg
+                .rrq_schedule
+                .get(sent.saturating_sub(1))
+                .map(|d| *first + *d),
             State::Receive { deadline, .. } => Some(*deadline),
             _ => None,
         }
@@ -209,7 +233,10 @@ impl Fetch {
     }
 
     fn start_request(&mut self, now: Instant) {
-        self.state = State::Request { first: now, sent: 1 };
+        self.state = State::Request {
+            first: now,
+            sent: 1,
+        };
         self.out.push_back(Out {
             sock: Sock::Fetch,
             to: self.server,
@@ -222,13 +249,18 @@ impl Fetch {
         match self.state.clone() {
             State::Probe { first, sent } | State::Request { first, sent } => {
                 let probe = matches!(self.state, State::Probe { .. });
-                let Some(due) = self.cfg.rrq_schedule.get(sent.saturating_sub(1)) else { return };
+                let Some(due) = self.cfg.rrq_schedule.get(sent.saturating_sub(1)) else {
+                    return;
+                };
                 if now < first + *due {
                     return;
                 }
                 if sent >= self.cfg.rrq_schedule.len() {
                     let what = if probe { "size probe" } else { "request" };
-                    self.fail(format!("no answer to {what} for {:?} (PXE-E32: TFTP open timeout)", *due));
+                    self.fail(format!(
+                        "no answer to {what} for {:?} (PXE-E32: TFTP open timeout)",
+                        *due
+                    ));
                     return;
                 }
                 self.resends += 1;
@@ -237,14 +269,30 @@ impl Fetch {
                 } else {
                     (Sock::Fetch, rrq(&self.file, &self.cfg, false))
                 };
-                self.out.push_back(Out { sock, to: self.server, payload });
+                self.out.push_back(Out {
+                    sock,
+                    to: self.server,
+                    payload,
+                });
                 self.state = if probe {
-                    State::Probe { first, sent: sent + 1 }
+                    State::Probe {
+                        first,
+                        sent: sent + 1,
+                    }
                 } else {
-                    State::Request { first, sent: sent + 1 }
+                    State::Request {
+                        first,
+                        sent: sent + 1,
+                    }
                 };
             }
-            State::Receive { tid, last_ack, retries, deadline, .. } => {
+            State::Receive {
+                tid,
+                last_ack,
+                retries,
+                deadline,
+                ..
+            } => {
                 if now < deadline {
                     return;
                 }
@@ -253,12 +301,24 @@ impl Fetch {
                         State::Receive { bytes, .. } => *bytes,
                         _ => 0,
                     };
-                    self.fail(format!("transfer stalled after {got} bytes (PXE-E35: TFTP read timeout)"));
+                    self.fail(format!(
+                        "transfer stalled after {got} bytes (PXE-E35: TFTP read timeout)"
+                    ));
                     return;
                 }
                 self.resends += 1;
-                self.out.push_back(Out { sock: Sock::Fetch, to: tid, payload: last_ack });
-                if let State::Receive { retries, deadline, in_window, .. } = &mut self.state {
+                self.out.push_back(Out {
+                    sock: Sock::Fetch,
+                    to: tid,
+                    payload: last_ack,
+                });
+                if let State::Receive {
+                    retries,
+                    deadline,
+                    in_window,
+                    ..
+                } = &mut self.state
+                {
                     *retries += 1;
                     *deadline = now + self.cfg.ack_timeout;
                     *in_window = 0;
@@ -270,7 +330,9 @@ impl Fetch {
 
     /// A datagram arrived on `sock` from `from`.
     pub fn handle_datagram(&mut self, now: Instant, sock: Sock, from: SocketAddr, bytes: &[u8]) {
-        let Ok(packet) = Packet::parse(bytes) else { return };
+        let Ok(packet) = Packet::parse(bytes) else {
+            return;
+        };
         match (&self.state, sock) {
             (State::Probe { .. }, Sock::Probe) => match packet {
                 Packet::Oack { options } => {
@@ -308,13 +370,21 @@ impl Fetch {
             },
             (State::Request { .. }, Sock::Fetch) => match packet {
                 Packet::Oack { options } => {
-                    let blksize = option(&options, "blksize").and_then(|v| v.parse().ok()).unwrap_or(512);
-                    let window = option(&options, "windowsize").and_then(|v| v.parse().ok()).unwrap_or(1);
+                    let blksize = option(&options, "blksize")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(512);
+                    let window = option(&options, "windowsize")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1);
                     if self.tsize.is_none() {
                         self.tsize = option(&options, "tsize").and_then(|v| v.parse().ok());
                     }
                     let a = ack(0);
-                    self.out.push_back(Out { sock: Sock::Fetch, to: from, payload: a.clone() });
+                    self.out.push_back(Out {
+                        sock: Sock::Fetch,
+                        to: from,
+                        payload: a.clone(),
+                    });
                     self.state = State::Receive {
                         tid: from,
                         expect: 1,
@@ -349,9 +419,22 @@ impl Fetch {
                     self.fail(format!("server error {code:?}: {msg}"));
                     return;
                 }
-                let Packet::Data { block, data } = packet else { return };
+                let Packet::Data { block, data } = packet else {
+                    return;
+                };
                 let mut finished = None;
-                if let State::Receive { expect, bytes, last_ack, retries, deadline, blksize, window, in_window, .. } = &mut self.state {
+                if let State::Receive {
+                    expect,
+                    bytes,
+                    last_ack,
+                    retries,
+                    deadline,
+                    blksize,
+                    window,
+                    in_window,
+                    ..
+                } = &mut self.state
+                {
                     if block != *expect {
                         // Out of order or duplicate: a ROM re-ACKs what it has
                         // only on its own timer.
@@ -367,7 +450,11 @@ impl Fetch {
                     if last || *in_window >= *window {
                         *last_ack = ack(block);
                         *in_window = 0;
-                        self.out.push_back(Out { sock: Sock::Fetch, to: from, payload: last_ack.clone() });
+                        self.out.push_back(Out {
+                            sock: Sock::Fetch,
+                            to: from,
+                            payload: last_ack.clone(),
+                        });
                     }
                     if last {
                         finished = Some(*bytes);
@@ -395,7 +482,11 @@ mod tests {
         let content: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let file = Bytes::from(content.clone());
         let files = move |p: &SafePath, _c: SocketAddr| -> Result<Bytes, OpenError> {
-            if p.as_str() == "boot.bin" { Ok(file.clone()) } else { Err(OpenError::NotFound) }
+            if p.as_str() == "boot.bin" {
+                Ok(file.clone())
+            } else {
+                Err(OpenError::NotFound)
+            }
         };
         let mut server = Server::new(Config::default());
         let server_addr: SocketAddr = "10.0.0.1:69".parse().unwrap();
@@ -410,8 +501,16 @@ mod tests {
                 return (r, client.resends);
             }
             while let Some(o) = client.poll_transmit() {
-                let src = if o.sock == Sock::Probe { probe_addr } else { fetch_addr };
-                let local = tids.get(&o.to).copied().map(Local::Transfer).unwrap_or(Local::Listener);
+                let src = if o.sock == Sock::Probe {
+                    probe_addr
+                } else {
+                    fetch_addr
+                };
+                let local = tids
+                    .get(&o.to)
+                    .copied()
+                    .map(Local::Transfer)
+                    .unwrap_or(Local::Listener);
                 server.handle_datagram(now, local, src, &o.payload, &files);
             }
             while let Some(t) = server.poll_transmit() {
@@ -419,7 +518,9 @@ mod tests {
                 let from = match t.local {
                     Local::Listener => server_addr,
                     Local::Transfer(id) => {
-                        let a: SocketAddr = format!("10.0.0.1:{}", 10_000 + id.as_u64()).parse().unwrap();
+                        let a: SocketAddr = format!("10.0.0.1:{}", 10_000 + id.as_u64())
+                            .parse()
+                            .unwrap();
                         tids.insert(a, id);
                         a
                     }
@@ -427,12 +528,21 @@ mod tests {
                 if drop_every > 0 && n % drop_every == 0 {
                     continue;
                 }
-                let sock = if t.dest == probe_addr { Sock::Probe } else { Sock::Fetch };
+                let sock = if t.dest == probe_addr {
+                    Sock::Probe
+                } else {
+                    Sock::Fetch
+                };
                 client.handle_datagram(now, sock, from, &t.payload);
             }
             while server.poll_event().is_some() {}
-            let next = [client.poll_timeout(), server.poll_timeout()].into_iter().flatten().min();
-            if client.out.is_empty() && let Some(next) = next {
+            let next = [client.poll_timeout(), server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            if client.out.is_empty()
+                && let Some(next) = next
+            {
                 now = now.max(next);
             }
             client.handle_timeout(now);
@@ -449,7 +559,10 @@ mod tests {
             r,
             FetchResult::Done {
                 bytes: 100_000,
-                elapsed: match &r { FetchResult::Done { elapsed, .. } => *elapsed, _ => Duration::ZERO },
+                elapsed: match &r {
+                    FetchResult::Done { elapsed, .. } => *elapsed,
+                    _ => Duration::ZERO,
+                },
                 digest: blake3::hash(&expected).to_hex().to_string(),
             }
         );
@@ -460,28 +573,46 @@ mod tests {
         let mut cfg = ClientConfig::pxe_rom(1.0);
         cfg.windowsize = 4;
         let (r, resends) = run(300_000, cfg, 13);
-        assert!(matches!(r, FetchResult::Done { bytes: 300_000, .. }), "{r:?}");
+        assert!(
+            matches!(r, FetchResult::Done { bytes: 300_000, .. }),
+            "{r:?}"
+        );
         assert!(resends < 200, "resends {resends}");
     }
 
     #[test]
     fn missing_file_fails_the_boot_with_the_server_error() {
-        let files = |_p: &SafePath, _c: SocketAddr| -> Result<Bytes, OpenError> { Err(OpenError::NotFound) };
+        let files = |_p: &SafePath, _c: SocketAddr| -> Result<Bytes, OpenError> {
+            Err(OpenError::NotFound)
+        };
         let mut server = Server::new(Config::default());
         let now = Instant::now();
         let sa: SocketAddr = "10.0.0.1:69".parse().unwrap();
         let mut c = Fetch::new(ClientConfig::pxe_rom(1.0), "nope", sa, now);
         let o = c.poll_transmit().unwrap();
-        server.handle_datagram(now, Local::Listener, "10.0.0.9:2001".parse().unwrap(), &o.payload, &files);
+        server.handle_datagram(
+            now,
+            Local::Listener,
+            "10.0.0.9:2001".parse().unwrap(),
+            &o.payload,
+            &files,
+        );
         let t = server.poll_transmit().unwrap();
         c.handle_datagram(now, Sock::Probe, sa, &t.payload);
-        assert!(matches!(c.result(), Some(FetchResult::Failed(m)) if m.contains("FileNotFound") || m.contains("not found")));
+        assert!(
+            matches!(c.result(), Some(FetchResult::Failed(m)) if m.contains("FileNotFound") || m.contains("not found"))
+        );
     }
 
     #[test]
     fn silent_server_fails_at_the_firmware_limit() {
         let now = Instant::now();
-        let mut c = Fetch::new(ClientConfig::pxe_rom(1.0), "x", "10.0.0.1:69".parse().unwrap(), now);
+        let mut c = Fetch::new(
+            ClientConfig::pxe_rom(1.0),
+            "x",
+            "10.0.0.1:69".parse().unwrap(),
+            now,
+        );
         let mut t = now;
         let mut sent = 0;
         while c.result().is_none() {
@@ -491,8 +622,14 @@ mod tests {
             t = c.poll_timeout().unwrap();
             c.handle_timeout(t);
         }
-        assert_eq!(sent, 6, "RRQ sent at 0 and at each scheduled retry but the last");
+        assert_eq!(
+            sent, 6,
+            "RRQ sent at 0 and at each scheduled retry but the last"
+        );
         let waited = t.duration_since(now);
-        assert!(waited >= Duration::from_secs(15) && waited <= Duration::from_secs(17), "{waited:?}");
+        assert!(
+            waited >= Duration::from_secs(15) && waited <= Duration::from_secs(17),
+            "{waited:?}"
+        );
     }
 }

@@ -48,6 +48,80 @@ impl pb::node_service_server::NodeService for NodeApi {
             .ok_or_else(|| Status::not_found(format!("node {n} not found")))?;
         Ok(Response::new(node_to_pb(&state, node)))
     }
+
+    async fn list_boot_sessions(
+        &self,
+        req: Request<pb::ListBootSessionsRequest>,
+    ) -> Result<Response<pb::ListBootSessionsResponse>, Status> {
+        let n = NodeNumber(req.into_inner().number);
+        self.0.read().await?;
+        let state = self.0.replica.state();
+        if state.node(n).is_none() {
+            return Err(Status::not_found(format!("node {n} not found")));
+        }
+        let sessions = state
+            .boot_sessions(n)
+            .into_iter()
+            .map(|s| pb::BootSession {
+                id: s.id,
+                node: s.node.0,
+                mac: s.mac,
+                image: s.image,
+                kernel_blake3: s.kernel_blake3,
+                kernel_version: s.kernel_version,
+                transport: s.transport,
+                unix_millis: s.unix_millis,
+                rack: s.rack,
+            })
+            .collect();
+        Ok(Response::new(pb::ListBootSessionsResponse { sessions }))
+    }
+
+    async fn get_logs(
+        &self,
+        req: Request<pb::GetLogsRequest>,
+    ) -> Result<Response<pb::GetLogsResponse>, Status> {
+        let r = req.into_inner();
+        let n = NodeNumber(r.number);
+        self.0.read().await?;
+        let state = self.0.replica.state();
+        if state.node(n).is_none() {
+            return Err(Status::not_found(format!("node {n} not found")));
+        }
+        let session = match r.boot.as_str() {
+            "" => None,
+            "last" => match state.boot_sessions(n).last() {
+                Some(s) => Some(s.id.clone()),
+                None => {
+                    return Err(Status::not_found(format!(
+                        "node {n} has no boot session yet"
+                    )));
+                }
+            },
+            id => {
+                if !state.boot_sessions(n).iter().any(|s| s.id == id) {
+                    return Err(Status::not_found(format!(
+                        "boot: node {n} has no kept session '{id}'"
+                    )));
+                }
+                Some(id.to_string())
+            }
+        };
+        let lines = state
+            .log_lines(n, session.as_deref())
+            .into_iter()
+            .filter(|l| l.unix_millis > r.after_unix_millis)
+            .map(|l| pb::NodeLogLine {
+                session: l.session,
+                unix_millis: l.unix_millis,
+                text: l.text,
+            })
+            .collect();
+        Ok(Response::new(pb::GetLogsResponse {
+            session: session.unwrap_or_default(),
+            lines,
+        }))
+    }
 }
 
 #[tonic::async_trait]

@@ -1,7 +1,9 @@
 //! The agent-facing service.
 
 use rackboot_proto::v1 as pb;
-use rackboot_state::{Blake3Digest, Command, Envelope, Mac, Outcome, RackName};
+use rackboot_state::{
+    Blake3Digest, BootSession, Command, Envelope, LogLine, Mac, NodeNumber, Outcome, RackName,
+};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -200,21 +202,111 @@ impl pb::agent_service_server::AgentService for AgentApi {
 
     async fn report_boot_events(
         &self,
-        _req: Request<pb::ReportBootEventsRequest>,
+        req: Request<pb::ReportBootEventsRequest>,
     ) -> Result<Response<pb::ReportBootEventsResponse>, Status> {
-        Err(Status::unimplemented(
-            "boot sessions are not recorded by this coordinator version yet",
-        ))
+        let r = req.into_inner();
+        let rack: RackName = field("rack", &r.rack)?;
+        let mut sessions = Vec::with_capacity(r.events.len());
+        for (i, e) in r.events.into_iter().enumerate() {
+            if e.session_id.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "events[{i}].session_id: missing"
+                )));
+            }
+            sessions.push(BootSession {
+                id: e.session_id,
+                node: NodeNumber(e.node),
+                mac: e.mac,
+                image: e.image,
+                kernel_blake3: e.kernel_blake3,
+                kernel_version: e.kernel_version,
+                transport: e.transport,
+                unix_millis: e.unix_millis,
+                rack: rack.to_string(),
+            });
+        }
+        // The session ids make a retried report idempotent.
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key: None,
+                command: Command::RecordBootSessions { rack, sessions },
+            })
+            .await?
+        {
+            Outcome::Recorded { kept } => Ok(Response::new(pb::ReportBootEventsResponse {
+                accepted: u32::try_from(kept).unwrap_or(u32::MAX),
+            })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
     }
 
     type ShipLogsStream = BoxStream<pb::LogAck>;
 
     async fn ship_logs(
         &self,
-        _req: Request<Streaming<pb::LogBatch>>,
+        req: Request<Streaming<pb::LogBatch>>,
     ) -> Result<Response<Self::ShipLogsStream>, Status> {
-        Err(Status::unimplemented(
-            "log shipping is not accepted by this coordinator version yet",
-        ))
+        let mut stream = req.into_inner();
+        let ctx = self.0.clone();
+        // One ack per batch, after its lines are committed: the agent keeps
+        // a batch until it is acknowledged (backpressure and no loss).
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                let batch = match stream.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "log stream ended");
+                        return;
+                    }
+                };
+                let rack: RackName = match field("rack", &batch.rack) {
+                    Ok(r) => r,
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                };
+                let lines = batch
+                    .lines
+                    .into_iter()
+                    .map(|l| {
+                        (
+                            NodeNumber(l.node),
+                            LogLine {
+                                session: l.boot_session,
+                                unix_millis: l.unix_millis,
+                                text: l.text,
+                            },
+                        )
+                    })
+                    .collect();
+                if batch.dropped > 0 {
+                    tracing::warn!(%rack, dropped = batch.dropped, "agent dropped node log lines while buffering");
+                }
+                let r = ctx
+                    .propose(Envelope {
+                        // No key: sequence numbers restart with the agent. A batch
+                        // retried after a lost ack may be stored twice, never lost.
+                        idempotency_key: None,
+                        command: Command::AppendLogs {
+                            rack,
+                            lines,
+                            dropped: batch.dropped,
+                        },
+                    })
+                    .await;
+                let reply = r.map(|_| pb::LogAck {
+                    sequence: batch.sequence,
+                });
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::boot::{BootSession, LogLine};
 use crate::types::{Image, ImageName, Mac, Node, NodeNumber, Rack, RackName};
 
 /// Which nodes an assignment is for. The most specific wins: node, then rack, then default.
@@ -47,6 +48,22 @@ pub enum Command {
         /// The manifest.
         image: Image,
     },
+    /// An agent served kernels: record the boot sessions.
+    RecordBootSessions {
+        /// The reporting agent's rack.
+        rack: RackName,
+        /// Sessions.
+        sessions: Vec<BootSession>,
+    },
+    /// An agent shipped node log lines.
+    AppendLogs {
+        /// The reporting agent's rack.
+        rack: RackName,
+        /// Lines by node.
+        lines: Vec<(NodeNumber, LogLine)>,
+        /// Lines the agent had to drop before these.
+        dropped: u64,
+    },
     /// Assign an image.
     Assign {
         /// For whom.
@@ -75,6 +92,12 @@ pub enum Outcome {
     Node(Node),
     /// The image as stored (the first commit's when identical content is pushed again).
     Image(Image),
+    /// Boot records stored: how many were kept (lines for nodes that are
+    /// not in the reporting rack are not).
+    Recorded {
+        /// Records kept.
+        kept: u64,
+    },
     /// The assignment took effect at this revision.
     Assigned {
         /// Revision after the change.

@@ -15,11 +15,13 @@
 //! - every applied command bumps the revision by exactly one, so watchers can
 //!   resume from a revision without gap or duplicate.
 
+pub mod boot;
 mod command;
 mod error;
 mod machine;
 mod types;
 
+pub use boot::{BootRecords, BootSession, LogLine};
 pub use command::{AssignTarget, Command, Envelope, Outcome};
 pub use error::StateError;
 pub use machine::{RackView, State};

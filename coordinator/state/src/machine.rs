@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::boot::{BootRecords, BootSession, LogLine};
 use crate::command::{AssignTarget, Command, Envelope, Outcome};
 use crate::error::StateError;
 use crate::types::{Image, ImageName, Mac, Node, NodeNumber, Rack, RackName};
@@ -27,6 +28,9 @@ pub struct State {
     node_images: BTreeMap<NodeNumber, ImageName>,
     idempotency: BTreeMap<String, Result<Outcome, StateError>>,
     idempotency_order: VecDeque<String>,
+    /// Boot sessions and node logs (bounded; not revisioned).
+    #[serde(default)]
+    boot: BootRecords,
     /// Derived: used slots per rack, so a discovery costs O(log n), not O(n).
     #[serde(skip)]
     rack_slots: SlotIndex,
@@ -138,6 +142,14 @@ impl State {
             Command::DiscoverNode { rack, macs, uuid } => self.discover_node(rack, macs, uuid),
             Command::CommitImage { image } => self.commit_image(image),
             Command::Assign { target, image } => self.assign(target, image),
+            Command::RecordBootSessions { rack, sessions } => {
+                Ok(self.record_sessions(&rack, sessions))
+            }
+            Command::AppendLogs {
+                rack,
+                lines,
+                dropped,
+            } => Ok(self.append_logs(&rack, lines, dropped)),
         }
     }
 
@@ -317,6 +329,54 @@ impl State {
         Ok(Outcome::Assigned {
             revision: self.revision,
         })
+    }
+
+    /// Is `node` a node of `rack`? (Agents only report for their own rack.)
+    fn in_rack(&self, node: NodeNumber, rack: &RackName) -> bool {
+        self.nodes.get(&node).is_some_and(|n| &n.rack == rack)
+    }
+
+    fn record_sessions(&mut self, rack: &RackName, sessions: Vec<BootSession>) -> Outcome {
+        let mut kept = 0;
+        for s in sessions {
+            if self.in_rack(s.node, rack) {
+                self.boot.record_session(s);
+                kept += 1;
+            }
+        }
+        Outcome::Recorded { kept }
+    }
+
+    fn append_logs(
+        &mut self,
+        rack: &RackName,
+        lines: Vec<(NodeNumber, LogLine)>,
+        dropped: u64,
+    ) -> Outcome {
+        self.boot.dropped_lines += dropped;
+        let mut kept = 0;
+        for (node, line) in lines {
+            if self.in_rack(node, rack) {
+                self.boot.append(node, line);
+                kept += 1;
+            }
+        }
+        Outcome::Recorded { kept }
+    }
+
+    /// A node's boot sessions, oldest first.
+    pub fn boot_sessions(&self, node: NodeNumber) -> Vec<BootSession> {
+        self.boot.sessions(node)
+    }
+
+    /// A node's log lines, optionally of one session.
+    pub fn log_lines(&self, node: NodeNumber, session: Option<&str>) -> Vec<LogLine> {
+        self.boot.lines(node, session)
+    }
+
+    /// Log lines agents reported dropped.
+    pub fn dropped_log_lines(&self) -> u64 {
+        self.boot.dropped_lines
     }
 
     /// All racks.

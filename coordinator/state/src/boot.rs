@@ -1,0 +1,165 @@
+//! Boot sessions and node logs, kept per node and bounded: the last
+//! [`SESSIONS_PER_NODE`] sessions and the last [`LINES_PER_NODE`] log lines.
+//! A line carries the session (the kernel served) it belongs to, so logs stay
+//! in step with the kernel each node actually ran.
+//!
+//! These records are replicated like everything else but do not bump the
+//! state revision: they never change what an agent serves.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeNumber;
+
+/// Sessions kept per node.
+pub const SESSIONS_PER_NODE: usize = 16;
+/// Log lines kept per node.
+pub const LINES_PER_NODE: usize = 4096;
+/// Longest log line kept (bytes; longer lines are cut).
+pub const MAX_LINE: usize = 2048;
+
+/// One boot of one node: the agent served it this kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSession {
+    /// Agent-chosen id, `NODE-UNIXMILLIS`.
+    pub id: String,
+    /// Node.
+    pub node: NodeNumber,
+    /// MAC that booted.
+    pub mac: String,
+    /// Image name.
+    pub image: String,
+    /// Kernel blob served.
+    pub kernel_blake3: String,
+    /// Kernel version.
+    pub kernel_version: String,
+    /// `tftp` or `http`.
+    pub transport: String,
+    /// When (agent clock).
+    pub unix_millis: u64,
+    /// Which rack's agent served it.
+    pub rack: String,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Boot session it belongs to ("" when the node had none yet).
+    pub session: String,
+    /// Receive time (agent clock).
+    pub unix_millis: u64,
+    /// Text.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct NodeRecords {
+    sessions: VecDeque<BootSession>,
+    lines: VecDeque<LogLine>,
+}
+
+/// Per-node sessions and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootRecords {
+    nodes: BTreeMap<NodeNumber, NodeRecords>,
+    /// Lines agents reported they had to drop.
+    pub dropped_lines: u64,
+}
+
+impl BootRecords {
+    /// Record a session (ignored if the same id is already recorded).
+    pub fn record_session(&mut self, s: BootSession) {
+        let r = self.nodes.entry(s.node).or_default();
+        if r.sessions.iter().any(|x| x.id == s.id) {
+            return;
+        }
+        r.sessions.push_back(s);
+        while r.sessions.len() > SESSIONS_PER_NODE {
+            r.sessions.pop_front();
+        }
+    }
+
+    /// Append a node's line.
+    pub fn append(&mut self, node: NodeNumber, mut line: LogLine) {
+        if line.text.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !line.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.text.truncate(cut);
+        }
+        let r = self.nodes.entry(node).or_default();
+        r.lines.push_back(line);
+        while r.lines.len() > LINES_PER_NODE {
+            r.lines.pop_front();
+        }
+    }
+
+    /// A node's sessions, oldest first.
+    pub fn sessions(&self, node: NodeNumber) -> Vec<BootSession> {
+        self.nodes
+            .get(&node)
+            .map(|r| r.sessions.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A node's lines, optionally of one session, oldest first.
+    pub fn lines(&self, node: NodeNumber, session: Option<&str>) -> Vec<LogLine> {
+        self.nodes
+            .get(&node)
+            .map(|r| {
+                r.lines
+                    .iter()
+                    .filter(|l| session.is_none_or(|s| l.session == s))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(node: u32, id: &str) -> BootSession {
+        BootSession {
+            id: id.into(),
+            node: NodeNumber(node),
+            mac: "52:54:00:00:00:01".into(),
+            image: "img".into(),
+            kernel_blake3: "k".into(),
+            kernel_version: "6.1".into(),
+            transport: "http".into(),
+            unix_millis: 1,
+            rack: "r1".into(),
+        }
+    }
+
+    #[test]
+    fn bounded_and_filtered() {
+        let mut b = BootRecords::default();
+        for i in 0..40 {
+            b.record_session(session(1, &format!("1-{i}")));
+        }
+        b.record_session(session(1, "1-39"));
+        let s = b.sessions(NodeNumber(1));
+        assert_eq!(s.len(), SESSIONS_PER_NODE);
+        assert_eq!(s.last().map(|x| x.id.as_str()), Some("1-39"));
+        for i in 0..(LINES_PER_NODE + 10) {
+            let session = if i % 2 == 0 { "a" } else { "b" };
+            b.append(
+                NodeNumber(1),
+                LogLine {
+                    session: session.into(),
+                    unix_millis: i as u64,
+                    text: "x".repeat(if i == 0 { 10_000 } else { 3 }),
+                },
+            );
+        }
+        assert_eq!(b.lines(NodeNumber(1), None).len(), LINES_PER_NODE);
+        assert_eq!(b.lines(NodeNumber(1), Some("a")).len(), LINES_PER_NODE / 2);
+        assert!(b.lines(NodeNumber(2), None).is_empty());
+    }
+}
