@@ -13,12 +13,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bootinfo::Site;
-use crate::sessions::Sessions;
-use crate::syslog::SyslogStats;
 use crate::cache::{BlobCache, CacheError};
 use crate::dhcp::{self, DhcpShellConfig, DhcpStats};
 use crate::files::{FileTable, load_static_root};
+use crate::sessions::Sessions;
 use crate::sync::{self, SyncConfig};
+use crate::syslog::SyslogStats;
 use crate::view::{RackView, ViewError};
 
 /// Everything an agent needs to start.
@@ -268,7 +268,11 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         DhcpShellConfig {
             core,
             client_port: cfg.dhcp_client_port,
-            role: if proxy { crate::dhcp::Role::ProxyDhcp } else { crate::dhcp::Role::Server },
+            role: if proxy {
+                crate::dhcp::Role::ProxyDhcp
+            } else {
+                crate::dhcp::Role::Server
+            },
         },
         view_rx.clone(),
         unknown_tx,
@@ -278,7 +282,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
 
     // TFTP.
     let tftp_dump = Arc::new(Notify::new());
-    let tftp_socket = dhcp::bind_udp(cfg.tftp_listen, None, false).map_err(|source| AgentError::Bind {
+    let tftp_socket =
+        dhcp::bind_udp(cfg.tftp_listen, None, false).map_err(|source| AgentError::Bind {
             what: "TFTP",
             addr: cfg.tftp_listen,
             source,
@@ -303,11 +308,13 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     // HTTP.
     let http_addr = match cfg.http_listen {
         Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Bind {
-                what: "HTTP",
-                addr,
-                source,
-            })?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    what: "HTTP",
+                    addr,
+                    source,
+                })?;
             let local = l.local_addr().unwrap_or(addr);
             tasks.push(tokio::spawn(crate::http::run(
                 l,
@@ -384,7 +391,9 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         let tftp_dump = tftp_dump.clone();
         tasks.push(tokio::spawn(async move {
             use std::sync::atomic::Ordering::Relaxed;
-            let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) else {
+            let Ok(mut sig) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            else {
                 tracing::warn!("cannot install the SIGUSR1 handler");
                 return;
             };

@@ -108,20 +108,22 @@ impl ServeArgs {
         if coordinators.is_empty() {
             return Err(ArgsError::NoCoordinator);
         }
-        let (server_ip, subnet, dhcp_ip, dhcp_default, tftp_default, http_default, syslog_default) = match &self.iface {
-            Some(iface) => {
-                let (ip, net) = interface_network(iface).map_err(|source| ArgsError::Iface {
-                    iface: iface.clone(),
-                    source,
-                })?;
-                (ip, net, Ipv4Addr::UNSPECIFIED, 67, 69, 80, 514)
-            }
-            None => {
-                let lo = Ipv4Addr::LOCALHOST;
-                let net = Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default();
-                (lo, net, lo, 1067, 1069, 8080, 1514)
-            }
-        };
+        let (server_ip, subnet, dhcp_ip, dhcp_default, tftp_default, http_default, syslog_default) =
+            match &self.iface {
+                Some(iface) => {
+                    let (ip, net) =
+                        interface_network(iface).map_err(|source| ArgsError::Iface {
+                            iface: iface.clone(),
+                            source,
+                        })?;
+                    (ip, net, Ipv4Addr::UNSPECIFIED, 67, 69, 80, 514)
+                }
+                None => {
+                    let lo = Ipv4Addr::LOCALHOST;
+                    let net = Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default();
+                    (lo, net, lo, 1067, 1069, 8080, 1514)
+                }
+            };
         let node_base = self
             .node_base
             .unwrap_or_else(|| default_node_base(server_ip));
@@ -145,7 +147,9 @@ impl ServeArgs {
             dhcp_listen: SocketAddr::from((dhcp_ip, dhcp_port)),
             dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },
             dhcp_mode: self.dhcp_mode,
-            allow: std::iter::once(subnet).chain(self.allow.iter().copied()).collect(),
+            allow: std::iter::once(subnet)
+                .chain(self.allow.iter().copied())
+                .collect(),
             proxy_boot_port: self.proxy_boot_port,
             tftp_listen: SocketAddr::from((server_ip, tftp_port)),
             syslog_listen: (!self.no_syslog)

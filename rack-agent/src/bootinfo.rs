@@ -106,7 +106,10 @@ impl BootInfo {
             ("ADDRESS", self.address.to_string()),
             ("NETMASK", self.netmask.to_string()),
             ("PREFIX", self.prefix.to_string()),
-            ("GATEWAY", self.gateway.map(|g| g.to_string()).unwrap_or_default()),
+            (
+                "GATEWAY",
+                self.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            ),
             ("RACK", self.rack.clone()),
             ("SERVER", self.server.to_string()),
             ("LOG_HOST", self.log_host.to_string()),
@@ -151,8 +154,14 @@ mod tests {
         };
         let im = ImageEntry {
             name: "img".into(),
-            kernel: BlobRef { digest: Blake3Digest::of(b"k"), size: 1 },
-            initrd: BlobRef { digest: Blake3Digest::of(b"i"), size: 1 },
+            kernel: BlobRef {
+                digest: Blake3Digest::of(b"k"),
+                size: 1,
+            },
+            initrd: BlobRef {
+                digest: Blake3Digest::of(b"i"),
+                size: 1,
+            },
             cmdline: "console=ttyS0 x='y'".into(),
             kernel_version: "6.1.0".into(),
         };
@@ -160,8 +169,14 @@ mod tests {
         let env = info.to_env();
         assert!(env.contains("RACKBOOT_NODE='3'\n"));
         assert!(env.contains("RACKBOOT_NETMASK='255.255.255.0'\n"));
-        assert!(env.contains("RACKBOOT_CMDLINE='console=ttyS0 x='\\''y'\\'''\n"), "{env}");
-        assert!(env.contains(&format!("RACKBOOT_KERNEL_URL='http://10.0.0.1/blobs/{}'", im.kernel.digest)));
+        assert!(
+            env.contains("RACKBOOT_CMDLINE='console=ttyS0 x='\\''y'\\'''\n"),
+            "{env}"
+        );
+        assert!(env.contains(&format!(
+            "RACKBOOT_KERNEL_URL='http://10.0.0.1/blobs/{}'",
+            im.kernel.digest
+        )));
         let json: serde_json::Value = serde_json::from_str(&info.to_json()).unwrap();
         assert_eq!(json["name"], "n3");
         assert_eq!(json["prefix"], 24);

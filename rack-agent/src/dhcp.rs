@@ -91,7 +91,8 @@ pub async fn run(
     let mut reported: HashMap<Mac, Instant> = HashMap::new();
     // Per-MAC limit: a PXE client sends a handful of packets per exchange;
     // a MAC sending more than 10/s (burst 20) is looping or hostile.
-    let mut per_mac: crate::guard::RateLimiter<[u8; 6]> = crate::guard::RateLimiter::new(10.0, 20.0, 131_072);
+    let mut per_mac: crate::guard::RateLimiter<[u8; 6]> =
+        crate::guard::RateLimiter::new(10.0, 20.0, 131_072);
     loop {
         let (n, src) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -116,14 +117,28 @@ pub async fn run(
             let v = view.borrow();
             match cfg.role {
                 Role::Server => rackboot_dhcp_core::handle(&cfg.core, &v.bindings, packet),
-                Role::ProxyDhcp => rackboot_dhcp_core::handle_proxy(&cfg.core, &v.bindings, packet, ProxyPort::Dhcp),
-                Role::ProxyBoot => rackboot_dhcp_core::handle_proxy(&cfg.core, &v.bindings, packet, ProxyPort::BootServer),
+                Role::ProxyDhcp => rackboot_dhcp_core::handle_proxy(
+                    &cfg.core,
+                    &v.bindings,
+                    packet,
+                    ProxyPort::Dhcp,
+                ),
+                Role::ProxyBoot => rackboot_dhcp_core::handle_proxy(
+                    &cfg.core,
+                    &v.bindings,
+                    packet,
+                    ProxyPort::BootServer,
+                ),
             }
         };
         match decision {
             Decision::Reply { bytes, dest, .. } => {
                 // The boot server port answers where the request came from.
-                let to = if cfg.role == Role::ProxyBoot { src } else { destination(dest, src, cfg.client_port) };
+                let to = if cfg.role == Role::ProxyBoot {
+                    src
+                } else {
+                    destination(dest, src, cfg.client_port)
+                };
                 match socket.send_to(&bytes, to).await {
                     Ok(_) => {
                         stats.replied.fetch_add(1, Ordering::Relaxed);
@@ -182,7 +197,11 @@ pub const RECV_BUFFER: usize = 8 << 20;
 /// Bind a UDP server socket: address reuse, a large receive buffer, broadcast
 /// if asked, and bound to the rack interface when given (so broadcasts leave
 /// through it).
-pub fn bind_udp(addr: SocketAddr, iface: Option<&str>, broadcast: bool) -> std::io::Result<UdpSocket> {
+pub fn bind_udp(
+    addr: SocketAddr,
+    iface: Option<&str>,
+    broadcast: bool,
+) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;

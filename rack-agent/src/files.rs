@@ -116,12 +116,15 @@ pub fn load_static_root(root: &Path) -> std::io::Result<HashMap<String, Bytes>> 
                     tracing::warn!(path = %path.display(), size = meta.len(), "static root: file too large, skipped");
                     continue;
                 }
-                let rel = entry
-                    .path()
-                    .strip_prefix(root)
+                // Relative to the canonical root: the walk is over canonical
+                // paths, whatever form (relative, symlinked) `root` was given in.
+                let rel = dir
+                    .join(entry.file_name())
+                    .strip_prefix(&canonical_root)
                     .map(|r| r.to_string_lossy().replace('\\', "/"))
                     .unwrap_or_default();
                 if rel.is_empty() {
+                    tracing::warn!(path = %entry.path().display(), "static root: file outside the root skipped");
                     continue;
                 }
                 out.insert(rel, Bytes::from(std::fs::read(&path)?));
@@ -135,6 +138,20 @@ pub fn load_static_root(root: &Path) -> std::io::Result<HashMap<String, Bytes>> 
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn static_root_given_relative_or_through_a_symlink_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a"), b"a").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        let files = load_static_root(&link).unwrap();
+        assert_eq!(files.get("sub/a").unwrap().as_ref(), b"a");
+        let dotted = dir.path().join("root/./sub/..");
+        assert_eq!(load_static_root(&dotted).unwrap().len(), 1);
+    }
 
     #[test]
     fn static_root_loads_nested_files() {

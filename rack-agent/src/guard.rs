@@ -65,7 +65,8 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         if self.buckets.len() >= self.max_keys && !self.buckets.contains_key(key) {
             // Forget sources idle long enough to have refilled.
             let full_after = Duration::from_secs_f64(self.burst / self.rate.max(1e-9));
-            self.buckets.retain(|_, (_, t)| now.duration_since(*t) < full_after);
+            self.buckets
+                .retain(|_, (_, t)| now.duration_since(*t) < full_after);
             if self.buckets.len() >= self.max_keys {
                 // Still full: a flood of distinct sources. Refuse newcomers
                 // rather than forget the ones being limited.
@@ -73,10 +74,7 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
                 return false;
             }
         }
-        let (tokens, last) = self
-            .buckets
-            .entry(key.clone())
-            .or_insert((self.burst, now));
+        let (tokens, last) = self.buckets.entry(key.clone()).or_insert((self.burst, now));
         let elapsed = now.saturating_duration_since(*last).as_secs_f64();
         *tokens = (*tokens + elapsed * self.rate).min(self.burst);
         *last = now;
@@ -125,7 +123,10 @@ mod tests {
         let allowed = (0..20).filter(|_| r.allow(&1u32, t0)).count();
         assert_eq!(allowed, 5, "burst");
         assert!(!r.allow(&1, t0 + Duration::from_millis(50)));
-        assert!(r.allow(&1, t0 + Duration::from_millis(150)), "one token per 100 ms");
+        assert!(
+            r.allow(&1, t0 + Duration::from_millis(150)),
+            "one token per 100 ms"
+        );
         assert!(r.allow(&2, t0) && r.allow(&3, t0));
         // Table full of active keys: a fourth source is refused, not evicting.
         assert!(!r.allow(&4, t0));

@@ -63,7 +63,12 @@ pub async fn run(
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) {
-    let app = router(Ctx { files, view, sessions }).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+    let app = router(Ctx {
+        files,
+        view,
+        sessions,
+    })
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
     ));
@@ -94,7 +99,12 @@ struct InfoQuery {
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg.into(),
+    )
+        .into_response()
 }
 
 fn info_response(ctx: &Ctx, peer: SocketAddr, q: InfoQuery, env: bool) -> Response {
@@ -117,11 +127,19 @@ fn info_response(ctx: &Ctx, peer: SocketAddr, q: InfoQuery, env: bool) -> Respon
         return text(StatusCode::NOT_FOUND, "node has no MAC\n");
     };
     let env = env || q.format.as_deref() == Some("env");
-    let path = format!("boot-info/{}.{}", mac.hyphenated(), if env { "env" } else { "json" });
+    let path = format!(
+        "boot-info/{}.{}",
+        mac.hyphenated(),
+        if env { "env" } else { "json" }
+    );
     let table = ctx.files.borrow().clone();
     match table.get(&path) {
         Some(b) => {
-            let ctype = if env { "text/plain; charset=utf-8" } else { "application/json" };
+            let ctype = if env {
+                "text/plain; charset=utf-8"
+            } else {
+                "application/json"
+            };
             (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], b.clone()).into_response()
         }
         None => text(StatusCode::NOT_FOUND, "boot info not ready\n"),
@@ -160,7 +178,10 @@ async fn serve_file(
     };
     let table = ctx.files.borrow().clone();
     let Some(body) = table.get(path.as_str()).cloned() else {
-        return text(StatusCode::NOT_FOUND, format!("{} not found\n", path.as_str()));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{} not found\n", path.as_str()),
+        );
     };
     let etag = match path.as_str().strip_prefix("blobs/") {
         Some(hash) => format!("\"{hash}\""),
@@ -178,35 +199,39 @@ async fn serve_file(
             .unwrap_or_default();
     }
     let len = body.len() as u64;
-    let (status, slice, range_header) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => (StatusCode::OK, body, None),
-        Some(r) => match http_range_header::parse_range_header(r).and_then(|p| p.validate(len)) {
-            Ok(ranges) if ranges.len() == 1 => {
-                let Some(range) = ranges.first() else {
-                    return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
-                };
-                let (a, b) = (*range.start(), *range.end());
-                let (Ok(start), Ok(end)) = (usize::try_from(a), usize::try_from(b)) else {
-                    return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
-                };
-                (
-                    StatusCode::PARTIAL_CONTENT,
-                    body.slice(start..=end),
-                    Some(format!("bytes {a}-{b}/{len}")),
-                )
-            }
-            // Several ranges: send the whole file (allowed by RFC 9110).
-            Ok(_) => (StatusCode::OK, body, None),
-            Err(_) => {
-                return Response::builder()
-                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-                    .body(Body::empty())
-                    .unwrap_or_default();
-            }
-        },
-    };
-    let from_start = range_header.as_deref().is_none_or(|r| r.starts_with("bytes 0-"));
+    let (status, slice, range_header) =
+        match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+            None => (StatusCode::OK, body, None),
+            Some(r) => match http_range_header::parse_range_header(r).and_then(|p| p.validate(len))
+            {
+                Ok(ranges) if ranges.len() == 1 => {
+                    let Some(range) = ranges.first() else {
+                        return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
+                    };
+                    let (a, b) = (*range.start(), *range.end());
+                    let (Ok(start), Ok(end)) = (usize::try_from(a), usize::try_from(b)) else {
+                        return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
+                    };
+                    (
+                        StatusCode::PARTIAL_CONTENT,
+                        body.slice(start..=end),
+                        Some(format!("bytes {a}-{b}/{len}")),
+                    )
+                }
+                // Several ranges: send the whole file (allowed by RFC 9110).
+                Ok(_) => (StatusCode::OK, body, None),
+                Err(_) => {
+                    return Response::builder()
+                        .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                        .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                        .body(Body::empty())
+                        .unwrap_or_default();
+                }
+            },
+        };
+    let from_start = range_header
+        .as_deref()
+        .is_none_or(|r| r.starts_with("bytes 0-"));
     if method == Method::GET
         && from_start
         && let (Some(sessions), IpAddr::V4(ip)) = (&ctx.sessions, peer.ip())
@@ -223,11 +248,18 @@ async fn serve_file(
         .header(header::CONTENT_TYPE, ctype)
         .header(header::CONTENT_LENGTH, slice.len())
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")));
+        .header(
+            header::ETAG,
+            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")),
+        );
     if let Some(cr) = range_header {
         builder = builder.header(header::CONTENT_RANGE, cr);
     }
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from(slice) };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(slice)
+    };
     builder.body(body).unwrap_or_default()
 }
 
@@ -266,7 +298,13 @@ impl axum::serve::Listener for Bounded {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    return (PermitStream { stream, _permit: permit }, addr);
+                    return (
+                        PermitStream {
+                            stream,
+                            _permit: permit,
+                        },
+                        addr,
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "http accept failed");
@@ -282,13 +320,21 @@ impl axum::serve::Listener for Bounded {
 }
 
 impl AsyncRead for PermitStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PermitStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -308,7 +354,6 @@ impl AsyncWrite for PermitStream {
         self.stream.is_write_vectored()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -359,7 +404,10 @@ mod tests {
 
         let (st, head, body) = get(addr, &path, "Range: bytes=100-199\r\n").await;
         assert_eq!(st, 206);
-        assert!(head.contains("content-range: bytes 100-199/10000"), "{head}");
+        assert!(
+            head.contains("content-range: bytes 100-199/10000"),
+            "{head}"
+        );
         assert_eq!(body, &data[100..200]);
 
         let (st, _, _) = get(addr, &path, "Range: bytes=20000-30000\r\n").await;
@@ -369,7 +417,12 @@ mod tests {
         assert_eq!(st, 304);
         assert!(body.is_empty());
 
-        for bad in ["/../etc/passwd", "/%2e%2e/etc/passwd", "/blobs/..%2f..%2fetc", "/a\\..\\b"] {
+        for bad in [
+            "/../etc/passwd",
+            "/%2e%2e/etc/passwd",
+            "/blobs/..%2f..%2fetc",
+            "/a\\..\\b",
+        ] {
             let (st, _, body) = get(addr, bad, "").await;
             assert!(st == 400 || st == 404, "{bad}: {st}");
             assert!(!String::from_utf8_lossy(&body).contains("root:"), "{bad}");

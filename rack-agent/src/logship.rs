@@ -69,7 +69,15 @@ pub async fn run(
             .get(which % coordinators.len().max(1))
             .cloned()
             .unwrap_or_default();
-        let ok = ship(&url, &rack, &mut buf, &mut pending_sessions, &mut dropped, &mut seq).await;
+        let ok = ship(
+            &url,
+            &rack,
+            &mut buf,
+            &mut pending_sessions,
+            &mut dropped,
+            &mut seq,
+        )
+        .await;
         if let Err(e) = ok {
             tracing::debug!(coordinator = %url, error = %e, buffered = buf.len(), "log shipping paused");
             which += 1;
@@ -138,7 +146,10 @@ async fn ship(
         return Ok(());
     }
     let (tx, rx) = mpsc::channel(2);
-    let mut acks = client.ship_logs(ReceiverStream::new(rx)).await?.into_inner();
+    let mut acks = client
+        .ship_logs(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     while !buf.is_empty() || *dropped > 0 {
         *seq += 1;
         let n = buf.len().min(BATCH_LINES);

@@ -57,7 +57,13 @@ impl Sessions {
 
     /// A file was served to `client`: if it is the kernel of that node's
     /// assigned image, a new boot session starts. Returns it.
-    pub fn file_served(&self, view: &RackView, client: Ipv4Addr, path: &str, transport: &'static str) -> Option<BootSession> {
+    pub fn file_served(
+        &self,
+        view: &RackView,
+        client: Ipv4Addr,
+        path: &str,
+        transport: &'static str,
+    ) -> Option<BootSession> {
         let hash = path.strip_prefix("blobs/")?;
         let node = view.node_by_addr(client)?;
         let image = view.images.get(node.image.as_ref()?)?;
@@ -119,8 +125,14 @@ mod tests {
             }],
             images: vec![pb::ImageManifest {
                 name: "img".into(),
-                kernel: Some(pb::BlobRef { blake3: k.clone(), size: 1 }),
-                initrd: Some(pb::BlobRef { blake3: Blake3Digest::of(b"i").to_string(), size: 1 }),
+                kernel: Some(pb::BlobRef {
+                    blake3: k.clone(),
+                    size: 1,
+                }),
+                initrd: Some(pb::BlobRef {
+                    blake3: Blake3Digest::of(b"i").to_string(),
+                    size: 1,
+                }),
                 kernel_version: "6.1.0-56-amd64".into(),
                 ..Default::default()
             }],
@@ -130,9 +142,27 @@ mod tests {
         let s = Sessions::new(tx);
         let ip: Ipv4Addr = "10.0.0.6".parse().unwrap();
         assert!(s.file_served(&view, ip, "undionly.kpxe", "tftp").is_none());
-        assert!(s.file_served(&view, ip, &format!("blobs/{}", Blake3Digest::of(b"i")), "http").is_none());
-        assert!(s.file_served(&view, "10.0.0.99".parse().unwrap(), &format!("blobs/{k}"), "http").is_none());
-        let got = s.file_served(&view, ip, &format!("blobs/{k}"), "http").unwrap();
+        assert!(
+            s.file_served(
+                &view,
+                ip,
+                &format!("blobs/{}", Blake3Digest::of(b"i")),
+                "http"
+            )
+            .is_none()
+        );
+        assert!(
+            s.file_served(
+                &view,
+                "10.0.0.99".parse().unwrap(),
+                &format!("blobs/{k}"),
+                "http"
+            )
+            .is_none()
+        );
+        let got = s
+            .file_served(&view, ip, &format!("blobs/{k}"), "http")
+            .unwrap();
         assert_eq!(got.kernel_version, "6.1.0-56-amd64");
         assert_eq!(s.current(5), Some(got.id.clone()));
         assert_eq!(rx.try_recv().unwrap(), got);

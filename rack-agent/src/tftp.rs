@@ -99,7 +99,16 @@ pub async fn run(
             server.handle_datagram(now(), Local::Transfer(id), src, &data, &*table);
         }
         server.handle_timeout(now());
-        flush(&mut server, &listener, &mut sockets, bind_ip, &in_tx, &view, &sessions).await;
+        flush(
+            &mut server,
+            &listener,
+            &mut sockets,
+            bind_ip,
+            &in_tx,
+            &view,
+            &sessions,
+        )
+        .await;
     }
 }
 
@@ -124,7 +133,12 @@ impl TftpGuard {
 }
 
 /// Whether a datagram on the listener is looked at.
-fn admit(allow: &Allow, limiter: &mut RateLimiter<IpAddr>, refused: &mut u64, src: SocketAddr) -> bool {
+fn admit(
+    allow: &Allow,
+    limiter: &mut RateLimiter<IpAddr>,
+    refused: &mut u64,
+    src: SocketAddr,
+) -> bool {
     if !allow.permits(src.ip()) {
         *refused += 1;
         if refused.is_power_of_two() {

@@ -26,7 +26,12 @@ pub enum ProxyPort {
 ///   anything but DISCOVER on 67 / REQUEST on 4011 are dropped: the site
 ///   server answers them.
 /// - An unknown MAC is reported ([`Decision::UnknownClient`]).
-pub fn handle_proxy(config: &ServerConfig, nodes: &impl NodeDirectory, packet: &[u8], port: ProxyPort) -> Decision {
+pub fn handle_proxy(
+    config: &ServerConfig,
+    nodes: &impl NodeDirectory,
+    packet: &[u8],
+    port: ProxyPort,
+) -> Decision {
     decide(config, nodes, packet, port).unwrap_or_else(Decision::Drop)
 }
 

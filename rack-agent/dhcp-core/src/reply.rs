@@ -238,7 +238,9 @@ fn options(config: &ServerConfig, input: &Input<'_>, boot_file: Option<&str>) ->
         out.push(DhcpOption::MessageType(ty));
         out.push(DhcpOption::ServerIdentifier(config.server_ip));
         out.push(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
-        out.push(DhcpOption::VendorExtensions(PXE_VENDOR_SKIP_DISCOVERY.to_vec()));
+        out.push(DhcpOption::VendorExtensions(
+            PXE_VENDOR_SKIP_DISCOVERY.to_vec(),
+        ));
         // PXE spec: proxy replies carry the client's UUID back.
         if let Some(uuid) = client.uuid {
             let mut v = vec![0u8];

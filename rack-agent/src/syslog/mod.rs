@@ -60,7 +60,9 @@ pub async fn run(
             },
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
-        let Ok(rec) = parse::parse(buf.get(..n).unwrap_or_default()) else { continue };
+        let Ok(rec) = parse::parse(buf.get(..n).unwrap_or_default()) else {
+            continue;
+        };
         let node = match src.ip() {
             IpAddr::V4(ip) => view.borrow().node_by_addr(ip).map(|n| n.number),
             IpAddr::V6(_) => None,

@@ -129,13 +129,18 @@ fn rfc5424(p: u8, rest: &str) -> Option<LogRecord> {
     })
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 fn rfc3164(p: u8, rest: &str) -> LogRecord {
     // "Mmm dd hh:mm:ss HOST TAG: msg" — every part optional in practice.
     let mut s = rest;
     let mut hostname = None;
-    if s.len() >= 16 && MONTHS.iter().any(|m| s.starts_with(m)) && s.as_bytes().get(15) == Some(&b' ') {
+    if s.len() >= 16
+        && MONTHS.iter().any(|m| s.starts_with(m))
+        && s.as_bytes().get(15) == Some(&b' ')
+    {
         s = s.get(16..).unwrap_or("");
         if let Some((h, r)) = field(s)
             && !h.ends_with(':')
@@ -227,7 +232,8 @@ mod tests {
 
     #[test]
     fn rfc3164_lines() {
-        let r = parse(b"<13>Nov 21 20:31:02 n7 kernel: [    0.000000] Linux version 6.1.0").unwrap();
+        let r =
+            parse(b"<13>Nov 21 20:31:02 n7 kernel: [    0.000000] Linux version 6.1.0").unwrap();
         assert_eq!(r.format, Format::Rfc3164);
         assert_eq!(r.hostname.as_deref(), Some("n7"));
         assert_eq!(r.app.as_deref(), Some("kernel"));
@@ -253,7 +259,17 @@ mod tests {
 
     #[test]
     fn junk_never_panics() {
-        for junk in [&b""[..], b"   ", b"<", b"<999>x", b"<1>1 ", b"<1>1 a b c d e [unterminated", b"\xff\xfe\x00", b"1,2;", b"<13>Nov 21 20:31:02"] {
+        for junk in [
+            &b""[..],
+            b"   ",
+            b"<",
+            b"<999>x",
+            b"<1>1 ",
+            b"<1>1 a b c d e [unterminated",
+            b"\xff\xfe\x00",
+            b"1,2;",
+            b"<13>Nov 21 20:31:02",
+        ] {
             let _ = parse(junk);
         }
         assert_eq!(parse(b"  \n"), Err(SyslogError::Empty));

@@ -47,7 +47,9 @@ pub struct Config {
     /// (well under the 1 s a PXE ROM waits).
     pub retransmit_max: Duration,
     /// Timer resends without progress before a transfer times out. Default
-    /// 12 (about 6 s with the default intervals).
+    /// 24 (about 12 s with the default intervals): longer than any client
+    /// waits before it re-ACKs itself (EDK2 ~4 s, atftp 5 s), so a client
+    /// whose ACK and re-ACK were both lost can still resume.
     pub max_retries: u32,
     /// Most transfers running at once (beyond this only requests past their
     /// first-answer deadline are admitted, see `max_overflow`). Default 512:
@@ -111,7 +113,7 @@ impl Default for Config {
             retransmit_initial: Duration::from_millis(250),
             retransmit_min: Duration::from_millis(50),
             retransmit_max: Duration::from_millis(500),
-            max_retries: 12,
+            max_retries: 24,
             max_active: 512,
             max_overflow: 512,
             max_queue: 4096,
