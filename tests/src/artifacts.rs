@@ -19,6 +19,14 @@
 //! RACKBOOT-DHCP: bound ip=... mask=... router=... siaddr=... serverid=... boot_file=...
 //!                                       (net_initramfs + rackboot.dhcp=1;
 //!                                        `RACKBOOT-DHCP: failed` otherwise)
+//! RACKBOOT-BOOTINFO: NODE=.. IMAGE=.. KERNEL_BLAKE3=.. KERNEL_VERSION=.. LOG_HOST=..
+//!                                       (also rackboot.bootinfo=1: from
+//!                                        http://<dhcp server>/boot-info.env;
+//!                                        `RACKBOOT-BOOTINFO: failed <why>`
+//!                                        otherwise)
+//! RACKBOOT-LOG-SENT                     (after the syslog line
+//!                                        `RACKBOOT-LOG <marker> image=<IMAGE>`
+//!                                        went to UDP 514 on LOG_HOST)
 //! RACKBOOT-MARKER: <marker>
 //! ```
 //!

@@ -12,8 +12,14 @@
 //! * [`daemon`]: rackboot's own binaries (coordinator, agent, CLI) as test
 //!   processes with log files, found in `target/debug/`;
 //! * [`qemu`]: a QEMU guest ([`qemu::QemuGuest`]) booting from the network
-//!   (BIOS + iPXE option ROM) or directly from a kernel, whose serial console
-//!   can be waited on line by line;
+//!   (BIOS + iPXE option ROM, or UEFI with OVMF's own PXE stack) or directly
+//!   from a kernel, whose serial console can be waited on line by line;
+//! * [`testbed`]: the boot tests' topology (coordinator and rack agent in two
+//!   namespaces, guests on the rack bridge) and checks of what a booted guest
+//!   reports (boot-info, boot sessions, logs at the coordinator);
+//! * [`tftplab`]: a rack agent serving a static root on a veth between two
+//!   namespaces, with nftables loss and `tc tbf` rate limits, for tests with
+//!   real TFTP clients and boot storms;
 //! * skip helpers: [`is_root`], [`have_command`] and the
 //!   [`require_root_or_skip!`] / [`require_commands_or_skip!`] macros.
 //!
@@ -41,6 +47,8 @@ pub mod artifacts;
 pub mod daemon;
 pub mod netns;
 pub mod qemu;
+pub mod testbed;
+pub mod tftplab;
 pub mod util;
 
 use std::io::Write;

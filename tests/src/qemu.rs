@@ -13,7 +13,10 @@
 //! * [`Boot::Network`]: `-boot n`; the NIC's option ROM (Debian's
 //!   `ipxe-qemu`: iPXE for e1000) does DHCP + TFTP. NICs are tap devices in
 //!   a test namespace: use [`QemuGuest::spawn_in`] with a [`Netns`] holding
-//!   the tap (see [`Netns::bridge_with_tap`]).
+//!   the tap (see [`Netns::bridge_with_tap`]). With UEFI firmware
+//!   ([`QemuOpts::uefi_network_boot`], OVMF from Debian's `ovmf` as two
+//!   pflash drives, see [`Ovmf`]) and a NIC without option ROM
+//!   ([`Nic::virtio_firmware_pxe`]), EDK2's own PXE stack boots instead.
 //! * [`Boot::DirectKernel`]: `-kernel -initrd -append`, to check artifacts or
 //!   boot a guest straight into Linux.
 //!
@@ -90,6 +93,9 @@ pub struct Nic {
     /// `romfile=` for the device: `None` keeps QEMU's default ROM (iPXE),
     /// `Some("")` removes it (e.g. to let OVMF's own PXE stack boot).
     pub romfile: Option<String>,
+    /// `bootindex=` for the device: UEFI firmware (OVMF) orders its boot
+    /// options by it (it ignores `-boot n`); `None` leaves it unset.
+    pub bootindex: Option<u32>,
 }
 
 impl Nic {
@@ -100,7 +106,106 @@ impl Nic {
             mac: mac.to_string(),
             model: "e1000".to_string(),
             romfile: None,
+            bootindex: None,
         }
+    }
+
+    /// A virtio-net NIC with its option ROM removed (`romfile=`) and
+    /// `bootindex=1`: under OVMF, the firmware's own EDK2 network stack (PXE,
+    /// HTTP boot) boots from it, not QEMU's iPXE-EFI ROM.
+    pub fn virtio_firmware_pxe(tap: &str, mac: &str) -> Nic {
+        Nic {
+            tap: tap.to_string(),
+            mac: mac.to_string(),
+            model: "virtio-net-pci".to_string(),
+            romfile: Some(String::new()),
+            bootindex: Some(1),
+        }
+    }
+}
+
+/// One `-drive if=pflash` (UEFI firmware code or variable store).
+#[derive(Debug, Clone)]
+pub struct Pflash {
+    /// Raw image file.
+    pub path: PathBuf,
+    /// Read-only (`readonly=on`): the firmware code. The variable store
+    /// must be writable (and should be a private copy, see
+    /// [`Ovmf::vars_copy`]).
+    pub readonly: bool,
+}
+
+/// OVMF (UEFI for x86-64 QEMU guests) from Debian's `ovmf` package: the
+/// firmware code and the template of its variable store, a matching pair.
+#[derive(Debug, Clone)]
+pub struct Ovmf {
+    /// `OVMF_CODE.fd`: mapped read-only.
+    pub code: PathBuf,
+    /// `OVMF_VARS.fd`: never used directly, copied per guest.
+    pub vars_template: PathBuf,
+}
+
+impl Ovmf {
+    /// Pairs tried, in order: Debian 12's 2 MiB non-secure-boot build, then
+    /// its 4 MiB build. Code and variable store must come from the same
+    /// build (their sizes must match the flash layout).
+    pub const CANDIDATES: [(&'static str, &'static str); 2] = [
+        (
+            "/usr/share/OVMF/OVMF_CODE.fd",
+            "/usr/share/OVMF/OVMF_VARS.fd",
+        ),
+        (
+            "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        ),
+    ];
+
+    /// `-fw_cfg` knobs (OvmfPkg's runtime configuration) that remove the
+    /// "UEFI PXEv4" and "UEFI PXEv6" boot options, leaving HTTP Boot first.
+    pub const NO_PXE: [(&'static str, &'static str); 2] = [
+        ("opt/org.tianocore/IPv4PXESupport", "no"),
+        ("opt/org.tianocore/IPv6PXESupport", "no"),
+    ];
+
+    /// The first installed pair of [`Ovmf::CANDIDATES`], if any.
+    pub fn find() -> Option<Ovmf> {
+        Ovmf::CANDIDATES.iter().find_map(|(code, vars)| {
+            let (code, vars) = (Path::new(code), Path::new(vars));
+            (code.is_file() && vars.is_file()).then(|| Ovmf {
+                code: code.to_path_buf(),
+                vars_template: vars.to_path_buf(),
+            })
+        })
+    }
+
+    /// Copies the variable-store template into `dir` (as `<name>-VARS.fd`)
+    /// and returns the copy's path: each guest needs its own writable store
+    /// (the firmware writes boot options into it).
+    pub fn vars_copy(&self, dir: &Path, name: &str) -> Result<PathBuf> {
+        let dest = dir.join(format!("{name}-VARS.fd"));
+        std::fs::copy(&self.vars_template, &dest).with_context(|| {
+            format!(
+                "copying {} to {}",
+                self.vars_template.display(),
+                dest.display()
+            )
+        })?;
+        Ok(dest)
+    }
+
+    /// The two pflash drives for a guest: the code read-only (unit 0) and
+    /// the writable variable store `vars` (unit 1).
+    pub fn pflash(&self, vars: &Path) -> Vec<Pflash> {
+        vec![
+            Pflash {
+                path: self.code.clone(),
+                readonly: true,
+            },
+            Pflash {
+                path: vars.to_path_buf(),
+                readonly: false,
+            },
+        ]
     }
 }
 
@@ -120,6 +225,12 @@ pub struct QemuOpts {
     /// `-bios` firmware file (default: QEMU's SeaBIOS). E.g.
     /// `/usr/share/ovmf/OVMF.fd` for UEFI.
     pub bios: Option<PathBuf>,
+    /// Firmware flash drives (`-drive if=pflash,format=raw,unit=N`), in unit
+    /// order: for UEFI, [`Ovmf::pflash`]. Empty by default.
+    pub pflash: Vec<Pflash>,
+    /// Named firmware configuration strings (`-fw_cfg name=NAME,string=VALUE`),
+    /// e.g. OVMF's [`Ovmf::NO_PXE`] knobs.
+    pub fw_cfg: Vec<(String, String)>,
     /// SMBIOS system UUID (`-uuid`); QEMU's default sends all zeros in
     /// DHCP option 97.
     pub uuid: Option<String>,
@@ -140,6 +251,8 @@ impl QemuOpts {
             nics: Vec::new(),
             memory_mb: 512,
             bios: None,
+            pflash: Vec::new(),
+            fw_cfg: Vec::new(),
             uuid: None,
             no_reboot: true,
             extra_args: Vec::new(),
@@ -171,6 +284,37 @@ impl QemuOpts {
     /// Network boot (`-boot n`) from one e1000 NIC on tap device `tap`.
     pub fn network_boot(name: &str, tap: &str, mac: &str) -> QemuOpts {
         QemuOpts::base(name, Boot::Network).with_nic(Nic::e1000(tap, mac))
+    }
+
+    /// UEFI network boot: OVMF (`ovmf`'s code read-only, `vars` a writable
+    /// copy of its variable store, see [`Ovmf::vars_copy`]) boots with its
+    /// own EDK2 PXE stack from one virtio-net NIC without option ROM on tap
+    /// device `tap` ([`Nic::virtio_firmware_pxe`]).
+    pub fn uefi_network_boot(
+        name: &str,
+        tap: &str,
+        mac: &str,
+        ovmf: &Ovmf,
+        vars: &Path,
+    ) -> QemuOpts {
+        let mut opts =
+            QemuOpts::base(name, Boot::Network).with_nic(Nic::virtio_firmware_pxe(tap, mac));
+        opts.pflash = ovmf.pflash(vars);
+        opts
+    }
+
+    /// UEFI HTTP Boot: like [`QemuOpts::uefi_network_boot`], with OVMF's PXE
+    /// boot options switched off ([`Ovmf::NO_PXE`]), so that the firmware's
+    /// first boot option is "UEFI HTTPv4": DHCP with vendor class
+    /// `HTTPClient` (arch 16), then the boot URI from the offer over HTTP.
+    pub fn uefi_http_boot(name: &str, tap: &str, mac: &str, ovmf: &Ovmf, vars: &Path) -> QemuOpts {
+        let mut opts = QemuOpts::uefi_network_boot(name, tap, mac, ovmf, vars);
+        opts.fw_cfg.extend(
+            Ovmf::NO_PXE
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        opts
     }
 
     /// Adds a NIC.
@@ -222,12 +366,37 @@ impl QemuOpts {
             if let Some(rom) = &nic.romfile {
                 device.push_str(&format!(",romfile={rom}"));
             }
+            if let Some(index) = nic.bootindex {
+                device.push_str(&format!(",bootindex={index}"));
+            }
             push("-device");
             push(&device);
         }
         if let Some(bios) = &self.bios {
             a.push("-bios".into());
             a.push(bios.into());
+        }
+        for (unit, flash) in self.pflash.iter().enumerate() {
+            // In -drive option values a comma is written twice.
+            let mut drive = OsString::from(format!("if=pflash,format=raw,unit={unit},"));
+            if flash.readonly {
+                drive.push("readonly=on,");
+            }
+            drive.push("file=");
+            drive.push(flash.path.to_string_lossy().replace(',', ",,"));
+            a.push("-drive".into());
+            a.push(drive);
+        }
+        for (name, value) in &self.fw_cfg {
+            a.push("-fw_cfg".into());
+            a.push(
+                format!(
+                    "name={},string={}",
+                    name.replace(',', ",,"),
+                    value.replace(',', ",,")
+                )
+                .into(),
+            );
         }
         match &self.boot {
             Boot::Network => {
@@ -274,6 +443,18 @@ impl QemuOpts {
         if matches!(self.boot, Boot::Network) {
             ensure!(!self.nics.is_empty(), "network boot needs at least one NIC");
         }
+        for flash in &self.pflash {
+            ensure!(
+                flash.path.is_file(),
+                "pflash image {} does not exist (UEFI firmware: apt-get install ovmf)",
+                flash.path.display()
+            );
+        }
+        ensure!(
+            self.pflash.is_empty() || self.bios.is_none(),
+            "guest {}: -bios and pflash firmware exclude each other",
+            self.name
+        );
         Ok(())
     }
 }
@@ -743,6 +924,48 @@ mod tests {
         ));
         assert!(joined.contains("-uuid 11111111-2222-3333-4444-555555555555"));
         assert!(joined.ends_with("-boot n"));
+    }
+
+    #[test]
+    fn args_uefi_network_boot() {
+        let ovmf = Ovmf {
+            code: PathBuf::from("/fw/CODE.fd"),
+            vars_template: PathBuf::from("/fw/VARS.fd"),
+        };
+        let opts = QemuOpts::uefi_network_boot(
+            "u",
+            "tap0",
+            "52:54:00:00:00:02",
+            &ovmf,
+            Path::new("/tmp/a,b/VARS.fd"),
+        );
+        let joined: Vec<String> = opts
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = joined.join(" ");
+        assert!(joined.contains(
+            "-device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:02,romfile=,bootindex=1"
+        ));
+        assert!(joined.contains(
+            "-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd \
+             -drive if=pflash,format=raw,unit=1,file=/tmp/a,,b/VARS.fd"
+        ));
+        assert!(!joined.contains("-bios"));
+        assert!(!joined.contains("-fw_cfg"));
+        let http =
+            QemuOpts::uefi_http_boot("h", "tap0", "52:54:00:00:00:03", &ovmf, Path::new("/v"));
+        let joined: Vec<String> = http
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = joined.join(" ");
+        assert!(joined.contains(
+            "-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=no \
+             -fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=no"
+        ));
     }
 
     #[test]

@@ -14,15 +14,40 @@
 //! * `cli`: `rackboot` against a loopback coordinator (push, errors);
 //! * `grpc_reflection`: `grpcurl` lists and calls the coordinator's API;
 //! * `harness_selftest`: the harness's own artifacts, namespaces and QEMU;
-//! * `pxe_boot`: a QEMU guest PXE-boots from a rack agent (root, QEMU).
+//! * `pxe_boot`: a QEMU guest PXE-boots from a rack agent (BIOS, iPXE ROM;
+//!   root, QEMU), fetches its boot-info and sends a syslog line that the
+//!   coordinator ties to the boot session;
+//! * `uefi_boot`: the same with OVMF (UEFI): its own PXE stack (`ipxe.efi`
+//!   over TFTP from the agent's static root), and its HTTP Boot (vendor class
+//!   `HTTPClient`, a boot URI from the agent);
+//! * `kernel_upgrade`: a node reassigned to another kernel boots it; its
+//!   boot-info, sessions and logs follow;
+//! * `boot_support`: what the boot tests share (no tests);
+//! * `tftp_clients`: tftp-hpa, atftp and curl fetch files (0 B to 16 MiB)
+//!   byte-exact from a rack agent, also under 5% and 20% nftables loss;
+//!   leading-slash paths, traversal and writes (root; tftp, atftp, curl);
+//! * `storm`: `rackboot storm` against an agent (300 TFTP clients through a
+//!   1 Gbit link with 2% loss; 100 DHCP + TFTP clients through a
+//!   coordinator; the SIGUSR1 state dump during a storm). Nextest runs
+//!   them one at a time (test group `netns-heavy`).
 
 // Test modules live in `tests/system/`. A crate root file looks for its
 // modules beside itself, hence the explicit paths.
+#[path = "system/boot_support.rs"]
+mod boot_support;
 #[path = "system/cli.rs"]
 mod cli;
 #[path = "system/grpc_reflection.rs"]
 mod grpc_reflection;
 #[path = "system/harness_selftest.rs"]
 mod harness_selftest;
+#[path = "system/kernel_upgrade.rs"]
+mod kernel_upgrade;
 #[path = "system/pxe_boot.rs"]
 mod pxe_boot;
+#[path = "system/storm.rs"]
+mod storm;
+#[path = "system/tftp_clients.rs"]
+mod tftp_clients;
+#[path = "system/uefi_boot.rs"]
+mod uefi_boot;
