@@ -237,7 +237,11 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
             uefi_x64: cfg.uefi_x64_boot_file.clone(),
             uefi_arm64: cfg.uefi_arm64_boot_file.clone(),
             ipxe_script,
-            http_boot_uri: None,
+            // UEFI HTTP Boot: the x64 UEFI loader from the static root, over HTTP.
+            http_boot_uri: http_base
+                .as_ref()
+                .filter(|_| !cfg.uefi_x64_boot_file.is_empty())
+                .map(|h| format!("{h}/{}", cfg.uefi_x64_boot_file)),
         },
     };
     let (unknown_tx, unknown_rx) = mpsc::channel(1024);

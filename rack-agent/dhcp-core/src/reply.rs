@@ -318,10 +318,18 @@ fn options(config: &ServerConfig, input: &Input<'_>, boot_file: Option<&str>) ->
         ));
         out.push(DhcpOption::BootfileName(file.as_bytes().to_vec()));
     }
-    // EDK2 only takes an offer as a PXE offer if option 60 is echoed.
+    // A PXE client takes an offer that echoes option 60 `PXEClient` as a
+    // PXE offer; without option 43 it then treats the offer as naming only a
+    // boot server and asks it on port 4011 (EDK2 does: PXE-E16). Option 43
+    // with discovery control 8 says "boot the file in this offer".
     if client.is_pxe() {
         out.push(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
-    } else if client.is_http_client() {
+        if boot_file.is_some() {
+            out.push(DhcpOption::VendorExtensions(PXE_VENDOR_SKIP_DISCOVERY.to_vec()));
+        }
+    } else if client.is_http_client() && boot_file.is_some() {
+        // UEFI HTTP Boot discards an `HTTPClient` offer without a boot URI,
+        // so the class is echoed only with one.
         out.push(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
     }
     out

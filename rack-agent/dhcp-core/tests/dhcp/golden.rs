@@ -91,6 +91,11 @@ fn edk2_discover_gets_uefi_ipxe_broadcast() {
     assert_eq!(r.dest, ReplyDest::Broadcast);
     assert!(r.msg.flags().broadcast(), "broadcast flag copied");
     assert!(!r.has(OptionCode::ClientIdentifier), "EDK2 sent none");
+    // Without option 43 EDK2 asks port 4011 for the file (PXE-E16).
+    assert_eq!(
+        r.opt(OptionCode::VendorExtensions),
+        Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
+    );
     // EDK2 asked for 6 and 15 but not 7.
     assert!(r.has(OptionCode::DomainNameServer));
     assert!(r.has(OptionCode::DomainName));
@@ -172,6 +177,10 @@ fn uefi_http_boot_without_uri_gets_no_file() {
     let req = edk2(NODE_MAC, 5, DISCOVER).set(60, "HTTPClient:Arch:00016:UNDI:003001");
     let r = reply(handle(&cfg, &nodes(), &req.bytes()));
     assert!(!r.has(OptionCode::BootfileName));
+    assert!(
+        !r.has(OptionCode::ClassIdentifier),
+        "an HTTPClient offer without a URI is discarded by OVMF: no echo"
+    );
     assert_eq!(r.msg.yiaddr(), NODE_ADDR);
 }
 
