@@ -3,7 +3,7 @@
 #
 # The one command for a fresh Debian 12 machine (and for CI, via .ci/run):
 #   * as root: installs the system-test dependencies
-#     (tests/scripts/install-deps.sh: qemu, ipxe-qemu, busybox-static, cpio,
+#     (tests/scripts/install-deps.sh: qemu, ipxe-qemu, ipxe, ovmf, busybox-static, cpio,
 #     grpcurl, ...) and sets RACKBOOT_REQUIRE_SYSTEM_TESTS=1, so that system
 #     tests fail instead of skipping when something is missing;
 #   * not root: system tests that need root skip loudly ("SKIPPED: ...");
