@@ -19,6 +19,10 @@ use crate::sessions::Sessions;
 use crate::view::RackView;
 
 const MAX_DATAGRAM: usize = 65_536;
+/// Receive buffer of a transfer socket: clients send only ACKs (4 bytes) and
+/// ERRORs there. A bigger datagram arrives truncated and is dropped as
+/// malformed. (64 KiB per transfer would be 64 MiB for 1,000 transfers.)
+const TRANSFER_DATAGRAM: usize = 1_500;
 
 struct TransferSocket {
     socket: Arc<UdpSocket>,
@@ -228,7 +232,7 @@ async fn open_transfer_socket(
     let socket = Arc::new(UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?);
     let rx = socket.clone();
     let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut buf = vec![0u8; TRANSFER_DATAGRAM];
         while let Ok((n, src)) = rx.recv_from(&mut buf).await {
             let data = buf.get(..n).unwrap_or_default().to_vec();
             if in_tx.send((id, src, data)).await.is_err() {
