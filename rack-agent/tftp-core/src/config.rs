@@ -62,8 +62,8 @@ pub struct Config {
     pub max_active: usize,
     /// Most transfers admitted over `max_active` for requests that reached
     /// `queue_first_answer_deadline`; the hard ceiling is `max_active +
-    /// max_overflow`. Default 512 (a round of 1 024 lockstep windows is
-    /// still ~12 ms at 1 Gbit/s). 0 makes `max_active` a hard limit.
+    /// max_overflow`. Default 1024 (a round of 5,120 lockstep windows is
+    /// still ~62 ms at 1 Gbit/s). 0 makes `max_active` a hard limit.
     pub max_overflow: usize,
     /// Most requests waiting for a slot; more are dropped (the client
     /// retries). Default 16,384.
