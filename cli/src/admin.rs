@@ -244,18 +244,6 @@ pub async fn logs(conn: &Conn, args: LogsArgs) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn millis_format_as_utc() {
-        assert_eq!(super::format_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::format_millis(1_795_294_262_123),
-            "2026-11-21T20:51:02.123Z"
-        );
-    }
-}
-
 /// `assign`.
 pub async fn assign(conn: &Conn, args: AssignArgs) -> anyhow::Result<()> {
     let (target, label) = match (args.default, args.rack, args.node) {
@@ -314,4 +302,16 @@ pub async fn cluster_status(conn: &Conn) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn millis_format_as_utc() {
+        assert_eq!(super::format_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::format_millis(1_795_294_262_123),
+            "2026-11-21T20:51:02.123Z"
+        );
+    }
 }

@@ -299,13 +299,15 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     };
     tasks.push(tokio::spawn(crate::tftp::run(
         tftp_socket,
-        bind_ip,
-        cfg.tftp.clone(),
-        files_rx.clone(),
-        view_rx.clone(),
-        sessions.clone(),
-        tftp_dump.clone(),
-        crate::tftp::TftpGuard::new(crate::guard::Allow::new(cfg.allow.clone())),
+        crate::tftp::TftpTask {
+            bind_ip,
+            config: cfg.tftp.clone(),
+            files: files_rx.clone(),
+            view: view_rx.clone(),
+            sessions: sessions.clone(),
+            dump: tftp_dump.clone(),
+            guard: crate::tftp::TftpGuard::new(crate::guard::Allow::new(cfg.allow.clone())),
+        },
         shutdown.clone(),
     )));
 

@@ -41,17 +41,16 @@ fn now() -> std::time::Instant {
 
 /// Run the TFTP server until `shutdown`. `bind_ip` is the address transfer
 /// sockets bind to (the agent's rack address).
-pub async fn run(
-    listener: UdpSocket,
-    bind_ip: IpAddr,
-    config: rackboot_tftp_core::Config,
-    files: watch::Receiver<Arc<FileTable>>,
-    view: watch::Receiver<Arc<RackView>>,
-    sessions: Arc<Sessions>,
-    dump: Arc<tokio::sync::Notify>,
-    guard: TftpGuard,
-    shutdown: CancellationToken,
-) {
+pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToken) {
+    let TftpTask {
+        bind_ip,
+        config,
+        files,
+        view,
+        sessions,
+        dump,
+        guard,
+    } = task;
     let TftpGuard { allow, mut limiter } = guard;
     let mut refused_source = 0u64;
     let listener = Arc::new(listener);
@@ -114,6 +113,24 @@ pub async fn run(
         )
         .await;
     }
+}
+
+/// What the TFTP task works with.
+pub struct TftpTask {
+    /// Address transfer sockets bind to (the agent's rack address).
+    pub bind_ip: IpAddr,
+    /// Engine settings.
+    pub config: rackboot_tftp_core::Config,
+    /// Files served.
+    pub files: watch::Receiver<Arc<FileTable>>,
+    /// The rack view (node by address, for boot sessions).
+    pub view: watch::Receiver<Arc<RackView>>,
+    /// Boot sessions, started when a kernel is served.
+    pub sessions: Arc<Sessions>,
+    /// Notified on SIGUSR1: log the transfer table.
+    pub dump: Arc<tokio::sync::Notify>,
+    /// Front-door limits.
+    pub guard: TftpGuard,
 }
 
 /// Who may open transfers, and how fast.

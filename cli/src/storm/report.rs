@@ -125,7 +125,7 @@ impl Report {
             .into_iter()
             .map(|(r, (n, example))| (format!("{r} (e.g. client {example})"), n))
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|r| std::cmp::Reverse(r.1));
         v
     }
 

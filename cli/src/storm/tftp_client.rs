@@ -525,7 +525,7 @@ mod tests {
                         a
                     }
                 };
-                if drop_every > 0 && n % drop_every == 0 {
+                if drop_every > 0 && n.is_multiple_of(drop_every) {
                     continue;
                 }
                 let sock = if t.dest == probe_addr {

@@ -325,7 +325,9 @@ fn options(config: &ServerConfig, input: &Input<'_>, boot_file: Option<&str>) ->
     if client.is_pxe() {
         out.push(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
         if boot_file.is_some() {
-            out.push(DhcpOption::VendorExtensions(PXE_VENDOR_SKIP_DISCOVERY.to_vec()));
+            out.push(DhcpOption::VendorExtensions(
+                PXE_VENDOR_SKIP_DISCOVERY.to_vec(),
+            ));
         }
     } else if client.is_http_client() && boot_file.is_some() {
         // UEFI HTTP Boot discards an `HTTPClient` offer without a boot URI,
