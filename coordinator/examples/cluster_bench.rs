@@ -224,13 +224,14 @@ async fn phase(
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for k in 0..clients {
         let mut c = Agent::new(leader.clone());
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
-            let mut due = Instant::now();
+            // Paced clients are spread evenly over the interval, not in step.
+            let mut due = Instant::now() + interval.unwrap_or_default() * k as u32 / clients as u32;
             while Instant::now() < end {
                 if let Some(i) = interval {
                     due += i;

@@ -32,7 +32,7 @@ struct Args {
     /// A voter, as ID=HOST:PORT; repeat for each replica. Default: this one alone.
     #[arg(long = "peer", value_name = "ID=ADDR")]
     peers: Vec<String>,
-    /// Raft tick in milliseconds. Default 100.
+    /// Raft tick in milliseconds. Default 50.
     #[arg(long)]
     tick_ms: Option<u64>,
     /// Election timeout in ticks. Default 10.

@@ -65,6 +65,21 @@ impl ClusterApi {
         Ok(s)
     }
 
+    /// Wait (briefly) until the published status shows what a membership
+    /// change just applied: outcomes are delivered as soon as an entry is
+    /// applied, the status a moment later.
+    async fn settle(&self, done: impl Fn(&ReplicaStatus) -> bool) {
+        let mut changes = self.0.replica.status_changes();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !done(&self.0.replica.status()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let _ = tokio::time::timeout(left, changes.changed()).await;
+        }
+    }
+
     fn respond(&self) -> Response<pb::ClusterStatusResponse> {
         let s = self.0.replica.status();
         let digest = self.0.replica.state_digest();
@@ -145,6 +160,7 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
                 .await
                 .map_err(replica_error)?;
             tracing::info!(id = r.id, address = %r.address, "learner added");
+            self.settle(|s| s.members.contains_key(&r.id)).await;
         }
         if r.learner_only {
             return Ok(self.respond());
@@ -163,6 +179,8 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
             .await
             .map_err(replica_error)?;
         tracing::info!(id = r.id, "promoted to voter");
+        self.settle(|s| s.members.get(&r.id).is_some_and(|m| m.voter))
+            .await;
         Ok(self.respond())
     }
 
@@ -226,6 +244,7 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
             .await
             .map_err(replica_error)?;
         tracing::info!(id, "member removed");
+        self.settle(|s| !s.members.contains_key(&id)).await;
         Ok(self.respond())
     }
 }

@@ -1,6 +1,7 @@
 //! The task that owns the [`Core`]: ticks it, feeds it requests and peer
 //! messages, drains its `Ready` after every input, and answers the waiting
-//! callers.
+//! callers. It runs on a thread of its own (a current-thread runtime on a
+//! blocking-pool thread), since its storage writes block on fsync.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -97,7 +98,19 @@ pub fn spawn_with_source(
         status,
         tick: cfg.tick,
     };
-    let task = tokio::spawn(owner.run(rx, shutdown));
+    // The owner gets a thread of its own: its storage writes block (fsync),
+    // and nothing else — peer senders, gRPC handlers waiting for an outcome —
+    // may wait behind them on a shared worker thread.
+    let task = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|source| ReplicaFatal::DataDir {
+                path: "(replica runtime)".to_string(),
+                source,
+            })?;
+        rt.block_on(owner.run(rx, shutdown))
+    });
     Ok((handle, task))
 }
 

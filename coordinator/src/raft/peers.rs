@@ -41,6 +41,8 @@ struct Peer {
 /// Per-peer outbound queues.
 pub struct PeerSender {
     me: u64,
+    /// The runtime the sender tasks run on (not the owner's own).
+    runtime: tokio::runtime::Handle,
     source: Option<IpAddr>,
     feedback: mpsc::Sender<Request>,
     shutdown: CancellationToken,
@@ -48,7 +50,8 @@ pub struct PeerSender {
 }
 
 impl PeerSender {
-    /// A sender with no peers yet; `feedback` receives [`PeerReport`]s.
+    /// A sender with no peers yet; `feedback` receives [`PeerReport`]s. Its
+    /// tasks run on the current runtime, wherever the sender is used later.
     pub fn new(
         me: u64,
         source: Option<IpAddr>,
@@ -57,6 +60,7 @@ impl PeerSender {
     ) -> Self {
         PeerSender {
             me,
+            runtime: tokio::runtime::Handle::current(),
             source,
             feedback,
             shutdown,
@@ -81,7 +85,7 @@ impl PeerSender {
                 continue;
             }
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run_peer(
+            self.runtime.spawn(run_peer(
                 id,
                 addr.clone(),
                 self.source,

@@ -229,18 +229,6 @@ impl RaftStore {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), StoreError> {
-        self.persist_synced(entries, hard_state, true)
-    }
-
-    /// [`RaftStore::persist`]; with `sync` false the transaction is not
-    /// fsynced (it becomes durable with the next synced one). Only for what
-    /// may be lost in a crash: a HardState whose term and vote did not change.
-    pub fn persist_synced(
-        &self,
-        entries: &[Entry],
-        hard_state: Option<&HardState>,
-        sync: bool,
-    ) -> Result<(), StoreError> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
@@ -258,14 +246,7 @@ impl RaftStore {
                 log_last: last_stored,
             });
         }
-        let mut txn = self.begin_write()?;
-        if !sync && entries.is_empty() {
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| StoreError::Corrupt {
-                    what: "durability".to_string(),
-                    reason: e.to_string(),
-                })?;
-        }
+        let txn = self.begin_write()?;
         {
             if let Some(first) = entries.first() {
                 let mut log = txn.open_table(LOG).map_err(|e| db_err(p, e))?;

@@ -209,7 +209,6 @@ proptest! {
         let mut back: State = serde_json::from_slice(&json).unwrap();
         prop_assert_eq!(&back, &s);
         // The rebuilt slot index assigns what the maintained one does.
-        let mut s = s;
         for r in ["r0", "r1", "r2"] {
             let fresh = [mac(200)];
             prop_assert_eq!(discover(&mut back, r, &fresh), discover(&mut s, r, &fresh));
