@@ -221,11 +221,9 @@ pub fn handle(config: &ServerConfig, nodes: &impl NodeDirectory, packet: &[u8]) 
     decide(config, nodes, packet).unwrap_or_else(Decision::Drop)
 }
 
-fn decide(
-    config: &ServerConfig,
-    nodes: &impl NodeDirectory,
-    packet: &[u8],
-) -> Result<Decision, DropReason> {
+/// Parse and check what every server role needs of a request: a well-formed
+/// BOOTREQUEST from an Ethernet unicast MAC, and what it says about the client.
+pub(crate) fn parse_request(packet: &[u8]) -> Result<(wire::Packet, Mac, ClientInfo), DropReason> {
     let pkt = wire::parse(packet).map_err(DropReason::Malformed)?;
     let header = &pkt.header;
     if header.op != wire::OP_BOOTREQUEST {
@@ -243,6 +241,16 @@ fn decide(
         return Err(DropReason::BadMac(mac));
     }
     let client = ClientInfo::from_packet(mac, &pkt).map_err(DropReason::Malformed)?;
+    Ok((pkt, mac, client))
+}
+
+fn decide(
+    config: &ServerConfig,
+    nodes: &impl NodeDirectory,
+    packet: &[u8],
+) -> Result<Decision, DropReason> {
+    let (pkt, mac, client) = parse_request(packet)?;
+    let header = &pkt.header;
 
     let is_request = match client.message_type {
         None | Some(MessageType::Discover) | Some(MessageType::Inform) => false,

@@ -9,7 +9,7 @@
 use dhcproto::v4::MessageType;
 
 use crate::reply::{self, DestKind, Kind};
-use crate::{ClientInfo, Decision, DropReason, Mac, NodeDirectory, ServerConfig, wire};
+use crate::{Decision, DropReason, NodeDirectory, ServerConfig};
 
 /// Which socket a proxy request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,23 +41,8 @@ fn decide(
     packet: &[u8],
     port: ProxyPort,
 ) -> Result<Decision, DropReason> {
-    let pkt = wire::parse(packet).map_err(DropReason::Malformed)?;
+    let (pkt, mac, client) = crate::parse_request(packet)?;
     let header = &pkt.header;
-    if header.op != wire::OP_BOOTREQUEST {
-        return Err(DropReason::NotBootRequest { op: header.op });
-    }
-    if header.htype != wire::HTYPE_ETHERNET || header.hlen != 6 {
-        return Err(DropReason::HlenInvalid {
-            htype: header.htype,
-            hlen: header.hlen,
-        });
-    }
-    let c = header.chaddr;
-    let mac = Mac([c[0], c[1], c[2], c[3], c[4], c[5]]);
-    if !mac.is_unicast() {
-        return Err(DropReason::BadMac(mac));
-    }
-    let client = ClientInfo::from_packet(mac, &pkt).map_err(DropReason::Malformed)?;
     if !(client.is_pxe() || client.is_ipxe()) {
         return Err(DropReason::NotPxe);
     }
