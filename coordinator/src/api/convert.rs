@@ -148,9 +148,10 @@ pub fn replica_error(e: ReplicaError) -> Status {
             }
             s
         }
-        ReplicaError::Timeout(_) | ReplicaError::Stopped | ReplicaError::Refused(_) => {
-            Status::unavailable(msg)
-        }
+        ReplicaError::Timeout(_)
+        | ReplicaError::Stopped
+        | ReplicaError::Refused(_)
+        | ReplicaError::ConfChangePending => Status::unavailable(msg),
         ReplicaError::Membership(_) => Status::failed_precondition(msg),
     }
 }

@@ -458,6 +458,12 @@ impl Core {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
+        // raft-rs turns a conf change proposed while another is unapplied
+        // (a new leader counts its whole log as pending) into an empty entry
+        // and reports success: the caller would wait for nothing.
+        if self.raw.raft.has_pending_conf() {
+            return Err(ReplicaError::ConfChangePending);
+        }
         let id = self.next_req();
         let (node_id, change_type, address) = match change {
             MemberChange::AddLearner { id, address } => {

@@ -103,6 +103,10 @@ pub enum ReplicaError {
     /// A membership change is not possible now.
     #[error("membership: {0}")]
     Membership(String),
+    /// An earlier membership change, or a new leader's first entry, is not
+    /// applied yet: raft-rs would silently drop a conf change proposed now.
+    #[error("membership: an earlier change (or the new leader's first entry) is not applied yet; retry")]
+    ConfChangePending,
 }
 
 fn leader_hint(leader: &Option<(u64, String)>) -> String {
@@ -248,10 +252,23 @@ impl Replica {
         self.ask(|reply| Request::Read { reply }).await
     }
 
-    /// Propose a membership change (leader only) and wait until it is applied.
+    /// Propose a membership change (leader only) and wait until it is
+    /// applied. While an earlier change (or a new leader's first entry) is
+    /// still pending, the proposal is retried for up to [`PROPOSE_TIMEOUT`].
     pub async fn change_members(&self, change: MemberChange) -> Result<(), ReplicaError> {
-        self.ask(|reply| Request::ChangeMembers { change, reply })
-            .await
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        loop {
+            let change = change.clone();
+            match self
+                .ask(|reply| Request::ChangeMembers { change, reply })
+                .await
+            {
+                Err(ReplicaError::ConfChangePending) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Ask the leader to hand leadership to `to`.
