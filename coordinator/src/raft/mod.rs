@@ -105,7 +105,9 @@ pub enum ReplicaError {
     Membership(String),
     /// An earlier membership change, or a new leader's first entry, is not
     /// applied yet: raft-rs would silently drop a conf change proposed now.
-    #[error("membership: an earlier change (or the new leader's first entry) is not applied yet; retry")]
+    #[error(
+        "membership: an earlier change (or the new leader's first entry) is not applied yet; retry"
+    )]
     ConfChangePending,
 }
 
