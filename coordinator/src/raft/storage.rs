@@ -389,8 +389,8 @@ impl RaftStore {
         self.wanted.load(Ordering::Acquire)
     }
 
-    /// The stored member addresses, if any were ever stored.
-    pub fn addresses(&self) -> Result<Option<Addresses>, StoreError> {
+    /// The raw value of a meta key, if stored.
+    fn read_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let p = &*self.path;
         let txn = self.db.begin_read().map_err(|e| db_err(p, e))?;
         let meta = match txn.open_table(META) {
@@ -398,32 +398,27 @@ impl RaftStore {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(db_err(p, e)),
         };
-        match meta.get(KEY_ADDRESSES).map_err(|e| db_err(p, e))? {
-            Some(v) => {
-                serde_json::from_slice(v.value())
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        what: "addresses".to_string(),
-                        reason: e.to_string(),
-                    })
-            }
-            None => Ok(None),
-        }
+        let value = meta.get(key).map_err(|e| db_err(p, e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// The stored member addresses, if any were ever stored.
+    pub fn addresses(&self) -> Result<Option<Addresses>, StoreError> {
+        self.read_meta(KEY_ADDRESSES)?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    what: "addresses".to_string(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
     /// The latest stored snapshot, if any.
     pub fn stored_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-        let p = &*self.path;
-        let txn = self.db.begin_read().map_err(|e| db_err(p, e))?;
-        let meta = match txn.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(db_err(p, e)),
-        };
-        match meta.get(KEY_SNAPSHOT).map_err(|e| db_err(p, e))? {
-            Some(v) => Ok(Some(decode("snapshot", v.value())?)),
-            None => Ok(None),
-        }
+        self.read_meta(KEY_SNAPSHOT)?
+            .map(|v| decode("snapshot", &v))
+            .transpose()
     }
 
     fn read_entries(
