@@ -127,7 +127,7 @@ fn image_label(n: &pb::Node) -> String {
 }
 
 /// `node show N`.
-pub async fn node_show(conn: &Conn, number: u32) -> anyhow::Result<()> {
+pub async fn node_show(conn: &Conn, number: u32, timeline: bool) -> anyhow::Result<()> {
     let n = conn
         .nodes()
         .get_node(pb::GetNodeRequest { number })
@@ -155,6 +155,12 @@ pub async fn node_show(conn: &Conn, number: u32) -> anyhow::Result<()> {
             "(oldest first)"
         }
     );
+    if timeline {
+        match sessions.last() {
+            Some(s) => print_timeline(s),
+            None => say!("timeline: no boot recorded yet"),
+        }
+    }
     for s in sessions {
         let k: String = s.kernel_blake3.chars().take(16).collect();
         let version = if s.kernel_version.is_empty() {
@@ -169,6 +175,78 @@ pub async fn node_show(conn: &Conn, number: u32) -> anyhow::Result<()> {
             s.transport,
             format_millis(s.unix_millis)
         );
+    }
+    Ok(())
+}
+
+/// Boot phases in boot order (the coordinator's `PHASES`).
+const PHASES: [&str; 7] = [
+    "dhcp_offer",
+    "dhcp_ack",
+    "first_tftp_byte",
+    "kernel_requested",
+    "kernel_sent",
+    "initrd_sent",
+    "first_log_line",
+];
+
+fn print_timeline(s: &pb::BootSession) {
+    say!("timeline of session {} ({}):", s.id, s.image);
+    let start = PHASES
+        .iter()
+        .filter_map(|p| s.phases.get(*p))
+        .min()
+        .copied();
+    for phase in PHASES {
+        match (s.phases.get(phase), start) {
+            (Some(&at), Some(t0)) => say!(
+                "  {phase:<17} {}  +{:.3} s",
+                format_millis(at),
+                at.saturating_sub(t0) as f64 / 1000.0
+            ),
+            _ => say!("  {phase:<17} -"),
+        }
+    }
+}
+
+/// `meta set` / `meta unset`.
+pub async fn meta_set(conn: &Conn, key: String, value: Option<String>) -> anyhow::Result<()> {
+    let unset = value.is_none();
+    let r = conn
+        .meta()
+        .set_meta(pb::SetMetaRequest {
+            key: key.clone(),
+            value: value.unwrap_or_default(),
+            unset,
+            idempotency_key: String::new(),
+        })
+        .await
+        .map_err(|s| conn.err(&format!("meta {key}"), s))?
+        .into_inner();
+    say!(
+        "meta {key} {} (revision {})",
+        if unset { "removed" } else { "set" },
+        r.revision
+    );
+    Ok(())
+}
+
+/// `meta list`.
+pub async fn meta_list(conn: &Conn) -> anyhow::Result<()> {
+    let meta = conn
+        .meta()
+        .list_meta(pb::ListMetaRequest {})
+        .await
+        .map_err(|s| conn.err("listing meta", s))?
+        .into_inner()
+        .meta;
+    let mut keys: Vec<_> = meta.into_iter().collect();
+    keys.sort();
+    if keys.is_empty() {
+        say!("no site key-values set");
+    }
+    for (k, v) in keys {
+        say!("{k}={v}");
     }
     Ok(())
 }

@@ -143,6 +143,11 @@ impl Conn {
     pub fn cluster(&self) -> ClusterServiceClient<Router> {
         ClusterServiceClient::new(self.router.clone())
     }
+
+    /// Site key-value service client.
+    pub fn meta(&self) -> rackboot_proto::v1::meta_service_client::MetaServiceClient<Router> {
+        rackboot_proto::v1::meta_service_client::MetaServiceClient::new(self.router.clone())
+    }
 }
 
 /// Routes gRPC calls across coordinator replicas (see the module docs).

@@ -47,6 +47,10 @@ enum Command {
     Assign(admin::AssignArgs),
     /// A node's boot logs, tied to the boot session (kernel) they came from.
     Logs(admin::LogsArgs),
+    /// Site key-values every node finds in its boot-info (JSON `meta`,
+    /// `RACKBOOT_META_<KEY>` lines).
+    #[command(subcommand)]
+    Meta(MetaCmd),
     /// Coordinator cluster.
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -78,11 +82,34 @@ enum NodeCmd {
         #[arg(long)]
         rack: Option<String>,
     },
-    /// Show one node.
+    /// Show one node: addresses, image, recent boot sessions.
     Show {
         /// Node number.
         number: u32,
+        /// Also print the latest boot's timeline: DHCP offer and ACK, first
+        /// TFTP byte, kernel requested and sent, initrd sent, first log line.
+        #[arg(long)]
+        timeline: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MetaCmd {
+    /// Set a key (1-64 of A-Z a-z 0-9 _, not starting with a digit; the
+    /// value up to 4096 bytes, no line breaks).
+    Set {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Remove a key.
+    Unset {
+        /// Key.
+        key: String,
+    },
+    /// List every key and value.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,7 +151,14 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Image(ImageCmd::List) => admin::image_list(&conn).await,
         Command::Rack(RackCmd::List) => admin::rack_list(&conn).await,
         Command::Node(NodeCmd::List { rack }) => admin::node_list(&conn, rack).await,
-        Command::Node(NodeCmd::Show { number }) => admin::node_show(&conn, number).await,
+        Command::Node(NodeCmd::Show { number, timeline }) => {
+            admin::node_show(&conn, number, timeline).await
+        }
+        Command::Meta(MetaCmd::Set { key, value }) => {
+            admin::meta_set(&conn, key, Some(value)).await
+        }
+        Command::Meta(MetaCmd::Unset { key }) => admin::meta_set(&conn, key, None).await,
+        Command::Meta(MetaCmd::List) => admin::meta_list(&conn).await,
         Command::Assign(args) => admin::assign(&conn, args).await,
         Command::Logs(args) => admin::logs(&conn, args).await,
         Command::Cluster(ClusterCmd::Status) => cluster::status(&conn).await,

@@ -28,9 +28,68 @@ pub struct PushArgs {
     /// Default kernel command line.
     #[arg(long, default_value = "")]
     pub cmdline: String,
-    /// Kernel version (informational for now).
+    /// Kernel release (`uname -r`). Read from the kernel's boot header when
+    /// it has one (x86 bzImage); given as well, the two must agree. Needed
+    /// for kernels without such a header when --modules is given.
     #[arg(long, default_value = "")]
     pub kernel_version: String,
+    /// Kernel-module bundle: an uncompressed tar of lib/modules/<release>/
+    /// (with modules.dep; e.g. `tar -cf modules.tar lib/modules/$(uname -r)`)
+    /// plus optional etc/modprobe.d/*.conf. Refused unless its release is
+    /// the kernel's. Nodes get it at modules/<release>/modules.tar, its
+    /// tables beside it, both named in their boot-info.
+    #[arg(long)]
+    pub modules: Option<PathBuf>,
+}
+
+/// The release the image will carry, checked as the coordinator will check
+/// it (so a mismatch is refused before anything is uploaded).
+async fn local_kernel_version(args: &PushArgs) -> anyhow::Result<String> {
+    // The setup header and its version string sit in the first 64.5 KiB.
+    let mut head = vec![0u8; 0x10200];
+    let mut f = tokio::fs::File::open(&args.kernel)
+        .await
+        .with_context(|| format!("kernel file {}", args.kernel.display()))?;
+    let mut n = 0;
+    while n < head.len() {
+        let got = f.read(&mut head[n..]).await?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    head.truncate(n);
+    let version = match rackboot_image::kernel_release(&head) {
+        Ok(header) => {
+            anyhow::ensure!(
+                args.kernel_version.is_empty() || args.kernel_version == header,
+                "kernel version {} was given, but the kernel image header says {header}",
+                args.kernel_version
+            );
+            header
+        }
+        Err(_) => args.kernel_version.clone(),
+    };
+    if let Some(path) = &args.modules {
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("modules file {}", path.display()))?;
+        let bundle = rackboot_image::bundle::inspect(&bytes)
+            .map_err(|e| anyhow!("modules file {}: {e}", path.display()))?;
+        anyhow::ensure!(
+            !version.is_empty(),
+            "the kernel has no readable boot header, so the module bundle (for {}) cannot be checked; give --kernel-version",
+            bundle.release
+        );
+        rackboot_image::check_modules_match(&version, &bundle.release).map_err(|e| anyhow!(e))?;
+        say!(
+            "modules: {} modules for kernel {}, tables: {}",
+            bundle.modules,
+            bundle.release,
+            bundle.tables.keys().cloned().collect::<Vec<_>>().join(" ")
+        );
+    }
+    Ok(version)
 }
 
 async fn hash_file(what: &str, path: &Path) -> anyhow::Result<pb::BlobRef> {
@@ -99,21 +158,30 @@ async fn upload(conn: &Conn, what: &str, path: &Path, blob: &pb::BlobRef) -> any
 
 /// Run `image push`.
 pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
+    let version = local_kernel_version(&args).await?;
     let kernel = hash_file("kernel", &args.kernel).await?;
     let initrd = hash_file("initrd", &args.initrd).await?;
+    let modules = match &args.modules {
+        Some(p) => Some(hash_file("modules", p).await?),
+        None => None,
+    };
+    let mut files = vec![
+        ("kernel", &args.kernel, &kernel),
+        ("initrd", &args.initrd, &initrd),
+    ];
+    if let (Some(p), Some(m)) = (&args.modules, &modules) {
+        files.push(("modules", p, m));
+    }
     let missing = conn
         .images()
         .missing_blobs(pb::MissingBlobsRequest {
-            blobs: vec![kernel.clone(), initrd.clone()],
+            blobs: files.iter().map(|(_, _, b)| (*b).clone()).collect(),
         })
         .await
         .map_err(|s| conn.err("checking stored blobs", s))?
         .into_inner()
         .missing;
-    for (what, path, blob) in [
-        ("kernel", &args.kernel, &kernel),
-        ("initrd", &args.initrd, &initrd),
-    ] {
+    for (what, path, blob) in files {
         let needed = missing.iter().any(|m| m.blake3 == blob.blake3);
         if needed {
             let stored = upload(conn, what, path, blob).await?;
@@ -134,7 +202,8 @@ pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
             kernel: Some(kernel),
             initrd: Some(initrd),
             cmdline: args.cmdline,
-            kernel_version: args.kernel_version,
+            kernel_version: version,
+            modules: modules.clone(),
             idempotency_key: String::new(),
         })
         .await

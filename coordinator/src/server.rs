@@ -12,7 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    AgentApi, AssignmentApi, ClusterApi, Ctx, ImageApi, NodeApi, RackApi, RaftPeerApi,
+    AgentApi, AssignmentApi, ClusterApi, Ctx, ImageApi, MetaApi, NodeApi, RackApi, RaftPeerApi,
 };
 use crate::blobs::{BlobError, BlobStore};
 use crate::raft::{self, Replica, ReplicaConfig};
@@ -87,6 +87,7 @@ pub async fn start(
     use pb::assignment_service_server::AssignmentServiceServer;
     use pb::cluster_service_server::ClusterServiceServer;
     use pb::image_service_server::ImageServiceServer;
+    use pb::meta_service_server::MetaServiceServer;
     use pb::node_service_server::NodeServiceServer;
     use pb::rack_service_server::RackServiceServer;
     use pb::raft_peer_server::RaftPeerServer;
@@ -100,6 +101,7 @@ pub async fn start(
         .set_serving::<ClusterServiceServer<ClusterApi>>()
         .await;
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    health.set_serving::<MetaServiceServer<MetaApi>>().await;
 
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -118,6 +120,7 @@ pub async fn start(
         )
         .add_service(AssignmentServiceServer::new(AssignmentApi(ctx.clone())))
         .add_service(ClusterServiceServer::new(ClusterApi(ctx.clone())))
+        .add_service(MetaServiceServer::new(MetaApi(ctx.clone())))
         .add_service(
             AgentServiceServer::new(AgentApi(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)

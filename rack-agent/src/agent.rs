@@ -191,7 +191,13 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     let (view_tx, view_rx) = watch::channel(Arc::new(initial));
     let (session_tx, session_rx) = mpsc::channel(4096);
     let sessions = Arc::new(Sessions::new(session_tx));
-    let table = FileTable::build(&view_rx.borrow(), &cache, &statics, &site);
+    let table = FileTable::build(
+        &view_rx.borrow(),
+        &cache,
+        &statics,
+        &site,
+        Some(sessions.clone()),
+    );
     let (files_tx, files_rx) = watch::channel(Arc::new(table));
     let cache_changed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
@@ -202,6 +208,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         let cache = cache.clone();
         let changed = cache_changed.clone();
         let stop = shutdown.clone();
+        let sessions = sessions.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -209,7 +216,9 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     r = view_rx.changed() => if r.is_err() { return },
                     _ = changed.notified() => {}
                 }
-                let table = FileTable::build(&view_rx.borrow_and_update(), &cache, &statics, &site);
+                let view = view_rx.borrow_and_update().clone();
+                let table =
+                    FileTable::build(&view, &cache, &statics, &site, Some(sessions.clone()));
                 tracing::debug!(files = table.len(), "file table rebuilt");
                 files_tx.send_replace(Arc::new(table));
             }
@@ -260,6 +269,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 core: core.clone(),
                 client_port: cfg.dhcp_client_port,
                 role: crate::dhcp::Role::ProxyBoot,
+                sessions: Some(sessions.clone()),
             },
             view_rx.clone(),
             unknown_tx.clone(),
@@ -277,6 +287,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
             } else {
                 crate::dhcp::Role::Server
             },
+            sessions: Some(sessions.clone()),
         },
         view_rx.clone(),
         unknown_tx,

@@ -3,6 +3,7 @@
 //! TFTP-readable files (`boot-info/<mac>.json`, `boot-info/<mac>.env`), always
 //! from the agent's local view, never with a coordinator round trip.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -62,13 +63,52 @@ pub struct BootInfo {
     pub cmdline: Option<String>,
     /// Kernel version of the assigned image.
     pub kernel_version: Option<String>,
+    /// Module bundle blake3 (when the image has one).
+    pub modules_blake3: Option<String>,
+    /// URL of the module bundle (an uncompressed tar of lib/modules/<version>/).
+    pub modules_url: Option<String>,
+    /// Served directory of the kernel's module bundle and tables
+    /// (`modules/<kernel version>/`: `modules.tar`, `modules.dep`, …).
+    pub modules_path: Option<String>,
+    /// The boot session (kernel served) this answer belongs to.
+    pub session: Option<String>,
+    /// Image assigned now, when it is not the one whose kernel the node
+    /// was served (it will boot it next time).
+    pub assigned_image: Option<String>,
+    /// Site key-values (`rackboot meta set`).
+    pub meta: BTreeMap<String, String>,
     /// Rack state revision this answer was built from.
     pub revision: u64,
 }
 
+/// What a node was served and is assigned, for [`BootInfo::new`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Served<'a> {
+    /// The image whose kernel the node runs (its session's), else the
+    /// assigned image when it is ready to serve.
+    pub image: Option<&'a ImageEntry>,
+    /// The session id.
+    pub session: Option<&'a str>,
+    /// The image assigned now.
+    pub assigned: Option<&'a str>,
+}
+
+/// Served directory of a kernel's modules.
+pub fn modules_dir(kernel_version: &str) -> String {
+    format!("modules/{kernel_version}")
+}
+
 impl BootInfo {
     /// Build the answer for one node.
-    pub fn new(site: &Site, node: &NodeEntry, image: Option<&ImageEntry>, revision: u64) -> Self {
+    pub fn new(
+        site: &Site,
+        node: &NodeEntry,
+        served: Served<'_>,
+        meta: &BTreeMap<String, String>,
+        revision: u64,
+    ) -> Self {
+        let image = served.image;
+        let modules = image.and_then(|i| i.modules.map(|m| (m, i.kernel_version.as_str())));
         BootInfo {
             node: node.number,
             name: node.name.clone(),
@@ -87,6 +127,16 @@ impl BootInfo {
             initrd_url: image.map(|i| format!("{}/blobs/{}", site.blob_base, i.initrd.digest)),
             cmdline: image.map(|i| i.cmdline.clone()),
             kernel_version: image.map(|i| i.kernel_version.clone()),
+            modules_blake3: modules.map(|(m, _)| m.digest.to_string()),
+            modules_url: modules
+                .map(|(_, v)| format!("{}/{}/modules.tar", site.blob_base, modules_dir(v))),
+            modules_path: modules.map(|(_, v)| modules_dir(v)),
+            session: served.session.map(str::to_string),
+            assigned_image: served
+                .assigned
+                .filter(|a| image.is_none_or(|i| i.name != *a))
+                .map(str::to_string),
+            meta: meta.clone(),
             revision,
         }
     }
@@ -120,10 +170,25 @@ impl BootInfo {
             ("INITRD_URL", opt(&self.initrd_url)),
             ("CMDLINE", opt(&self.cmdline)),
             ("KERNEL_VERSION", opt(&self.kernel_version)),
+            ("MODULES_BLAKE3", opt(&self.modules_blake3)),
+            ("MODULES_URL", opt(&self.modules_url)),
+            ("MODULES_PATH", opt(&self.modules_path)),
+            ("SESSION", opt(&self.session)),
+            ("ASSIGNED_IMAGE", opt(&self.assigned_image)),
             ("REVISION", self.revision.to_string()),
         ];
+        // Keys are validated as shell-variable-safe by the coordinator and
+        // again when the agent loads its view.
+        let meta = self
+            .meta
+            .iter()
+            .map(|(k, v)| (format!("META_{k}"), v.clone()));
         let mut out = String::new();
-        for (k, v) in pairs {
+        for (k, v) in pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(meta)
+        {
             out.push_str(&format!("RACKBOOT_{k}='{}'\n", v.replace('\'', "'\\''")));
         }
         out
@@ -164,8 +229,18 @@ mod tests {
             },
             cmdline: "console=ttyS0 x='y'".into(),
             kernel_version: "6.1.0".into(),
+            modules: Some(BlobRef {
+                digest: Blake3Digest::of(b"m"),
+                size: 1,
+            }),
         };
-        let info = BootInfo::new(&site, &node, Some(&im), 9);
+        let meta = BTreeMap::from([("SITE".to_string(), "lab 'a'".to_string())]);
+        let served = Served {
+            image: Some(&im),
+            session: Some("3-17"),
+            assigned: Some("img2"),
+        };
+        let info = BootInfo::new(&site, &node, served, &meta, 9);
         let env = info.to_env();
         assert!(env.contains("RACKBOOT_NODE='3'\n"));
         assert!(env.contains("RACKBOOT_NETMASK='255.255.255.0'\n"));
@@ -177,8 +252,15 @@ mod tests {
             "RACKBOOT_KERNEL_URL='http://10.0.0.1/blobs/{}'",
             im.kernel.digest
         )));
+        assert!(env.contains("RACKBOOT_MODULES_URL='http://10.0.0.1/modules/6.1.0/modules.tar'\n"));
+        assert!(env.contains("RACKBOOT_MODULES_PATH='modules/6.1.0'\n"));
+        assert!(env.contains("RACKBOOT_SESSION='3-17'\n"));
+        assert!(env.contains("RACKBOOT_ASSIGNED_IMAGE='img2'\n"));
+        assert!(env.contains(r"RACKBOOT_META_SITE='lab '\''a'\'''"), "{env}");
         let json: serde_json::Value = serde_json::from_str(&info.to_json()).unwrap();
         assert_eq!(json["name"], "n3");
+        assert_eq!(json["meta"]["SITE"], "lab 'a'");
+        assert_eq!(json["modules_path"], "modules/6.1.0");
         assert_eq!(json["prefix"], 24);
     }
 }

@@ -76,6 +76,24 @@ pub struct DhcpShellConfig {
     pub client_port: u16,
     /// Which socket this task serves.
     pub role: Role,
+    /// Boot timelines (OFFER and ACK times), when tracked.
+    pub sessions: Option<Arc<crate::sessions::Sessions>>,
+}
+
+/// Record an OFFER or ACK in the node's boot timeline.
+fn timeline(sessions: &crate::sessions::Sessions, view: &RackView, reply: &dhcproto::v4::Message) {
+    use crate::sessions::Phase;
+    use dhcproto::v4::MessageType;
+    let phase = match reply.opts().msg_type() {
+        Some(MessageType::Offer) => Phase::DhcpOffer,
+        Some(MessageType::Ack) => Phase::DhcpAck,
+        _ => return,
+    };
+    if let Some(ch) = reply.chaddr().get(..6)
+        && let Ok(mac) = <[u8; 6]>::try_from(ch)
+    {
+        sessions.dhcp(view, &Mac::from(mac), phase);
+    }
 }
 
 /// Run the DHCP server on `socket` until `shutdown`.
@@ -132,7 +150,14 @@ pub async fn run(
             }
         };
         match decision {
-            Decision::Reply { bytes, dest, .. } => {
+            Decision::Reply {
+                bytes,
+                dest,
+                message,
+            } => {
+                if let Some(sessions) = &cfg.sessions {
+                    timeline(sessions, &view.borrow(), &message);
+                }
                 // The boot server port answers where the request came from.
                 let to = if cfg.role == Role::ProxyBoot {
                     src

@@ -1,18 +1,27 @@
-//! The table of files the agent serves: generated boot scripts, verified
-//! blobs and the operator's static root, all in memory. Rebuilt whenever the
-//! view, the cache or the static root changes; readers take an `Arc` snapshot.
+//! The table of files the agent serves: generated boot configs (iPXE,
+//! pxelinux, grub), verified blobs, kernel-module bundles and their tables,
+//! and the operator's static root, all in memory. Rebuilt whenever the view,
+//! the cache or the static root changes; readers take an `Arc` snapshot.
+//!
+//! Boot-info (`boot-info/<mac>.json|.env`) is rendered when asked for, from
+//! the snapshot's view and the node's current boot session, so it always
+//! names the kernel the node was actually served and that kernel's modules.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rackboot_tftp_core::{FileSource, OpenError, SafePath};
 
-use crate::boot::ipxe_script;
-use crate::bootinfo::{BootInfo, Site};
+use crate::boot::{
+    grub_config, grub_config_paths, ipxe_script, pxelinux_config, pxelinux_config_path,
+};
+use crate::bootinfo::{BootInfo, Served, Site, modules_dir};
 use crate::cache::BlobCache;
-use crate::view::RackView;
+use crate::sessions::Sessions;
+use crate::view::{ImageEntry, RackView};
 
 /// Largest static-root file loaded (bigger files are skipped with a warning).
 pub const MAX_STATIC_FILE: u64 = 512 << 20;
@@ -22,19 +31,73 @@ pub fn ipxe_script_path(mac_hyphenated: &str) -> String {
     format!("ipxe/{mac_hyphenated}.ipxe")
 }
 
+/// What boot-info is rendered from.
+#[derive(Debug)]
+struct BootInfoSource {
+    view: Arc<RackView>,
+    site: Site,
+    /// Images whose blobs are all verified and loaded.
+    ready: HashSet<String>,
+    sessions: Option<Arc<Sessions>>,
+    /// Node number by hyphenated MAC.
+    by_mac: HashMap<String, u32>,
+}
+
 /// A snapshot of everything served.
 #[derive(Debug, Default, Clone)]
 pub struct FileTable {
     files: HashMap<String, Bytes>,
+    boot_info: Option<Arc<BootInfoSource>>,
+}
+
+/// A kernel release is used as a path component: keep it to what releases
+/// are made of.
+fn safe_release(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 128
+        && r != "."
+        && r != ".."
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
+}
+
+/// Add an image's module bundle and its tables under `modules/<version>/`.
+fn add_modules(files: &mut HashMap<String, Bytes>, im: &ImageEntry, cache: &BlobCache) -> bool {
+    let Some(m) = &im.modules else { return true };
+    let Some(bundle_bytes) = cache.get(&m.digest) else {
+        return false;
+    };
+    if !safe_release(&im.kernel_version) {
+        tracing::warn!(image = %im.name, version = %im.kernel_version, "module bundle not served: kernel version unusable as a path");
+        return false;
+    }
+    let dir = modules_dir(&im.kernel_version);
+    let bundle = match rackboot_image::bundle::inspect(&bundle_bytes) {
+        Ok(b) if b.release == im.kernel_version => b,
+        Ok(b) => {
+            tracing::warn!(image = %im.name, bundle = %b.release, kernel = %im.kernel_version, "module bundle is for another kernel; not served");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(image = %im.name, error = %e, "module bundle unreadable; not served");
+            return false;
+        }
+    };
+    for (name, data) in bundle.tables {
+        files.insert(format!("{dir}/{name}"), Bytes::from(data));
+    }
+    files.insert(format!("{dir}/modules.tar"), bundle_bytes);
+    true
 }
 
 impl FileTable {
     /// Build from the view, the cache and static files.
     pub fn build(
-        view: &RackView,
+        view: &Arc<RackView>,
         cache: &BlobCache,
         statics: &HashMap<String, Bytes>,
         site: &Site,
+        sessions: Option<Arc<Sessions>>,
     ) -> Self {
         let mut files = statics.clone();
         for digest in cache.loaded() {
@@ -42,36 +105,105 @@ impl FileTable {
                 files.insert(format!("blobs/{digest}"), b);
             }
         }
-        for node in view.nodes.values() {
-            let image = node.image.as_ref().and_then(|n| view.images.get(n));
-            // Only offer an image whose blobs are verified and loaded.
-            let ready = image.filter(|im| {
-                cache.get(&im.kernel.digest).is_some() && cache.get(&im.initrd.digest).is_some()
-            });
-            for mac in &node.macs {
-                let path = ipxe_script_path(&mac.hyphenated());
-                let script = ipxe_script(&site.blob_base, node, ready, &path);
-                files.insert(path, Bytes::from(script));
-                let info = BootInfo::new(site, node, ready, view.revision);
-                let hy = mac.hyphenated();
-                files.insert(format!("boot-info/{hy}.json"), Bytes::from(info.to_json()));
-                files.insert(format!("boot-info/{hy}.env"), Bytes::from(info.to_env()));
+        let mut ready = HashSet::new();
+        for im in view.images.values() {
+            let blobs_loaded = im.blobs().all(|b| cache.get(&b.digest).is_some());
+            // Only offer an image whose blobs (modules included) are verified
+            // and loaded.
+            if blobs_loaded && add_modules(&mut files, im, cache) {
+                ready.insert(im.name.clone());
             }
         }
-        FileTable { files }
+        let mut by_mac = HashMap::new();
+        for node in view.nodes.values() {
+            let image = node
+                .image
+                .as_ref()
+                .filter(|n| ready.contains(*n))
+                .and_then(|n| view.images.get(n));
+            for mac in &node.macs {
+                let hy = mac.hyphenated();
+                let path = ipxe_script_path(&hy);
+                let script = ipxe_script(&site.blob_base, node, image, &path);
+                files.insert(path, Bytes::from(script));
+                files.insert(
+                    pxelinux_config_path(&hy),
+                    Bytes::from(pxelinux_config(node, image)),
+                );
+                let grub = Bytes::from(grub_config(&site.blob_base, node, image));
+                for p in grub_config_paths(&hy) {
+                    files.insert(p, grub.clone());
+                }
+                by_mac.insert(hy, node.number);
+            }
+        }
+        FileTable {
+            files,
+            boot_info: Some(Arc::new(BootInfoSource {
+                view: view.clone(),
+                site: site.clone(),
+                ready,
+                sessions,
+                by_mac,
+            })),
+        }
     }
 
     /// A table holding exactly these files (tests, tools).
     pub fn from_map(files: HashMap<String, Bytes>) -> Self {
-        FileTable { files }
+        FileTable {
+            files,
+            boot_info: None,
+        }
+    }
+
+    /// Boot-info for the node with this number, rendered now.
+    pub fn boot_info(&self, node: u32) -> Option<BootInfo> {
+        let src = self.boot_info.as_ref()?;
+        let entry = src.view.nodes.get(&node)?;
+        let session = src.sessions.as_ref().and_then(|s| s.session(node));
+        let assigned = entry.image.as_deref();
+        // The session's image is what the node runs; without one, the
+        // assigned image once it can be served.
+        let image = session
+            .as_ref()
+            .and_then(|s| src.view.images.get(&s.image))
+            .or_else(|| {
+                assigned
+                    .filter(|a| src.ready.contains(*a))
+                    .and_then(|a| src.view.images.get(a))
+            });
+        let served = Served {
+            image,
+            session: session.as_ref().map(|s| s.id.as_str()),
+            assigned,
+        };
+        Some(BootInfo::new(
+            &src.site,
+            entry,
+            served,
+            &src.view.meta,
+            src.view.revision,
+        ))
     }
 
     /// Look up a path.
-    pub fn get(&self, path: &str) -> Option<&Bytes> {
-        self.files.get(path)
+    pub fn get(&self, path: &str) -> Option<Bytes> {
+        if let Some(b) = self.files.get(path) {
+            return Some(b.clone());
+        }
+        let name = path.strip_prefix("boot-info/")?;
+        let (mac, ext) = name.rsplit_once('.')?;
+        let node = *self.boot_info.as_ref()?.by_mac.get(mac)?;
+        let info = self.boot_info(node)?;
+        match ext {
+            "json" => Some(Bytes::from(info.to_json())),
+            "env" => Some(Bytes::from(info.to_env())),
+            _ => None,
+        }
     }
 
-    /// Number of files.
+    /// Number of files (boot-info excluded).
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -84,10 +216,7 @@ impl FileTable {
 
 impl FileSource for FileTable {
     fn open(&self, path: &SafePath, _client: SocketAddr) -> Result<Bytes, OpenError> {
-        self.files
-            .get(path.as_str())
-            .cloned()
-            .ok_or(OpenError::NotFound)
+        self.get(path.as_str()).ok_or(OpenError::NotFound)
     }
 }
 

@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use rackboot_dhcp_core::Mac;
 use rackboot_tftp_core::SafePath;
 use serde::Deserialize;
@@ -123,25 +124,21 @@ fn info_response(ctx: &Ctx, peer: SocketAddr, q: InfoQuery, env: bool) -> Respon
         let who = q.mac.clone().unwrap_or_else(|| peer.ip().to_string());
         return text(StatusCode::NOT_FOUND, format!("no node known for {who}\n"));
     };
-    let Some(mac) = node.macs.first() else {
-        return text(StatusCode::NOT_FOUND, "node has no MAC\n");
-    };
     let env = env || q.format.as_deref() == Some("env");
-    let path = format!(
-        "boot-info/{}.{}",
-        mac.hyphenated(),
-        if env { "env" } else { "json" }
-    );
     let table = ctx.files.borrow().clone();
-    match table.get(&path) {
-        Some(b) => {
-            let ctype = if env {
-                "text/plain; charset=utf-8"
-            } else {
-                "application/json"
-            };
-            (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], b.clone()).into_response()
-        }
+    match table.boot_info(node.number) {
+        Some(info) if env => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            info.to_env(),
+        )
+            .into_response(),
+        Some(info) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            info.to_json(),
+        )
+            .into_response(),
         None => text(StatusCode::NOT_FOUND, "boot info not ready\n"),
     }
 }
@@ -177,7 +174,7 @@ async fn serve_file(
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("path: {e}\n")),
     };
     let table = ctx.files.borrow().clone();
-    let Some(body) = table.get(path.as_str()).cloned() else {
+    let Some(body) = table.get(path.as_str()) else {
         return text(
             StatusCode::NOT_FOUND,
             format!("{} not found\n", path.as_str()),
@@ -252,15 +249,61 @@ async fn serve_file(
             header::ETAG,
             HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")),
         );
-    if let Some(cr) = range_header {
+    if let Some(cr) = range_header.as_deref() {
         builder = builder.header(header::CONTENT_RANGE, cr);
     }
+    let to_end = range_header
+        .as_deref()
+        .is_none_or(|r| r.ends_with(&format!("-{}/{len}", len.saturating_sub(1))));
     let body = if method == Method::HEAD {
         Body::empty()
+    } else if let (true, Some(sessions), IpAddr::V4(ip)) = (to_end, &ctx.sessions, peer.ip()) {
+        // The last byte handed to the connection completes the kernel or
+        // initrd phase of the node's boot timeline.
+        let sessions = sessions.clone();
+        let view = ctx.view.clone();
+        let path = path.as_str().to_string();
+        Body::from_stream(Pieces::new(slice, move || {
+            sessions.file_done(&view.borrow(), ip, &path);
+        }))
     } else {
         Body::from(slice)
     };
     builder.body(body).unwrap_or_default()
+}
+
+/// A response body in zero-copy pieces that runs a callback once the last
+/// piece has been taken by the connection.
+struct Pieces {
+    rest: Bytes,
+    done: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Pieces {
+    const PIECE: usize = 256 << 10;
+
+    fn new(body: Bytes, done: impl FnOnce() + Send + 'static) -> Self {
+        Pieces {
+            rest: body,
+            done: Some(Box::new(done)),
+        }
+    }
+}
+
+impl tokio_stream::Stream for Pieces {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.rest.is_empty() {
+            if let Some(done) = self.done.take() {
+                done();
+            }
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(Self::PIECE);
+        let piece = self.rest.split_to(n);
+        Poll::Ready(Some(Ok(piece)))
+    }
 }
 
 /// The client's address, for `/boot-info` by caller.

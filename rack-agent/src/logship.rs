@@ -47,7 +47,7 @@ pub async fn run(
                 None => lines = None,
             },
             s = recv(&mut sessions) => match s {
-                Some(s) => pending_sessions.push(s),
+                Some(s) => add_session(&mut pending_sessions, s),
                 None => sessions = None,
             },
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -59,7 +59,7 @@ pub async fn run(
         }
         if let Some(rx) = sessions.as_mut() {
             while let Ok(s) = rx.try_recv() {
-                pending_sessions.push(s);
+                add_session(&mut pending_sessions, s);
             }
         }
         if buf.is_empty() && pending_sessions.is_empty() && dropped == 0 {
@@ -100,6 +100,15 @@ async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
+/// Queue a session report; a newer report of the same session replaces the
+/// older (it holds every phase the older one had).
+fn add_session(pending: &mut Vec<BootSession>, s: BootSession) {
+    match pending.iter_mut().find(|p| p.id == s.id) {
+        Some(p) => *p = s,
+        None => pending.push(s),
+    }
+}
+
 fn push(buf: &mut VecDeque<TaggedLine>, l: TaggedLine, dropped: &mut u64) {
     if buf.len() >= BUFFER_LINES {
         buf.pop_front();
@@ -132,6 +141,7 @@ async fn ship(
                 transport: s.transport.to_string(),
                 unix_millis: s.unix_millis,
                 session_id: s.id.clone(),
+                phases: s.phases.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             })
             .collect();
         client

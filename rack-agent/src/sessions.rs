@@ -3,13 +3,15 @@
 //! time). Log lines from the node are tagged with its current session, so
 //! logs stay tied to the kernel actually served.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::RwLock;
 
 use tokio::sync::mpsc;
 
-use crate::view::RackView;
+use rackboot_dhcp_core::Mac;
+
+use crate::view::{ImageEntry, NodeEntry, RackView};
 
 /// One boot of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +32,56 @@ pub struct BootSession {
     pub transport: &'static str,
     /// Start time.
     pub unix_millis: u64,
+    /// Boot timeline: phase → unix millis (see [`rackboot_state::PHASES`]).
+    pub phases: BTreeMap<String, u64>,
 }
 
-/// Current sessions, and a queue of new ones for the coordinator.
+/// A boot phase the agent observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// DHCP OFFER sent (starts a new boot cycle).
+    DhcpOffer,
+    /// DHCP ACK sent.
+    DhcpAck,
+    /// First TFTP transfer of this boot started.
+    FirstTftpByte,
+    /// Kernel request seen (the session starts).
+    KernelRequested,
+    /// Last kernel byte handed to the network.
+    KernelSent,
+    /// Last initrd byte handed to the network.
+    InitrdSent,
+    /// First syslog line of the session.
+    FirstLogLine,
+}
+
+impl Phase {
+    /// Its name in reports (one of [`rackboot_state::PHASES`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::DhcpOffer => "dhcp_offer",
+            Phase::DhcpAck => "dhcp_ack",
+            Phase::FirstTftpByte => "first_tftp_byte",
+            Phase::KernelRequested => "kernel_requested",
+            Phase::KernelSent => "kernel_sent",
+            Phase::InitrdSent => "initrd_sent",
+            Phase::FirstLogLine => "first_log_line",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The current session per node.
+    current: HashMap<u32, BootSession>,
+    /// Phases seen before the kernel (DHCP, first TFTP byte), per node.
+    pending: HashMap<u32, BTreeMap<String, u64>>,
+}
+
+/// Current sessions, and a queue of new and updated ones for the coordinator.
 #[derive(Debug)]
 pub struct Sessions {
-    current: RwLock<HashMap<u32, BootSession>>,
+    inner: RwLock<Inner>,
     report: mpsc::Sender<BootSession>,
 }
 
@@ -46,17 +92,55 @@ fn unix_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// The image a node was served `hash` as kernel from: its assigned image
+/// when that matches, else any image of the rack with that kernel.
+fn image_with_kernel<'v>(
+    view: &'v RackView,
+    node: &NodeEntry,
+    hash: &str,
+) -> Option<&'v ImageEntry> {
+    let assigned = node.image.as_ref().and_then(|n| view.images.get(n));
+    assigned
+        .filter(|im| im.kernel.digest.to_string() == hash)
+        .or_else(|| {
+            view.images
+                .values()
+                .find(|im| im.kernel.digest.to_string() == hash)
+        })
+}
+
 impl Sessions {
     /// New tracker; new sessions are also sent to `report` (dropped when full).
     pub fn new(report: mpsc::Sender<BootSession>) -> Self {
         Sessions {
-            current: RwLock::new(HashMap::new()),
+            inner: RwLock::new(Inner::default()),
             report,
         }
     }
 
-    /// A file was served to `client`: if it is the kernel of that node's
-    /// assigned image, a new boot session starts. Returns it.
+    fn send(&self, session: &BootSession) {
+        if self.report.try_send(session.clone()).is_err() {
+            tracing::warn!(session = %session.id, "boot session report queue full; dropped");
+        }
+    }
+
+    /// The DHCP server answered a node. An OFFER starts a new boot cycle.
+    pub fn dhcp(&self, view: &RackView, mac: &Mac, phase: Phase) {
+        let Some(node) = view.node_by_mac(mac) else {
+            return;
+        };
+        let now = unix_millis();
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let pending = inner.pending.entry(node.number).or_default();
+        if phase == Phase::DhcpOffer {
+            pending.clear();
+        }
+        pending.entry(phase.name().to_string()).or_insert(now);
+    }
+
+    /// A transfer of `path` to `client` started. The kernel of one of the
+    /// rack's images starts a new boot session (of the image it belongs to,
+    /// which is what the node will run); returns it.
     pub fn file_served(
         &self,
         view: &RackView,
@@ -64,13 +148,27 @@ impl Sessions {
         path: &str,
         transport: &'static str,
     ) -> Option<BootSession> {
-        let hash = path.strip_prefix("blobs/")?;
         let node = view.node_by_addr(client)?;
-        let image = view.images.get(node.image.as_ref()?)?;
-        if image.kernel.digest.to_string() != hash {
-            return None;
-        }
         let now = unix_millis();
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if transport == "tftp" {
+            inner
+                .pending
+                .entry(node.number)
+                .or_default()
+                .entry(Phase::FirstTftpByte.name().to_string())
+                .or_insert(now);
+        }
+        let hash = path.strip_prefix("blobs/")?;
+        let image = image_with_kernel(view, node, hash)?;
+        // Session ids are `<node>-<millis>`: keep them unique per node even
+        // for two kernel requests within one millisecond.
+        let now = match inner.current.get(&node.number) {
+            Some(prev) if prev.unix_millis >= now => prev.unix_millis + 1,
+            _ => now,
+        };
+        let mut phases = inner.pending.remove(&node.number).unwrap_or_default();
+        phases.insert(Phase::KernelRequested.name().to_string(), now);
         let session = BootSession {
             id: format!("{}-{now}", node.number),
             node: node.number,
@@ -80,25 +178,84 @@ impl Sessions {
             kernel_version: image.kernel_version.clone(),
             transport,
             unix_millis: now,
+            phases,
         };
-        self.current
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node.number, session.clone());
+        inner.current.insert(node.number, session.clone());
+        drop(inner);
         tracing::info!(node = node.number, session = %session.id, image = %session.image, transport, "kernel served: boot session started");
-        if self.report.try_send(session.clone()).is_err() {
-            tracing::warn!(session = %session.id, "boot session report queue full; dropped");
-        }
+        self.send(&session);
         Some(session)
+    }
+
+    /// A transfer of `path` to `client` finished (every byte handed over):
+    /// the kernel or initrd of the node's current session is sent.
+    pub fn file_done(&self, view: &RackView, client: Ipv4Addr, path: &str) {
+        let Some(node) = view.node_by_addr(client) else {
+            return;
+        };
+        let Some(hash) = path.strip_prefix("blobs/") else {
+            return;
+        };
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let Some(session) = inner.current.get_mut(&node.number) else {
+            return;
+        };
+        let phase = if session.kernel_blake3 == hash {
+            Phase::KernelSent
+        } else if view
+            .images
+            .get(&session.image)
+            .is_some_and(|im| im.initrd.digest.to_string() == hash)
+        {
+            Phase::InitrdSent
+        } else {
+            return;
+        };
+        if session.phases.contains_key(phase.name()) {
+            return;
+        }
+        session
+            .phases
+            .insert(phase.name().to_string(), unix_millis());
+        let s = session.clone();
+        drop(inner);
+        self.send(&s);
+    }
+
+    /// A log line from `node` arrived: its current session id (the first
+    /// line of a session is a timeline phase).
+    pub fn log_line(&self, node: u32) -> Option<String> {
+        {
+            let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            let s = inner.current.get(&node)?;
+            if s.phases.contains_key(Phase::FirstLogLine.name()) {
+                return Some(s.id.clone());
+            }
+        }
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let s = inner.current.get_mut(&node)?;
+        s.phases
+            .entry(Phase::FirstLogLine.name().to_string())
+            .or_insert_with(unix_millis);
+        let s = s.clone();
+        drop(inner);
+        self.send(&s);
+        Some(s.id)
     }
 
     /// The node's current session id.
     pub fn current(&self, node: u32) -> Option<String> {
-        self.current
+        self.session(node).map(|s| s.id)
+    }
+
+    /// The node's current session.
+    pub fn session(&self, node: u32) -> Option<BootSession> {
+        self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .current
             .get(&node)
-            .map(|s| s.id.clone())
+            .cloned()
     }
 }
 
@@ -109,62 +266,131 @@ mod tests {
     use rackboot_proto::v1 as pb;
     use rackboot_state::Blake3Digest;
 
-    #[test]
-    fn only_the_assigned_kernel_starts_a_session() {
-        let k = Blake3Digest::of(b"k").to_string();
-        let view = RackView::from_pb(pb::RackState {
+    fn image(name: &str, tag: &str, version: &str) -> pb::ImageManifest {
+        pb::ImageManifest {
+            name: name.into(),
+            kernel: Some(pb::BlobRef {
+                blake3: Blake3Digest::of(format!("k{tag}").as_bytes()).to_string(),
+                size: 1,
+            }),
+            initrd: Some(pb::BlobRef {
+                blake3: Blake3Digest::of(format!("i{tag}").as_bytes()).to_string(),
+                size: 1,
+            }),
+            kernel_version: version.into(),
+            ..Default::default()
+        }
+    }
+
+    fn view() -> RackView {
+        RackView::from_pb(pb::RackState {
             revision: 1,
             rack: None,
-            nodes: vec![pb::Node {
-                number: 5,
-                name: "n5".into(),
-                macs: vec!["52:54:00:00:00:05".into()],
-                address: "10.0.0.6".into(),
-                assigned_image: "img".into(),
-                ..Default::default()
-            }],
-            images: vec![pb::ImageManifest {
-                name: "img".into(),
-                kernel: Some(pb::BlobRef {
-                    blake3: k.clone(),
-                    size: 1,
-                }),
-                initrd: Some(pb::BlobRef {
-                    blake3: Blake3Digest::of(b"i").to_string(),
-                    size: 1,
-                }),
-                kernel_version: "6.1.0-56-amd64".into(),
-                ..Default::default()
-            }],
+            meta: Default::default(),
+            nodes: vec![
+                pb::Node {
+                    number: 5,
+                    name: "n5".into(),
+                    macs: vec!["52:54:00:00:00:05".into()],
+                    address: "10.0.0.6".into(),
+                    assigned_image: "new".into(),
+                    ..Default::default()
+                },
+                pb::Node {
+                    number: 6,
+                    name: "n6".into(),
+                    macs: vec!["52:54:00:00:00:06".into()],
+                    address: "10.0.0.7".into(),
+                    assigned_image: "old".into(),
+                    ..Default::default()
+                },
+            ],
+            images: vec![image("new", "b", "6.1.0-b"), image("old", "a", "6.1.0-a")],
         })
-        .unwrap();
-        let (tx, mut rx) = mpsc::channel(4);
+        .unwrap()
+    }
+
+    fn blob(tag: &str) -> String {
+        format!("blobs/{}", Blake3Digest::of(tag.as_bytes()))
+    }
+
+    #[test]
+    fn a_kernel_of_the_rack_starts_a_session_of_its_own_image() {
+        let view = view();
+        let (tx, mut rx) = mpsc::channel(16);
         let s = Sessions::new(tx);
         let ip: Ipv4Addr = "10.0.0.6".parse().unwrap();
         assert!(s.file_served(&view, ip, "undionly.kpxe", "tftp").is_none());
+        assert!(s.file_served(&view, ip, &blob("ib"), "http").is_none());
         assert!(
-            s.file_served(
-                &view,
-                ip,
-                &format!("blobs/{}", Blake3Digest::of(b"i")),
-                "http"
-            )
-            .is_none()
+            s.file_served(&view, "10.0.0.99".parse().unwrap(), &blob("kb"), "http")
+                .is_none()
         );
-        assert!(
-            s.file_served(
-                &view,
-                "10.0.0.99".parse().unwrap(),
-                &format!("blobs/{k}"),
-                "http"
-            )
-            .is_none()
+        assert!(s.file_served(&view, ip, &blob("unknown"), "http").is_none());
+        let got = s.file_served(&view, ip, &blob("kb"), "http").unwrap();
+        assert_eq!(
+            (got.image.as_str(), got.kernel_version.as_str()),
+            ("new", "6.1.0-b")
         );
-        let got = s
-            .file_served(&view, ip, &format!("blobs/{k}"), "http")
-            .unwrap();
-        assert_eq!(got.kernel_version, "6.1.0-56-amd64");
         assert_eq!(s.current(5), Some(got.id.clone()));
         assert_eq!(rx.try_recv().unwrap(), got);
+        // Node 5 still fetching the kernel of the image it was assigned
+        // before (a reassignment raced its boot): the session names that
+        // image, the one it will run.
+        let old = s.file_served(&view, ip, &blob("ka"), "tftp").unwrap();
+        assert_eq!(
+            (old.image.as_str(), old.kernel_version.as_str()),
+            ("old", "6.1.0-a")
+        );
+    }
+
+    #[test]
+    fn timeline_collects_every_phase_once_and_reports_each_change() {
+        let view = view();
+        let (tx, mut rx) = mpsc::channel(16);
+        let s = Sessions::new(tx);
+        let ip: Ipv4Addr = "10.0.0.6".parse().unwrap();
+        let mac: Mac = "52:54:00:00:00:05".parse().unwrap();
+        // A stale cycle, then the real one: the OFFER starts a new cycle.
+        s.dhcp(&view, &mac, Phase::DhcpAck);
+        s.dhcp(&view, &mac, Phase::DhcpOffer);
+        s.dhcp(&view, &mac, Phase::DhcpAck);
+        s.file_served(&view, ip, "undionly.kpxe", "tftp");
+        let session = s.file_served(&view, ip, &blob("kb"), "http").unwrap();
+        let names: Vec<&str> = session.phases.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "dhcp_ack",
+                "dhcp_offer",
+                "first_tftp_byte",
+                "kernel_requested"
+            ]
+        );
+        assert!(session.phases["dhcp_offer"] <= session.phases["dhcp_ack"]);
+        s.file_done(&view, ip, &blob("kb"));
+        s.file_done(&view, ip, &blob("kb"));
+        s.file_done(&view, ip, &blob("ka")); // not this session's
+        s.file_done(&view, ip, &blob("ib"));
+        assert_eq!(s.log_line(5), Some(session.id.clone()));
+        assert_eq!(s.log_line(5), Some(session.id.clone()));
+        assert_eq!(s.log_line(6), None);
+        let reports: Vec<BootSession> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        // Start, kernel sent, initrd sent, first log line: one report each.
+        assert_eq!(reports.len(), 4, "{reports:?}");
+        let last = reports.last().unwrap();
+        for p in rackboot_state::PHASES {
+            assert!(
+                last.phases.contains_key(p),
+                "{p} missing: {:?}",
+                last.phases
+            );
+        }
+        // The next boot starts a fresh timeline.
+        s.dhcp(&view, &mac, Phase::DhcpOffer);
+        let next = s.file_served(&view, ip, &blob("kb"), "http").unwrap();
+        assert_ne!(next.id, session.id);
+        assert!(!next.phases.contains_key("first_log_line"));
+        assert!(next.phases.contains_key("dhcp_offer"));
     }
 }

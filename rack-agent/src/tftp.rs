@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use rackboot_tftp_core::{Event, Local, Server, TransferId};
+use rackboot_tftp_core::{Event, Local, Outcome, Server, TransferId};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -227,6 +227,11 @@ async fn flush(
                 outcome,
             } => {
                 sockets.remove(&id);
+                if let (Outcome::Completed { .. }, std::net::IpAddr::V4(ip)) =
+                    (&outcome, client.ip())
+                {
+                    sessions.file_done(&view.borrow(), ip, path.as_str());
+                }
                 tracing::info!(id = id.as_u64(), %client, path = path.as_str(), ?outcome, "tftp transfer closed");
             }
             Event::Refused {

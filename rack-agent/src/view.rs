@@ -67,6 +67,17 @@ pub struct ImageEntry {
     pub cmdline: String,
     /// Kernel version.
     pub kernel_version: String,
+    /// Kernel-module bundle for `kernel_version`, if any.
+    pub modules: Option<BlobRef>,
+}
+
+impl ImageEntry {
+    /// Every blob of the image.
+    pub fn blobs(&self) -> impl Iterator<Item = &BlobRef> {
+        [&self.kernel, &self.initrd]
+            .into_iter()
+            .chain(self.modules.as_ref())
+    }
 }
 
 /// Everything needed to answer the rack's nodes.
@@ -82,6 +93,8 @@ pub struct RackView {
     pub images: BTreeMap<String, ImageEntry>,
     /// Node numbers by address.
     pub by_addr: HashMap<Ipv4Addr, u32>,
+    /// Site key-values (`rackboot meta set`).
+    pub meta: BTreeMap<String, String>,
     /// The raw message, kept for persistence.
     raw: Option<pb::RackState>,
 }
@@ -146,8 +159,16 @@ impl RackView {
                     initrd: blob(&format!("images[{i}].initrd"), im.initrd.as_ref())?,
                     cmdline: im.cmdline.clone(),
                     kernel_version: im.kernel_version.clone(),
+                    modules: match &im.modules {
+                        Some(m) => Some(blob(&format!("images[{i}].modules"), Some(m))?),
+                        None => None,
+                    },
                 },
             );
+        }
+        for (k, v) in &state.meta {
+            rackboot_state::validate_meta(k, Some(v))
+                .map_err(|e| invalid(format!("meta.{k}"), e))?;
         }
         Ok(RackView {
             revision: state.revision,
@@ -155,6 +176,11 @@ impl RackView {
             bindings,
             images,
             by_addr,
+            meta: state
+                .meta
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             raw: Some(state),
         })
     }
@@ -175,9 +201,9 @@ impl RackView {
     pub fn needed_blobs(&self) -> Vec<BlobRef> {
         let mut out: Vec<BlobRef> = Vec::new();
         for im in self.images.values() {
-            for b in [im.kernel, im.initrd] {
-                if !out.contains(&b) {
-                    out.push(b);
+            for b in im.blobs() {
+                if !out.contains(b) {
+                    out.push(*b);
                 }
             }
         }
@@ -224,6 +250,7 @@ mod tests {
         pb::RackState {
             revision: 7,
             rack: None,
+            meta: [("SITE".to_string(), "lab".to_string())].into(),
             nodes: vec![pb::Node {
                 number: 3,
                 name: "n3".into(),
@@ -276,5 +303,13 @@ mod tests {
         s.images[0].kernel = None;
         let e = RackView::from_pb(s).unwrap_err().to_string();
         assert!(e.contains("images[0].kernel"), "{e}");
+        let mut s = sample();
+        s.meta.insert("BAD KEY".into(), "x".into());
+        let e = RackView::from_pb(s).unwrap_err().to_string();
+        assert!(e.contains("meta.BAD KEY"), "{e}");
+        let mut s = sample();
+        s.meta.insert("OK".into(), "line\nbreak".into());
+        assert!(RackView::from_pb(s).is_err());
+        assert_eq!(RackView::from_pb(sample()).unwrap().meta["SITE"], "lab");
     }
 }

@@ -3,7 +3,9 @@
 use std::pin::Pin;
 
 use rackboot_proto::v1::{self as pb, assign_request::Target};
-use rackboot_state::{AssignTarget, Command, Envelope, Image, ImageName, NodeNumber, Outcome};
+use rackboot_state::{
+    AssignTarget, BlobRef, Command, Envelope, Image, ImageName, NodeNumber, Outcome,
+};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -18,6 +20,62 @@ pub struct RackApi(pub Ctx);
 pub struct ImageApi(pub Ctx);
 /// `AssignmentService`.
 pub struct AssignmentApi(pub Ctx);
+/// `MetaService`.
+pub struct MetaApi(pub Ctx);
+
+impl ImageApi {
+    /// The image's kernel release: read from the kernel's boot header when it
+    /// has one (a given `--kernel-version` must then agree), else the one
+    /// given. A module bundle must be for exactly that release.
+    async fn checked_kernel_version(
+        &self,
+        kernel: &BlobRef,
+        modules: Option<&BlobRef>,
+        given: String,
+    ) -> Result<String, Status> {
+        let blob_error = |what: &str, e: crate::blobs::BlobError| {
+            Status::failed_precondition(format!("{what}: {e}"))
+        };
+        let kernel_bytes = self
+            .0
+            .blobs
+            .read_verified(&kernel.digest)
+            .await
+            .map_err(|e| blob_error("kernel", e))?;
+        let version = match rackboot_image::kernel_release(&kernel_bytes) {
+            Ok(header) => {
+                if !given.is_empty() && given != header {
+                    return Err(Status::invalid_argument(format!(
+                        "kernel version {given} was given, but the kernel image header says {header}"
+                    )));
+                }
+                header
+            }
+            Err(_) => given,
+        };
+        drop(kernel_bytes);
+        let Some(modules) = modules else {
+            return Ok(version);
+        };
+        let bytes = self
+            .0
+            .blobs
+            .read_verified(&modules.digest)
+            .await
+            .map_err(|e| blob_error("modules", e))?;
+        let bundle = rackboot_image::bundle::inspect(&bytes)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if version.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "the kernel has no readable boot header and no kernel version was given, so the module bundle (for {}) cannot be checked; give --kernel-version",
+                bundle.release
+            )));
+        }
+        rackboot_image::check_modules_match(&version, &bundle.release)
+            .map_err(Status::invalid_argument)?;
+        Ok(version)
+    }
+}
 
 #[tonic::async_trait]
 impl pb::node_service_server::NodeService for NodeApi {
@@ -72,6 +130,7 @@ impl pb::node_service_server::NodeService for NodeApi {
                 transport: s.transport,
                 unix_millis: s.unix_millis,
                 rack: s.rack,
+                phases: s.phases.into_iter().collect(),
             })
             .collect();
         Ok(Response::new(pb::ListBootSessionsResponse { sessions }))
@@ -200,7 +259,15 @@ impl pb::image_service_server::ImageService for ImageApi {
         let name: ImageName = field("name", &r.name)?;
         let kernel = blob_from_pb("kernel", r.kernel.as_ref())?;
         let initrd = blob_from_pb("initrd", r.initrd.as_ref())?;
-        for (what, b) in [("kernel", &kernel), ("initrd", &initrd)] {
+        let modules = match r.modules.as_ref() {
+            Some(m) => Some(blob_from_pb("modules", Some(m))?),
+            None => None,
+        };
+        for (what, b) in [("kernel", Some(&kernel)), ("initrd", Some(&initrd))]
+            .into_iter()
+            .chain([("modules", modules.as_ref())])
+        {
+            let Some(b) = b else { continue };
             if self.0.blobs.size(&b.digest).await != Some(b.size) {
                 return Err(Status::failed_precondition(format!(
                     "{what}: blob {} ({} bytes) is not stored; upload it first",
@@ -208,12 +275,16 @@ impl pb::image_service_server::ImageService for ImageApi {
                 )));
             }
         }
+        let kernel_version = self
+            .checked_kernel_version(&kernel, modules.as_ref(), r.kernel_version)
+            .await?;
         let image = Image {
             name,
             kernel,
             initrd,
             cmdline: r.cmdline,
-            kernel_version: r.kernel_version,
+            kernel_version,
+            modules,
             committed_at: unix_now(),
         };
         let out = self
@@ -301,6 +372,41 @@ impl pb::assignment_service_server::AssignmentService for AssignmentApi {
             })
             .collect();
         Ok(Response::new(pb::ListAssignmentsResponse { assignments }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::meta_service_server::MetaService for MetaApi {
+    async fn set_meta(
+        &self,
+        req: Request<pb::SetMetaRequest>,
+    ) -> Result<Response<pb::SetMetaResponse>, Status> {
+        let metadata = req.metadata().clone();
+        let r = req.into_inner();
+        let value = (!r.unset).then_some(r.value);
+        rackboot_state::validate_meta(&r.key, value.as_deref()).map_err(|reason| {
+            Status::invalid_argument(format!("meta key '{}': {reason}", r.key))
+        })?;
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key: key(&r.idempotency_key, &metadata),
+                command: Command::SetMeta { key: r.key, value },
+            })
+            .await?
+        {
+            Outcome::Meta { revision } => Ok(Response::new(pb::SetMetaResponse { revision })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    async fn list_meta(
+        &self,
+        _req: Request<pb::ListMetaRequest>,
+    ) -> Result<Response<pb::ListMetaResponse>, Status> {
+        self.0.read().await?;
+        let meta = self.0.replica.state().meta().clone().into_iter().collect();
+        Ok(Response::new(pb::ListMetaResponse { meta }))
     }
 }
 

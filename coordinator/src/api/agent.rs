@@ -223,6 +223,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 transport: e.transport,
                 unix_millis: e.unix_millis,
                 rack: rack.to_string(),
+                phases: e.phases.into_iter().collect(),
             });
         }
         // The session ids make a retried report idempotent.

@@ -100,6 +100,7 @@ pub fn image_to_pb(i: &Image) -> pb::ImageManifest {
         kernel_version: i.kernel_version.clone(),
         manifest_hash: i.manifest_hash().to_string(),
         committed_at: i.committed_at,
+        modules: i.modules.as_ref().map(blob_to_pb),
     }
 }
 
@@ -115,6 +116,7 @@ pub fn rack_state(state: &State, rack: &RackName) -> Option<pb::RackState> {
             .map(|(n, _)| node_to_pb(state, n))
             .collect(),
         images: view.images.iter().map(image_to_pb).collect(),
+        meta: view.meta.into_iter().collect(),
     })
 }
 
@@ -128,7 +130,9 @@ pub fn state_error(e: StateError) -> Status {
         StateError::ImageExists { .. } => Status::already_exists(msg),
         StateError::RackFull { .. } => Status::resource_exhausted(msg),
         StateError::MacTaken { .. } => Status::failed_precondition(msg),
-        StateError::InvalidRack { .. } => Status::invalid_argument(msg),
+        StateError::InvalidRack { .. } | StateError::InvalidMeta { .. } => {
+            Status::invalid_argument(msg)
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use tonic::Status;
 use crate::blobs::BlobStore;
 use crate::raft::Replica;
 
-pub use admin::{AssignmentApi, ImageApi, NodeApi, RackApi};
+pub use admin::{AssignmentApi, ImageApi, MetaApi, NodeApi, RackApi};
 pub use agent::AgentApi;
 pub use cluster::ClusterApi;
 pub use raft_peer::RaftPeerApi;

@@ -40,7 +40,21 @@ pub struct BootSession {
     pub unix_millis: u64,
     /// Which rack's agent served it.
     pub rack: String,
+    /// Boot timeline: phase (see [`PHASES`]) → unix millis (agent clock).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phases: BTreeMap<String, u64>,
 }
+
+/// The boot phases an agent records, in boot order.
+pub const PHASES: [&str; 7] = [
+    "dhcp_offer",
+    "dhcp_ack",
+    "first_tftp_byte",
+    "kernel_requested",
+    "kernel_sent",
+    "initrd_sent",
+    "first_log_line",
+];
 
 /// One log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,12 +82,21 @@ pub struct BootRecords {
 }
 
 impl BootRecords {
-    /// Record a session (ignored if the same id is already recorded).
+    /// Record a session. A session already recorded (same id) only gains
+    /// phases it did not have (the first time of each phase is kept), so
+    /// agents re-report a session as its boot progresses.
     pub fn record_session(&mut self, s: BootSession) {
         let r = self.nodes.entry(s.node).or_default();
-        if r.sessions.iter().any(|x| x.id == s.id) {
+        if let Some(existing) = r.sessions.iter_mut().find(|x| x.id == s.id) {
+            for (phase, at) in s.phases {
+                if PHASES.contains(&phase.as_str()) {
+                    existing.phases.entry(phase).or_insert(at);
+                }
+            }
             return;
         }
+        let mut s = s;
+        s.phases.retain(|k, _| PHASES.contains(&k.as_str()));
         r.sessions.push_back(s);
         while r.sessions.len() > SESSIONS_PER_NODE {
             r.sessions.pop_front();
@@ -134,6 +157,7 @@ mod tests {
             transport: "http".into(),
             unix_millis: 1,
             rack: "r1".into(),
+            phases: BTreeMap::new(),
         }
     }
 
@@ -161,5 +185,22 @@ mod tests {
         assert_eq!(b.lines(NodeNumber(1), None).len(), LINES_PER_NODE);
         assert_eq!(b.lines(NodeNumber(1), Some("a")).len(), LINES_PER_NODE / 2);
         assert!(b.lines(NodeNumber(2), None).is_empty());
+    }
+
+    #[test]
+    fn re_reported_sessions_gain_phases_keeping_the_first_times() {
+        let mut b = BootRecords::default();
+        let mut s = session(1, "1-1");
+        s.phases.insert("kernel_requested".into(), 10);
+        s.phases.insert("bogus".into(), 1);
+        b.record_session(s.clone());
+        s.phases.insert("kernel_requested".into(), 99);
+        s.phases.insert("initrd_sent".into(), 20);
+        b.record_session(s);
+        let got = &b.sessions(NodeNumber(1))[0];
+        assert_eq!(got.phases.get("kernel_requested"), Some(&10));
+        assert_eq!(got.phases.get("initrd_sent"), Some(&20));
+        assert!(!got.phases.contains_key("bogus"));
+        assert_eq!(b.sessions(NodeNumber(1)).len(), 1);
     }
 }

@@ -64,6 +64,14 @@ pub enum Command {
         /// Lines the agent had to drop before these.
         dropped: u64,
     },
+    /// Set (`Some`) or remove (`None`) a site key-value served in every
+    /// node's boot-info.
+    SetMeta {
+        /// Key (see [`crate::validate_meta`]).
+        key: String,
+        /// Value.
+        value: Option<String>,
+    },
     /// Assign an image.
     Assign {
         /// For whom.
@@ -97,6 +105,11 @@ pub enum Outcome {
     Recorded {
         /// Records kept.
         kept: u64,
+    },
+    /// The site key-values changed (or were already so) at this revision.
+    Meta {
+        /// Revision after the change.
+        revision: u64,
     },
     /// The assignment took effect at this revision.
     Assigned {

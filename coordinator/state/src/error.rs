@@ -41,6 +41,14 @@ pub enum StateError {
         /// Its node.
         node: NodeNumber,
     },
+    /// A site key-value is refused.
+    #[error("invalid meta key '{key}': {reason}")]
+    InvalidMeta {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Rack settings are inconsistent.
     #[error("invalid rack '{rack}': {reason}")]
     InvalidRack {

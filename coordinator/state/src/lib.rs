@@ -21,10 +21,42 @@ mod error;
 mod machine;
 mod types;
 
-pub use boot::{BootRecords, BootSession, LogLine};
+pub use boot::{BootRecords, BootSession, LogLine, PHASES};
 pub use command::{AssignTarget, Command, Envelope, Outcome};
 pub use error::StateError;
 pub use machine::{RackView, State};
 pub use types::{
     Blake3Digest, BlobRef, Image, ImageName, Mac, Node, NodeNumber, ParseError, Rack, RackName,
 };
+
+/// Most site key-values.
+pub const MAX_META_KEYS: usize = 256;
+/// Longest site value (bytes).
+pub const MAX_META_VALUE: usize = 4096;
+
+/// A site key-value as boot-info serves it: the key becomes part of a shell
+/// variable name (`RACKBOOT_META_<KEY>`), so it is 1–64 of `A-Z a-z 0-9 _`
+/// not starting with a digit; the value is at most [`MAX_META_VALUE`] bytes
+/// without NUL or line breaks.
+pub fn validate_meta(key: &str, value: Option<&str>) -> Result<(), String> {
+    if key.is_empty() || key.len() > 64 {
+        return Err("keys are 1 to 64 characters".into());
+    }
+    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(
+            "keys use only letters, digits and _ (they become shell variable names)".into(),
+        );
+    }
+    if key.as_bytes()[0].is_ascii_digit() {
+        return Err("keys do not start with a digit".into());
+    }
+    if let Some(v) = value {
+        if v.len() > MAX_META_VALUE {
+            return Err(format!("values are at most {MAX_META_VALUE} bytes"));
+        }
+        if v.contains(['\0', '\n', '\r']) {
+            return Err("values hold no NUL or line break".into());
+        }
+    }
+    Ok(())
+}

@@ -28,6 +28,9 @@ pub struct State {
     node_images: BTreeMap<NodeNumber, ImageName>,
     idempotency: BTreeMap<String, Result<Outcome, StateError>>,
     idempotency_order: VecDeque<String>,
+    /// Site key-values, served in every node's boot-info.
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
     /// Boot sessions and node logs (bounded; not revisioned).
     #[serde(default)]
     boot: BootRecords,
@@ -104,6 +107,8 @@ pub struct RackView {
     pub nodes: Vec<(Node, Option<(ImageName, &'static str)>)>,
     /// Every image assigned to one of its nodes.
     pub images: Vec<Image>,
+    /// Site key-values.
+    pub meta: BTreeMap<String, String>,
 }
 
 impl State {
@@ -142,6 +147,7 @@ impl State {
             Command::DiscoverNode { rack, macs, uuid } => self.discover_node(rack, macs, uuid),
             Command::CommitImage { image } => self.commit_image(image),
             Command::Assign { target, image } => self.assign(target, image),
+            Command::SetMeta { key, value } => self.set_meta(key, value),
             Command::RecordBootSessions { rack, sessions } => {
                 Ok(self.record_sessions(&rack, sessions))
             }
@@ -331,6 +337,36 @@ impl State {
         })
     }
 
+    fn set_meta(&mut self, key: String, value: Option<String>) -> Result<Outcome, StateError> {
+        crate::validate_meta(&key, value.as_deref()).map_err(|reason| StateError::InvalidMeta {
+            key: key.clone(),
+            reason,
+        })?;
+        let changed = match value {
+            Some(v) => {
+                if self.meta.len() >= crate::MAX_META_KEYS && !self.meta.contains_key(&key) {
+                    return Err(StateError::InvalidMeta {
+                        key,
+                        reason: format!("at most {} keys", crate::MAX_META_KEYS),
+                    });
+                }
+                self.meta.insert(key, v.clone()) != Some(v)
+            }
+            None => self.meta.remove(&key).is_some(),
+        };
+        if changed {
+            self.revision += 1;
+        }
+        Ok(Outcome::Meta {
+            revision: self.revision,
+        })
+    }
+
+    /// Site key-values.
+    pub fn meta(&self) -> &BTreeMap<String, String> {
+        &self.meta
+    }
+
     /// Is `node` a node of `rack`? (Agents only report for their own rack.)
     fn in_rack(&self, node: NodeNumber, rack: &RackName) -> bool {
         self.nodes.get(&node).is_some_and(|n| &n.rack == rack)
@@ -463,6 +499,7 @@ impl State {
             rack,
             nodes,
             images,
+            meta: self.meta.clone(),
         })
     }
 }

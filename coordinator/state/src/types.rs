@@ -317,6 +317,9 @@ pub struct Image {
     pub cmdline: String,
     /// Kernel version, when known.
     pub kernel_version: String,
+    /// Kernel-module bundle for `kernel_version`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<BlobRef>,
     /// Unix seconds at commit (stamped by the proposer).
     pub committed_at: u64,
 }
@@ -325,13 +328,17 @@ impl Image {
     /// blake3 of the canonical encoding of the content (name excluded from
     /// nothing, time excluded): the same push gives the same hash.
     pub fn manifest_hash(&self) -> Blake3Digest {
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "name": self.name,
             "kernel": self.kernel,
             "initrd": self.initrd,
             "cmdline": self.cmdline,
             "kernel_version": self.kernel_version,
         });
+        // Absent from images without one, so their hashes stay as they were.
+        if let (Some(m), Some(obj)) = (&self.modules, canonical.as_object_mut()) {
+            obj.insert("modules".into(), serde_json::json!(m));
+        }
         Blake3Digest::of(canonical.to_string().as_bytes())
     }
 

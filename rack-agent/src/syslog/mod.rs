@@ -78,7 +78,7 @@ pub async fn run(
         };
         let line = TaggedLine {
             node,
-            boot_session: sessions.current(node).unwrap_or_default(),
+            boot_session: sessions.log_line(node).unwrap_or_default(),
             unix_millis: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))

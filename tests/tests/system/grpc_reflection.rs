@@ -14,6 +14,7 @@ const SERVICES: &[&str] = &[
     "rackboot.v1.AssignmentService",
     "rackboot.v1.AgentService",
     "rackboot.v1.ClusterService",
+    "rackboot.v1.MetaService",
     "grpc.health.v1.Health",
 ];
 

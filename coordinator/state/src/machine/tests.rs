@@ -42,6 +42,7 @@ fn image(name: &str, seed: &[u8]) -> Image {
         },
         cmdline: "console=ttyS0".into(),
         kernel_version: String::new(),
+        modules: None,
         committed_at: 1,
     }
 }
