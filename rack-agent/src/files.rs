@@ -268,6 +268,177 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    use rackboot_proto::v1 as pb;
+    use rackboot_state::{Blake3Digest, BlobRef};
+    use std::net::Ipv4Addr;
+
+    fn pb_blob(data: &[u8]) -> pb::BlobRef {
+        pb::BlobRef {
+            blake3: Blake3Digest::of(data).to_string(),
+            size: data.len() as u64,
+        }
+    }
+
+    async fn cache_with(dir: &Path, blobs: &[&[u8]]) -> BlobCache {
+        let cache = BlobCache::open(dir).unwrap();
+        for data in blobs {
+            let blob = BlobRef {
+                digest: Blake3Digest::of(data),
+                size: data.len() as u64,
+            };
+            std::fs::write(dir.join(blob.digest.to_string()), data).unwrap();
+            assert!(cache.load_from_disk(&blob).await.unwrap());
+        }
+        cache
+    }
+
+    /// Two images with different kernels and module bundles; node 1 is
+    /// assigned B but was served A's kernel: its boot-info names A's kernel
+    /// and modules (what it runs) until it is served B's.
+    #[tokio::test]
+    async fn boot_info_and_modules_follow_the_kernel_served() {
+        let bundle = |v: &str| {
+            rackboot_image::bundle::build_tar(&[
+                (
+                    &format!("lib/modules/{v}/modules.dep"),
+                    format!("dep {v}\n").as_bytes(),
+                ),
+                (&format!("lib/modules/{v}/kernel/e1000.ko"), b"ko"),
+            ])
+        };
+        let (ma, mb) = (bundle("6.1.0-a"), bundle("6.1.0-b"));
+        let blobs: [&[u8]; 6] = [b"ka", b"ia", &ma, b"kb", b"ib", &mb];
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache_with(dir.path(), &blobs).await;
+        let image = |name: &str, k: &[u8], i: &[u8], m: &[u8], v: &str| pb::ImageManifest {
+            name: name.into(),
+            kernel: Some(pb_blob(k)),
+            initrd: Some(pb_blob(i)),
+            modules: Some(pb_blob(m)),
+            kernel_version: v.into(),
+            cmdline: "console=ttyS0".into(),
+            ..Default::default()
+        };
+        let mut state = pb::RackState {
+            revision: 3,
+            meta: [("SITE".to_string(), "lab".to_string())].into(),
+            nodes: vec![pb::Node {
+                number: 1,
+                name: "n1".into(),
+                macs: vec!["52:54:00:00:00:01".into()],
+                address: "10.0.0.2".into(),
+                assigned_image: "b".into(),
+                ..Default::default()
+            }],
+            images: vec![
+                image("a", b"ka", b"ia", &ma, "6.1.0-a"),
+                image("b", b"kb", b"ib", &mb, "6.1.0-b"),
+            ],
+            ..Default::default()
+        };
+        let view = Arc::new(RackView::from_pb(state.clone()).unwrap());
+        let site = Site {
+            rack: "r1".into(),
+            server: "10.0.0.1".parse().unwrap(),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            gateway: None,
+            blob_base: "http://10.0.0.1".into(),
+        };
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let sessions = Arc::new(Sessions::new(tx));
+        let t = FileTable::build(
+            &view,
+            &cache,
+            &HashMap::new(),
+            &site,
+            Some(sessions.clone()),
+        );
+        // Module bundles and tables at a path derived from the release.
+        assert_eq!(
+            t.get("modules/6.1.0-a/modules.dep").unwrap().as_ref(),
+            b"dep 6.1.0-a\n"
+        );
+        assert_eq!(
+            t.get("modules/6.1.0-b/modules.tar").unwrap().as_ref(),
+            &mb[..]
+        );
+        // Per-node configs for iPXE, pxelinux and grub, all naming B.
+        let kb = Blake3Digest::of(b"kb").to_string();
+        for path in [
+            "ipxe/52-54-00-00-00-01.ipxe",
+            "pxelinux.cfg/01-52-54-00-00-00-01",
+            "grub.cfg-01-52-54-00-00-00-01",
+            "grub/grub.cfg-01-52-54-00-00-00-01",
+        ] {
+            let text = String::from_utf8(t.get(path).unwrap().to_vec()).unwrap();
+            assert!(text.contains(&kb), "{path}: {text}");
+        }
+        // Before any kernel is served: the assigned image.
+        let env =
+            String::from_utf8(t.get("boot-info/52-54-00-00-00-01.env").unwrap().to_vec()).unwrap();
+        assert!(
+            env.contains("RACKBOOT_MODULES_PATH='modules/6.1.0-b'"),
+            "{env}"
+        );
+        assert!(env.contains("RACKBOOT_META_SITE='lab'"), "{env}");
+        // Served A's kernel (it asked for it before the reassignment reached
+        // it): boot-info names A, its modules, the session, and B as assigned.
+        let ip: Ipv4Addr = "10.0.0.2".parse().unwrap();
+        let ka = Blake3Digest::of(b"ka").to_string();
+        let session = sessions
+            .file_served(&view, ip, &format!("blobs/{ka}"), "tftp")
+            .unwrap();
+        let info = t.boot_info(1).unwrap();
+        assert_eq!(info.kernel_blake3.as_deref(), Some(ka.as_str()));
+        assert_eq!(info.kernel_version.as_deref(), Some("6.1.0-a"));
+        assert_eq!(info.modules_path.as_deref(), Some("modules/6.1.0-a"));
+        assert_eq!(
+            info.modules_url.as_deref(),
+            Some("http://10.0.0.1/modules/6.1.0-a/modules.tar")
+        );
+        assert_eq!(info.session.as_deref(), Some(session.id.as_str()));
+        assert_eq!(info.assigned_image.as_deref(), Some("b"));
+        let json =
+            String::from_utf8(t.get("boot-info/52-54-00-00-00-01.json").unwrap().to_vec()).unwrap();
+        assert!(
+            json.contains("6.1.0-a") && json.contains(&session.id),
+            "{json}"
+        );
+        // Served B's: B everywhere.
+        sessions
+            .file_served(&view, ip, &format!("blobs/{kb}"), "http")
+            .unwrap();
+        let info = t.boot_info(1).unwrap();
+        assert_eq!(info.modules_path.as_deref(), Some("modules/6.1.0-b"));
+        assert_eq!(info.assigned_image, None);
+        // A bundle whose blob is missing keeps its image from being offered.
+        state.images[1].modules = Some(pb_blob(b"not cached"));
+        let view = Arc::new(RackView::from_pb(state).unwrap());
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let t = FileTable::build(
+            &view,
+            &cache,
+            &HashMap::new(),
+            &site,
+            Some(Arc::new(Sessions::new(tx))),
+        );
+        let script =
+            String::from_utf8(t.get("ipxe/52-54-00-00-00-01.ipxe").unwrap().to_vec()).unwrap();
+        assert!(script.contains("no image assigned yet"), "{script}");
+        assert!(t.get("boot-info/52-54-00-00-00-01.json").is_some());
+        assert!(t.get("boot-info/52-54-00-00-00-09.json").is_none());
+        assert!(t.get("boot-info/52-54-00-00-00-01.xml").is_none());
+    }
+
+    #[test]
+    fn releases_usable_as_paths_only() {
+        assert!(safe_release("6.1.0-27-amd64"));
+        assert!(safe_release("5.14.0-362.8.1.el9_3.x86_64+debug"));
+        for bad in ["", ".", "..", "a/b", "6.1 x", "x\0"] {
+            assert!(!safe_release(bad), "{bad:?}");
+        }
+    }
+
     #[test]
     fn static_root_given_relative_or_through_a_symlink_still_loads() {
         let dir = tempfile::tempdir().unwrap();

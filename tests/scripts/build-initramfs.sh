@@ -16,7 +16,9 @@
 #      step got a lease: fetches `http://<server>/boot-info.env` with busybox
 #      wget (server: the lease's siaddr, else its server id) and prints
 #      `RACKBOOT-BOOTINFO: NODE=.. IMAGE=.. KERNEL_BLAKE3=.. KERNEL_VERSION=..
-#      LOG_HOST=..`; then starts busybox syslogd forwarding to UDP 514 on the
+#      LOG_HOST=.. SESSION=.. MODULES_PATH=.. MODULES_DEP=..` (MODULES_DEP: the
+#      first line of `<MODULES_PATH>/modules.dep` fetched from the server,
+#      blanks removed; empty without modules); then starts busybox syslogd forwarding to UDP 514 on the
 #      boot-info's LOG_HOST (else the server), logs the one line
 #      `RACKBOOT-LOG <MARKER> image=<IMAGE>` (facility user, level info, tag
 #      rackboot-test: `<14>... rackboot-test: RACKBOOT-LOG ...` on the wire)
@@ -207,7 +209,14 @@ if [ "$(arg rackboot.bootinfo)" = 1 ]; then
         (
             . "$info"
             loghost="${RACKBOOT_LOG_HOST:-$server}"
-            echo "RACKBOOT-BOOTINFO: NODE=$RACKBOOT_NODE IMAGE=$RACKBOOT_IMAGE KERNEL_BLAKE3=$RACKBOOT_KERNEL_BLAKE3 KERNEL_VERSION=$RACKBOOT_KERNEL_VERSION LOG_HOST=$loghost"
+            # The module tables of the kernel this node was served: the
+            # first line of its modules.dep, spaces removed.
+            dep=
+            if [ -n "$RACKBOOT_MODULES_PATH" ] &&
+                timeout 20 wget -q -O /run/rackboot/modules.dep "http://$server/$RACKBOOT_MODULES_PATH/modules.dep"; then
+                dep=$(head -n 1 /run/rackboot/modules.dep | tr -d ' \t')
+            fi
+            echo "RACKBOOT-BOOTINFO: NODE=$RACKBOOT_NODE IMAGE=$RACKBOOT_IMAGE KERNEL_BLAKE3=$RACKBOOT_KERNEL_BLAKE3 KERNEL_VERSION=$RACKBOOT_KERNEL_VERSION LOG_HOST=$loghost SESSION=$RACKBOOT_SESSION MODULES_PATH=$RACKBOOT_MODULES_PATH MODULES_DEP=$dep"
             # busybox nc has no UDP mode here; syslogd -R forwards what
             # logger writes to /dev/log as one UDP datagram per line.
             syslogd -R "$loghost:514"

@@ -82,8 +82,11 @@ pub struct ImageSpec<'a> {
     pub initrd: &'a Path,
     /// Kernel command line.
     pub cmdline: &'a str,
-    /// `--kernel-version`.
+    /// `--kernel-version` (must agree with the kernel's boot header; empty
+    /// = read it from there).
     pub kernel_version: &'a str,
+    /// `--modules`: a kernel-module bundle, if any.
+    pub modules: Option<&'a Path>,
 }
 
 /// Namespaces, daemons, guests and a temporary directory; everything is
@@ -225,21 +228,23 @@ impl Testbed {
 
     /// `rackboot image push`; returns the manifest hash it prints last.
     pub fn push_image(&self, image: &ImageSpec<'_>) -> Result<String> {
-        let push = self
-            .cli(&[
-                "image",
-                "push",
-                image.name,
-                "--kernel",
-                image.kernel.to_str().context("kernel path not UTF-8")?,
-                "--initrd",
-                image.initrd.to_str().context("initrd path not UTF-8")?,
-                "--cmdline",
-                image.cmdline,
-                "--kernel-version",
-                image.kernel_version,
-            ])?
-            .success()?;
+        let mut args = vec![
+            "image",
+            "push",
+            image.name,
+            "--kernel",
+            image.kernel.to_str().context("kernel path not UTF-8")?,
+            "--initrd",
+            image.initrd.to_str().context("initrd path not UTF-8")?,
+            "--cmdline",
+            image.cmdline,
+            "--kernel-version",
+            image.kernel_version,
+        ];
+        if let Some(m) = image.modules {
+            args.extend(["--modules", m.to_str().context("modules path not UTF-8")?]);
+        }
+        let push = self.cli(&args)?.success()?;
         let manifest = push.last_line();
         ensure!(
             manifest.len() == 64 && manifest.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -411,6 +416,50 @@ pub fn padded_kernel(kernel: &Path, dest: &Path, padding: &[u8]) -> Result<()> {
         std::fs::read(kernel).with_context(|| format!("reading {}", kernel.display()))?;
     bytes.extend_from_slice(padding);
     std::fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
+}
+
+/// Writes `kernel` to `dest` with the release in its boot header replaced
+/// by `release` (same length: the setup code is not moved). The running
+/// kernel still reports its built-in release; rackboot reads the header's.
+pub fn kernel_with_release(kernel: &Path, dest: &Path, release: &str) -> Result<()> {
+    let mut bytes =
+        std::fs::read(kernel).with_context(|| format!("reading {}", kernel.display()))?;
+    let old = rackboot_image::kernel_release(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", kernel.display()))?;
+    ensure!(
+        old.len() == release.len(),
+        "release {release:?} must be as long as {old:?}"
+    );
+    let ptr = usize::from(u16::from_le_bytes([bytes[0x20E], bytes[0x20F]])) + 0x200;
+    bytes[ptr..ptr + release.len()].copy_from_slice(release.as_bytes());
+    ensure!(
+        rackboot_image::kernel_release(&bytes).ok().as_deref() == Some(release),
+        "patching the release failed"
+    );
+    std::fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
+}
+
+/// Writes a module bundle for `release` to `dest`: `lib/modules/<release>/`
+/// with a `modules.dep` whose first line is [`modules_dep_line`].
+pub fn module_bundle(dest: &Path, release: &str) -> Result<()> {
+    let dep = format!("{}\n", modules_dep_line(release));
+    let tar = rackboot_image::bundle::build_tar(&[
+        (
+            &format!("lib/modules/{release}/modules.dep"),
+            dep.as_bytes(),
+        ),
+        (
+            &format!("lib/modules/{release}/kernel/rackboot/test.ko"),
+            b"not a real module",
+        ),
+        ("etc/modprobe.d/rackboot-test.conf", b"options test x=1\n"),
+    ]);
+    std::fs::write(dest, tar).with_context(|| format!("writing {}", dest.display()))
+}
+
+/// The first line of [`module_bundle`]'s `modules.dep`.
+pub fn modules_dep_line(release: &str) -> String {
+    format!("kernel/rackboot/{release}.ko:")
 }
 
 // ---- what the guest reports ------------------------------------------------

@@ -81,6 +81,8 @@ pub struct BootReport {
     pub boot_secs: f64,
     /// The session and log line at the coordinator.
     pub found: SessionAndLog,
+    /// The guest's boot-info line.
+    pub info: testbed::BootInfoLine,
 }
 
 /// Checks the current guest's boot as `want` describes it, in console
@@ -101,7 +103,7 @@ pub fn check_boot(
             .checked_sub(started.elapsed())
             .with_context(|| format!("boot budget of {boot_timeout:?} spent before {what}"))
     };
-    testbed::check_bootinfo(guest, want, remaining("the boot-info line")?)?;
+    let info = testbed::check_bootinfo(guest, want, remaining("the boot-info line")?)?;
     guest.wait_for_line(LOG_SENT, remaining(LOG_SENT)?)?;
     let marker_line = artifacts::marker_line(want.marker);
     let line = guest.wait_for_line(&marker_line, remaining("the marker")?)?;
@@ -134,5 +136,9 @@ pub fn check_boot(
     }
     let found = testbed::check_session_and_log(tb, want, LOG_TIMEOUT)?;
     tb.ensure_running()?;
-    Ok(BootReport { boot_secs, found })
+    Ok(BootReport {
+        boot_secs,
+        found,
+        info,
+    })
 }

@@ -258,3 +258,147 @@ fn unreachable_coordinator_is_named_in_errors() -> Result<()> {
     );
     Ok(())
 }
+
+/// A module bundle must be for the kernel's release (read from its boot
+/// header): a mismatch is refused naming both versions, by the CLI before
+/// uploading and by the coordinator for a client that skips the check
+/// (grpcurl); nothing is committed. Matching bundles are accepted and the
+/// manifest names them.
+#[test]
+fn image_push_refuses_modules_for_another_kernel() -> Result<()> {
+    use rackboot_tests::testbed::module_bundle;
+    let coord = LoopbackCoordinator::start()?;
+    let dir = tempfile::tempdir()?;
+    let p = |name: &str| dir.path().join(name);
+    let s = |path: &Path| {
+        path.to_str()
+            .map(str::to_string)
+            .context("temp path not UTF-8")
+    };
+    let (rel_a, rel_b) = ("6.1.0-rb-a", "6.1.0-rb-b");
+    std::fs::write(
+        p("vmlinuz-a"),
+        rackboot_image::kernel::synthetic_bzimage(&format!("{rel_a} (test) #1 SMP")),
+    )?;
+    std::fs::write(
+        p("vmlinuz-b"),
+        rackboot_image::kernel::synthetic_bzimage(&format!("{rel_b} (test) #1 SMP")),
+    )?;
+    std::fs::write(p("initrd"), b"initrd")?;
+    module_bundle(&p("modules-a.tar"), rel_a)?;
+    module_bundle(&p("modules-b.tar"), rel_b)?;
+    let push = |name: &str, kernel: &str, modules: &str, extra: &[&str]| -> Result<CliOutput> {
+        let (k, i, m) = (s(&p(kernel))?, s(&p("initrd"))?, s(&p(modules))?);
+        let mut args = vec![
+            "image",
+            "push",
+            name,
+            "--kernel",
+            &k,
+            "--initrd",
+            &i,
+            "--modules",
+            &m,
+        ];
+        args.extend_from_slice(extra);
+        rackboot(&coord, &args, PUSH_TIMEOUT)
+    };
+
+    let bad = push("mod:bad", "vmlinuz-a", "modules-b.tar", &[])?.failure()?;
+    ensure!(
+        bad.combined().contains(rel_a) && bad.combined().contains(rel_b),
+        "the refusal should name both versions:\n{bad}"
+    );
+    let wrong = push(
+        "mod:ver",
+        "vmlinuz-a",
+        "modules-a.tar",
+        &["--kernel-version", "6.1.0-rb-x"],
+    )?
+    .failure()?;
+    ensure!(
+        wrong.combined().contains("6.1.0-rb-x") && wrong.combined().contains(rel_a),
+        "a --kernel-version the header contradicts should be refused naming both:\n{wrong}"
+    );
+    push("mod:a", "vmlinuz-a", "modules-a.tar", &[])?.success()?;
+    push("mod:b", "vmlinuz-b", "modules-b.tar", &[])?.success()?;
+    let list = rackboot(&coord, &["image", "list"], QUICK_TIMEOUT)?.success()?;
+    ensure!(
+        list.stdout.contains("mod:a") && list.stdout.contains("mod:b"),
+        "matching pushes should be committed:\n{list}"
+    );
+
+    // The coordinator checks too: kernel A with bundle B (both stored now).
+    if rackboot_tests::commands_skip_reason(&["grpcurl"]).is_none() {
+        let blob = |name: &str| -> Result<String> {
+            let data = std::fs::read(p(name))?;
+            Ok(format!(
+                "{{\"blake3\":\"{}\",\"size\":{}}}",
+                blake3::hash(&data).to_hex(),
+                data.len()
+            ))
+        };
+        let body = format!(
+            "{{\"name\":\"mod:forged\",\"kernel\":{},\"initrd\":{},\"modules\":{}}}",
+            blob("vmlinuz-a")?,
+            blob("initrd")?,
+            blob("modules-b.tar")?
+        );
+        let addr = coord.addr.to_string();
+        let mut cmd = std::process::Command::new("grpcurl");
+        cmd.args([
+            "-plaintext",
+            "-d",
+            &body,
+            &addr,
+            "rackboot.v1.ImageService/CommitImage",
+        ]);
+        let forged = run_with_timeout(cmd, QUICK_TIMEOUT)?.failure()?;
+        ensure!(
+            forged.combined().contains("InvalidArgument")
+                && forged.combined().contains(rel_a)
+                && forged.combined().contains(rel_b),
+            "the coordinator should refuse the forged commit naming both versions:\n{forged}"
+        );
+    } else {
+        eprintln!("grpcurl missing: coordinator-side check not exercised here");
+    }
+    let list = rackboot(&coord, &["image", "list"], QUICK_TIMEOUT)?.success()?;
+    for refused in ["mod:bad", "mod:ver", "mod:forged"] {
+        ensure!(
+            !list.stdout.contains(refused),
+            "{refused} must not be committed:\n{list}"
+        );
+    }
+    Ok(())
+}
+
+/// `meta set/list/unset` round trip; an invalid key is refused with the rule.
+#[test]
+fn meta_set_list_unset() -> Result<()> {
+    let coord = LoopbackCoordinator::start()?;
+    rackboot(
+        &coord,
+        &["meta", "set", "NTP_SERVER", "10.0.0.1"],
+        QUICK_TIMEOUT,
+    )?
+    .success()?;
+    rackboot(&coord, &["meta", "set", "SITE", "lab one"], QUICK_TIMEOUT)?.success()?;
+    let list = rackboot(&coord, &["meta", "list"], QUICK_TIMEOUT)?.success()?;
+    ensure!(
+        list.stdout.contains("NTP_SERVER=10.0.0.1\n") && list.stdout.contains("SITE=lab one\n"),
+        "meta list:\n{list}"
+    );
+    let bad = rackboot(&coord, &["meta", "set", "bad-key", "x"], QUICK_TIMEOUT)?.failure()?;
+    ensure!(
+        bad.combined().contains("bad-key") && bad.combined().contains("letters, digits and _"),
+        "an invalid key should be refused with the rule:\n{bad}"
+    );
+    rackboot(&coord, &["meta", "unset", "SITE"], QUICK_TIMEOUT)?.success()?;
+    let list = rackboot(&coord, &["meta", "list"], QUICK_TIMEOUT)?.success()?;
+    ensure!(
+        !list.stdout.contains("SITE=") && list.stdout.contains("NTP_SERVER="),
+        "after unset:\n{list}"
+    );
+    Ok(())
+}

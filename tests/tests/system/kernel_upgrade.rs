@@ -2,16 +2,20 @@
 //! it, and its boot-info, boot sessions and logs follow the new kernel.
 //!
 //! BIOS path (iPXE ROM) on the [`rackboot_tests::testbed`] topology. Image
-//! B's kernel is image A's with a few bytes appended: the Linux boot
-//! protocol loads what the setup header declares, so it boots the same,
-//! but it is another blob with another blake3.
+//! B's kernel is image A's with a few bytes appended and another release
+//! string (same length) in its boot header: the Linux boot protocol loads
+//! what the setup header declares, so it boots the same, but it is another
+//! blob with another blake3 and, for rackboot, another kernel version. Each
+//! image carries a module bundle for its release; the guest fetches the
+//! `modules.dep` its boot-info points at.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use rackboot_tests::qemu::QemuOpts;
 use rackboot_tests::testbed::{
-    ExpectedBoot, ImageSpec, TAP, Testbed, TestbedOpts, blake3_file, padded_kernel, parse_logs,
+    ExpectedBoot, ImageSpec, TAP, Testbed, TestbedOpts, blake3_file, kernel_with_release,
+    module_bundle, modules_dep_line, padded_kernel, parse_logs,
 };
 
 use crate::boot_support::{self, BootArtifacts, CMDLINE};
@@ -19,8 +23,6 @@ use crate::boot_support::{self, BootArtifacts, CMDLINE};
 const GUEST_MAC: &str = "52:54:00:9b:00:03";
 const IMAGE_A: &str = "upgrade:a";
 const IMAGE_B: &str = "upgrade:b";
-const VERSION_A: &str = "6.1.0-test-a";
-const VERSION_B: &str = "6.1.0-test-b";
 /// Appended to the kernel for image B.
 const PADDING: &[u8] = b"\0rackboot kernel upgrade test padding\0";
 /// From QEMU start to the marker, per boot.
@@ -44,8 +46,21 @@ fn kernel_upgrade_follows_sessions() -> Result<()> {
     tb.remove_on_drop(art.initrd.clone());
     let (secs_a, secs_b) = tb.run_reporting("kernel_upgrade_follows_sessions", |tb| {
         tb.start(&TestbedOpts::default())?;
+        // Image A: Debian's kernel as is; B: another release in the header.
+        let version_a = art.uname.clone();
+        let mut version_b = version_a.clone();
+        let last = version_b.pop().context("empty kernel release")?;
+        version_b.push(if last == 'b' { 'c' } else { 'b' });
+        let (version_a, version_b) = (version_a.as_str(), version_b.as_str());
         let kernel_b = tb.dir().join("vmlinuz-b");
         padded_kernel(&art.kernel, &kernel_b, PADDING)?;
+        kernel_with_release(&kernel_b, &kernel_b, version_b)?;
+        let (modules_a, modules_b) = (
+            tb.dir().join("modules-a.tar"),
+            tb.dir().join("modules-b.tar"),
+        );
+        module_bundle(&modules_a, version_a)?;
+        module_bundle(&modules_b, version_b)?;
         let blake3_b = blake3_file(&kernel_b)?;
         ensure!(
             blake3_b != art.kernel_blake3,
@@ -58,14 +73,15 @@ fn kernel_upgrade_follows_sessions() -> Result<()> {
             kernel: &art.kernel,
             initrd: &art.initrd,
             cmdline: CMDLINE,
-            kernel_version: VERSION_A,
+            kernel_version: version_a,
+            modules: Some(&modules_a),
         })?;
         tb.assign(&["--default"], IMAGE_A)?;
         let want_a = ExpectedBoot {
             node: 1,
             image: IMAGE_A,
             kernel_blake3: &art.kernel_blake3,
-            kernel_version: VERSION_A,
+            kernel_version: version_a,
             marker: &art.marker,
         };
         tb.boot(QemuOpts::network_boot("upgrade-a", TAP, GUEST_MAC))?;
@@ -79,14 +95,15 @@ fn kernel_upgrade_follows_sessions() -> Result<()> {
             kernel: &kernel_b,
             initrd: &art.initrd,
             cmdline: CMDLINE,
-            kernel_version: VERSION_B,
+            kernel_version: version_b,
+            modules: Some(&modules_b),
         })?;
         tb.assign(&["--node", "1"], IMAGE_B)?;
         let want_b = ExpectedBoot {
             node: 1,
             image: IMAGE_B,
             kernel_blake3: &blake3_b,
-            kernel_version: VERSION_B,
+            kernel_version: version_b,
             marker: &art.marker,
         };
         tb.boot(QemuOpts::network_boot("upgrade-b", TAP, GUEST_MAC))?;
@@ -94,6 +111,23 @@ fn kernel_upgrade_follows_sessions() -> Result<()> {
 
         // Sessions: A's (unchanged), then B's, the latest.
         let (sa, sb) = (&a.found.latest, &b.found.latest);
+        // Boot-info and module tables followed the kernel each boot was served.
+        for (report, session, version) in [(&a, sa, version_a), (&b, sb, version_b)] {
+            let path = format!("modules/{version}");
+            let dep = modules_dep_line(version);
+            for (key, want) in [
+                ("SESSION", session.id.as_str()),
+                ("MODULES_PATH", path.as_str()),
+                ("MODULES_DEP", dep.as_str()),
+            ] {
+                ensure!(
+                    report.info.get(key) == Some(want),
+                    "boot-info {key} is {:?}, want {want:?} ({:?})",
+                    report.info.get(key),
+                    report.info
+                );
+            }
+        }
         ensure!(sa.id != sb.id, "both boots got session {}", sa.id);
         let sessions = &b.found.sessions;
         let pos = |id: &str| sessions.iter().position(|s| s.id == id);

@@ -17,7 +17,6 @@ use crate::boot_support::{self, BootArtifacts, CMDLINE};
 
 const GUEST_MAC: &str = "52:54:00:9b:00:01";
 const IMAGE: &str = "pxe-smoke:1";
-const KERNEL_VERSION: &str = "6.1.0-test-pxe";
 /// From QEMU start to the marker on the console.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -65,7 +64,8 @@ fn pxe_boot_from_agent() -> Result<()> {
             kernel: &art.kernel,
             initrd: &art.initrd,
             cmdline: CMDLINE,
-            kernel_version: KERNEL_VERSION,
+            kernel_version: "",
+            modules: None,
         })?;
         tb.assign(&["--default"], IMAGE)?;
         let setup_secs = t.elapsed().as_secs_f64();
@@ -75,7 +75,7 @@ fn pxe_boot_from_agent() -> Result<()> {
             node: 1,
             image: IMAGE,
             kernel_blake3: &art.kernel_blake3,
-            kernel_version: KERNEL_VERSION,
+            kernel_version: &art.uname,
             marker: &art.marker,
         };
         let report = boot_support::check_boot(tb, &want, &art.uname, BOOT_TIMEOUT)?;

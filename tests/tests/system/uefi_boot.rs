@@ -40,7 +40,6 @@ use rackboot_tests::testbed::{
 use crate::boot_support::{self, BootArtifacts, CMDLINE};
 
 const GUEST_MAC: &str = "52:54:00:9b:00:02";
-const KERNEL_VERSION: &str = "6.1.0-test-uefi";
 /// Debian's x86-64 UEFI iPXE (package `ipxe`; a symlink to /boot/ipxe.efi).
 const IPXE_EFI: &str = "/usr/lib/ipxe/ipxe.efi";
 /// iPXE-EFI using the firmware's network driver (package `ipxe`).
@@ -128,7 +127,8 @@ fn uefi_boot(test: &str, firmware: Firmware) -> Result<()> {
             kernel: &art.kernel,
             initrd: &art.initrd,
             cmdline: CMDLINE,
-            kernel_version: KERNEL_VERSION,
+            kernel_version: "",
+            modules: None,
         })?;
         tb.assign(&["--default"], image)?;
         let vars = ovmf.vars_copy(tb.dir(), guest_name)?;
@@ -143,7 +143,7 @@ fn uefi_boot(test: &str, firmware: Firmware) -> Result<()> {
             node: 1,
             image,
             kernel_blake3: &art.kernel_blake3,
-            kernel_version: KERNEL_VERSION,
+            kernel_version: &art.uname,
             marker: &art.marker,
         };
         let report = boot_support::check_boot(tb, &want, &art.uname, BOOT_TIMEOUT)?;

@@ -227,3 +227,54 @@ fn lowest_free_finds_first_gap() {
     assert_eq!(lowest_free(&set(&[1, 2, 3]), 1), 4);
     assert_eq!(lowest_free(&set(&[2, 3]), 1), 1);
 }
+
+#[test]
+fn meta_is_validated_revisioned_and_in_every_rack_view() {
+    let mut s = State::default();
+    s.apply(cmd(Command::RegisterRack {
+        rack: rack("r1", 1),
+    }))
+    .unwrap();
+    let set = |s: &mut State, k: &str, v: Option<&str>| {
+        s.apply(cmd(Command::SetMeta {
+            key: k.into(),
+            value: v.map(str::to_string),
+        }))
+    };
+    let r0 = s.revision();
+    assert_eq!(
+        set(&mut s, "NTP_SERVER", Some("10.0.0.1")),
+        Ok(Outcome::Meta { revision: r0 + 1 })
+    );
+    // The same value again changes nothing.
+    assert_eq!(
+        set(&mut s, "NTP_SERVER", Some("10.0.0.1")),
+        Ok(Outcome::Meta { revision: r0 + 1 })
+    );
+    let view = s.rack_view(&"r1".parse().unwrap()).unwrap();
+    assert_eq!(view.meta["NTP_SERVER"], "10.0.0.1");
+    for (k, v) in [
+        ("", "x"),
+        ("1ABC", "x"),
+        ("A-B", "x"),
+        ("A B", "x"),
+        ("OK", "two\nlines"),
+    ] {
+        let before = s.clone();
+        assert!(
+            matches!(set(&mut s, k, Some(v)), Err(StateError::InvalidMeta { .. })),
+            "{k:?}={v:?}"
+        );
+        assert_eq!(s, before, "a refused command changes nothing");
+    }
+    assert!(set(&mut s, "BIG", Some(&"x".repeat(crate::MAX_META_VALUE + 1))).is_err());
+    assert_eq!(
+        set(&mut s, "NTP_SERVER", None),
+        Ok(Outcome::Meta { revision: r0 + 2 })
+    );
+    assert!(s.meta().is_empty());
+    // Survives a snapshot round trip.
+    set(&mut s, "SITE", Some("lab")).unwrap();
+    let back: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+    assert_eq!(back.meta()["SITE"], "lab");
+}
