@@ -28,8 +28,10 @@ pub struct AgentConfig {
     pub rack: String,
     /// Coordinator URLs.
     pub coordinators: Vec<String>,
-    /// Data directory (view, cache).
+    /// Data directory (view, cache, log spool).
     pub data_dir: PathBuf,
+    /// Bound of the on-disk log spool, in bytes.
+    pub log_spool_bytes: u64,
     /// The agent's address on the rack network.
     pub server_ip: Ipv4Addr,
     /// The rack subnet.
@@ -369,11 +371,20 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         }
         None => None,
     };
+    let spool_dir = cfg.data_dir.join("log-spool");
+    let spool = match crate::logspool::Spool::open(&spool_dir, cfg.log_spool_bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "log spool unavailable; node logs are buffered in memory only");
+            None
+        }
+    };
     tasks.push(tokio::spawn(crate::logship::run(
         cfg.coordinators.clone(),
         cfg.rack.clone(),
         line_rx,
         session_rx,
+        spool,
         shutdown.clone(),
     )));
 

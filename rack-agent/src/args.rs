@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// Boot file for arm64 UEFI PXE clients.
     #[arg(long, default_value = "ipxe-arm64.efi")]
     pub uefi_arm64_boot_file: String,
+    /// Disk space for node log lines while the coordinator is unreachable
+    /// (MiB, under <data>/log-spool; the oldest are dropped and counted
+    /// beyond it).
+    #[arg(long, default_value_t = 256)]
+    pub log_spool_mib: u64,
 }
 
 /// Flags that do not form a usable configuration.
@@ -162,6 +167,7 @@ impl ServeArgs {
             uefi_x64_boot_file: self.uefi_boot_file,
             uefi_arm64_boot_file: self.uefi_arm64_boot_file,
             tftp: rackboot_tftp_core::Config::default(),
+            log_spool_bytes: self.log_spool_mib.saturating_mul(1 << 20),
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod files;
 pub mod guard;
 pub mod http;
 pub mod logship;
+pub mod logspool;
 pub mod sessions;
 pub mod sync;
 pub mod syslog;

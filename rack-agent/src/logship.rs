@@ -1,7 +1,9 @@
 //! Shipping node logs and boot sessions to the coordinator, in batches, with
 //! backpressure: one batch in flight, acknowledged by sequence number. While
-//! the coordinator is away lines wait in a bounded buffer; when it is full the
-//! oldest are dropped and the count is reported with the next batch.
+//! the coordinator is away lines wait in memory up to [`MEMORY_LINES`], then
+//! in the bounded on-disk [`Spool`] (oldest shipped first, kept across
+//! restarts); when that is full the oldest are dropped and the count is
+//! reported with the next batch.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -12,11 +14,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::logspool::{Spool, to_pb};
 use crate::sessions::BootSession;
 use crate::syslog::TaggedLine;
 
-/// Lines kept while the coordinator is away.
+/// Lines kept in memory with no spool (or when the spool cannot be written).
 pub const BUFFER_LINES: usize = 200_000;
+/// Lines kept in memory before spilling to the spool.
+pub const MEMORY_LINES: usize = 8192;
 /// Lines per batch.
 pub const BATCH_LINES: usize = 512;
 
@@ -26,6 +31,7 @@ pub async fn run(
     rack: String,
     lines: mpsc::Receiver<TaggedLine>,
     sessions: mpsc::Receiver<BootSession>,
+    mut spool: Option<Spool>,
     shutdown: CancellationToken,
 ) {
     let mut buf: VecDeque<TaggedLine> = VecDeque::new();
@@ -41,9 +47,9 @@ pub async fn run(
     loop {
         // Collect what arrived.
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return persist(&mut buf, &mut spool),
             l = recv(&mut lines) => match l {
-                Some(l) => push(&mut buf, l, &mut dropped),
+                Some(l) => push(&mut buf, l, &mut dropped, &mut spool),
                 None => lines = None,
             },
             s = recv(&mut sessions) => match s {
@@ -54,7 +60,7 @@ pub async fn run(
         }
         if let Some(rx) = lines.as_mut() {
             while let Ok(l) = rx.try_recv() {
-                push(&mut buf, l, &mut dropped);
+                push(&mut buf, l, &mut dropped, &mut spool);
             }
         }
         if let Some(rx) = sessions.as_mut() {
@@ -62,7 +68,10 @@ pub async fn run(
                 add_session(&mut pending_sessions, s);
             }
         }
-        if buf.is_empty() && pending_sessions.is_empty() && dropped == 0 {
+        let spooled = spool
+            .as_ref()
+            .is_some_and(|s| !s.is_empty() || s.dropped > 0);
+        if buf.is_empty() && pending_sessions.is_empty() && dropped == 0 && !spooled {
             continue;
         }
         let url = coordinators
@@ -73,6 +82,7 @@ pub async fn run(
             &url,
             &rack,
             &mut buf,
+            &mut spool,
             &mut pending_sessions,
             &mut dropped,
             &mut seq,
@@ -82,7 +92,7 @@ pub async fn run(
             tracing::debug!(coordinator = %url, error = %e, buffered = buf.len(), "log shipping paused");
             which += 1;
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return persist(&mut buf, &mut spool),
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -109,18 +119,86 @@ fn add_session(pending: &mut Vec<BootSession>, s: BootSession) {
     }
 }
 
-fn push(buf: &mut VecDeque<TaggedLine>, l: TaggedLine, dropped: &mut u64) {
-    if buf.len() >= BUFFER_LINES {
+fn push(
+    buf: &mut VecDeque<TaggedLine>,
+    l: TaggedLine,
+    dropped: &mut u64,
+    spool: &mut Option<Spool>,
+) {
+    buf.push_back(l);
+    if let Some(sp) = spool
+        && buf.len() > MEMORY_LINES
+    {
+        // The oldest lines in memory are newer than everything spooled.
+        let n = BATCH_LINES.min(buf.len());
+        let batch: Vec<TaggedLine> = buf.iter().take(n).cloned().collect();
+        match sp.push(&batch) {
+            Ok(()) => {
+                buf.drain(..n);
+            }
+            Err(e) => tracing::warn!(error = %e, "log spool write failed; keeping lines in memory"),
+        }
+    }
+    if buf.len() > BUFFER_LINES {
         buf.pop_front();
         *dropped += 1;
     }
-    buf.push_back(l);
 }
 
+/// On shutdown: what is still in memory goes to the spool, to be shipped
+/// by the next run.
+fn persist(buf: &mut VecDeque<TaggedLine>, spool: &mut Option<Spool>) {
+    let Some(sp) = spool else { return };
+    let lines: Vec<TaggedLine> = buf.drain(..).collect();
+    for chunk in lines.chunks(BATCH_LINES) {
+        if let Err(e) = sp.push(chunk) {
+            tracing::warn!(error = %e, lines = lines.len(), "log spool write failed at shutdown; unshipped lines lost");
+            return;
+        }
+    }
+    if !lines.is_empty() {
+        tracing::info!(
+            lines = lines.len(),
+            "unshipped node log lines kept in the spool for the next run"
+        );
+    }
+}
+
+/// Send one batch on the log stream and wait for its acknowledgement.
+async fn send_batch(
+    tx: &mpsc::Sender<pb::LogBatch>,
+    acks: &mut tonic::Streaming<pb::LogAck>,
+    rack: &str,
+    seq: &mut u64,
+    lines: Vec<pb::LogLine>,
+    dropped: u64,
+) -> Result<(), tonic::Status> {
+    *seq += 1;
+    let batch = pb::LogBatch {
+        rack: rack.to_string(),
+        sequence: *seq,
+        lines,
+        dropped,
+    };
+    tx.send(batch)
+        .await
+        .map_err(|_| tonic::Status::unavailable("log stream closed"))?;
+    match acks.message().await? {
+        Some(ack) if ack.sequence == *seq => Ok(()),
+        Some(ack) => Err(tonic::Status::internal(format!(
+            "log ack for batch {} while {} was in flight",
+            ack.sequence, seq
+        ))),
+        None => Err(tonic::Status::unavailable("log stream ended")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn ship(
     url: &str,
     rack: &str,
     buf: &mut VecDeque<TaggedLine>,
+    spool: &mut Option<Spool>,
     sessions: &mut Vec<BootSession>,
     dropped: &mut u64,
     seq: &mut u64,
@@ -152,7 +230,10 @@ async fn ship(
             .await?;
         sessions.clear();
     }
-    if buf.is_empty() && *dropped == 0 {
+    let spooled = spool
+        .as_ref()
+        .is_some_and(|s| !s.is_empty() || s.dropped > 0);
+    if buf.is_empty() && *dropped == 0 && !spooled {
         return Ok(());
     }
     let (tx, rx) = mpsc::channel(2);
@@ -160,40 +241,26 @@ async fn ship(
         .ship_logs(ReceiverStream::new(rx))
         .await?
         .into_inner();
-    while !buf.is_empty() || *dropped > 0 {
-        *seq += 1;
-        let n = buf.len().min(BATCH_LINES);
-        let batch = pb::LogBatch {
-            rack: rack.to_string(),
-            sequence: *seq,
-            lines: buf
-                .iter()
-                .take(n)
-                .map(|l| pb::LogLine {
-                    node: l.node,
-                    boot_session: l.boot_session.clone(),
-                    unix_millis: l.unix_millis,
-                    text: l.text.clone(),
-                })
-                .collect(),
-            dropped: *dropped,
-        };
-        tx.send(batch)
-            .await
-            .map_err(|_| tonic::Status::unavailable("log stream closed"))?;
-        match acks.message().await? {
-            Some(ack) if ack.sequence == *seq => {
-                buf.drain(..n);
-                *dropped = 0;
-            }
-            Some(ack) => {
-                return Err(tonic::Status::internal(format!(
-                    "log ack for batch {} while {} was in flight",
-                    ack.sequence, seq
-                )));
-            }
-            None => return Err(tonic::Status::unavailable("log stream ended")),
+    // Spooled lines first: they are the oldest.
+    if let Some(sp) = spool.as_mut() {
+        while let Some(lines) = sp.oldest() {
+            let lines = lines.iter().map(to_pb).collect();
+            send_batch(&tx, &mut acks, rack, seq, lines, *dropped + sp.dropped).await?;
+            sp.ack_oldest();
+            *dropped = 0;
+            sp.dropped = 0;
         }
+        if sp.dropped > 0 {
+            *dropped += sp.dropped;
+            sp.dropped = 0;
+        }
+    }
+    while !buf.is_empty() || *dropped > 0 {
+        let n = buf.len().min(BATCH_LINES);
+        let lines = buf.iter().take(n).map(to_pb).collect();
+        send_batch(&tx, &mut acks, rack, seq, lines, *dropped).await?;
+        buf.drain(..n);
+        *dropped = 0;
     }
     Ok(())
 }

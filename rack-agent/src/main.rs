@@ -46,13 +46,25 @@ async fn main() -> anyhow::Result<()> {
     let agent = rackboot_agent::start(cfg, shutdown.clone())
         .await
         .context("agent failed to start")?;
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
-    tracing::info!("interrupted; shutting down");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down (unshipped node logs go to the spool)");
     shutdown.cancel();
-    for t in agent.tasks {
-        let _ = t.await;
+    // Bounded: a task stuck on I/O does not hold the exit.
+    let drain = async {
+        for t in agent.tasks {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks still running after 10 s; exiting anyway");
     }
     Ok(())
 }
