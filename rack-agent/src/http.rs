@@ -272,8 +272,9 @@ async fn serve_file(
     builder.body(body).unwrap_or_default()
 }
 
-/// A response body in zero-copy pieces that runs a callback once the last
-/// piece has been taken by the connection.
+/// A response body in zero-copy pieces that runs a callback when the
+/// connection takes the last piece (hyper stops polling a body once it has
+/// written Content-Length bytes, so "after the last piece" never comes).
 struct Pieces {
     rest: Bytes,
     done: Option<Box<dyn FnOnce() + Send>>,
@@ -302,6 +303,11 @@ impl tokio_stream::Stream for Pieces {
         }
         let n = self.rest.len().min(Self::PIECE);
         let piece = self.rest.split_to(n);
+        if self.rest.is_empty()
+            && let Some(done) = self.done.take()
+        {
+            done();
+        }
         Poll::Ready(Some(Ok(piece)))
     }
 }

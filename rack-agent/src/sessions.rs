@@ -70,6 +70,10 @@ impl Phase {
     }
 }
 
+/// Longest time from a boot's first DHCP answer to its kernel request that
+/// still counts as one boot.
+pub const BOOT_CYCLE_MILLIS: u64 = 300_000;
+
 #[derive(Debug, Default)]
 struct Inner {
     /// The current session per node.
@@ -124,15 +128,25 @@ impl Sessions {
         }
     }
 
-    /// The DHCP server answered a node. An OFFER starts a new boot cycle.
+    /// The DHCP server answered a node.
     pub fn dhcp(&self, view: &RackView, mac: &Mac, phase: Phase) {
+        self.dhcp_at(view, mac, phase, unix_millis());
+    }
+
+    /// [`Sessions::dhcp`] at a given time. The first OFFER and ACK of a boot
+    /// are kept (a chain loader such as iPXE asks again after the ROM did);
+    /// an OFFER starts a new cycle when the pending one began more than
+    /// [`BOOT_CYCLE_MILLIS`] ago without reaching a kernel.
+    pub fn dhcp_at(&self, view: &RackView, mac: &Mac, phase: Phase, now: u64) {
         let Some(node) = view.node_by_mac(mac) else {
             return;
         };
-        let now = unix_millis();
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let pending = inner.pending.entry(node.number).or_default();
-        if phase == Phase::DhcpOffer {
+        let began = pending.values().min().copied();
+        if phase == Phase::DhcpOffer
+            && began.is_some_and(|b| now.saturating_sub(b) > BOOT_CYCLE_MILLIS)
+        {
             pending.clear();
         }
         pending.entry(phase.name().to_string()).or_insert(now);
@@ -351,11 +365,20 @@ mod tests {
         let s = Sessions::new(tx);
         let ip: Ipv4Addr = "10.0.0.6".parse().unwrap();
         let mac: Mac = "52:54:00:00:00:05".parse().unwrap();
-        // A stale cycle, then the real one: the OFFER starts a new cycle.
-        s.dhcp(&view, &mac, Phase::DhcpAck);
+        // A stale cycle that never reached a kernel, then the real one:
+        // the ROM's OFFER/ACK, its TFTP download of iPXE, iPXE's OFFER/ACK.
+        let now = unix_millis();
+        s.dhcp_at(
+            &view,
+            &mac,
+            Phase::DhcpAck,
+            now - BOOT_CYCLE_MILLIS - 10_000,
+        );
+        s.dhcp_at(&view, &mac, Phase::DhcpOffer, now - 3);
+        s.dhcp_at(&view, &mac, Phase::DhcpAck, now - 2);
+        s.file_served(&view, ip, "undionly.kpxe", "tftp");
         s.dhcp(&view, &mac, Phase::DhcpOffer);
         s.dhcp(&view, &mac, Phase::DhcpAck);
-        s.file_served(&view, ip, "undionly.kpxe", "tftp");
         let session = s.file_served(&view, ip, &blob("kb"), "http").unwrap();
         let names: Vec<&str> = session.phases.keys().map(String::as_str).collect();
         assert_eq!(
@@ -367,7 +390,8 @@ mod tests {
                 "kernel_requested"
             ]
         );
-        assert!(session.phases["dhcp_offer"] <= session.phases["dhcp_ack"]);
+        assert_eq!(session.phases["dhcp_offer"], now - 3);
+        assert_eq!(session.phases["dhcp_ack"], now - 2);
         s.file_done(&view, ip, &blob("kb"));
         s.file_done(&view, ip, &blob("kb"));
         s.file_done(&view, ip, &blob("ka")); // not this session's

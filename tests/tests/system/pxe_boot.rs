@@ -97,6 +97,53 @@ fn pxe_boot_from_agent() -> Result<()> {
                 && show.stdout.contains(NODE1_ADDR),
             "`node show 1` should show {GUEST_MAC} and {NODE1_ADDR}:\n{show}"
         );
+        // The boot timeline has every phase, in boot order (QEMU's NIC ROM
+        // is iPXE already: no TFTP at all). Phases reach the coordinator in
+        // the agent's next session reports: poll.
+        let phases = [
+            "dhcp_offer",
+            "dhcp_ack",
+            "kernel_requested",
+            "kernel_sent",
+            "initrd_sent",
+            "first_log_line",
+        ];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let times = loop {
+            let show = tb.cli(&["node", "show", "1", "--timeline"])?.success()?;
+            let offsets: Vec<Option<f64>> = phases
+                .iter()
+                .map(|p| {
+                    // `  PHASE  DATE  +SECONDS s`
+                    show.stdout.lines().find_map(|l| {
+                        match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                            [name, _, off, "s"] if name == p => {
+                                off.strip_prefix('+')?.parse::<f64>().ok()
+                            }
+                            _ => None,
+                        }
+                    })
+                })
+                .collect();
+            if offsets.iter().all(Option::is_some) {
+                break offsets.into_iter().flatten().collect::<Vec<f64>>();
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "`node show 1 --timeline` lacks phases after 15 s:\n{show}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        ensure!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "timeline phases out of boot order: {phases:?} = {times:?}"
+        );
+        let shown: Vec<String> = phases
+            .iter()
+            .zip(&times)
+            .map(|(p, t)| format!("{p} +{t:.3}s"))
+            .collect();
+        eprintln!("pxe_boot_from_agent: timeline {}", shown.join(", "));
         tb.ensure_running()?;
         Ok((setup_secs, report))
     })?;
