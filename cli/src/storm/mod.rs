@@ -62,7 +62,8 @@ Transports:
                               every body is checked against a blake3 ETag and
                               the first against --expect-blake3.
   With --tftp-only (no DHCP) the transport applies to --file/--second-file;
-  after DHCP it fetches the lease's boot file from its next-server.
+  after DHCP it fetches the lease's boot file (a URL's path only) from the
+  lease's next-server.
 
 Example: 200 clients loading a kernel and initrd over HTTP from an agent:
   rackboot storm --server 10.0.0.1 --tftp-only --transport http \\
