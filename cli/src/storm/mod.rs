@@ -2,11 +2,15 @@
 //! with its own MAC, do what real firmware does — DHCP DISCOVER/REQUEST with
 //! PXE options and the firmware's retry timers, then TFTP with a tsize probe,
 //! abort, and the real request — and fail their boot where a ROM would.
+//! With `--transport http` the files come over HTTP/1.1 instead, as iPXE
+//! loads a kernel and initrd: one keep-alive TCP connection per client, a GET
+//! per file, bounded retries.
 //!
-//! The client behaviour is sans-IO (`dhcp_client`, `tftp_client`); this
-//! module only moves bytes and time.
+//! The client behaviour is sans-IO (`dhcp_client`, `tftp_client`,
+//! `http_client`); this module only moves bytes and time.
 
 pub mod dhcp_client;
+pub mod http_client;
 mod report;
 pub mod tftp_client;
 
@@ -23,8 +27,47 @@ use dhcp_client::DhcpExchange;
 use report::{ClientOutcome, Report};
 use tftp_client::{ClientConfig, Fetch, FetchResult, Sock};
 
+/// How the clients fetch their files.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TFTP, as a PXE ROM (tsize probe, lockstep blocks, re-ACK timers).
+    Tftp,
+    /// HTTP/1.1, as iPXE: one keep-alive TCP connection per client, a GET per
+    /// file (`/NAME` on --http-port), the body's blake3 checked against a
+    /// blake3 ETag, retries on connection errors, silences and 5xx.
+    Http,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Tftp => "tftp",
+            Transport::Http => "http",
+        }
+    }
+}
+
 /// Arguments of `storm`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "\
+Transports:
+  --transport tftp (default)  PXE ROM TFTP: tsize probe, abort, RRQ, lockstep.
+  --transport http            iPXE-style HTTP/1.1: each client opens one TCP
+                              connection to --server:--http-port and GETs
+                              /FILE then /SECOND-FILE on it (keep-alive). A
+                              request that stalls for --http-timeout-secs, a
+                              dropped connection or a 5xx is retried on a new
+                              connection up to --http-retries times (from the
+                              start, or with Range/If-Range with --http-resume);
+                              every body is checked against a blake3 ETag and
+                              the first against --expect-blake3.
+  With --tftp-only (no DHCP) the transport applies to --file/--second-file;
+  after DHCP it fetches the lease's boot file (a URL's path only) from the
+  lease's next-server.
+
+Example: 200 clients loading a kernel and initrd over HTTP from an agent:
+  rackboot storm --server 10.0.0.1 --tftp-only --transport http \\
+      --file vmlinuz --second-file initrd.img --clients 200")]
 pub struct StormArgs {
     /// The agent's (or reference server's) address.
     #[arg(long)]
@@ -35,7 +78,7 @@ pub struct StormArgs {
     /// Delay between client power-ons (0 = all at once).
     #[arg(long, default_value_t = 0)]
     pub ripple_ms: u64,
-    /// Skip DHCP: every client fetches --file straight away.
+    /// Skip DHCP: every client fetches --file straight away (over --transport).
     #[arg(long, conflicts_with = "dhcp_only")]
     pub tftp_only: bool,
     /// Only DHCP: stop once every client is bound.
@@ -56,6 +99,23 @@ pub struct StormArgs {
     /// Server TFTP port.
     #[arg(long, default_value_t = 69)]
     pub tftp_port: u16,
+    /// How the files are fetched: `tftp` (PXE ROM) or `http` (iPXE-style).
+    #[arg(long, value_enum, default_value = "tftp")]
+    pub transport: Transport,
+    /// Server HTTP port (--transport http).
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// HTTP: silence (no connection, no response head, no body bytes) after
+    /// which an attempt fails (seconds, before --time-scale).
+    #[arg(long, default_value_t = 30)]
+    pub http_timeout_secs: u64,
+    /// HTTP: failed attempts per file retried before the boot fails.
+    #[arg(long, default_value_t = 3)]
+    pub http_retries: u32,
+    /// HTTP: resume a broken transfer with Range/If-Range instead of
+    /// starting it over.
+    #[arg(long)]
+    pub http_resume: bool,
     /// Local address for the clients' sockets (default: any).
     #[arg(long)]
     pub bind: Option<Ipv4Addr>,
@@ -146,7 +206,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         ));
     }
     drop(done_tx);
-    let mut report = Report::new(args.clients);
+    let mut report = Report::new(args.clients, args.transport.name());
     while let Some(outcome) = done_rx.recv().await {
         report.add(outcome);
     }
@@ -321,6 +381,16 @@ async fn boot_client(
             return;
         }
     };
+    let mut files = vec![first];
+    files.extend(args.second_file.clone());
+    if args.transport == Transport::Http {
+        let outcome = http_boot(
+            &args, i, &files, server_ip, dhcp_time, naks, bind_ip, deadline,
+        )
+        .await;
+        let _ = done.send(outcome).await;
+        return;
+    }
     let mut cfg = ClientConfig::pxe_rom(args.time_scale);
     cfg.blksize = args.blksize;
     cfg.windowsize = args.windowsize;
@@ -331,8 +401,6 @@ async fn boot_client(
     let server = SocketAddr::V4(SocketAddrV4::new(server_ip, args.tftp_port));
     let mut outcome = ClientOutcome::new(i, dhcp_time, naks);
     let t_start = Instant::now();
-    let mut files = vec![first];
-    files.extend(args.second_file.clone());
     for (k, file) in files.iter().enumerate() {
         let cfg = if k == 0 {
             cfg.clone()
@@ -369,7 +437,7 @@ async fn boot_client(
             }
         }
     }
-    outcome.tftp = Some(t_start.elapsed());
+    outcome.transfer = Some(t_start.elapsed());
     let _ = done.send(outcome).await;
 }
 
@@ -415,5 +483,286 @@ async fn fetch(
                 f.handle_timeout(Instant::now());
             }
         }
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// One client's HTTP phase: every file over one keep-alive connection (a new
+/// one only after a failure), as iPXE loads a kernel and initrd.
+#[allow(clippy::too_many_arguments)]
+async fn http_boot(
+    args: &StormArgs,
+    i: usize,
+    files: &[String],
+    server_ip: Ipv4Addr,
+    dhcp_time: Option<Duration>,
+    naks: u32,
+    bind_ip: Ipv4Addr,
+    deadline: Instant,
+) -> ClientOutcome {
+    let server = SocketAddr::V4(SocketAddrV4::new(server_ip, args.http_port));
+    let idle = Duration::from_secs_f64(args.http_timeout_secs as f64 * args.time_scale);
+    let mut outcome = ClientOutcome::new(i, dhcp_time, naks);
+    let t_start = Instant::now();
+    let mut conn: Option<Sender> = None;
+    for (k, file) in files.iter().enumerate() {
+        // A boot file from DHCP may be a URL: keep its path.
+        let name = file
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.scheme().is_some())
+            .map_or_else(|| file.clone(), |u| u.path().to_string());
+        let cfg = http_client::HttpConfig {
+            retries: args.http_retries,
+            resume: args.http_resume,
+            expect_blake3: if k == 0 {
+                args.expect_blake3.clone()
+            } else {
+                None
+            },
+        };
+        let mut get = http_client::Get::new(cfg, &name);
+        let result = loop {
+            let attempt = http_attempt(&mut get, &mut conn, server, bind_ip, idle, deadline).await;
+            match attempt {
+                Ok(done) => break Ok(done),
+                Err(f) => {
+                    // After any failure the connection's state is unknown.
+                    conn = None;
+                    if let Err(reason) = get.retry(f) {
+                        break Err(reason);
+                    }
+                    outcome.resends += 1;
+                    let pause = Duration::from_secs_f64(get.failures as f64 * args.time_scale);
+                    if Instant::now() + pause >= deadline {
+                        break Err(format!("{name}: storm deadline reached"));
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        };
+        match result {
+            Ok(done) => outcome.bytes += done.bytes,
+            Err(reason) => {
+                outcome.fail(reason);
+                break;
+            }
+        }
+    }
+    outcome.transfer = Some(t_start.elapsed());
+    outcome
+}
+
+/// `fut`, or a transient failure after `idle` or at the storm deadline.
+async fn within<T, E: std::fmt::Display>(
+    idle: Duration,
+    deadline: Instant,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, http_client::Failure> {
+    use http_client::Failure;
+    let until = (Instant::now() + idle).min(deadline);
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(until), fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::Transient(format!("{what}: {e}"))),
+        Err(_) if Instant::now() >= deadline => {
+            Err(Failure::Fatal(format!("{what}: storm deadline reached")))
+        }
+        Err(_) => Err(Failure::Transient(format!(
+            "{what}: nothing for {:.1} s",
+            idle.as_secs_f64()
+        ))),
+    }
+}
+
+async fn http_connect(server: SocketAddr, bind_ip: Ipv4Addr) -> std::io::Result<Sender> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    if !bind_ip.is_unspecified() {
+        sock.bind(SocketAddr::from((bind_ip, 0)))?;
+    }
+    let stream = sock.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    // Ends when the sender is dropped or the server closes.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// One request for `get`, on the kept connection or a new one.
+async fn http_attempt(
+    get: &mut http_client::Get,
+    conn: &mut Option<Sender>,
+    server: SocketAddr,
+    bind_ip: Ipv4Addr,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<http_client::Done, http_client::Failure> {
+    use http::header;
+    use http_body_util::BodyExt;
+    let plan = get.plan();
+    let what = plan.path.clone();
+    let sender = match conn {
+        Some(s) if !s.is_closed() => s,
+        _ => conn.insert(
+            within(
+                idle,
+                deadline,
+                &format!("{what}: connect"),
+                http_connect(server, bind_ip),
+            )
+            .await?,
+        ),
+    };
+    within(idle, deadline, &what, sender.ready()).await?;
+    let mut req = http::Request::builder()
+        .method(http::Method::GET)
+        .uri(&plan.path)
+        .header(header::HOST, server.to_string())
+        .header(header::USER_AGENT, "rackboot-storm (iPXE-like)");
+    if let Some(from) = plan.range_from {
+        req = req.header(header::RANGE, format!("bytes={from}-"));
+    }
+    if let Some(tag) = &plan.if_range {
+        req = req.header(header::IF_RANGE, tag);
+    }
+    let req = req
+        .body(http_body_util::Empty::new())
+        .map_err(|e| http_client::Failure::Fatal(format!("{what}: {e}")))?;
+    let resp = within(idle, deadline, &what, sender.send_request(req)).await?;
+    let h = resp.headers();
+    let text = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let length = text(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let range = text(header::CONTENT_RANGE);
+    let etag = text(header::ETAG);
+    get.on_head(
+        resp.status().as_u16(),
+        length,
+        range.as_deref(),
+        etag.as_deref(),
+    )?;
+    let mut body = resp.into_body();
+    // Ends with the body, at the idle timeout or the storm deadline; on_data
+    // fails past the announced length.
+    loop {
+        let frame = within(idle, deadline, &what, async {
+            Ok::<_, hyper::Error>(body.frame().await)
+        })
+        .await?;
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                return Err(http_client::Failure::Transient(format!(
+                    "{what}: {e} after {} bytes",
+                    get.received()
+                )));
+            }
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    get.on_data(&data)?;
+                }
+            }
+        }
+    }
+    get.on_end()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+    use rackboot_agent::files::FileTable;
+    use rackboot_agent::view::RackView;
+    use tokio::sync::watch;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        storm: StormArgs,
+    }
+
+    /// Two files over one keep-alive connection from the agent's HTTP
+    /// server, verified against its blake3 ETags and --expect-blake3.
+    #[tokio::test]
+    async fn http_client_loads_kernel_and_initrd_from_the_agent() {
+        let kernel: bytes::Bytes = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let initrd: bytes::Bytes = (0..900_000u32).map(|i| (i % 241) as u8).collect();
+        let files = HashMap::from([
+            ("vmlinuz".to_string(), kernel.clone()),
+            ("initrd.img".to_string(), initrd.clone()),
+        ]);
+        let (_ftx, frx) = watch::channel(Arc::new(FileTable::from_map(files)));
+        let (_vtx, vrx) = watch::channel(Arc::new(RackView::default()));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(rackboot_agent::http::run(
+            l,
+            frx,
+            vrx,
+            None,
+            rackboot_agent::http::HttpLimits::default(),
+            stop.clone(),
+        ));
+        let digest = blake3::hash(&kernel).to_hex().to_string();
+        let port_s = port.to_string();
+        let args = |expect: &str| {
+            Cli::parse_from([
+                "storm",
+                "--server",
+                "127.0.0.1",
+                "--tftp-only",
+                "--transport",
+                "http",
+                "--http-port",
+                &port_s,
+                "--file",
+                "vmlinuz",
+                "--second-file",
+                "/initrd.img",
+                "--http-retries",
+                "1",
+                "--time-scale",
+                "0.01",
+                "--expect-blake3",
+                expect,
+            ])
+            .storm
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let a = args(&digest);
+        let files = vec!["vmlinuz".to_string(), "/initrd.img".to_string()];
+        let ip = Ipv4Addr::LOCALHOST;
+        let o = http_boot(&a, 0, &files, ip, None, 0, Ipv4Addr::UNSPECIFIED, deadline).await;
+        assert_eq!(o.failure, None);
+        assert_eq!(o.bytes, 1_200_000);
+        assert_eq!(o.resends, 0);
+        assert!(o.transfer.is_some());
+
+        let a = args(&"0".repeat(64));
+        let o = http_boot(&a, 1, &files, ip, None, 0, Ipv4Addr::UNSPECIFIED, deadline).await;
+        assert!(o.failure.unwrap().contains("!= expected"));
+
+        let missing = vec!["nope".to_string()];
+        let o = http_boot(
+            &a,
+            2,
+            &missing,
+            ip,
+            None,
+            0,
+            Ipv4Addr::UNSPECIFIED,
+            deadline,
+        )
+        .await;
+        assert_eq!(o.failure.as_deref(), Some("/nope: HTTP 404"));
+        assert_eq!(o.resends, 0, "a 404 is not retried");
+        stop.cancel();
     }
 }

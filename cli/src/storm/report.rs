@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::StormArgs;
+use super::{StormArgs, Transport};
 
 /// One client's result.
 #[derive(Debug, Clone)]
@@ -11,8 +11,9 @@ pub struct ClientOutcome {
     pub index: usize,
     /// Time to a DHCP lease.
     pub dhcp: Option<Duration>,
-    /// Time for the TFTP phase.
-    pub tftp: Option<Duration>,
+    /// Time for the transfer phase (TFTP or HTTP: every file, first request
+    /// to last byte).
+    pub transfer: Option<Duration>,
     /// NAKs seen.
     pub naks: u32,
     /// Re-sent requests and ACKs.
@@ -29,7 +30,7 @@ impl ClientOutcome {
         ClientOutcome {
             index,
             dhcp,
-            tftp: None,
+            transfer: None,
             naks,
             resends: 0,
             bytes: 0,
@@ -56,6 +57,7 @@ impl ClientOutcome {
 #[derive(Debug)]
 pub struct Report {
     clients: usize,
+    transport: &'static str,
     outcomes: Vec<ClientOutcome>,
     elapsed: Duration,
 }
@@ -74,10 +76,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Report {
-    /// Empty report for `clients`.
-    pub fn new(clients: usize) -> Self {
+    /// Empty report for `clients` fetching over `transport` ("tftp", "http").
+    pub fn new(clients: usize, transport: &'static str) -> Self {
         Report {
             clients,
+            transport,
             outcomes: Vec::new(),
             elapsed: Duration::ZERO,
         }
@@ -132,7 +135,7 @@ impl Report {
     /// One JSON object.
     pub fn json(&self) -> String {
         let mut dhcp = self.series(|o| o.dhcp);
-        let mut tftp = self.series(|o| o.tftp);
+        let mut xfer = self.series(|o| o.transfer);
         let naks: u32 = self.outcomes.iter().map(|o| o.naks).sum();
         let resends: u32 = self.outcomes.iter().map(|o| o.resends).sum();
         serde_json::json!({
@@ -145,9 +148,15 @@ impl Report {
             "dhcp_p50_ms": ms(pct(&mut dhcp, 0.5)),
             "dhcp_p99_ms": ms(pct(&mut dhcp, 0.99)),
             "dhcp_max_ms": ms(pct(&mut dhcp, 1.0)),
-            "tftp_p50_ms": ms(pct(&mut tftp, 0.5)),
-            "tftp_p99_ms": ms(pct(&mut tftp, 0.99)),
-            "tftp_max_ms": ms(pct(&mut tftp, 1.0)),
+            "transport": self.transport,
+            // The transfer phase; the tftp_* names are kept for the scripts
+            // that read them and hold the HTTP figures with --transport http.
+            "transfer_p50_ms": ms(pct(&mut xfer, 0.5)),
+            "transfer_p99_ms": ms(pct(&mut xfer, 0.99)),
+            "transfer_max_ms": ms(pct(&mut xfer, 1.0)),
+            "tftp_p50_ms": ms(pct(&mut xfer, 0.5)),
+            "tftp_p99_ms": ms(pct(&mut xfer, 0.99)),
+            "tftp_max_ms": ms(pct(&mut xfer, 1.0)),
             "naks": naks,
             "client_resends": resends,
             "failures": self.reasons().into_iter().map(|(r, n)| serde_json::json!({"reason": r, "count": n})).collect::<Vec<_>>(),
@@ -158,19 +167,19 @@ impl Report {
     /// A table for people.
     pub fn table(&self, args: &StormArgs) -> String {
         let mut dhcp = self.series(|o| o.dhcp);
-        let mut tftp = self.series(|o| o.tftp);
+        let mut xfer = self.series(|o| o.transfer);
         let naks: u32 = self.outcomes.iter().map(|o| o.naks).sum();
         let resends: u32 = self.outcomes.iter().map(|o| o.resends).sum();
         let mut s = format!(
             "storm: {} clients against {} ({}), ripple {} ms, time scale {}\n",
             self.clients,
             args.server,
-            if args.tftp_only {
-                "TFTP only"
-            } else if args.dhcp_only {
-                "DHCP only"
-            } else {
-                "DHCP + TFTP"
+            match (args.tftp_only, args.dhcp_only, args.transport) {
+                (true, _, Transport::Tftp) => "TFTP only",
+                (true, _, Transport::Http) => "HTTP only",
+                (_, true, _) => "DHCP only",
+                (_, _, Transport::Tftp) => "DHCP + TFTP",
+                (_, _, Transport::Http) => "DHCP + HTTP",
             },
             args.ripple_ms,
             args.time_scale
@@ -192,11 +201,11 @@ impl Report {
         if !args.dhcp_only {
             s += &format!(
                 "{:<6} {:>8} {:>10.1} {:>10.1} {:>10.1}\n",
-                "tftp",
-                tftp.len(),
-                ms(pct(&mut tftp, 0.5)),
-                ms(pct(&mut tftp, 0.99)),
-                ms(pct(&mut tftp, 1.0))
+                self.transport,
+                xfer.len(),
+                ms(pct(&mut xfer, 0.5)),
+                ms(pct(&mut xfer, 0.99)),
+                ms(pct(&mut xfer, 1.0))
             );
         }
         s += &format!(
