@@ -48,6 +48,9 @@ struct BootInfoSource {
 pub struct FileTable {
     files: HashMap<String, Bytes>,
     boot_info: Option<Arc<BootInfoSource>>,
+    /// blake3 of files that are not blobs, computed once per snapshot on
+    /// first request (HTTP `ETag`).
+    etags: Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
 /// A kernel release is used as a path component: keep it to what releases
@@ -139,6 +142,7 @@ impl FileTable {
         }
         FileTable {
             files,
+            etags: Arc::default(),
             boot_info: Some(Arc::new(BootInfoSource {
                 view: view.clone(),
                 site: site.clone(),
@@ -154,6 +158,7 @@ impl FileTable {
         FileTable {
             files,
             boot_info: None,
+            etags: Arc::default(),
         }
     }
 
@@ -201,6 +206,23 @@ impl FileTable {
             "env" => Some(Bytes::from(info.to_env())),
             _ => None,
         }
+    }
+
+    /// The blake3 (hex) of `body`, served at `path`: a blob's name, or for
+    /// other table files a digest computed once per snapshot. Boot-info is
+    /// rendered per request and hashed each time (it is small).
+    pub fn etag(&self, path: &str, body: &[u8]) -> String {
+        if let Some(hash) = path.strip_prefix("blobs/") {
+            return hash.to_string();
+        }
+        if !self.files.contains_key(path) {
+            return blake3::hash(body).to_hex().to_string();
+        }
+        let mut etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
+        etags
+            .entry(path.to_string())
+            .or_insert_with(|| blake3::hash(body).to_hex().to_string())
+            .clone()
     }
 
     /// Number of files (boot-info excluded).

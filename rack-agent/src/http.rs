@@ -180,10 +180,7 @@ async fn serve_file(
             format!("{} not found\n", path.as_str()),
         );
     };
-    let etag = match path.as_str().strip_prefix("blobs/") {
-        Some(hash) => format!("\"{hash}\""),
-        None => format!("\"{}\"", blake3::hash(&body).to_hex()),
-    };
+    let etag = format!("\"{}\"", table.etag(path.as_str(), &body));
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
