@@ -33,10 +33,10 @@ pub struct PushArgs {
     /// for kernels without such a header when --modules is given.
     #[arg(long, default_value = "")]
     pub kernel_version: String,
-    /// Kernel-module bundle: an uncompressed tar of lib/modules/<release>/
+    /// Kernel-module bundle: an uncompressed tar of `lib/modules/<release>/`
     /// (with modules.dep; e.g. `tar -cf modules.tar lib/modules/$(uname -r)`)
     /// plus optional etc/modprobe.d/*.conf. Refused unless its release is
-    /// the kernel's. Nodes get it at modules/<release>/modules.tar, its
+    /// the kernel's. Nodes get it at `modules/<release>/modules.tar`, its
     /// tables beside it, both named in their boot-info.
     #[arg(long)]
     pub modules: Option<PathBuf>,

@@ -41,7 +41,7 @@ pub enum BundleError {
     /// The tar could not be read.
     #[error("the module bundle is not a readable tar archive: {0}")]
     NotTar(String),
-    /// No lib/modules/<release>/.
+    /// No `lib/modules/<release>/`.
     #[error("the module bundle holds no lib/modules/<release>/ directory")]
     NoModules,
     /// Two releases.

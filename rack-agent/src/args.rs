@@ -71,7 +71,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "ipxe-arm64.efi")]
     pub uefi_arm64_boot_file: String,
     /// Disk space for node log lines while the coordinator is unreachable
-    /// (MiB, under <data>/log-spool; the oldest are dropped and counted
+    /// (MiB, under `<data>/log-spool`; the oldest are dropped and counted
     /// beyond it).
     #[arg(long, default_value_t = 256)]
     pub log_spool_mib: u64,

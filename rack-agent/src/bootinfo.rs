@@ -65,7 +65,7 @@ pub struct BootInfo {
     pub kernel_version: Option<String>,
     /// Module bundle blake3 (when the image has one).
     pub modules_blake3: Option<String>,
-    /// URL of the module bundle (an uncompressed tar of lib/modules/<version>/).
+    /// URL of the module bundle (an uncompressed tar of `lib/modules/<version>/`).
     pub modules_url: Option<String>,
     /// Served directory of the kernel's module bundle and tables
     /// (`modules/<kernel version>/`: `modules.tar`, `modules.dep`, …).
