@@ -1,16 +1,24 @@
-//! The TFTP shell: one task owns the sans-IO `rackboot_tftp_core::Server`;
-//! the listener socket and one ephemeral socket per transfer (its TID) only
-//! move bytes. Every wake-up drains all readable datagrams before sending, so
-//! ACKs never queue in the kernel as a substitute for scheduling.
+//! The TFTP shell: one task owns the sans-IO `rackboot_tftp_core::Server`
+//! and every socket; it only moves bytes. Each wake-up drains every readable
+//! socket completely before sending, so ACKs never queue in the kernel as a
+//! substitute for scheduling.
+//!
+//! A transfer's TID (its server port) comes from a small [`Pool`] of
+//! sockets shared by transfers of different clients: the pair (server port,
+//! client address and port) is what identifies a transfer (RFC 1350), so
+//! two transfers share a port only when their clients differ. This keeps
+//! the socket count, the wake-ups and the per-datagram work independent of
+//! the number of transfers: no task, channel or allocation per ACK.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::Poll;
 
-use rackboot_tftp_core::{Event, Local, Outcome, Server, TransferId};
+use rackboot_tftp_core::{ErrorCode, Event, Local, Outcome, Packet, Server, TransferId};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::files::FileTable;
@@ -19,24 +27,108 @@ use crate::sessions::Sessions;
 use crate::view::RackView;
 
 const MAX_DATAGRAM: usize = 65_536;
-/// Receive buffer of a transfer socket: clients send only ACKs (4 bytes) and
-/// ERRORs there. A bigger datagram arrives truncated and is dropped as
-/// malformed. (64 KiB per transfer would be 64 MiB for 1,000 transfers.)
-const TRANSFER_DATAGRAM: usize = 1_500;
-
-struct TransferSocket {
-    socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
-}
-
-impl Drop for TransferSocket {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
+/// Sockets transfers take their TID from.
+pub const POOL_SOCKETS: usize = 32;
+/// Receive buffer of each pool socket (ACKs of many transfers land there).
+const POOL_RCVBUF: usize = 4 << 20;
 
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// The shared transfer sockets and which transfer each (socket, client)
+/// pair belongs to.
+struct Pool {
+    sockets: Vec<UdpSocket>,
+    by_peer: HashMap<(usize, SocketAddr), TransferId>,
+    of: HashMap<TransferId, (usize, SocketAddr)>,
+    next: usize,
+    /// Datagrams on a pool socket from a client with no transfer there.
+    strays: u64,
+}
+
+impl Pool {
+    fn bind(ip: IpAddr, n: usize) -> std::io::Result<Pool> {
+        let mut sockets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(SocketAddr::new(ip, 0)),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            // Best effort: the kernel caps it at net.core.rmem_max.
+            let _ = s.set_recv_buffer_size(POOL_RCVBUF);
+            s.set_nonblocking(true)?;
+            s.bind(&SocketAddr::new(ip, 0).into())?;
+            sockets.push(UdpSocket::from_std(s.into())?);
+        }
+        Ok(Pool {
+            sockets,
+            by_peer: HashMap::new(),
+            of: HashMap::new(),
+            next: 0,
+            strays: 0,
+        })
+    }
+
+    /// The socket of transfer `id` (to `client`), chosen on first use: the
+    /// next one round-robin whose port this client is not already using.
+    fn socket_for(&mut self, id: TransferId, client: SocketAddr) -> Option<usize> {
+        if let Some(&(k, _)) = self.of.get(&id) {
+            return Some(k);
+        }
+        let n = self.sockets.len();
+        for i in 0..n {
+            let k = (self.next + i) % n;
+            if !self.by_peer.contains_key(&(k, client)) {
+                self.next = (k + 1) % n;
+                self.by_peer.insert((k, client), id);
+                self.of.insert(id, (k, client));
+                return Some(k);
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, id: TransferId) {
+        if let Some(key) = self.of.remove(&id) {
+            self.by_peer.remove(&key);
+        }
+    }
+
+    /// The pool sockets readable now, into `ready`; registers for a wake-up
+    /// on the others.
+    fn poll_ready(&self, cx: &mut std::task::Context<'_>, ready: &mut Vec<usize>) {
+        ready.clear();
+        for (k, s) in self.sockets.iter().enumerate() {
+            if s.poll_recv_ready(cx).is_ready() {
+                ready.push(k);
+            }
+        }
+    }
+
+    /// Wait until some pool socket is readable.
+    async fn readable(&self) {
+        let mut ready = Vec::new();
+        poll_fn(|cx| {
+            self.poll_ready(cx, &mut ready);
+            if ready.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
+    }
+
+    /// The pool sockets readable now, without waiting.
+    async fn ready_now(&self, ready: &mut Vec<usize>) {
+        poll_fn(|cx| {
+            self.poll_ready(cx, ready);
+            Poll::Ready(())
+        })
+        .await
+    }
 }
 
 /// Run the TFTP server until `shutdown`. `bind_ip` is the address transfer
@@ -53,38 +145,41 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
     } = task;
     let TftpGuard { allow, mut limiter } = guard;
     let mut refused_source = 0u64;
-    let listener = Arc::new(listener);
+    let mut pool = match Pool::bind(bind_ip, POOL_SOCKETS) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, ip = %bind_ip, "cannot open TFTP transfer sockets; TFTP is off");
+            return;
+        }
+    };
     let mut server = Server::new(config);
-    let (in_tx, mut in_rx) = mpsc::channel::<(TransferId, SocketAddr, Vec<u8>)>(16_384);
-    let mut sockets: HashMap<TransferId, TransferSocket> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut ready: Vec<usize> = Vec::new();
     loop {
         let deadline = server.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = dump.notified() => {
-                tracing::info!(active = server.active(), queued = server.queued(), "TFTP state (SIGUSR1):\n{}", server.dump());
+                tracing::info!(
+                    active = server.active(),
+                    queued = server.queued(),
+                    pool_sockets = pool.sockets.len(),
+                    strays = pool.strays,
+                    "TFTP state (SIGUSR1):\n{}",
+                    server.dump()
+                );
             }
-            r = listener.recv_from(&mut buf) => {
-                if let Ok((n, src)) = r
-                    && admit(&allow, &mut limiter, &mut refused_source, src)
-                {
-                    let table = files.borrow().clone();
-                    server.handle_datagram(now(), Local::Listener, src, buf.get(..n).unwrap_or_default(), &*table);
-                }
-            }
-            Some((id, src, data)) = in_rx.recv() => {
-                let table = files.borrow().clone();
-                server.handle_datagram(now(), Local::Transfer(id), src, &data, &*table);
-            }
+            _ = listener.readable() => {}
+            _ = pool.readable() => {}
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
-            } => server.handle_timeout(now()),
+            } => {}
         }
         // Drain everything already waiting before answering anyone.
+        pool.ready_now(&mut ready).await;
         let table = files.borrow().clone();
         while let Ok((n, src)) = listener.try_recv_from(&mut buf) {
             if !admit(&allow, &mut limiter, &mut refused_source, src) {
@@ -98,20 +193,34 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
                 &*table,
             );
         }
-        while let Ok((id, src, data)) = in_rx.try_recv() {
-            server.handle_datagram(now(), Local::Transfer(id), src, &data, &*table);
+        for k in ready.drain(..) {
+            let Some(socket) = pool.sockets.get(k) else {
+                continue;
+            };
+            while let Ok((n, src)) = socket.try_recv_from(&mut buf) {
+                let data = buf.get(..n).unwrap_or_default();
+                match pool.by_peer.get(&(k, src)) {
+                    Some(&id) => {
+                        server.handle_datagram(now(), Local::Transfer(id), src, data, &*table)
+                    }
+                    None => {
+                        // RFC 1350: a packet for no transfer of this port
+                        // gets ERROR 5; an ERROR is never answered.
+                        pool.strays += 1;
+                        if data.get(..2) != Some(&[0, 5]) {
+                            let reply = Packet::Error {
+                                code: ErrorCode::UnknownTransferId,
+                                msg: "unknown transfer ID".into(),
+                            }
+                            .encode();
+                            let _ = socket.try_send_to(&reply, src);
+                        }
+                    }
+                }
+            }
         }
         server.handle_timeout(now());
-        flush(
-            &mut server,
-            &listener,
-            &mut sockets,
-            bind_ip,
-            &in_tx,
-            &view,
-            &sessions,
-        )
-        .await;
+        flush(&mut server, &listener, &mut pool, &view, &sessions).await;
     }
 }
 
@@ -178,33 +287,34 @@ fn admit(
 
 async fn flush(
     server: &mut Server,
-    listener: &Arc<UdpSocket>,
-    sockets: &mut HashMap<TransferId, TransferSocket>,
-    bind_ip: IpAddr,
-    in_tx: &mpsc::Sender<(TransferId, SocketAddr, Vec<u8>)>,
+    listener: &UdpSocket,
+    pool: &mut Pool,
     view: &watch::Receiver<Arc<RackView>>,
     sessions: &Sessions,
 ) {
     while let Some(t) = server.poll_transmit() {
         let socket = match t.local {
-            Local::Listener => listener.clone(),
-            Local::Transfer(id) => match sockets.get(&id) {
-                Some(s) => s.socket.clone(),
-                None => match open_transfer_socket(id, bind_ip, in_tx.clone()).await {
-                    Ok(s) => {
-                        let sock = s.socket.clone();
-                        sockets.insert(id, s);
-                        sock
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot open a transfer socket");
-                        continue;
-                    }
+            Local::Listener => listener,
+            Local::Transfer(id) => match pool.socket_for(id, t.dest) {
+                Some(k) => match pool.sockets.get(k) {
+                    Some(s) => s,
+                    None => continue,
                 },
+                None => {
+                    tracing::warn!(dest = %t.dest, "no transfer socket free for this client; packet not sent");
+                    continue;
+                }
             },
         };
-        if let Err(e) = socket.send_to(&t.payload, t.dest).await {
-            tracing::debug!(error = %e, dest = %t.dest, "tftp send failed");
+        // Non-blocking first; wait for room only when the send buffer is full.
+        match socket.try_send_to(&t.payload, t.dest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.send_to(&t.payload, t.dest).await {
+                    tracing::debug!(error = %e, dest = %t.dest, "tftp send failed");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, dest = %t.dest, "tftp send failed"),
         }
     }
     while let Some(ev) = server.poll_event() {
@@ -226,7 +336,7 @@ async fn flush(
                 path,
                 outcome,
             } => {
-                sockets.remove(&id);
+                pool.release(id);
                 if let (Outcome::Completed { .. }, std::net::IpAddr::V4(ip)) =
                     (&outcome, client.ip())
                 {
@@ -246,21 +356,3 @@ async fn flush(
     }
 }
 
-async fn open_transfer_socket(
-    id: TransferId,
-    bind_ip: IpAddr,
-    in_tx: mpsc::Sender<(TransferId, SocketAddr, Vec<u8>)>,
-) -> std::io::Result<TransferSocket> {
-    let socket = Arc::new(UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?);
-    let rx = socket.clone();
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; TRANSFER_DATAGRAM];
-        while let Ok((n, src)) = rx.recv_from(&mut buf).await {
-            let data = buf.get(..n).unwrap_or_default().to_vec();
-            if in_tx.send((id, src, data)).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(TransferSocket { socket, reader })
-}
