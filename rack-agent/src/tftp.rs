@@ -355,4 +355,3 @@ async fn flush(
         }
     }
 }
-
