@@ -69,6 +69,10 @@ ip -n "$S" addr add 10.123.0.1/16 dev vs; ip -n "$C" addr add 10.123.0.2/16 dev 
 ip -n "$S" link set vs up; ip -n "$C" link set vc up
 ip netns exec "$S" tc qdisc add dev vs root tbf rate "$rate" burst 512kb latency 50ms
 ip netns exec "$C" tc qdisc add dev vc root tbf rate "$rate" burst 512kb latency 50ms
+# The emulated clients come from 254 addresses, as a rack of machines would
+# (storm --source-range), not all from one.
+SOURCES=10.123.8.0/24
+for i in $(seq 1 254); do echo "addr add 10.123.8.$i/16 dev vc"; done | ip -n "$C" -batch -
 # Ephemeral port range for thousands of transfers (two client sockets each).
 ip netns exec "$C" sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
 ip netns exec "$S" sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
@@ -115,10 +119,12 @@ stop_server() {
 }
 # Sum of the server's processes' RSS (tftpd-hpa forks one per transfer).
 peak_rss_kb() { grep -m1 VmHWM "/proc/$server_pid/status" 2>/dev/null | awk '{print $2}'; }
+rss_kb() { grep -m1 VmRSS "/proc/$server_pid/status" 2>/dev/null | awk '{print $2}'; }
 cpu_ticks() { awk '{print $14+$15+$16+$17}' "/proc/$server_pid/stat" 2>/dev/null || echo 0; }
 
-echo "| server | clients | files | loss | booted | failed | time s | floor s | goodput MB/s | p99 tftp s | peak RSS MiB | CPU s |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+header="| server | clients | files | loss | booted | failed | time s | floor s | goodput MB/s | p99 tftp s | peak RSS MiB | RSS KiB per transfer | CPU s | storm CPU s |"
+rule="|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "$header"; echo "$rule"
 rows=""
 for c in $cases; do
   IFS=: read -r n first second loss <<<"$c"
@@ -132,21 +138,27 @@ for c in $cases; do
     set_loss "$loss"
     start_server "$srv"
     t0=$(cpu_ticks)
-    json=$(ip netns exec "$C" "$BIN/rackboot" storm --server 10.123.0.1 --tftp-only --file "f$first" \
+    rss0=$(rss_kb); rss0=${rss0:-0}
+    json=$(ip netns exec "$C" /usr/bin/time -f "%U %S" -o "$work/storm.time" "$BIN/rackboot" storm \
+      --server 10.123.0.1 --tftp-only --file "f$first" --source-range "$SOURCES" \
       "${second_arg[@]}" --clients "$n" --deadline-secs "$deadline" --json 2>"$work/storm.err" || true)
     t1=$(cpu_ticks)
     rss=$(peak_rss_kb); rss=${rss:-0}
+    storm_cpu=$(awk '{print $1+$2}' "$work/storm.time" 2>/dev/null || echo nan)
     stop_server
-    row=$(python3 - "$json" "$srv" "$n" "$label" "$loss" "$floor" "$rss" "$t0" "$t1" <<'PY'
+    row=$(python3 - "$json" "$srv" "$n" "$label" "$loss" "$floor" "$rss" "$t0" "$t1" "$rss0" "$storm_cpu" <<'PY'
 import json, sys
-raw, srv, n, label, loss, floor, rss, t0, t1 = sys.argv[1:]
+raw, srv, n, label, loss, floor, rss, t0, t1, rss0, storm_cpu = sys.argv[1:]
 try:
     j = json.loads(raw)
 except Exception:
     j = {"ok": 0, "failed": int(n), "elapsed_s": float("nan"), "goodput_mb_s": 0, "tftp_p99_ms": float("nan")}
 cpu = (int(t1) - int(t0)) / 100 if srv == "rackboot" else float("nan")
 rss_mib = int(rss) / 1024 if srv == "rackboot" else float("nan")
-print(f"| {srv} | {n} | {label} | {loss}% | {j['ok']} | {j['failed']} | {j['elapsed_s']:.1f} | {floor} | {j['goodput_mb_s']:.1f} | {j['tftp_p99_ms']/1000:.1f} | {rss_mib:.1f} | {cpu:.1f} |")
+# Memory the storm added, per concurrent transfer (all clients start at once;
+# the agent runs at most 4096 transfers, the rest queue).
+per = (int(rss) - int(rss0)) / min(int(n), 4096) if srv == "rackboot" else float("nan")
+print(f"| {srv} | {n} | {label} | {loss}% | {j['ok']} | {j['failed']} | {j['elapsed_s']:.1f} | {floor} | {j['goodput_mb_s']:.1f} | {j['tftp_p99_ms']/1000:.1f} | {rss_mib:.1f} | {per:.1f} | {cpu:.1f} | {float(storm_cpu):.1f} |")
 PY
 )
     echo "$row"
@@ -159,10 +171,12 @@ if [ -n "$out" ]; then
     echo "### TFTP boot storm ($(date -u +%Y-%m-%d), rate $rate, $(nproc) cores)"
     echo
     echo "Command: \`tests/bench/tftp-storm.sh $invocation\`. Floor = clients × bytes / (rate × 0.97). RSS and CPU"
-    echo "are reported for rackboot-agent only (tftpd-hpa forks per transfer; dnsmasq serves DNS/DHCP too)."
+    echo "are reported for rackboot-agent only (tftpd-hpa forks per transfer; dnsmasq serves DNS/DHCP too); RSS per"
+    echo "transfer = (peak RSS - RSS before the storm) / concurrent transfers. Storm CPU = the emulator's user+system"
+    echo "time (it shares the machine). Clients come from 254 source addresses (storm --source-range)."
     echo
-    echo "| server | clients | files | loss | booted | failed | time s | floor s | goodput MB/s | p99 tftp s | peak RSS MiB | CPU s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "$header"
+    echo "$rule"
     printf '%s' "$rows"
   } >> "$out"
 fi

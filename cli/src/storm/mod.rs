@@ -119,6 +119,11 @@ pub struct StormArgs {
     /// Local address for the clients' sockets (default: any).
     #[arg(long)]
     pub bind: Option<Ipv4Addr>,
+    /// Spread the clients' TFTP/HTTP sockets over the host addresses of this
+    /// subnet (client i uses the (i mod n)-th), as a rack of distinct
+    /// machines would; the addresses must be configured on the client side.
+    #[arg(long, conflicts_with = "bind")]
+    pub source_range: Option<ipnet::Ipv4Net>,
     /// TFTP block size requested.
     #[arg(long, default_value_t = 1456)]
     pub blksize: u16,
@@ -179,6 +184,18 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     let deadline = t0 + Duration::from_secs(args.deadline_secs);
     let (done_tx, mut done_rx) = mpsc::channel::<ClientOutcome>(args.clients);
     let bind_ip = args.bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let sources: Vec<Ipv4Addr> = match args.source_range {
+        Some(net) => {
+            let hosts: Vec<Ipv4Addr> = net.hosts().take(65_536).collect();
+            anyhow::ensure!(
+                !hosts.is_empty(),
+                "--source-range {net} has no host addresses"
+            );
+            hosts
+        }
+        None => vec![bind_ip],
+    };
+    let sources = Arc::new(sources);
 
     if args.tftp_only {
         for i in 0..args.clients {
@@ -189,7 +206,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
                 start,
                 None,
                 deadline,
-                bind_ip,
+                pick(&sources, i),
                 done_tx.clone(),
             ));
         }
@@ -201,7 +218,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
             socket,
             t0,
             deadline,
-            bind_ip,
+            sources.clone(),
             done_tx.clone(),
         ));
     }
@@ -220,6 +237,14 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         std::process::exit(2);
     }
     Ok(())
+}
+
+/// Client `i`'s source address.
+fn pick(sources: &[Ipv4Addr], i: usize) -> Ipv4Addr {
+    sources
+        .get(i % sources.len().max(1))
+        .copied()
+        .unwrap_or(Ipv4Addr::UNSPECIFIED)
 }
 
 async fn dhcp_socket(ip: Ipv4Addr, port: u16) -> anyhow::Result<UdpSocket> {
@@ -241,7 +266,7 @@ async fn dhcp_storm(
     socket: UdpSocket,
     t0: Instant,
     deadline: Instant,
-    bind_ip: Ipv4Addr,
+    sources: Arc<Vec<Ipv4Addr>>,
     done: mpsc::Sender<ClientOutcome>,
 ) {
     let server = SocketAddr::V4(SocketAddrV4::new(args.server, args.dhcp_port));
@@ -340,7 +365,7 @@ async fn dhcp_storm(
                         start,
                         info,
                         deadline,
-                        bind_ip,
+                        pick(&sources, i),
                         done.clone(),
                     ));
                 }
