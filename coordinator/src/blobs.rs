@@ -143,6 +143,16 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// Bytes written so far (where a resumed transfer continues).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The blob being written.
+    pub fn blob(&self) -> BlobRef {
+        self.blob
+    }
+
     /// Append data.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
         self.written += data.len() as u64;
