@@ -1,6 +1,8 @@
 //! Blob replication between replicas (`BlobPeer`), and the stream of a
 //! locally stored blob that it shares with `AgentService/FetchBlob`.
 
+use std::sync::Arc;
+
 use rackboot_proto::v1 as pb;
 use rackboot_state::Blake3Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -20,7 +22,7 @@ pub const FETCH_CHUNK: usize = 1 << 20;
 /// (offset 0) is hashed on the way and ends with `DATA_LOSS` when the stored
 /// bytes no longer hash to their name; the receiver verifies too.
 pub async fn local_blob_stream(
-    blobs: &BlobStore,
+    blobs: &Arc<BlobStore>,
     digest: Blake3Digest,
     offset: u64,
 ) -> Result<BoxStream<pb::BlobChunk>, Status> {
@@ -39,6 +41,7 @@ pub async fn local_blob_stream(
         )));
     }
     let (tx, rx) = mpsc::channel(4);
+    let store = blobs.clone();
     tokio::spawn(async move {
         let mut hasher = (offset == 0).then(blake3::Hasher::new);
         if offset > 0 && file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
@@ -78,6 +81,10 @@ pub async fn local_blob_stream(
             && Blake3Digest::from(h.finalize()) != digest
         {
             tracing::error!(blob = %digest, "stored blob fails verification");
+            // Hashed again on its own: a file replaced meanwhile by a good
+            // copy is kept; a bad one is removed and pulled again on the next
+            // request (or by the background repair).
+            let _ = store.verify_or_remove(&digest).await;
             let _ = tx
                 .send(Err(Status::data_loss(format!(
                     "blob {digest} fails verification on the coordinator"

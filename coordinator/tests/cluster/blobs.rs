@@ -337,6 +337,36 @@ async fn image_survives_leader_and_uploader_kill() {
         "replica {down}, down during the push of image c, has every blob {caught_up:?} after its restart"
     );
     check_survivors(&cluster, &ep, &[down], "c", &[&kernel_c, &initrd_c]).await;
+
+    // 4. A stored blob that rots (same size, one byte flipped) is caught when
+    //    read: the read fails with DATA_LOSS, the file is dropped, and the
+    //    next FetchBlob pulls a good copy from a peer first.
+    let hex = &initrd_a.blob.blake3;
+    let path = cluster.procs[&down]
+        .data
+        .join("blobs")
+        .join(&hex[..2])
+        .join(hex);
+    let mut bytes = std::fs::read(&path).expect("blob file");
+    bytes[12345] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("corrupt it");
+    let s = fetch(ep.channel(down), hex)
+        .await
+        .expect_err("a rotten blob is not served as good");
+    assert_eq!(s.code(), tonic::Code::DataLoss, "{s}");
+    let t = Instant::now();
+    let got = fetch(ep.channel(down), hex).await.unwrap_or_else(|s| {
+        panic!(
+            "FetchBlob after the rot was found: {s}\n{}",
+            cluster.log_tails(20)
+        )
+    });
+    assert!(got == initrd_a.data, "the good bytes are served again");
+    assert!(on_disk(&cluster.procs[&down].data, &initrd_a));
+    println!(
+        "replica {down}: rotten blob refused (DATA_LOSS), pulled again and served in {:?}",
+        t.elapsed()
+    );
     println!("blob replication test: {:?}", started.elapsed());
 }
 
