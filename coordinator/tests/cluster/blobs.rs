@@ -2,7 +2,9 @@
 //! quorum before the push is acknowledged, survive the loss of the leader
 //! and of the replica that received the upload, are served (verified) by
 //! every survivor, and reach a replica that was down during the push once
-//! it is back. A push to a replica that cannot reach a quorum is not
+//! it is back. A rack agent (its real sync task and blob cache, in this
+//! process) that was following the killed leader gets the image from a
+//! survivor. A push to a replica that cannot reach a quorum is not
 //! acknowledged.
 
 use std::path::Path;
@@ -442,4 +444,141 @@ async fn push_without_quorum_is_not_acknowledged() {
         .expect("retried push");
     assert!(!r.stored, "already stored on replica 1");
     assert!(on_disk(&cluster.procs[&2].data, &lonely));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_gets_the_image_after_the_leader_is_killed() {
+    use std::sync::Arc;
+
+    use rackboot_agent::cache::BlobCache;
+    use rackboot_agent::dhcp::Unknown;
+    use rackboot_agent::sync::{SyncConfig, run};
+    use rackboot_agent::view::RackView;
+    use tokio::sync::{Notify, mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+
+    let _one = exclusive();
+    let started = Instant::now();
+    let mut cluster = Cluster::new(3, Opts::default());
+    cluster.start_all();
+    let ep = cluster.endpoints();
+    let leader = ep
+        .wait_leader(Duration::from_secs(15))
+        .await
+        .expect("a leader");
+
+    // The agent follows the leader first, the others after it.
+    let mut urls = vec![format!("http://{}", cluster.procs[&leader].addr)];
+    for (id, p) in &cluster.procs {
+        if *id != leader {
+            urls.push(format!("http://{}", p.addr));
+        }
+    }
+    let agent_dir = cluster.dir.join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("agent dir");
+    let cache = Arc::new(BlobCache::open(&agent_dir.join("cache")).expect("cache"));
+    let (view_tx, mut view_rx) = watch::channel(Arc::new(RackView::default()));
+    let (unknown_tx, unknown_rx) = mpsc::channel::<Unknown>(16);
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(run(
+        SyncConfig {
+            coordinators: urls,
+            rack: pb::Rack {
+                name: crate::harness::RACK.into(),
+                subnet: "10.0.0.0/16".into(),
+                server_address: "10.0.0.1".into(),
+                node_base: "10.0.0.10".into(),
+                gateway: String::new(),
+            },
+            agent_id: "blob-test".into(),
+            view_path: agent_dir.join("rack-view.pb"),
+        },
+        view_tx,
+        unknown_rx,
+        cache.clone(),
+        Arc::new(Notify::new()),
+        stop.clone(),
+    ));
+    // Registered and watching: a machine it reports becomes a node.
+    unknown_tx
+        .send(Unknown {
+            mac: "52:54:00:00:00:01".parse().expect("mac"),
+            uuid: None,
+        })
+        .await
+        .expect("agent running");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while view_rx.borrow().nodes.is_empty() {
+        assert!(Instant::now() < deadline, "the agent never saw its node");
+        let _ = tokio::time::timeout(Duration::from_millis(200), view_rx.changed()).await;
+    }
+
+    // Push and commit on the leader, then kill it: the agent loses its
+    // coordinator before it is told about the image.
+    let kernel = random_blob(21, 4 * MIB);
+    let initrd = random_blob(22, 8 * MIB);
+    for b in [&kernel, &initrd] {
+        put_blob(ep.channel(leader), b).await.expect("push");
+    }
+    commit(
+        &ep,
+        &[leader],
+        "img",
+        &kernel,
+        &initrd,
+        Duration::from_secs(20),
+    )
+    .await;
+    cluster.kill(leader);
+    let killed = Instant::now();
+    let survivors: Vec<u64> = [1u64, 2, 3].into_iter().filter(|i| *i != leader).collect();
+
+    // Assigned through a survivor; the agent reconnects to one and fetches.
+    let assign_deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0usize;
+    loop {
+        let id = survivors[i % survivors.len()];
+        i += 1;
+        let mut c = pb::assignment_service_client::AssignmentServiceClient::new(ep.channel(id));
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            c.assign(pb::AssignRequest {
+                target: Some(pb::assign_request::Target::ClusterDefault(true)),
+                image: "img".into(),
+                idempotency_key: "assign-img".into(),
+            }),
+        )
+        .await;
+        match r {
+            Ok(Ok(_)) => break,
+            _ if Instant::now() < assign_deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("assign through survivors: {other:?}"),
+        }
+    }
+    let wait = Instant::now() + Duration::from_secs(60);
+    for b in [&kernel, &initrd] {
+        let digest: rackboot_state::Blake3Digest = b.blob.blake3.parse().expect("digest");
+        loop {
+            if let Some(bytes) = cache.get(&digest) {
+                assert!(bytes[..] == b.data[..], "the agent holds the pushed bytes");
+                break;
+            }
+            assert!(
+                Instant::now() < wait,
+                "the agent never got blob {} after the leader was killed\n{}",
+                b.blob.blake3,
+                cluster.log_tails(30)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!(
+        "agent: image (12 MiB) in its verified cache {:?} after leader {leader} was killed (test {:?})",
+        killed.elapsed(),
+        started.elapsed()
+    );
+    stop.cancel();
+    let _ = agent.await;
 }
