@@ -179,6 +179,20 @@ impl Replicator {
         result
     }
 
+    /// [`Replicator::ensure_local`] in a task of its own: a caller that
+    /// gives up (a client deadline) does not cancel the transfer, and a retry
+    /// waits for it instead of starting over.
+    pub async fn ensure_local_detached(
+        self: &Arc<Self>,
+        blob: BlobRef,
+        hints: Vec<String>,
+    ) -> Result<bool, String> {
+        let this = self.clone();
+        tokio::spawn(async move { this.ensure_local(blob, &hints).await })
+            .await
+            .map_err(|e| format!("pull task: {e}"))?
+    }
+
     async fn pull(&self, blob: BlobRef, hints: &[String]) -> Result<(), String> {
         let m = self.members();
         let mut sources: Vec<String> = Vec::new();

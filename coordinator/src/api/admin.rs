@@ -275,7 +275,7 @@ impl pb::image_service_server::ImageService for ImageApi {
             let Some(b) = b else { continue };
             // Stored on another replica only (the push went there): pull it,
             // since the kernel and modules are inspected here.
-            if let Err(e) = self.0.repl.ensure_local(*b, &[]).await {
+            if let Err(e) = self.0.repl.ensure_local_detached(*b, Vec::new()).await {
                 return Err(Status::failed_precondition(format!(
                     "{what}: blob {} ({} bytes) is not stored on any reachable replica; upload it first ({e})",
                     b.digest, b.size

@@ -110,21 +110,17 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 return Err(Status::not_found(format!("blob {digest} not found")));
             };
             let blob = rackboot_state::BlobRef { digest, size };
-            let repl = self.0.repl.clone();
             let limit = crate::replication::quorum_timeout(size);
-            let pulled = tokio::time::timeout(
-                limit,
-                tokio::spawn(async move { repl.ensure_local(blob, &[]).await }),
-            )
-            .await;
+            let pulled =
+                tokio::time::timeout(limit, self.0.repl.ensure_local_detached(blob, Vec::new()))
+                    .await;
             match pulled {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(e))) => {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     return Err(Status::unavailable(format!(
                         "blob {digest} is not on this coordinator and no peer supplied it: {e}"
                     )));
                 }
-                Ok(Err(e)) => return Err(Status::internal(format!("pull task: {e}"))),
                 Err(_) => {
                     return Err(Status::unavailable(format!(
                         "blob {digest} is not on this coordinator and was not pulled from a peer within {limit:?}"

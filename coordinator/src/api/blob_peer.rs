@@ -119,13 +119,8 @@ impl pb::blob_peer_server::BlobPeer for BlobPeerApi {
     ) -> Result<Response<pb::ReplicateBlobResponse>, Status> {
         let r = req.into_inner();
         let blob = blob_from_pb("blob", r.blob.as_ref())?;
-        // Run the pull in its own task: a caller that gives up (or retries)
-        // does not waste what was transferred; a retry waits for this pull.
-        let repl = self.0.repl.clone();
-        let pulled = tokio::spawn(async move { repl.ensure_local(blob, &r.sources).await })
-            .await
-            .map_err(|e| Status::internal(format!("pull task: {e}")))?;
-        match pulled {
+        // A caller that gives up (or retries) does not cancel the pull.
+        match self.0.repl.ensure_local_detached(blob, r.sources).await {
             Ok(fetched) => Ok(Response::new(pb::ReplicateBlobResponse { fetched })),
             Err(e) => Err(Status::unavailable(format!(
                 "blob {} could not be pulled: {e}",
