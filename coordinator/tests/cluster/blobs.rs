@@ -6,6 +6,9 @@
 //! process) that was following the killed leader gets the image from a
 //! survivor. A push to a replica that cannot reach a quorum is not
 //! acknowledged.
+//!
+//! `RACKBOOT_BLOB_INITRD_MIB` sets the size of the first image's initrd
+//! (default 8), to measure replication of larger pushes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -228,8 +231,13 @@ async fn image_survives_leader_and_uploader_kill() {
         .wait_leader(Duration::from_secs(15))
         .await
         .expect("a leader");
+    // RACKBOOT_BLOB_INITRD_MIB: size of the first image's initrd (default 8).
+    let initrd_mib = std::env::var("RACKBOOT_BLOB_INITRD_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(8);
     let kernel_a = random_blob(1, 4 * MIB);
-    let initrd_a = random_blob(2, 8 * MIB + 123);
+    let initrd_a = random_blob(2, initrd_mib * MIB + 123);
     let t = Instant::now();
     for b in [&kernel_a, &initrd_a] {
         let r = put_blob(ep.channel(leader), b)
@@ -253,8 +261,9 @@ async fn image_survives_leader_and_uploader_kill() {
     )
     .await;
     println!(
-        "image a: 12 MiB pushed to leader {leader} and acknowledged on a quorum in {push_a:?} \
-         (on {with_copies:?} at acknowledgement); leader killed"
+        "image a: {} MiB pushed to leader {leader} and acknowledged on a quorum in {push_a:?} \
+         (on {with_copies:?} at acknowledgement); leader killed",
+        4 + initrd_mib
     );
     cluster.kill(leader);
     let survivors: Vec<u64> = all.iter().copied().filter(|i| *i != leader).collect();
