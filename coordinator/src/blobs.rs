@@ -108,6 +108,35 @@ impl BlobStore {
         })
     }
 
+    /// Hash a stored blob again; when it no longer hashes to its name, remove
+    /// it (so it is pulled again from a replica that has it) and say so.
+    /// `Ok(true)` when it is intact, `Ok(false)` when it was removed.
+    pub async fn verify_or_remove(&self, digest: &Blake3Digest) -> Result<bool, BlobError> {
+        let path = self.path(digest);
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(*digest));
+            }
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).await.map_err(io(&path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(buf.get(..n).unwrap_or_default());
+        }
+        if Blake3Digest::from(hasher.finalize()) == *digest {
+            return Ok(true);
+        }
+        tokio::fs::remove_file(&path).await.map_err(io(&path))?;
+        tracing::error!(blob = %digest, path = %path.display(), "stored blob no longer hashes to its name; removed");
+        Ok(false)
+    }
+
     /// Read a whole blob, verifying its hash.
     pub async fn read_verified(&self, digest: &Blake3Digest) -> Result<Vec<u8>, BlobError> {
         let path = self.path(digest);
@@ -143,6 +172,16 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// Bytes written so far (where a resumed transfer continues).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The blob being written.
+    pub fn blob(&self) -> BlobRef {
+        self.blob
+    }
+
     /// Append data.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
         self.written += data.len() as u64;
@@ -271,5 +310,10 @@ mod tests {
             store.read_verified(&blob.digest).await,
             Err(BlobError::HashMismatch { .. })
         ));
+        assert!(!store.verify_or_remove(&blob.digest).await.unwrap());
+        assert!(
+            !store.path(&blob.digest).exists(),
+            "a lying file is removed"
+        );
     }
 }

@@ -6,13 +6,15 @@
 //! hold a synced copy of their rack's state and answer nodes from it.
 //!
 //! Layout: [`raft`] (the replica task and its redb storage), [`blobs`]
-//! (content-addressed blob files), [`api`] (gRPC handlers), [`server`]
+//! (content-addressed blob files), [`replication`] (blobs pulled between
+//! replicas, pushes acknowledged on a quorum), [`api`] (gRPC handlers), [`server`]
 //! (start-up). The state machine itself lives in `rackboot-state`, pure.
 
 pub mod api;
 pub mod blobs;
 pub mod config;
 pub mod raft;
+pub mod replication;
 pub mod server;
 
 pub use server::{Coordinator, start};

@@ -12,10 +12,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    AgentApi, AssignmentApi, ClusterApi, Ctx, ImageApi, MetaApi, NodeApi, RackApi, RaftPeerApi,
+    AgentApi, AssignmentApi, BlobPeerApi, ClusterApi, Ctx, ImageApi, MetaApi, NodeApi, RackApi,
+    RaftPeerApi,
 };
 use crate::blobs::{BlobError, BlobStore};
 use crate::raft::{self, Replica, ReplicaConfig};
+use crate::replication::Replicator;
 
 /// Largest gRPC message accepted or sent.
 pub const MAX_MESSAGE: usize = 8 << 20;
@@ -64,9 +66,12 @@ pub async fn start(
     // Peer traffic leaves from the address we listen on (when it is one).
     let source = (!local_addr.ip().is_unspecified()).then_some(local_addr.ip());
     let (replica, replica_task) = raft::spawn_with_source(cfg, source, shutdown.clone())?;
+    let repl = Arc::new(Replicator::new(blobs.clone(), replica.clone(), source));
+    repl.clone().spawn_repair(shutdown.clone());
     let ctx = Ctx {
         replica: replica.clone(),
         blobs,
+        repl,
     };
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rackboot_proto::FILE_DESCRIPTOR_SET)
@@ -85,6 +90,7 @@ pub async fn start(
 
     use pb::agent_service_server::AgentServiceServer;
     use pb::assignment_service_server::AssignmentServiceServer;
+    use pb::blob_peer_server::BlobPeerServer;
     use pb::cluster_service_server::ClusterServiceServer;
     use pb::image_service_server::ImageServiceServer;
     use pb::meta_service_server::MetaServiceServer;
@@ -123,6 +129,11 @@ pub async fn start(
         .add_service(MetaServiceServer::new(MetaApi(ctx.clone())))
         .add_service(
             AgentServiceServer::new(AgentApi(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            BlobPeerServer::new(BlobPeerApi(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )

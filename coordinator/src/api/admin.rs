@@ -221,7 +221,10 @@ impl pb::image_service_server::ImageService for ImageApi {
         })??;
         let blob = blob_from_pb("header", first.header.as_ref())?;
         if self.0.blobs.size(&blob.digest).await == Some(blob.size) {
-            // Already stored: nothing new is written.
+            // Already stored here: nothing new is written, but it is
+            // acknowledged only on a quorum (a push retried after a failed
+            // replication completes it).
+            self.0.repl.replicate_to_quorum(blob).await?;
             return Ok(Response::new(pb::PutBlobResponse {
                 blob: Some(blob_to_pb(&blob)),
                 stored: false,
@@ -244,6 +247,8 @@ impl pb::image_service_server::ImageService for ImageApi {
         }
         let blob = upload.finish().await.map_err(bad)?;
         tracing::info!(blob = %blob.digest, size = blob.size, "blob stored");
+        // Acknowledged only once durable on a majority of the voters.
+        self.0.repl.replicate_to_quorum(blob).await?;
         Ok(Response::new(pb::PutBlobResponse {
             blob: Some(blob_to_pb(&blob)),
             stored: true,
@@ -268,12 +273,17 @@ impl pb::image_service_server::ImageService for ImageApi {
             .chain([("modules", modules.as_ref())])
         {
             let Some(b) = b else { continue };
-            if self.0.blobs.size(&b.digest).await != Some(b.size) {
+            // Stored on another replica only (the push went there): pull it,
+            // since the kernel and modules are inspected here.
+            if let Err(e) = self.0.repl.ensure_local_detached(*b, Vec::new()).await {
                 return Err(Status::failed_precondition(format!(
-                    "{what}: blob {} ({} bytes) is not stored; upload it first",
+                    "{what}: blob {} ({} bytes) is not stored on any reachable replica; upload it first ({e})",
                     b.digest, b.size
                 )));
             }
+            // Never commit a manifest whose bytes could be lost with one
+            // replica (normally a no-op: the push already made it durable).
+            self.0.repl.replicate_to_quorum(*b).await?;
         }
         let kernel_version = self
             .checked_kernel_version(&kernel, modules.as_ref(), r.kernel_version)

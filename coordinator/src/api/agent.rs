@@ -4,17 +4,14 @@ use rackboot_proto::v1 as pb;
 use rackboot_state::{
     Blake3Digest, BootSession, Command, Envelope, LogLine, Mac, NodeNumber, Outcome, RackName,
 };
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::admin::BoxStream;
+use super::blob_peer::local_blob_stream;
 use super::convert::{field, node_to_pb, rack_from_pb, rack_state, rack_to_pb};
 use super::{Ctx, key};
-
-/// Size of a `FetchBlob` chunk.
-pub const FETCH_CHUNK: usize = 1 << 20;
 
 /// `AgentService`.
 pub struct AgentApi(pub Ctx);
@@ -105,71 +102,35 @@ impl pb::agent_service_server::AgentService for AgentApi {
     ) -> Result<Response<Self::FetchBlobStream>, Status> {
         let r = req.into_inner();
         let digest: Blake3Digest = field("blake3", &r.blake3)?;
-        let path = self.0.blobs.path(&digest);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|_| Status::not_found(format!("blob {digest} not found")))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| Status::internal(format!("blob {digest}: {e}")))?
-            .len();
-        if r.offset > size {
-            return Err(Status::out_of_range(format!(
-                "offset {} beyond blob size {size}",
-                r.offset
-            )));
-        }
-        let (tx, rx) = mpsc::channel(4);
-        let offset = r.offset;
-        tokio::spawn(async move {
-            // Whole reads are verified end to end; the receiver verifies too.
-            let mut hasher = (offset == 0).then(blake3::Hasher::new);
-            if offset > 0 && file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
-                let _ = tx.send(Err(Status::internal("seek failed"))).await;
-                return;
-            }
-            let mut pos = offset;
-            loop {
-                let mut buf = vec![0u8; FETCH_CHUNK];
-                let n = match file.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("blob {digest}: {e}"))))
-                            .await;
-                        return;
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&buf);
-                }
-                let chunk = pb::BlobChunk {
-                    offset: pos,
-                    data: buf,
-                    size,
-                };
-                pos += n as u64;
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return;
-                }
-            }
-            if let Some(h) = hasher
-                && Blake3Digest::from(h.finalize()) != digest
-            {
-                tracing::error!(blob = %digest, "stored blob fails verification");
-                let _ = tx
-                    .send(Err(Status::data_loss(format!(
-                        "blob {digest} fails verification on the coordinator"
-                    ))))
+        if self.0.blobs.size(&digest).await.is_none() {
+            // Not here (this replica was down when it was pushed, or the
+            // repair has not reached it yet): pull it from a peer first when
+            // a committed image names it.
+            let Some(size) = self.0.repl.committed_size(&digest) else {
+                return Err(Status::not_found(format!("blob {digest} not found")));
+            };
+            let blob = rackboot_state::BlobRef { digest, size };
+            let limit = crate::replication::quorum_timeout(size);
+            let pulled =
+                tokio::time::timeout(limit, self.0.repl.ensure_local_detached(blob, Vec::new()))
                     .await;
+            match pulled {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(Status::unavailable(format!(
+                        "blob {digest} is not on this coordinator and no peer supplied it: {e}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "blob {digest} is not on this coordinator and was not pulled from a peer within {limit:?}"
+                    )));
+                }
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        }
+        Ok(Response::new(
+            local_blob_stream(&self.0.blobs, digest, r.offset).await?,
+        ))
     }
 
     async fn discover_node(

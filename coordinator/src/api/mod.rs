@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent;
+mod blob_peer;
 mod cluster;
 pub mod convert;
 mod raft_peer;
@@ -14,9 +15,11 @@ use tonic::Status;
 
 use crate::blobs::BlobStore;
 use crate::raft::Replica;
+use crate::replication::Replicator;
 
 pub use admin::{AssignmentApi, ImageApi, MetaApi, NodeApi, RackApi};
 pub use agent::AgentApi;
+pub use blob_peer::BlobPeerApi;
 pub use cluster::ClusterApi;
 pub use raft_peer::RaftPeerApi;
 
@@ -27,6 +30,8 @@ pub struct Ctx {
     pub replica: Replica,
     /// Blob files.
     pub blobs: Arc<BlobStore>,
+    /// Blob replication to and from the other replicas.
+    pub repl: Arc<Replicator>,
 }
 
 impl Ctx {
