@@ -110,7 +110,13 @@ pub struct Fetch {
     pub resends: u32,
     /// Hasher over the received content.
     hasher: blake3::Hasher,
+    /// Content not hashed yet: blake3 hashes 16 KiB at a time in parallel
+    /// SIMD lanes, block by block it cannot.
+    unhashed: Vec<u8>,
 }
+
+/// Bytes staged before hashing.
+const HASH_STAGE: usize = 16 << 10;
 
 /// How a fetch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +177,7 @@ impl Fetch {
             tsize: None,
             resends: 0,
             hasher: blake3::Hasher::new(),
+            unhashed: Vec::with_capacity(HASH_STAGE),
             cfg,
         };
         if f.cfg.probe {
@@ -208,7 +215,11 @@ impl Fetch {
             State::Done { bytes, at } => Some(FetchResult::Done {
                 bytes: *bytes,
                 elapsed: at.duration_since(self.started),
-                digest: self.hasher.finalize().to_hex().to_string(),
+                digest: {
+                    let mut h = self.hasher.clone();
+                    h.update(&self.unhashed);
+                    h.finalize().to_hex().to_string()
+                },
             }),
             State::Failed { reason } => Some(FetchResult::Failed(reason.clone())),
             _ => None,
@@ -440,7 +451,11 @@ impl Fetch {
                         // only on its own timer.
                         return;
                     }
-                    self.hasher.update(&data);
+                    self.unhashed.extend_from_slice(&data);
+                    if self.unhashed.len() >= HASH_STAGE {
+                        self.hasher.update(&self.unhashed);
+                        self.unhashed.clear();
+                    }
                     *bytes += data.len() as u64;
                     *expect = expect.wrapping_add(1);
                     *retries = 0;
