@@ -3,7 +3,7 @@
 //! socket completely before sending, so ACKs never queue in the kernel as a
 //! substitute for scheduling.
 //!
-//! A transfer's TID (its server port) comes from a small [`Pool`] of
+//! A transfer's TID (its server port) comes from a small pool of
 //! sockets shared by transfers of different clients: the pair (server port,
 //! client address and port) is what identifies a transfer (RFC 1350), so
 //! two transfers share a port only when their clients differ. This keeps
