@@ -136,10 +136,17 @@ fn netns_veth_ping() -> Result<()> {
             c.arg("600");
             c
         })?;
-        ensure!(
-            a.pids()?.contains(&sleeper.pid()),
-            "sleep not in namespace a"
-        );
+        // `ip netns exec` enters the namespace after it is spawned: under
+        // load the pid shows up there a moment later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !a.pids()?.contains(&sleeper.pid()) {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "sleep (pid {}) not in namespace a after 5 s",
+                sleeper.pid()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         std::mem::forget(sleeper); // leave it to Netns's drop
     }
     ensure!(!Netns::exists(&a_name), "namespace {a_name} survived drop");
