@@ -138,9 +138,24 @@ async fn session(
         cache_changed.clone(),
         fetching.clone(),
     );
+    // Blobs that failed to arrive (or to verify) are fetched again on this
+    // tick, not only at the next view change.
+    let mut retry = tokio::time::interval(BLOB_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    retry.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = retry.tick() => {
+                let view = view_tx.borrow().clone();
+                let missing = view.needed_blobs().iter().any(|b| cache.get(&b.digest).is_none());
+                // A fetch still running covers it.
+                let idle = fetching.try_lock().is_ok();
+                if missing && idle {
+                    tracing::info!("some assigned blobs are not cached yet; fetching them again");
+                    spawn_fetch(client.clone(), view, cache.clone(), cache_changed.clone(), fetching.clone());
+                }
+            }
             msg = stream.message() => {
                 let Some(state) = msg? else { return Err(SessionError::Ended) };
                 match RackView::from_pb(state) {
@@ -180,6 +195,9 @@ async fn session(
         }
     }
 }
+
+/// How often missing blobs are fetched again while connected.
+pub const BLOB_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn spawn_fetch(
     mut client: AgentServiceClient<Channel>,
