@@ -179,25 +179,14 @@ pub async fn node_show(conn: &Conn, number: u32, timeline: bool) -> anyhow::Resu
     Ok(())
 }
 
-/// Boot phases in boot order (the coordinator's `PHASES`).
-const PHASES: [&str; 7] = [
-    "dhcp_offer",
-    "dhcp_ack",
-    "first_tftp_byte",
-    "kernel_requested",
-    "kernel_sent",
-    "initrd_sent",
-    "first_log_line",
-];
-
 fn print_timeline(s: &pb::BootSession) {
     say!("timeline of session {} ({}):", s.id, s.image);
-    let start = PHASES
+    let start = rackboot_state::PHASES
         .iter()
         .filter_map(|p| s.phases.get(*p))
         .min()
         .copied();
-    for phase in PHASES {
+    for phase in rackboot_state::PHASES {
         match (s.phases.get(phase), start) {
             (Some(&at), Some(t0)) => say!(
                 "  {phase:<17} {}  +{:.3} s",

@@ -112,14 +112,7 @@ impl BlobStore {
     /// it (so it is pulled again from a replica that has it) and say so.
     /// `Ok(true)` when it is intact, `Ok(false)` when it was removed.
     pub async fn verify_or_remove(&self, digest: &Blake3Digest) -> Result<bool, BlobError> {
-        let path = self.path(digest);
-        let mut f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BlobError::NotFound(*digest));
-            }
-            Err(e) => return Err(io(&path)(e)),
-        };
+        let (path, mut f) = self.open_stored(digest).await?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -137,16 +130,22 @@ impl BlobStore {
         Ok(false)
     }
 
+    /// Open a stored blob for reading (`NotFound` when it is not stored).
+    async fn open_stored(
+        &self,
+        digest: &Blake3Digest,
+    ) -> Result<(PathBuf, tokio::fs::File), BlobError> {
+        let path = self.path(digest);
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(*digest)),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
     /// Read a whole blob, verifying its hash.
     pub async fn read_verified(&self, digest: &Blake3Digest) -> Result<Vec<u8>, BlobError> {
-        let path = self.path(digest);
-        let mut f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BlobError::NotFound(*digest));
-            }
-            Err(e) => return Err(io(&path)(e)),
-        };
+        let (path, mut f) = self.open_stored(digest).await?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf).await.map_err(io(&path))?;
         let actual = Blake3Digest::of(&buf);
