@@ -41,6 +41,8 @@ pub mod bootfile;
 pub mod client;
 mod config;
 mod mac;
+pub mod probe;
+pub mod provisional;
 mod proxy;
 mod reply;
 mod wire;
@@ -53,6 +55,8 @@ use dhcproto::v4::{Message, MessageType};
 pub use client::{Arch, ClientInfo};
 pub use config::{BootFiles, NodeBinding, NodeDirectory, ServerConfig};
 pub use mac::{Mac, MacParseError};
+pub use probe::ProbeReport;
+pub use provisional::{PoolError, ProvisionalPool};
 pub use proxy::{ProxyPort, handle_proxy};
 pub use wire::MalformedError;
 
@@ -154,6 +158,11 @@ pub enum DropReason {
     Encode(String),
     /// proxyDHCP: not a PXE or iPXE client; the site server answers it.
     NotPxe,
+    /// An unknown machine found the provisional pool exhausted.
+    ProvisionalPoolFull(Mac),
+    /// A BOOTP request from an unknown machine: BOOTP leases never end, so
+    /// provisional addresses are not handed to BOOTP clients.
+    ProvisionalBootp(Mac),
 }
 
 impl DropReason {
@@ -172,6 +181,8 @@ impl DropReason {
             DropReason::ReplyTooLarge { .. } => "reply_too_large",
             DropReason::Encode(_) => "encode",
             DropReason::NotPxe => "not_pxe",
+            DropReason::ProvisionalPoolFull(_) => "provisional_pool_full",
+            DropReason::ProvisionalBootp(_) => "provisional_bootp",
         }
     }
 }
@@ -203,6 +214,15 @@ impl fmt::Display for DropReason {
             }
             DropReason::Encode(e) => write!(f, "encoding reply failed: {e}"),
             DropReason::NotPxe => f.write_str("not a PXE client (proxyDHCP answers only PXE)"),
+            DropReason::ProvisionalPoolFull(mac) => {
+                write!(f, "unknown machine {mac}: provisional pool exhausted")
+            }
+            DropReason::ProvisionalBootp(mac) => {
+                write!(
+                    f,
+                    "unknown BOOTP client {mac}: no provisional lease for BOOTP"
+                )
+            }
         }
     }
 }
@@ -244,12 +264,145 @@ pub(crate) fn parse_request(packet: &[u8]) -> Result<(wire::Packet, Mac, ClientI
     Ok((pkt, mac, client))
 }
 
+/// Everything one request produced, for a shell that keeps a
+/// [`ProvisionalPool`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// What to send (or why nothing).
+    pub decision: Decision,
+    /// The machine is not a node yet (it may have been given a provisional
+    /// lease): the shell's acceptance policy decides whether to report it.
+    pub unknown: bool,
+    /// The request carried a probe report (every MAC of the machine).
+    pub probe: Option<ProbeReport>,
+    /// What the request said about its client (`None` if it did not parse).
+    pub client: Option<ClientInfo>,
+}
+
+/// Like [`handle`], but a machine the directory does not know gets a short
+/// lease from `pool` instead of silence: DISCOVER → OFFER of a provisional
+/// address, REQUEST → ACK of its provisional lease (NAK for any other
+/// address), INFORM → ACK. Known machines are answered exactly as by
+/// [`handle`]; a known machine's unbound offer is withdrawn from the pool
+/// ([`ProvisionalPool::numbered`]). `now` is in seconds on the caller's
+/// monotonic scale.
+pub fn handle_with_pool(
+    config: &ServerConfig,
+    nodes: &impl NodeDirectory,
+    pool: &mut ProvisionalPool,
+    now: u64,
+    packet: &[u8],
+) -> Handled {
+    let (pkt, mac, client) = match parse_request(packet) {
+        Ok(x) => x,
+        Err(reason) => {
+            return Handled {
+                decision: Decision::Drop(reason),
+                unknown: false,
+                probe: None,
+                client: None,
+            };
+        }
+    };
+    let probe = ProbeReport::from_options(
+        mac,
+        pkt.options.get(probe::OPTION_MACS),
+        pkt.options.get(probe::OPTION_INVENTORY),
+    );
+    let decision =
+        decide_parsed(config, nodes, &pkt, mac, client.clone()).unwrap_or_else(Decision::Drop);
+    let (decision, unknown) = match decision {
+        Decision::UnknownClient { mac, info } => (
+            provisional_reply(config, pool, now, &pkt, mac, &info).unwrap_or_else(Decision::Drop),
+            true,
+        ),
+        other => {
+            if matches!(other, Decision::Reply { .. }) {
+                pool.numbered(&mac);
+            }
+            (other, false)
+        }
+    };
+    Handled {
+        decision,
+        unknown,
+        probe,
+        client: Some(client),
+    }
+}
+
+fn provisional_reply(
+    config: &ServerConfig,
+    pool: &mut ProvisionalPool,
+    now: u64,
+    pkt: &wire::Packet,
+    mac: Mac,
+    client: &ClientInfo,
+) -> Result<Decision, DropReason> {
+    let header = &pkt.header;
+    let (kind, addr) = match client.message_type {
+        None => return Err(DropReason::ProvisionalBootp(mac)),
+        Some(MessageType::Discover) => (
+            Kind::Offer,
+            pool.offer(mac, now)
+                .map_err(|_| DropReason::ProvisionalPoolFull(mac))?,
+        ),
+        Some(MessageType::Request) => {
+            let asked = client
+                .requested_ip
+                .or(Some(header.ciaddr).filter(|a| !a.is_unspecified()))
+                .ok_or(DropReason::NoRequestedAddress)?;
+            match pool.request(mac, asked, now) {
+                Ok(lease) => (Kind::Ack, lease.addr),
+                Err(_) => (Kind::Nak, asked),
+            }
+        }
+        Some(MessageType::Inform) => (Kind::InformAck, header.ciaddr),
+        Some(other) => return Err(DropReason::UnsupportedMessageType(u8::from(other))),
+    };
+    let mut config = config.clone();
+    config.lease_secs = pool.lease_secs();
+    let binding = NodeBinding {
+        number: 0,
+        addr,
+        hostname: String::new(),
+    };
+    let input = reply::Input {
+        kind,
+        header,
+        client,
+        binding: &binding,
+        relay_info: pkt.options.get(82),
+    };
+    let (message, bytes) = reply::build(&config, &input)?;
+    let dest_kind = if kind == Kind::Nak {
+        DestKind::Nak
+    } else {
+        DestKind::Other
+    };
+    Ok(Decision::Reply {
+        message,
+        bytes,
+        dest: reply::destination(dest_kind, header.ciaddr, header.giaddr),
+    })
+}
+
 fn decide(
     config: &ServerConfig,
     nodes: &impl NodeDirectory,
     packet: &[u8],
 ) -> Result<Decision, DropReason> {
     let (pkt, mac, client) = parse_request(packet)?;
+    decide_parsed(config, nodes, &pkt, mac, client)
+}
+
+fn decide_parsed(
+    config: &ServerConfig,
+    nodes: &impl NodeDirectory,
+    pkt: &wire::Packet,
+    mac: Mac,
+    client: ClientInfo,
+) -> Result<Decision, DropReason> {
     let header = &pkt.header;
 
     let is_request = match client.message_type {

@@ -277,10 +277,14 @@ fn options(config: &ServerConfig, input: &Input<'_>, boot_file: Option<&str>) ->
         out.push(DhcpOption::ClientIdentifier(id.clone()));
     }
     if kind == Kind::Nak {
-        out.push(DhcpOption::Message(format!(
-            "address is not this client's (node {} has {})",
-            binding.number, binding.addr
-        )));
+        out.push(DhcpOption::Message(if binding.number == 0 {
+            format!("{} is not this machine's provisional address", binding.addr)
+        } else {
+            format!(
+                "address is not this client's (node {} has {})",
+                binding.number, binding.addr
+            )
+        }));
         return out;
     }
     if kind != Kind::InformAck {

@@ -6,5 +6,6 @@
 mod flows;
 mod golden;
 mod malformed;
+mod provisional;
 mod proxy;
 mod support;
