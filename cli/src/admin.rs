@@ -7,7 +7,7 @@ use crate::client::Conn;
 
 /// Arguments of `assign`.
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["default", "rack", "node"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["default", "rack", "node", "discovery"])))]
 pub struct AssignArgs {
     /// Assign as the cluster default.
     #[arg(long)]
@@ -18,6 +18,10 @@ pub struct AssignArgs {
     /// Assign to this node.
     #[arg(long)]
     pub node: Option<u32>,
+    /// Boot machines without a node number (provisional leases) into this
+    /// image: the discovery image that runs `rackboot probe`.
+    #[arg(long)]
+    pub discovery: bool,
     /// Image name.
     pub image: String,
 }
@@ -111,7 +115,10 @@ pub async fn node_list(conn: &Conn, rack: Option<String>) -> anyhow::Result<()> 
             n.name,
             n.rack,
             n.address,
-            n.macs.first().map(String::as_str).unwrap_or("-"),
+            n.macs
+                .first()
+                .map(String::as_str)
+                .unwrap_or(if n.retired { "(retired)" } else { "-" }),
             image_label(&n)
         );
     }
@@ -138,8 +145,21 @@ pub async fn node_show(conn: &Conn, number: u32, timeline: bool) -> anyhow::Resu
     say!("name:     {}", n.name);
     say!("rack:     {} (slot {})", n.rack, n.slot);
     say!("address:  {}", n.address);
-    say!("macs:     {}", n.macs.join(", "));
+    say!(
+        "macs:     {}",
+        if n.retired {
+            "none (retired: `rackboot node replace` gives it to new hardware)".to_string()
+        } else {
+            n.macs.join(", ")
+        }
+    );
     say!("image:    {}", image_label(&n));
+    if !n.inventory.is_empty() {
+        let mut kv: Vec<_> = n.inventory.iter().collect();
+        kv.sort();
+        let kv: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        say!("probe:    {}", kv.join(" "));
+    }
     let sessions = conn
         .nodes()
         .list_boot_sessions(pb::ListBootSessionsRequest { number })
@@ -313,14 +333,18 @@ pub async fn logs(conn: &Conn, args: LogsArgs) -> anyhow::Result<()> {
 
 /// `assign`.
 pub async fn assign(conn: &Conn, args: AssignArgs) -> anyhow::Result<()> {
-    let (target, label) = match (args.default, args.rack, args.node) {
-        (true, _, _) => (
+    let (target, label) = match (args.default, args.rack, args.node, args.discovery) {
+        (true, _, _, _) => (
             Target::ClusterDefault(true),
             "the cluster default".to_string(),
         ),
-        (_, Some(r), _) => (Target::Rack(r.clone()), format!("rack {r}")),
-        (_, _, Some(n)) => (Target::Node(n), format!("node {n}")),
-        _ => anyhow::bail!("give one of --default, --rack R or --node N"),
+        (_, Some(r), _, _) => (Target::Rack(r.clone()), format!("rack {r}")),
+        (_, _, Some(n), _) => (Target::Node(n), format!("node {n}")),
+        (_, _, _, true) => (
+            Target::Discovery(true),
+            "every machine without a number".to_string(),
+        ),
+        _ => anyhow::bail!("give one of --default, --rack R, --node N or --discovery"),
     };
     let resp = conn
         .assignments()

@@ -45,6 +45,10 @@ const MUTATING: &[&str] = &[
     "/rackboot.v1.AssignmentService/Assign",
     "/rackboot.v1.AgentService/Register",
     "/rackboot.v1.AgentService/DiscoverNode",
+    "/rackboot.v1.NodeService/ReplaceNode",
+    "/rackboot.v1.NodeService/RetireNode",
+    "/rackboot.v1.NodeService/AcceptMachine",
+    "/rackboot.v1.MetaService/SetMeta",
     "/rackboot.v1.ClusterService/AddMember",
     "/rackboot.v1.ClusterService/RemoveMember",
 ];

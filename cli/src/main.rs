@@ -7,6 +7,7 @@ mod admin;
 mod client;
 mod cluster;
 mod dev;
+mod identity;
 mod push;
 mod storm;
 
@@ -43,7 +44,9 @@ enum Command {
     /// Nodes.
     #[command(subcommand)]
     Node(NodeCmd),
-    /// Assign an image to every node (--default), a rack, or one node.
+    /// Assign an image to every node (--default), a rack, one node, or to
+    /// machines without a number (--discovery: the image running `rackboot
+    /// probe`).
     Assign(admin::AssignArgs),
     /// A node's boot logs, tied to the boot session (kernel) they came from.
     Logs(admin::LogsArgs),
@@ -58,6 +61,11 @@ enum Command {
     Dev(dev::DevArgs),
     /// Emulate a boot storm: N PXE ROM clients doing DHCP and TFTP at once.
     Storm(storm::StormArgs),
+    /// Discovery probe (run in the discovery image, as root): report every
+    /// MAC of this machine and a short inventory to the rack agent in one
+    /// DHCPINFORM, and wait for the node number. The same as the small
+    /// static `rackboot-probe` binary meant for initramfs images.
+    Probe(rackboot_probe::ProbeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +98,31 @@ enum NodeCmd {
         /// TFTP byte, kernel requested and sent, initrd sent, first log line.
         #[arg(long)]
         timeline: bool,
+    },
+    /// Give node N — its number, address, name and assignment — to new
+    /// hardware (a replaced mainboard or NIC): its MACs become exactly the
+    /// given ones.
+    Replace {
+        /// Node number.
+        number: u32,
+        /// A MAC of the new hardware (repeat for every NIC).
+        #[arg(long = "mac", required = true)]
+        macs: Vec<String>,
+    },
+    /// Take node N out of service: its MACs become unknown, its number and
+    /// address stay reserved (for `node replace`).
+    Retire {
+        /// Node number.
+        number: u32,
+    },
+    /// Machines waiting for acceptance (racks whose agent runs
+    /// `--accept manual`), with what their probe reported.
+    Pending,
+    /// Accept a waiting machine (by any of its MACs): it gets the next free
+    /// number.
+    Accept {
+        /// One of its MACs.
+        mac: String,
     },
 }
 
@@ -133,6 +166,11 @@ async fn main() {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Storm(args) => storm::run(args).await,
+        Command::Probe(args) => tokio::task::spawn_blocking(move || rackboot_probe::run(&args))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.map_err(anyhow::Error::from))
+            .map(|out| println!("node={}", out.node)),
         cmd => {
             init_quiet_tracing();
             run_admin(cmd, &cli.coordinator).await
@@ -154,6 +192,12 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Node(NodeCmd::Show { number, timeline }) => {
             admin::node_show(&conn, number, timeline).await
         }
+        Command::Node(NodeCmd::Replace { number, macs }) => {
+            identity::replace(&conn, number, macs).await
+        }
+        Command::Node(NodeCmd::Retire { number }) => identity::retire(&conn, number).await,
+        Command::Node(NodeCmd::Pending) => identity::pending(&conn).await,
+        Command::Node(NodeCmd::Accept { mac }) => identity::accept(&conn, mac).await,
         Command::Meta(MetaCmd::Set { key, value }) => {
             admin::meta_set(&conn, key, Some(value)).await
         }
@@ -165,12 +209,12 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Cluster(ClusterCmd::Add(args)) => cluster::add(&conn, args).await,
         Command::Cluster(ClusterCmd::Remove { id }) => cluster::remove(&conn, id).await,
         Command::Cluster(ClusterCmd::Replace(args)) => cluster::replace(&conn, args).await,
-        Command::Dev(_) | Command::Storm(_) => not_admin(),
+        Command::Dev(_) | Command::Storm(_) | Command::Probe(_) => not_admin(),
     }
 }
 
 fn not_admin() -> anyhow::Result<()> {
-    anyhow::bail!("dev and storm are not admin commands")
+    anyhow::bail!("dev, storm and probe are not admin commands")
 }
 
 fn init_quiet_tracing() {

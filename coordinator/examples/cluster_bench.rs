@@ -197,6 +197,7 @@ async fn discover(c: &mut Agent, n: u64, limit: Duration) -> bool {
         macs: vec![],
         uuid: String::new(),
         idempotency_key: format!("bench-{n}"),
+        ..Default::default()
     };
     matches!(
         tokio::time::timeout(limit, c.discover_node(req)).await,

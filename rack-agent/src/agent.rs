@@ -62,6 +62,11 @@ pub struct AgentConfig {
     pub static_root: Option<PathBuf>,
     /// DHCP lease time.
     pub lease_secs: u32,
+    /// When unknown machines are numbered.
+    pub accept: crate::dhcp::AcceptPolicy,
+    /// Provisional pool (first, last address) and lease length, for the
+    /// probe and manual policies.
+    pub provisional: Option<(Ipv4Addr, Ipv4Addr, u32)>,
     /// Boot file for BIOS PXE.
     pub bios_boot_file: String,
     /// Boot file for x64 UEFI PXE.
@@ -272,6 +277,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 client_port: cfg.dhcp_client_port,
                 role: crate::dhcp::Role::ProxyBoot,
                 sessions: Some(sessions.clone()),
+                accept: cfg.accept,
+                pool: None,
             },
             view_rx.clone(),
             unknown_tx.clone(),
@@ -290,6 +297,13 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 crate::dhcp::Role::Server
             },
             sessions: Some(sessions.clone()),
+            accept: cfg.accept,
+            pool: cfg
+                .provisional
+                .filter(|_| !proxy)
+                .and_then(|(first, last, secs)| {
+                    rackboot_dhcp_core::ProvisionalPool::new(first, last, secs)
+                }),
         },
         view_rx.clone(),
         unknown_tx,

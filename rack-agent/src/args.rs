@@ -61,6 +61,23 @@ pub struct ServeArgs {
     /// DHCP lease time in seconds.
     #[arg(long, default_value_t = 3600)]
     pub lease_secs: u32,
+    /// When a machine the rack does not know gets its node number:
+    /// `first-seen` (on its first DHCP request), `probe` (from the report of
+    /// `rackboot probe` in the discovery image, with every MAC of the
+    /// machine; a provisional lease until then) or `manual` (like probe,
+    /// then held until `rackboot node accept`). probe and manual need
+    /// --provisional-range.
+    #[arg(long, value_enum, default_value = "first-seen")]
+    pub accept: crate::dhcp::AcceptPolicy,
+    /// Pool of short leases for machines without a number, `FIRST-LAST`
+    /// (e.g. `10.0.0.200-10.0.0.239`): inside the rack subnet and outside
+    /// the node addresses (node base to the end of the subnet). Its size caps
+    /// how many unknown machines hold an address at once.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub provisional_range: Option<String>,
+    /// Length of a provisional lease in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub provisional_lease_secs: u32,
     /// Boot file for BIOS PXE clients (from the static root).
     #[arg(long, default_value = "undionly.kpxe")]
     pub bios_boot_file: String,
@@ -100,6 +117,65 @@ pub enum ArgsError {
     /// No coordinator given.
     #[error("--coordinator: at least one URL is needed")]
     NoCoordinator,
+    /// The provisional range is unusable.
+    #[error("--provisional-range {range}: {reason}")]
+    ProvisionalRange {
+        /// As given.
+        range: String,
+        /// Why.
+        reason: String,
+    },
+    /// A policy that needs a provisional pool has none.
+    #[error(
+        "--accept {0}: needs --provisional-range (machines hold a provisional lease until the probe reports)"
+    )]
+    NoProvisionalRange(&'static str),
+}
+
+/// Parse and check `FIRST-LAST`: both in `subnet`, host addresses, first ≤
+/// last, and none of them the server, the gateway or a node address
+/// (`node_base` to the end of the subnet).
+pub fn provisional_range(
+    range: &str,
+    subnet: Ipv4Net,
+    server: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
+    node_base: Ipv4Addr,
+) -> Result<(Ipv4Addr, Ipv4Addr), ArgsError> {
+    let bad = |reason: String| ArgsError::ProvisionalRange {
+        range: range.to_string(),
+        reason,
+    };
+    let (a, b) = range
+        .split_once('-')
+        .ok_or_else(|| bad("expected FIRST-LAST".into()))?;
+    let first: Ipv4Addr = a.trim().parse().map_err(|e| bad(format!("{a}: {e}")))?;
+    let last: Ipv4Addr = b.trim().parse().map_err(|e| bad(format!("{b}: {e}")))?;
+    if u32::from(first) > u32::from(last) {
+        return Err(bad("first address is above the last".into()));
+    }
+    for end in [first, last] {
+        if !subnet.contains(&end) || end == subnet.network() || end == subnet.broadcast() {
+            return Err(bad(format!(
+                "{end} is not a host address of the rack subnet {subnet}"
+            )));
+        }
+    }
+    let span = u32::from(first)..=u32::from(last);
+    if span.contains(&u32::from(server)) {
+        return Err(bad(format!("contains the agent's own address {server}")));
+    }
+    if let Some(gw) = gateway
+        && span.contains(&u32::from(gw))
+    {
+        return Err(bad(format!("contains the gateway {gw}")));
+    }
+    if u32::from(last) >= u32::from(node_base) {
+        return Err(bad(format!(
+            "overlaps the node addresses ({node_base} to the end of {subnet}); put the pool below --node-base"
+        )));
+    }
+    Ok((first, last))
 }
 
 impl ServeArgs {
@@ -138,6 +214,20 @@ impl ServeArgs {
                 subnet,
             });
         }
+        let provisional = match (&self.provisional_range, self.accept) {
+            (Some(r), _) => {
+                let (first, last) =
+                    provisional_range(r, subnet, server_ip, self.gateway, node_base)?;
+                Some((first, last, self.provisional_lease_secs))
+            }
+            (None, crate::dhcp::AcceptPolicy::FirstSeen) => None,
+            (None, crate::dhcp::AcceptPolicy::Probe) => {
+                return Err(ArgsError::NoProvisionalRange("probe"));
+            }
+            (None, crate::dhcp::AcceptPolicy::Manual) => {
+                return Err(ArgsError::NoProvisionalRange("manual"));
+            }
+        };
         let dhcp_port = self.dhcp_port.unwrap_or(dhcp_default);
         let tftp_port = self.tftp_port.unwrap_or(tftp_default);
         Ok(AgentConfig {
@@ -163,11 +253,50 @@ impl ServeArgs {
                 .then(|| SocketAddr::from((server_ip, self.http_port.unwrap_or(http_default)))),
             static_root: self.static_root,
             lease_secs: self.lease_secs,
+            accept: self.accept,
+            provisional: provisional
+                .filter(|_| self.accept != crate::dhcp::AcceptPolicy::FirstSeen),
             bios_boot_file: self.bios_boot_file,
             uefi_x64_boot_file: self.uefi_boot_file,
             uefi_arm64_boot_file: self.uefi_arm64_boot_file,
             tftp: rackboot_tftp_core::Config::default(),
             log_spool_bytes: self.log_spool_mib.saturating_mul(1 << 20),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(range: &str) -> Result<(Ipv4Addr, Ipv4Addr), ArgsError> {
+        let subnet: Ipv4Net = "10.0.0.0/24".parse().unwrap_or_default();
+        provisional_range(
+            range,
+            subnet,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Some(Ipv4Addr::new(10, 0, 0, 254)),
+            Ipv4Addr::new(10, 0, 0, 100),
+        )
+    }
+
+    #[test]
+    fn provisional_range_must_stay_clear_of_nodes_server_and_gateway() {
+        assert_eq!(
+            check("10.0.0.50-10.0.0.99").ok(),
+            Some((Ipv4Addr::new(10, 0, 0, 50), Ipv4Addr::new(10, 0, 0, 99)))
+        );
+        for (bad, why) in [
+            ("10.0.0.50", "FIRST-LAST"),
+            ("10.0.0.60-10.0.0.50", "above"),
+            ("10.0.1.2-10.0.1.3", "not a host address"),
+            ("10.0.0.0-10.0.0.5", "not a host address"),
+            ("10.0.0.1-10.0.0.5", "own address"),
+            ("10.0.0.90-10.0.0.120", "overlaps the node addresses"),
+            ("x-10.0.0.5", "x:"),
+        ] {
+            let e = check(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -129,6 +129,42 @@ pub fn ipxe_script(
     s
 }
 
+/// The iPXE script for a machine without a number (a provisional lease):
+/// the discovery image, whose `rackboot probe` reports every MAC of the
+/// machine, or — without one — a loop that asks again every 10 s (the
+/// machine may be numbered meanwhile and then gets its own script).
+pub fn discovery_ipxe_script(base: &str, image: Option<&ImageEntry>) -> String {
+    let mut s = String::from("#!ipxe\n# rackboot: machine without a node number\n");
+    match image {
+        Some(im) => {
+            s.push_str(&format!(
+                "echo rackboot: ${{mac}} has no node number yet; booting discovery image {}\n",
+                im.name
+            ));
+            s.push_str(&format!(
+                "kernel {}/blobs/{} initrd=initrd.img {} rackboot.provisional=1 rackboot.image={}\n",
+                base,
+                im.kernel.digest,
+                im.cmdline.trim(),
+                im.name
+            ));
+            s.push_str(&format!(
+                "initrd --name initrd.img {}/blobs/{}\n",
+                base, im.initrd.digest
+            ));
+            s.push_str("boot\n");
+        }
+        None => {
+            s.push_str("echo rackboot: ${mac} has no node number yet; retrying in 10 s\n");
+            s.push_str("sleep 10\n");
+            s.push_str(&format!(
+                "chain --replace {base}/ipxe/${{mac:hexhyp}}.ipxe\n"
+            ));
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

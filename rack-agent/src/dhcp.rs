@@ -16,13 +16,36 @@ use tokio_util::sync::CancellationToken;
 
 use crate::view::RackView;
 
-/// A machine the agent saw but does not know.
+/// A machine to report to the coordinator: one the agent saw but does not
+/// know (first-seen policy), or a probe report of all its MACs.
 #[derive(Debug, Clone)]
 pub struct Unknown {
-    /// Its MAC.
+    /// Its MAC (the one that asked).
     pub mac: Mac,
+    /// Every MAC it reported (probe), the asking one first; empty otherwise.
+    pub macs: Vec<Mac>,
     /// Reported UUID (hex), recorded only.
     pub uuid: Option<String>,
+    /// Probe inventory, recorded only.
+    pub inventory: Vec<(String, String)>,
+    /// Hold for manual acceptance instead of numbering.
+    pub hold: bool,
+}
+
+/// When the agent asks the coordinator to number a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcceptPolicy {
+    /// On its first DHCP request: quick, but a machine with two NICs that
+    /// PXE boots from both becomes two nodes, and a flood of random MACs
+    /// fills the rack.
+    FirstSeen,
+    /// Only from a probe report (`rackboot probe` in the discovery image,
+    /// with every MAC of the machine); until then the machine holds a
+    /// provisional lease (`--provisional-range`).
+    Probe,
+    /// Like `probe`, but the coordinator holds the machine until an operator
+    /// runs `rackboot node accept MAC`.
+    Manual,
 }
 
 /// Counters of the DHCP shell.
@@ -38,6 +61,12 @@ pub struct DhcpStats {
     pub dropped: AtomicU64,
     /// Datagrams over a MAC's rate limit.
     pub rate_limited: AtomicU64,
+    /// Provisional leases and offers handed to unknown machines.
+    pub provisional: AtomicU64,
+    /// Unknown machines refused because the provisional pool was exhausted.
+    pub provisional_full: AtomicU64,
+    /// Probe reports received.
+    pub probes: AtomicU64,
 }
 
 /// How long an unknown MAC is not reported again.
@@ -78,6 +107,11 @@ pub struct DhcpShellConfig {
     pub role: Role,
     /// Boot timelines (OFFER and ACK times), when tracked.
     pub sessions: Option<Arc<crate::sessions::Sessions>>,
+    /// When to report unknown machines to the coordinator.
+    pub accept: AcceptPolicy,
+    /// Provisional leases for unknown machines (`Role::Server` with the
+    /// probe or manual policy).
+    pub pool: Option<rackboot_dhcp_core::ProvisionalPool>,
 }
 
 /// Record an OFFER or ACK in the node's boot timeline.
@@ -111,6 +145,8 @@ pub async fn run(
     // a MAC sending more than 10/s (burst 20) is looping or hostile.
     let mut per_mac: crate::guard::RateLimiter<[u8; 6]> =
         crate::guard::RateLimiter::new(10.0, 20.0, 131_072);
+    let mut pool = cfg.pool.clone();
+    let started = Instant::now();
     loop {
         let (n, src) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -131,24 +167,73 @@ pub async fn run(
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let decision = {
+        let handled = {
             let v = view.borrow();
-            match cfg.role {
-                Role::Server => rackboot_dhcp_core::handle(&cfg.core, &v.bindings, packet),
-                Role::ProxyDhcp => rackboot_dhcp_core::handle_proxy(
+            match (cfg.role, pool.as_mut()) {
+                (Role::Server, Some(pool)) => {
+                    let now = started.elapsed().as_secs();
+                    pool.expire(now);
+                    rackboot_dhcp_core::handle_with_pool(&cfg.core, &v.bindings, pool, now, packet)
+                }
+                (Role::Server, None) => {
+                    plain(rackboot_dhcp_core::handle(&cfg.core, &v.bindings, packet))
+                }
+                (Role::ProxyDhcp, _) => plain(rackboot_dhcp_core::handle_proxy(
                     &cfg.core,
                     &v.bindings,
                     packet,
                     ProxyPort::Dhcp,
-                ),
-                Role::ProxyBoot => rackboot_dhcp_core::handle_proxy(
+                )),
+                (Role::ProxyBoot, _) => plain(rackboot_dhcp_core::handle_proxy(
                     &cfg.core,
                     &v.bindings,
                     packet,
                     ProxyPort::BootServer,
-                ),
+                )),
             }
         };
+        if let Some(report) = &handled.probe {
+            stats.probes.fetch_add(1, Ordering::Relaxed);
+            let new_macs = {
+                let v = view.borrow();
+                report.macs.iter().any(|m| !v.bindings.contains_key(m))
+            };
+            if new_macs {
+                let uuid = handled.client.as_ref().and_then(|c| c.uuid).map(hex);
+                let mac = report.macs.first().copied().unwrap_or(Mac([0; 6]));
+                report_machine(
+                    &mut reported,
+                    &unknown_tx,
+                    Unknown {
+                        mac,
+                        macs: report.macs.clone(),
+                        uuid,
+                        inventory: report.inventory.clone(),
+                        hold: cfg.accept == AcceptPolicy::Manual,
+                    },
+                );
+            }
+        }
+        let decision = handled.decision;
+        if handled.unknown && matches!(decision, Decision::Reply { .. }) {
+            stats.provisional.fetch_add(1, Ordering::Relaxed);
+        }
+        if handled.unknown
+            && cfg.accept == AcceptPolicy::FirstSeen
+            && let Some(client) = &handled.client
+        {
+            report_machine(
+                &mut reported,
+                &unknown_tx,
+                Unknown {
+                    mac: client.mac,
+                    macs: Vec::new(),
+                    uuid: client.uuid.map(hex),
+                    inventory: Vec::new(),
+                    hold: false,
+                },
+            );
+        }
         match decision {
             Decision::Reply {
                 bytes,
@@ -171,32 +256,66 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, %to, "dhcp send failed"),
                 }
             }
-            Decision::UnknownClient { mac, info } => {
+            Decision::UnknownClient { .. } => {
                 stats.unknown.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
-                let due = reported
-                    .get(&mac)
-                    .is_none_or(|t| now.duration_since(*t) >= UNKNOWN_COOLDOWN);
-                if due {
-                    if reported.len() >= UNKNOWN_TABLE {
-                        reported.retain(|_, t| now.duration_since(*t) < UNKNOWN_COOLDOWN);
-                    }
-                    reported.insert(mac, now);
-                    let uuid = info
-                        .uuid
-                        .map(|u| u.iter().map(|b| format!("{b:02x}")).collect::<String>());
-                    tracing::info!(%mac, "unknown machine; asking the coordinator to accept it");
-                    if unknown_tx.try_send(Unknown { mac, uuid }).is_err() {
-                        tracing::warn!(%mac, "discovery queue full; will retry on next request");
-                        reported.remove(&mac);
-                    }
-                }
             }
             Decision::Drop(reason) => {
+                if matches!(
+                    reason,
+                    rackboot_dhcp_core::DropReason::ProvisionalPoolFull(_)
+                ) {
+                    stats.provisional_full.fetch_add(1, Ordering::Relaxed);
+                }
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%src, reason = reason.label(), detail = %reason, "dhcp datagram dropped");
             }
         }
+    }
+}
+
+/// A decision of the pool-less roles, as [`rackboot_dhcp_core::Handled`].
+fn plain(decision: Decision) -> rackboot_dhcp_core::Handled {
+    let unknown = matches!(decision, Decision::UnknownClient { .. });
+    let client = match &decision {
+        Decision::UnknownClient { info, .. } => Some(info.clone()),
+        _ => None,
+    };
+    rackboot_dhcp_core::Handled {
+        decision,
+        unknown,
+        probe: None,
+        client,
+    }
+}
+
+fn hex(uuid: [u8; 16]) -> String {
+    uuid.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Queue a machine for the coordinator, at most once per
+/// [`UNKNOWN_COOLDOWN`] per MAC (clients retransmit; the coordinator call is
+/// idempotent, but need not be repeated).
+fn report_machine(
+    reported: &mut HashMap<Mac, Instant>,
+    unknown_tx: &mpsc::Sender<Unknown>,
+    machine: Unknown,
+) {
+    let now = Instant::now();
+    let due = reported
+        .get(&machine.mac)
+        .is_none_or(|t| now.duration_since(*t) >= UNKNOWN_COOLDOWN);
+    if !due {
+        return;
+    }
+    if reported.len() >= UNKNOWN_TABLE {
+        reported.retain(|_, t| now.duration_since(*t) < UNKNOWN_COOLDOWN);
+    }
+    let mac = machine.mac;
+    reported.insert(mac, now);
+    tracing::info!(%mac, macs = machine.macs.len(), hold = machine.hold, "asking the coordinator to number a machine");
+    if unknown_tx.try_send(machine).is_err() {
+        tracing::warn!(%mac, "discovery queue full; will retry on next request");
+        reported.remove(&mac);
     }
 }
 

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use rackboot_tftp_core::{FileSource, OpenError, SafePath};
 
 use crate::boot::{
-    grub_config, grub_config_paths, ipxe_script, pxelinux_config, pxelinux_config_path,
+    discovery_ipxe_script, grub_config, grub_config_paths, ipxe_script, pxelinux_config,
+    pxelinux_config_path,
 };
 use crate::bootinfo::{BootInfo, Served, Site, modules_dir};
 use crate::cache::BlobCache;
@@ -41,6 +42,8 @@ struct BootInfoSource {
     sessions: Option<Arc<Sessions>>,
     /// Node number by hyphenated MAC.
     by_mac: HashMap<String, u32>,
+    /// iPXE script for MACs without a node (the discovery image).
+    discovery_script: Bytes,
 }
 
 /// A snapshot of everything served.
@@ -140,6 +143,12 @@ impl FileTable {
                 by_mac.insert(hy, node.number);
             }
         }
+        let discovery = view
+            .discovery_image
+            .as_ref()
+            .filter(|n| ready.contains(*n))
+            .and_then(|n| view.images.get(n));
+        let discovery_script = Bytes::from(discovery_ipxe_script(&site.blob_base, discovery));
         FileTable {
             files,
             etags: Arc::default(),
@@ -149,6 +158,7 @@ impl FileTable {
                 ready,
                 sessions,
                 by_mac,
+                discovery_script,
             })),
         }
     }
@@ -196,6 +206,14 @@ impl FileTable {
     pub fn get(&self, path: &str) -> Option<Bytes> {
         if let Some(b) = self.files.get(path) {
             return Some(b.clone());
+        }
+        // A MAC without a node: the discovery script.
+        if let Some(mac) = path
+            .strip_prefix("ipxe/")
+            .and_then(|p| p.strip_suffix(".ipxe"))
+            && mac.parse::<rackboot_dhcp_core::Mac>().is_ok()
+        {
+            return Some(self.boot_info.as_ref()?.discovery_script.clone());
         }
         let name = path.strip_prefix("boot-info/")?;
         let (mac, ext) = name.rsplit_once('.')?;

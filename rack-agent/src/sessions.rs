@@ -301,6 +301,7 @@ mod tests {
             revision: 1,
             rack: None,
             meta: Default::default(),
+            discovery_image: String::new(),
             nodes: vec![
                 pb::Node {
                     number: 5,

@@ -178,15 +178,21 @@ async fn session(
                     let req = pb::DiscoverNodeRequest {
                         rack,
                         mac: u.mac.to_string(),
-                        macs: vec![],
+                        macs: u.macs.iter().map(ToString::to_string).collect(),
                         uuid: u.uuid.unwrap_or_default(),
+                        hold: u.hold,
+                        inventory: u.inventory.into_iter().collect(),
                         // A MAC identifies its node: rediscovery is naturally idempotent.
                         idempotency_key: String::new(),
                     };
                     match c.discover_node(req).await {
                         Ok(n) => {
                             let n = n.into_inner();
-                            tracing::info!(mac = %u.mac, node = n.number, address = %n.address, "machine accepted as node");
+                            if n.pending {
+                                tracing::info!(mac = %u.mac, macs = n.macs.len(), "machine held for acceptance (rackboot node accept)");
+                            } else {
+                                tracing::info!(mac = %u.mac, node = n.number, address = %n.address, macs = n.macs.len(), "machine numbered");
+                            }
                         }
                         Err(e) => tracing::warn!(mac = %u.mac, error = %e, "discovery failed"),
                     }

@@ -95,6 +95,8 @@ pub struct RackView {
     pub by_addr: HashMap<Ipv4Addr, u32>,
     /// Site key-values (`rackboot meta set`).
     pub meta: BTreeMap<String, String>,
+    /// Image machines without a number boot (`rackboot probe`), if any.
+    pub discovery_image: Option<String>,
     /// The raw message, kept for persistence.
     raw: Option<pb::RackState>,
 }
@@ -181,6 +183,8 @@ impl RackView {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            discovery_image: (!state.discovery_image.is_empty())
+                .then(|| state.discovery_image.clone()),
             raw: Some(state),
         })
     }
@@ -260,7 +264,9 @@ mod tests {
                 address: "10.0.0.2".into(),
                 assigned_image: "img:1".into(),
                 assignment_source: "default".into(),
+                ..Default::default()
             }],
+            discovery_image: String::new(),
             images: vec![pb::ImageManifest {
                 name: "img:1".into(),
                 kernel: Some(pb::BlobRef {

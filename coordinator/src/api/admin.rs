@@ -4,12 +4,14 @@ use std::pin::Pin;
 
 use rackboot_proto::v1::{self as pb, assign_request::Target};
 use rackboot_state::{
-    AssignTarget, BlobRef, Command, Envelope, Image, ImageName, NodeNumber, Outcome,
+    AssignTarget, BlobRef, Command, Envelope, Image, ImageName, Mac, NodeNumber, Outcome,
 };
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{blob_from_pb, blob_to_pb, field, image_to_pb, node_to_pb, rack_to_pb};
+use super::convert::{
+    blob_from_pb, blob_to_pb, field, image_to_pb, node_to_pb, pending_to_pb, rack_to_pb,
+};
 use super::{Ctx, key, unix_now};
 
 /// `NodeService`.
@@ -181,6 +183,81 @@ impl pb::node_service_server::NodeService for NodeApi {
             lines,
         }))
     }
+
+    async fn replace_node(
+        &self,
+        req: Request<pb::ReplaceNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let metadata = req.metadata().clone();
+        let r = req.into_inner();
+        let mut macs: Vec<Mac> = Vec::new();
+        for (i, m) in r.macs.iter().enumerate() {
+            macs.push(field(&format!("macs[{i}]"), m)?);
+        }
+        let command = Command::ReplaceNode {
+            number: NodeNumber(r.number),
+            macs,
+        };
+        self.node_command(key(&r.idempotency_key, &metadata), command)
+            .await
+    }
+
+    async fn retire_node(
+        &self,
+        req: Request<pb::RetireNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let metadata = req.metadata().clone();
+        let r = req.into_inner();
+        let command = Command::RetireNode {
+            number: NodeNumber(r.number),
+        };
+        self.node_command(key(&r.idempotency_key, &metadata), command)
+            .await
+    }
+
+    async fn list_pending(
+        &self,
+        _req: Request<pb::ListPendingRequest>,
+    ) -> Result<Response<pb::ListPendingResponse>, Status> {
+        self.0.read().await?;
+        let state = self.0.replica.state();
+        let machines = state.pending().map(pending_to_pb).collect();
+        Ok(Response::new(pb::ListPendingResponse { machines }))
+    }
+
+    async fn accept_machine(
+        &self,
+        req: Request<pb::AcceptMachineRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let metadata = req.metadata().clone();
+        let r = req.into_inner();
+        let command = Command::AcceptMachine {
+            mac: field("mac", &r.mac)?,
+        };
+        self.node_command(key(&r.idempotency_key, &metadata), command)
+            .await
+    }
+}
+
+impl NodeApi {
+    /// Propose a command whose outcome is a node.
+    async fn node_command(
+        &self,
+        idempotency_key: Option<String>,
+        command: Command,
+    ) -> Result<Response<pb::Node>, Status> {
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key,
+                command,
+            })
+            .await?
+        {
+            Outcome::Node(n) => Ok(Response::new(node_to_pb(&self.0.replica.state(), &n))),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -345,9 +422,10 @@ impl pb::assignment_service_server::AssignmentService for AssignmentApi {
             Some(Target::ClusterDefault(_)) => AssignTarget::Default,
             Some(Target::Rack(rack)) => AssignTarget::Rack(field("rack", &rack)?),
             Some(Target::Node(n)) => AssignTarget::Node(NodeNumber(n)),
+            Some(Target::Discovery(_)) => AssignTarget::Discovery,
             None => {
                 return Err(Status::invalid_argument(
-                    "target: missing (cluster_default, rack or node)",
+                    "target: missing (cluster_default, rack, node or discovery)",
                 ));
             }
         };

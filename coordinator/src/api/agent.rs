@@ -10,8 +10,37 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::admin::BoxStream;
 use super::blob_peer::local_blob_stream;
-use super::convert::{field, node_to_pb, rack_from_pb, rack_state, rack_to_pb};
-use super::{Ctx, key};
+use super::convert::{field, node_to_pb, pending_to_pb, rack_from_pb, rack_state, rack_to_pb};
+use super::{Ctx, key, unix_now};
+
+/// Inventory as the probe may report it: at most 16 entries, keys
+/// `[a-z0-9_]{1,32}`, values up to 128 bytes without control characters.
+fn checked_inventory(
+    raw: std::collections::HashMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, Status> {
+    if raw.len() > 16 {
+        return Err(Status::invalid_argument(format!(
+            "inventory: {} entries, at most 16",
+            raw.len()
+        )));
+    }
+    for (k, v) in &raw {
+        let key_ok = (1..=32).contains(&k.len())
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !key_ok {
+            return Err(Status::invalid_argument(format!(
+                "inventory key {k:?}: 1-32 of a-z 0-9 _"
+            )));
+        }
+        if v.len() > 128 || v.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(format!(
+                "inventory value of {k}: at most 128 bytes, no control characters"
+            )));
+        }
+    }
+    Ok(raw.into_iter().collect())
+}
 
 /// `AgentService`.
 pub struct AgentApi(pub Ctx);
@@ -148,15 +177,24 @@ impl pb::agent_service_server::AgentService for AgentApi {
             }
         }
         let uuid = (!r.uuid.is_empty()).then_some(r.uuid);
+        let inventory = checked_inventory(r.inventory)?;
         match self
             .0
             .propose(Envelope {
                 idempotency_key: key(&r.idempotency_key, &metadata),
-                command: Command::DiscoverNode { rack, macs, uuid },
+                command: Command::DiscoverNode {
+                    rack,
+                    macs,
+                    uuid,
+                    inventory,
+                    hold: r.hold,
+                    seen_at: unix_now(),
+                },
             })
             .await?
         {
             Outcome::Node(n) => Ok(Response::new(node_to_pb(&self.0.replica.state(), &n))),
+            Outcome::Pending(p) => Ok(Response::new(pending_to_pb(&p))),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }

@@ -4,7 +4,9 @@
 use std::net::Ipv4Addr;
 
 use rackboot_proto::v1 as pb;
-use rackboot_state::{Blake3Digest, BlobRef, Image, Mac, Node, Rack, RackName, State, StateError};
+use rackboot_state::{
+    Blake3Digest, BlobRef, Image, Mac, Node, PendingMachine, Rack, RackName, State, StateError,
+};
 use tonic::Status;
 
 use crate::raft::ReplicaError;
@@ -87,6 +89,22 @@ pub fn node_to_pb(state: &State, n: &Node) -> pb::Node {
         address,
         assigned_image: image,
         assignment_source: source,
+        retired: n.retired,
+        inventory: n.inventory.clone().into_iter().collect(),
+        pending: false,
+        seen_at: 0,
+    }
+}
+
+/// A machine held for acceptance, as a node with `pending` set and number 0.
+pub fn pending_to_pb(p: &PendingMachine) -> pb::Node {
+    pb::Node {
+        macs: p.macs.iter().map(Mac::to_string).collect(),
+        rack: p.rack.to_string(),
+        inventory: p.inventory.clone().into_iter().collect(),
+        pending: true,
+        seen_at: p.seen_at,
+        ..pb::Node::default()
     }
 }
 
@@ -117,6 +135,10 @@ pub fn rack_state(state: &State, rack: &RackName) -> Option<pb::RackState> {
             .collect(),
         images: view.images.iter().map(image_to_pb).collect(),
         meta: view.meta.into_iter().collect(),
+        discovery_image: view
+            .discovery_image
+            .map(|i| i.to_string())
+            .unwrap_or_default(),
     })
 }
 
@@ -130,9 +152,11 @@ pub fn state_error(e: StateError) -> Status {
         StateError::ImageExists { .. } => Status::already_exists(msg),
         StateError::RackFull { .. } => Status::resource_exhausted(msg),
         StateError::MacTaken { .. } => Status::failed_precondition(msg),
-        StateError::InvalidRack { .. } | StateError::InvalidMeta { .. } => {
-            Status::invalid_argument(msg)
-        }
+        StateError::NotPending(_) => Status::not_found(msg),
+        StateError::PendingFull(_) => Status::resource_exhausted(msg),
+        StateError::InvalidRack { .. }
+        | StateError::InvalidMeta { .. }
+        | StateError::BadMacCount { .. } => Status::invalid_argument(msg),
     }
 }
 

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::boot::{BootSession, LogLine};
-use crate::types::{Image, ImageName, Mac, Node, NodeNumber, Rack, RackName};
+use std::collections::BTreeMap;
+
+use crate::types::{Image, ImageName, Mac, Node, NodeNumber, PendingMachine, Rack, RackName};
 
 /// Which nodes an assignment is for. The most specific wins: node, then rack, then default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +16,9 @@ pub enum AssignTarget {
     Rack(RackName),
     /// One node.
     Node(NodeNumber),
+    /// Machines not numbered yet (provisional leases): the discovery image
+    /// that runs `rackboot probe`.
+    Discovery,
 }
 
 impl std::fmt::Display for AssignTarget {
@@ -22,6 +27,7 @@ impl std::fmt::Display for AssignTarget {
             AssignTarget::Default => f.write_str("default"),
             AssignTarget::Rack(r) => write!(f, "rack:{r}"),
             AssignTarget::Node(n) => write!(f, "node:{n}"),
+            AssignTarget::Discovery => f.write_str("discovery"),
         }
     }
 }
@@ -42,6 +48,36 @@ pub enum Command {
         macs: Vec<Mac>,
         /// Its reported UUID (recorded only).
         uuid: Option<String>,
+        /// Inventory the probe reported (recorded only).
+        #[serde(default)]
+        inventory: BTreeMap<String, String>,
+        /// Manual acceptance: an unknown machine is held as pending (for
+        /// `AcceptMachine`) instead of being numbered.
+        #[serde(default)]
+        hold: bool,
+        /// Unix seconds when the agent reported it (stamped by the proposer).
+        #[serde(default)]
+        seen_at: u64,
+    },
+    /// Number a pending machine (manual acceptance), found by any of its MACs.
+    AcceptMachine {
+        /// One of its MACs.
+        mac: Mac,
+    },
+    /// Give node `number` — its address, name and assignments — to new
+    /// hardware: its MACs become exactly `macs`.
+    ReplaceNode {
+        /// The node.
+        number: NodeNumber,
+        /// The new hardware's MACs.
+        macs: Vec<Mac>,
+    },
+    /// Take a node out of service: its MACs are forgotten (the machine is
+    /// unknown again), its number and address stay reserved for
+    /// `ReplaceNode`.
+    RetireNode {
+        /// The node.
+        number: NodeNumber,
     },
     /// Commit an image manifest.
     CommitImage {
@@ -98,6 +134,8 @@ pub enum Outcome {
     Rack(Rack),
     /// The node (existing or newly accepted).
     Node(Node),
+    /// The machine is held for manual acceptance.
+    Pending(PendingMachine),
     /// The image as stored (the first commit's when identical content is pushed again).
     Image(Image),
     /// Boot records stored: how many were kept (lines for nodes that are

@@ -41,6 +41,20 @@ pub enum StateError {
         /// Its node.
         node: NodeNumber,
     },
+    /// No pending machine has this MAC.
+    #[error("no machine waiting for acceptance has MAC {0}")]
+    NotPending(Mac),
+    /// Too many machines wait for acceptance.
+    #[error("{0} machines already wait for acceptance; accept or clear some first")]
+    PendingFull(usize),
+    /// A node needs at least one MAC, and at most a bounded number.
+    #[error("a node needs 1 to {max} MACs, got {got}")]
+    BadMacCount {
+        /// MACs given.
+        got: usize,
+        /// Limit.
+        max: usize,
+    },
     /// A site key-value is refused.
     #[error("invalid meta key '{key}': {reason}")]
     InvalidMeta {

@@ -26,8 +26,14 @@ pub use command::{AssignTarget, Command, Envelope, Outcome};
 pub use error::StateError;
 pub use machine::{RackView, State};
 pub use types::{
-    Blake3Digest, BlobRef, Image, ImageName, Mac, Node, NodeNumber, ParseError, Rack, RackName,
+    Blake3Digest, BlobRef, Image, ImageName, Mac, Node, NodeNumber, ParseError, PendingMachine,
+    Rack, RackName,
 };
+
+/// Most machines held for manual acceptance at once.
+pub const MAX_PENDING: usize = 4096;
+/// Most MACs per node.
+pub const MAX_MACS_PER_NODE: usize = 42;
 
 /// Most site key-values.
 pub const MAX_META_KEYS: usize = 256;

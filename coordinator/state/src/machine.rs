@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::boot::{BootRecords, BootSession, LogLine};
 use crate::command::{AssignTarget, Command, Envelope, Outcome};
 use crate::error::StateError;
-use crate::types::{Image, ImageName, Mac, Node, NodeNumber, Rack, RackName};
+use crate::types::{Image, ImageName, Mac, Node, NodeNumber, PendingMachine, Rack, RackName};
 
 /// How many idempotency keys are remembered (oldest forgotten first).
 const IDEMPOTENCY_WINDOW: usize = 100_000;
@@ -31,6 +31,12 @@ pub struct State {
     /// Site key-values, served in every node's boot-info.
     #[serde(default)]
     meta: BTreeMap<String, String>,
+    /// Image for machines not numbered yet (the probe's discovery image).
+    #[serde(default)]
+    discovery_image: Option<ImageName>,
+    /// Machines held for manual acceptance, by first MAC.
+    #[serde(default)]
+    pending: BTreeMap<Mac, PendingMachine>,
     /// Boot sessions and node logs (bounded; not revisioned).
     #[serde(default)]
     boot: BootRecords,
@@ -96,6 +102,13 @@ fn lowest_free(used: &BTreeSet<u32>, start: u32) -> u32 {
     }
 }
 
+/// What a report says about a machine besides its MACs (recorded only).
+struct Seen {
+    uuid: Option<String>,
+    inventory: BTreeMap<String, String>,
+    seen_at: u64,
+}
+
 /// Everything an agent needs to serve one rack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RackView {
@@ -105,8 +118,10 @@ pub struct RackView {
     pub rack: Rack,
     /// Its nodes with their resolved image and where that came from.
     pub nodes: Vec<(Node, Option<(ImageName, &'static str)>)>,
-    /// Every image assigned to one of its nodes.
+    /// Every image assigned to one of its nodes, and the discovery image.
     pub images: Vec<Image>,
+    /// The image machines without a number boot (`rackboot probe`).
+    pub discovery_image: Option<ImageName>,
     /// Site key-values.
     pub meta: BTreeMap<String, String>,
 }
@@ -144,7 +159,24 @@ impl State {
     fn apply_command(&mut self, command: Command) -> Result<Outcome, StateError> {
         match command {
             Command::RegisterRack { rack } => self.register_rack(rack),
-            Command::DiscoverNode { rack, macs, uuid } => self.discover_node(rack, macs, uuid),
+            Command::DiscoverNode {
+                rack,
+                macs,
+                uuid,
+                inventory,
+                hold,
+                seen_at,
+            } => {
+                let seen = Seen {
+                    uuid,
+                    inventory,
+                    seen_at,
+                };
+                self.discover_node(rack, macs, seen, hold)
+            }
+            Command::AcceptMachine { mac } => self.accept_machine(mac),
+            Command::ReplaceNode { number, macs } => self.replace_node(number, macs),
+            Command::RetireNode { number } => self.retire_node(number),
             Command::CommitImage { image } => self.commit_image(image),
             Command::Assign { target, image } => self.assign(target, image),
             Command::SetMeta { key, value } => self.set_meta(key, value),
@@ -194,12 +226,18 @@ impl State {
         &mut self,
         rack_name: RackName,
         macs: Vec<Mac>,
-        uuid: Option<String>,
+        seen: Seen,
+        hold: bool,
     ) -> Result<Outcome, StateError> {
-        let rack = self
-            .racks
-            .get(&rack_name)
-            .ok_or_else(|| StateError::RackNotFound(rack_name.clone()))?;
+        if !self.racks.contains_key(&rack_name) {
+            return Err(StateError::RackNotFound(rack_name));
+        }
+        if macs.is_empty() || macs.len() > crate::MAX_MACS_PER_NODE {
+            return Err(StateError::BadMacCount {
+                got: macs.len(),
+                max: crate::MAX_MACS_PER_NODE,
+            });
+        }
         // Known machine: any of its MACs identifies it.
         let known: BTreeSet<NodeNumber> = macs
             .iter()
@@ -223,22 +261,85 @@ impl State {
                 .ok_or(StateError::NodeNotFound(number))?;
             let mut changed = false;
             for mac in &macs {
-                if !node.macs.contains(mac) {
+                if !node.macs.contains(mac) && node.macs.len() < crate::MAX_MACS_PER_NODE {
                     node.macs.push(*mac);
                     self.macs.insert(*mac, number);
                     changed = true;
                 }
             }
-            if uuid.is_some() && node.uuid != uuid {
-                node.uuid = uuid;
+            if seen.uuid.is_some() && node.uuid != seen.uuid {
+                node.uuid = seen.uuid;
+                changed = true;
+            }
+            if !seen.inventory.is_empty() && node.inventory != seen.inventory {
+                node.inventory = seen.inventory;
                 changed = true;
             }
             let node = node.clone();
             if changed {
+                self.pending
+                    .retain(|_, p| !p.macs.iter().any(|m| macs.contains(m)));
                 self.revision += 1;
             }
             return Ok(Outcome::Node(node));
         }
+        if hold {
+            return self.hold_machine(rack_name, macs, seen);
+        }
+        self.number_machine(rack_name, macs, seen)
+    }
+
+    /// Record an unknown machine for manual acceptance (merging reports
+    /// that share a MAC).
+    fn hold_machine(
+        &mut self,
+        rack: RackName,
+        macs: Vec<Mac>,
+        seen: Seen,
+    ) -> Result<Outcome, StateError> {
+        let existing = self
+            .pending
+            .iter()
+            .find(|(_, p)| p.macs.iter().any(|m| macs.contains(m)))
+            .map(|(k, _)| *k);
+        if existing.is_none() && self.pending.len() >= crate::MAX_PENDING {
+            return Err(StateError::PendingFull(self.pending.len()));
+        }
+        let key = existing.unwrap_or(macs[0]);
+        let previous = self.pending.get(&key);
+        let mut all = previous.map(|p| p.macs.clone()).unwrap_or_default();
+        for m in macs {
+            if !all.contains(&m) && all.len() < crate::MAX_MACS_PER_NODE {
+                all.push(m);
+            }
+        }
+        let machine = PendingMachine {
+            rack,
+            macs: all,
+            uuid: seen.uuid,
+            inventory: seen.inventory,
+            // First seen: a machine reporting again changes nothing.
+            seen_at: previous.map_or(seen.seen_at, |p| p.seen_at),
+        };
+        if previous == Some(&machine) {
+            return Ok(Outcome::Pending(machine));
+        }
+        self.pending.insert(key, machine.clone());
+        self.revision += 1;
+        Ok(Outcome::Pending(machine))
+    }
+
+    /// Give a new machine the next free number and its rack's lowest free slot.
+    fn number_machine(
+        &mut self,
+        rack_name: RackName,
+        macs: Vec<Mac>,
+        seen: Seen,
+    ) -> Result<Outcome, StateError> {
+        let rack = self
+            .racks
+            .get(&rack_name)
+            .ok_or_else(|| StateError::RackNotFound(rack_name.clone()))?;
         let slot = self
             .rack_slots
             .get(&self.nodes)
@@ -257,12 +358,16 @@ impl State {
                 unique.push(m);
             }
         }
+        self.pending
+            .retain(|_, p| !p.macs.iter().any(|m| unique.contains(m)));
         let node = Node {
             number,
             macs: unique,
             rack: rack_name,
             slot,
-            uuid,
+            uuid: seen.uuid,
+            retired: false,
+            inventory: seen.inventory,
         };
         for m in &node.macs {
             self.macs.insert(*m, number);
@@ -275,6 +380,104 @@ impl State {
         self.nodes.insert(number, node.clone());
         self.revision += 1;
         Ok(Outcome::Node(node))
+    }
+
+    fn accept_machine(&mut self, mac: Mac) -> Result<Outcome, StateError> {
+        if let Some(node) = self.node_by_mac(&mac) {
+            return Ok(Outcome::Node(node.clone()));
+        }
+        let key = self
+            .pending
+            .iter()
+            .find(|(_, p)| p.macs.contains(&mac))
+            .map(|(k, _)| *k)
+            .ok_or(StateError::NotPending(mac))?;
+        let machine = self
+            .pending
+            .get(&key)
+            .cloned()
+            .ok_or(StateError::NotPending(mac))?;
+        let seen = Seen {
+            uuid: machine.uuid,
+            inventory: machine.inventory,
+            seen_at: machine.seen_at,
+        };
+        self.number_machine(machine.rack, machine.macs, seen)
+    }
+
+    fn replace_node(&mut self, number: NodeNumber, macs: Vec<Mac>) -> Result<Outcome, StateError> {
+        if macs.is_empty() || macs.len() > crate::MAX_MACS_PER_NODE {
+            return Err(StateError::BadMacCount {
+                got: macs.len(),
+                max: crate::MAX_MACS_PER_NODE,
+            });
+        }
+        if !self.nodes.contains_key(&number) {
+            return Err(StateError::NodeNotFound(number));
+        }
+        for m in &macs {
+            if let Some(owner) = self.macs.get(m)
+                && *owner != number
+            {
+                return Err(StateError::MacTaken {
+                    mac: *m,
+                    node: *owner,
+                });
+            }
+        }
+        let node = self
+            .nodes
+            .get_mut(&number)
+            .ok_or(StateError::NodeNotFound(number))?;
+        for m in &node.macs {
+            self.macs.remove(m);
+        }
+        let mut unique = Vec::new();
+        for m in macs {
+            if !unique.contains(&m) {
+                unique.push(m);
+            }
+        }
+        for m in &unique {
+            self.macs.insert(*m, number);
+        }
+        node.macs = unique;
+        node.uuid = None;
+        node.inventory.clear();
+        node.retired = false;
+        let node = node.clone();
+        self.pending
+            .retain(|_, p| !p.macs.iter().any(|m| node.macs.contains(m)));
+        self.revision += 1;
+        Ok(Outcome::Node(node))
+    }
+
+    fn retire_node(&mut self, number: NodeNumber) -> Result<Outcome, StateError> {
+        let node = self
+            .nodes
+            .get_mut(&number)
+            .ok_or(StateError::NodeNotFound(number))?;
+        if node.retired {
+            return Ok(Outcome::Node(node.clone()));
+        }
+        for m in &node.macs {
+            self.macs.remove(m);
+        }
+        node.macs.clear();
+        node.retired = true;
+        let node = node.clone();
+        self.revision += 1;
+        Ok(Outcome::Node(node))
+    }
+
+    /// Machines held for manual acceptance.
+    pub fn pending(&self) -> impl Iterator<Item = &PendingMachine> {
+        self.pending.values()
+    }
+
+    /// The image machines without a number boot.
+    pub fn discovery_image(&self) -> Option<&ImageName> {
+        self.discovery_image.as_ref()
     }
 
     /// Lowest number not in use, starting at 1.
@@ -330,6 +533,7 @@ impl State {
                 }
                 self.node_images.insert(n, image);
             }
+            AssignTarget::Discovery => self.discovery_image = Some(image),
         }
         self.revision += 1;
         Ok(Outcome::Assigned {
@@ -462,6 +666,9 @@ impl State {
         for (n, i) in &self.node_images {
             out.push((AssignTarget::Node(*n), i.clone()));
         }
+        if let Some(d) = &self.discovery_image {
+            out.push((AssignTarget::Discovery, d.clone()));
+        }
         out
     }
 
@@ -489,6 +696,7 @@ impl State {
         let names: BTreeSet<&ImageName> = nodes
             .iter()
             .filter_map(|(_, i)| i.as_ref().map(|(n, _)| n))
+            .chain(self.discovery_image.as_ref())
             .collect();
         let images = names
             .into_iter()
@@ -499,6 +707,7 @@ impl State {
             rack,
             nodes,
             images,
+            discovery_image: self.discovery_image.clone(),
             meta: self.meta.clone(),
         })
     }

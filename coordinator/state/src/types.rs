@@ -1,6 +1,7 @@
 //! Validated domain types. Raw strings and bytes from the outside are parsed
 //! into these at the edge; nothing deeper re-checks them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -302,6 +303,28 @@ pub struct Node {
     pub slot: u32,
     /// SMBIOS UUID as reported; recorded, never used as identity.
     pub uuid: Option<String>,
+    /// Retired: no MACs, number and slot kept for a replacement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
+    /// What the probe reported (CPUs, memory, product …); recorded only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inventory: BTreeMap<String, String>,
+}
+
+/// A machine seen by a rack whose policy holds new machines for manual
+/// acceptance (`rackboot node accept`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMachine {
+    /// Rack it was seen in.
+    pub rack: RackName,
+    /// Every MAC it reported.
+    pub macs: Vec<Mac>,
+    /// Reported UUID.
+    pub uuid: Option<String>,
+    /// Reported inventory.
+    pub inventory: BTreeMap<String, String>,
+    /// Unix seconds it was first reported.
+    pub seen_at: u64,
 }
 
 /// An image manifest.

@@ -512,7 +512,10 @@ async fn agent_gets_the_image_after_the_leader_is_killed() {
     unknown_tx
         .send(Unknown {
             mac: "52:54:00:00:00:01".parse().expect("mac"),
+            macs: Vec::new(),
             uuid: None,
+            inventory: Vec::new(),
+            hold: false,
         })
         .await
         .expect("agent running");

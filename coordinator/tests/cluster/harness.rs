@@ -801,6 +801,7 @@ async fn attempt_once(
                 macs: Vec::new(),
                 uuid: String::new(),
                 idempotency_key: key.to_string(),
+                ..Default::default()
             };
             match tokio::time::timeout(limit, c.discover_node(req)).await {
                 Ok(Ok(n)) => Ok(OpResult::Number(n.into_inner().number)),

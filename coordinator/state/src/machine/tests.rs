@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
@@ -52,6 +52,9 @@ fn discover(state: &mut State, rack: &str, macs: &[Mac]) -> Result<Node, StateEr
         rack: rack.parse().unwrap(),
         macs: macs.to_vec(),
         uuid: None,
+        inventory: BTreeMap::new(),
+        hold: false,
+        seen_at: 0,
     }))? {
         Outcome::Node(n) => Ok(n),
         other => panic!("unexpected {other:?}"),
@@ -172,6 +175,9 @@ fn idempotency_key_returns_first_outcome() {
             rack: "r1".parse().unwrap(),
             macs: vec![mac(1)],
             uuid: None,
+            inventory: BTreeMap::new(),
+            hold: false,
+            seen_at: 0,
         },
     };
     let first = s.apply(e.clone()).unwrap();
@@ -277,4 +283,145 @@ fn meta_is_validated_revisioned_and_in_every_rack_view() {
     set(&mut s, "SITE", Some("lab")).unwrap();
     let back: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
     assert_eq!(back.meta()["SITE"], "lab");
+}
+
+fn two_racks() -> State {
+    let mut s = State::default();
+    s.apply(cmd(Command::RegisterRack {
+        rack: rack("r1", 1),
+    }))
+    .unwrap();
+    s
+}
+
+#[test]
+fn held_machine_waits_for_accept_then_gets_the_next_number_with_all_macs() {
+    let mut s = two_racks();
+    let a = discover(&mut s, "r1", &[mac(1)]).unwrap();
+    let inventory: BTreeMap<String, String> = [("cpus".to_string(), "2".to_string())].into();
+    let held = s
+        .apply(cmd(Command::DiscoverNode {
+            rack: "r1".parse().unwrap(),
+            macs: vec![mac(2), mac(3)],
+            uuid: Some("00".repeat(16)),
+            inventory: inventory.clone(),
+            hold: true,
+            seen_at: 5,
+        }))
+        .unwrap();
+    assert!(matches!(&held, Outcome::Pending(p) if p.macs == vec![mac(2), mac(3)]));
+    assert!(s.node_by_mac(&mac(2)).is_none());
+    assert_eq!(s.pending().count(), 1);
+    assert_eq!(
+        s.apply(cmd(Command::AcceptMachine { mac: mac(9) })),
+        Err(StateError::NotPending(mac(9)))
+    );
+    let Outcome::Node(b) = s
+        .apply(cmd(Command::AcceptMachine { mac: mac(3) }))
+        .unwrap()
+    else {
+        panic!("not a node");
+    };
+    assert_eq!(b.number, NodeNumber(a.number.0 + 1));
+    assert_eq!(b.macs, vec![mac(2), mac(3)]);
+    assert_eq!(b.inventory, inventory);
+    assert_eq!(s.pending().count(), 0);
+    // Accepting again is idempotent.
+    assert_eq!(
+        s.apply(cmd(Command::AcceptMachine { mac: mac(2) })),
+        Ok(Outcome::Node(b))
+    );
+}
+
+#[test]
+fn replace_gives_number_address_and_assignment_to_new_hardware() {
+    let mut s = two_racks();
+    let a = discover(&mut s, "r1", &[mac(1), mac(2)]).unwrap();
+    let _b = discover(&mut s, "r1", &[mac(5)]).unwrap();
+    s.apply(cmd(Command::CommitImage {
+        image: image("img", b"k"),
+    }))
+    .unwrap();
+    s.apply(cmd(Command::Assign {
+        target: AssignTarget::Node(a.number),
+        image: "img".parse().unwrap(),
+    }))
+    .unwrap();
+    // A MAC of another node cannot be taken.
+    assert!(matches!(
+        s.apply(cmd(Command::ReplaceNode {
+            number: a.number,
+            macs: vec![mac(5)],
+        })),
+        Err(StateError::MacTaken { .. })
+    ));
+    let Outcome::Node(r) = s
+        .apply(cmd(Command::ReplaceNode {
+            number: a.number,
+            macs: vec![mac(7)],
+        }))
+        .unwrap()
+    else {
+        panic!("not a node");
+    };
+    assert_eq!(
+        (r.number, r.slot, r.macs.clone()),
+        (a.number, a.slot, vec![mac(7)])
+    );
+    assert!(s.node_by_mac(&mac(1)).is_none() && s.node_by_mac(&mac(2)).is_none());
+    assert_eq!(
+        s.resolved_image(&r).map(|(i, _)| i.to_string()),
+        Some("img".to_string())
+    );
+    // The old hardware, seen again, is a new machine.
+    let old = discover(&mut s, "r1", &[mac(1)]).unwrap();
+    assert_ne!(old.number, a.number);
+}
+
+#[test]
+fn retire_keeps_the_number_and_slot_reserved() {
+    let mut s = two_racks();
+    let a = discover(&mut s, "r1", &[mac(1)]).unwrap();
+    let Outcome::Node(r) = s
+        .apply(cmd(Command::RetireNode { number: a.number }))
+        .unwrap()
+    else {
+        panic!("not a node");
+    };
+    assert!(r.retired && r.macs.is_empty());
+    let b = discover(&mut s, "r1", &[mac(2)]).unwrap();
+    assert_ne!(b.number, a.number);
+    assert_ne!(b.slot, a.slot);
+    // Replacing un-retires it.
+    let Outcome::Node(n) = s
+        .apply(cmd(Command::ReplaceNode {
+            number: a.number,
+            macs: vec![mac(3)],
+        }))
+        .unwrap()
+    else {
+        panic!("not a node");
+    };
+    assert!(!n.retired);
+    assert_eq!(s.node_by_mac(&mac(3)).map(|n| n.number), Some(a.number));
+}
+
+#[test]
+fn discovery_image_is_in_every_rack_view() {
+    let mut s = two_racks();
+    s.apply(cmd(Command::CommitImage {
+        image: image("probe", b"p"),
+    }))
+    .unwrap();
+    s.apply(cmd(Command::Assign {
+        target: AssignTarget::Discovery,
+        image: "probe".parse().unwrap(),
+    }))
+    .unwrap();
+    let v = s.rack_view(&"r1".parse().unwrap()).unwrap();
+    assert_eq!(
+        v.discovery_image.map(|i| i.to_string()),
+        Some("probe".into())
+    );
+    assert_eq!(v.images.len(), 1);
 }
