@@ -30,7 +30,10 @@ pub struct ProbeArgs {
     /// address the kernel picks towards the server.
     #[arg(long)]
     pub addr: Option<Ipv4Addr>,
-    /// The rack agent (default: broadcast).
+    /// The rack agent: the DHCP server identifier of the provisional lease
+    /// (udhcpc: `$serverid`). Broadcast (the default) needs a route for
+    /// 255.255.255.255, which a freshly configured discovery image often
+    /// lacks.
     #[arg(long, default_value = "255.255.255.255")]
     pub server: Ipv4Addr,
     /// Server port.
@@ -159,14 +162,8 @@ pub fn inform(
     inventory: &[(String, String)],
 ) -> Result<Vec<u8>, ProbeError> {
     let chaddr = macs.first().copied().unwrap_or(Mac([0; 6]));
-    let mut m = Message::new_with_id(
-        xid,
-        ciaddr,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &chaddr.0,
-    );
+    let mut m = blank_request()?;
+    m.set_xid(xid).set_ciaddr(ciaddr).set_chaddr(&chaddr.0);
     m.set_opcode(Opcode::BootRequest);
     m.set_flags(Flags::default());
     let opts = m.opts_mut();
@@ -192,6 +189,20 @@ pub fn inform(
         )));
     }
     m.to_vec().map_err(|e| ProbeError::Encode(e.to_string()))
+}
+
+/// An empty BOOTREQUEST, decoded from a fixed header. `Message::new*` and
+/// `Message::default` draw a random `xid` from the thread RNG, whose
+/// `getrandom(2)` blocks until the kernel's entropy pool is initialised —
+/// for minutes in an early-boot initramfs under emulation.
+fn blank_request() -> Result<Message, ProbeError> {
+    let mut t = [0u8; 241];
+    t[0] = 1; // BOOTREQUEST
+    t[1] = 1; // Ethernet
+    t[2] = 6;
+    t[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    t[240] = 255;
+    Message::from_bytes(&t).map_err(|e| ProbeError::Encode(e.to_string()))
 }
 
 /// The node name in an answer to our INFORM (`xid`, `chaddr`): option 12

@@ -24,6 +24,12 @@
 #      rackboot-test: `<14>... rackboot-test: RACKBOOT-LOG ...` on the wire)
 #      and prints `RACKBOOT-LOG-SENT`. Failures print
 #      `RACKBOOT-BOOTINFO: failed <why>`;
+#   5b. if the image holds the discovery probe (RACKBOOT_INITRAMFS_PROBE),
+#      the kernel command line has `rackboot.provisional=1` (the agent's
+#      discovery script adds it) and the DHCP step got a lease: runs
+#      `rackboot-probe --addr <lease ip> --server <server id>` and prints `RACKBOOT-PROBE: node=<name>`
+#      (or `RACKBOOT-PROBE: failed`); once numbered, runs udhcpc again, which
+#      prints the node's permanent lease as another `RACKBOOT-DHCP: bound` line;
 #   6. prints the line `RACKBOOT-MARKER: <MARKER>` (MARKER defaults to
 #      RACKBOOT-BOOT-OK) on its own line;
 #   7. `poweroff -f`, so that QEMU exits.
@@ -31,6 +37,8 @@
 # Environment:
 #   BUSYBOX=PATH                   statically linked busybox to use
 #                                  (default /bin/busybox from busybox-static)
+#   RACKBOOT_INITRAMFS_PROBE=FILE  include FILE (a statically linked
+#                                  rackboot-probe) as /bin/rackboot-probe
 #   RACKBOOT_INITRAMFS_MODULES=DIR include kernel modules: DIR is the
 #                                  `modules` directory made by fetch-kernel.sh
 #                                  (DIR/load-order lists them, dependencies
@@ -54,6 +62,7 @@ outfile="$1"
 marker="${2:-RACKBOOT-BOOT-OK}"
 busybox="${BUSYBOX:-/bin/busybox}"
 modules="${RACKBOOT_INITRAMFS_MODULES:-}"
+probe="${RACKBOOT_INITRAMFS_PROBE:-}"
 
 [[ -n "$marker" ]] || die "MARKER must not be empty"
 [[ "$marker" != *[[:cntrl:]]* ]] || die "MARKER must be a single line of printable text"
@@ -103,6 +112,15 @@ done < <("$busybox" --list-full)
 [[ -e "$root/bin/sh" ]] || ln -s busybox "$root/bin/sh"
 
 printf '%s\n' "$marker" >"$root/etc/rackboot/marker"
+
+if [[ -n "$probe" ]]; then
+    [[ -x "$probe" ]] || die "RACKBOOT_INITRAMFS_PROBE='$probe' is not an executable file"
+    probe_ldd="$(LC_ALL=C ldd "$probe" 2>&1 || true)"
+    grep -qE 'not a dynamic executable|statically linked' <<<"$probe_ldd" \
+        || die "'$probe' is not statically linked (build it with scripts/build-probe.sh)"
+    cp -- "$probe" "$root/bin/rackboot-probe"
+    chmod 0755 "$root/bin/rackboot-probe"
+fi
 
 if [[ -n "$modules" ]]; then
     while IFS= read -r rel; do
@@ -188,6 +206,20 @@ if [ "$(arg rackboot.dhcp)" = 1 ]; then
         ip link set "$iface" up
         udhcpc -i "$iface" -f -q -n -t 6 -T 3 -s /etc/rackboot/udhcpc.script \
             || echo "RACKBOOT-DHCP: failed"
+    fi
+fi
+
+if [ "$(arg rackboot.provisional)" = 1 ] && [ -x /bin/rackboot-probe ] && [ -f /run/rackboot/lease ]; then
+    . /run/rackboot/lease
+    if out="$(rackboot-probe --addr "$lease_ip" --server "$lease_serverid" --timeout-secs 120 --interval-secs 2)"; then
+        echo "RACKBOOT-PROBE: $out"
+        # Numbered: the provisional address is not renewed. Ask again.
+        ip -4 addr flush dev "$iface" 2>/dev/null
+        rm -f /run/rackboot/lease
+        udhcpc -i "$iface" -f -q -n -t 6 -T 3 -s /etc/rackboot/udhcpc.script \
+            || echo "RACKBOOT-DHCP: failed"
+    else
+        echo "RACKBOOT-PROBE: failed"
     fi
 fi
 

@@ -135,7 +135,7 @@ pub fn kernel_modules_dir() -> Result<PathBuf> {
 ///
 /// `marker` must be a single line of printable text.
 pub fn initramfs(marker: &str) -> Result<PathBuf> {
-    build_initramfs(marker, None)
+    build_initramfs(marker, None, None)
 }
 
 /// Like [`initramfs`], but the image also holds the [`kernel`]'s NIC modules
@@ -145,10 +145,40 @@ pub fn initramfs(marker: &str) -> Result<PathBuf> {
 /// first non-loopback one) before printing the marker.
 pub fn net_initramfs(marker: &str) -> Result<PathBuf> {
     let modules = kernel_modules_dir()?;
-    build_initramfs(marker, Some(&modules))
+    build_initramfs(marker, Some(&modules), None)
 }
 
-fn build_initramfs(marker: &str, modules: Option<&Path>) -> Result<PathBuf> {
+/// Like [`net_initramfs`], with the discovery probe ([`probe_binary`]): a
+/// discovery image. With `rackboot.provisional=1` (added by the agent's
+/// discovery script) and a lease, `/init` runs `rackboot-probe`, prints
+/// `RACKBOOT-PROBE: node=<name>` and asks for a lease again.
+pub fn discovery_initramfs(marker: &str) -> Result<PathBuf> {
+    let modules = kernel_modules_dir()?;
+    let probe = probe_binary()?;
+    build_initramfs(marker, Some(&modules), Some(&probe))
+}
+
+/// The statically linked, stripped `rackboot-probe` built by
+/// `scripts/build-probe.sh` (cargo decides whether it is up to date).
+pub fn probe_binary() -> Result<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("tests crate has no parent directory")?
+        .to_path_buf();
+    let out = artifacts_dir()?.join("rackboot-probe");
+    let _guard = lock();
+    let mut cmd = Command::new(repo.join("scripts/build-probe.sh"));
+    cmd.arg(&out);
+    run(&mut cmd).context("building the static rackboot-probe with scripts/build-probe.sh")?;
+    ensure!(
+        out.is_file(),
+        "build-probe.sh succeeded but {} is missing",
+        out.display()
+    );
+    Ok(out)
+}
+
+fn build_initramfs(marker: &str, modules: Option<&Path>, probe: Option<&Path>) -> Result<PathBuf> {
     ensure!(
         !marker.is_empty() && !marker.chars().any(char::is_control),
         "initramfs marker {marker:?} must be a non-empty single line without control characters"
@@ -168,10 +198,14 @@ fn build_initramfs(marker: &str, modules: Option<&Path>) -> Result<PathBuf> {
             .with_context(|| format!("reading {}/load-order", modules.display()))?;
         key.write(&load_order);
     }
-    let kind = if modules.is_some() {
-        "net-initramfs"
-    } else {
-        "initramfs"
+    if let Some(probe) = probe {
+        key.write(b"\0probe\0");
+        key.write(&std::fs::read(probe).with_context(|| format!("reading {}", probe.display()))?);
+    }
+    let kind = match (modules.is_some(), probe.is_some()) {
+        (_, true) => "discovery-initramfs",
+        (true, false) => "net-initramfs",
+        (false, false) => "initramfs",
     };
     let out = artifacts_dir()?.join("initramfs").join(format!(
         "{kind}-{}-{:016x}.cpio.gz",
@@ -186,6 +220,10 @@ fn build_initramfs(marker: &str, modules: Option<&Path>) -> Result<PathBuf> {
         match modules {
             Some(dir) => cmd.env("RACKBOOT_INITRAMFS_MODULES", dir),
             None => cmd.env_remove("RACKBOOT_INITRAMFS_MODULES"),
+        };
+        match probe {
+            Some(p) => cmd.env("RACKBOOT_INITRAMFS_PROBE", p),
+            None => cmd.env_remove("RACKBOOT_INITRAMFS_PROBE"),
         };
         run(&mut cmd).context("building an initramfs with tests/scripts/build-initramfs.sh")?;
     }

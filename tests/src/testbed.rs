@@ -69,6 +69,11 @@ pub struct TestbedOpts {
     /// to the agent with `--static-root`, under their own file names; no
     /// static root when empty.
     pub static_files: Vec<PathBuf>,
+    /// Further `rackboot-agent` flags (e.g. `--accept probe`).
+    pub agent_args: Vec<String>,
+    /// Further tap devices created in the rack namespace, not attached to
+    /// the bridge (e.g. a guest's second NIC).
+    pub extra_taps: Vec<String>,
 }
 
 /// An image to push with [`Testbed::push_image`].
@@ -152,6 +157,9 @@ impl Testbed {
         )?;
         self.rack
             .bridge_with_tap(BRIDGE, Some(RACK_BRIDGE_CIDR), TAP)?;
+        for tap in &opts.extra_taps {
+            self.rack.add_tap(tap)?;
+        }
 
         let mut cmd = self.ctl.exec(&coordinator_bin);
         cmd.args(["--listen", COORDINATOR_LISTEN, "--data"])
@@ -191,6 +199,7 @@ impl Testbed {
             }
             cmd.arg("--static-root").arg(&root);
         }
+        cmd.args(&opts.agent_args);
         self.agent = Some(Daemon::spawn(
             "agent",
             cmd,
@@ -291,6 +300,11 @@ impl Testbed {
             d.ensure_running()?;
         }
         Ok(())
+    }
+
+    /// The rack namespace (agent, bridge [`BRIDGE`], taps).
+    pub fn rack_netns(&self) -> &Netns {
+        &self.rack
     }
 
     /// The temporary directory (logs, data, static root); removed on drop.

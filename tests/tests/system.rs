@@ -30,6 +30,9 @@
 //!   1 Gbit link with 2% loss; 100 DHCP + TFTP clients through a
 //!   coordinator; the SIGUSR1 state dump during a storm). Nextest runs
 //!   them one at a time (test group `netns-heavy`).
+//! * `node_identity`: provisional leases, the discovery probe (a QEMU guest
+//!   with two NICs becomes one node), manual acceptance, `node retire` and
+//!   `node replace` (root; QEMU for the first).
 
 // Test modules live in `tests/system/`. A crate root file looks for its
 // modules beside itself, hence the explicit paths.
@@ -43,6 +46,8 @@ mod grpc_reflection;
 mod harness_selftest;
 #[path = "system/kernel_upgrade.rs"]
 mod kernel_upgrade;
+#[path = "system/node_identity.rs"]
+mod node_identity;
 #[path = "system/pxe_boot.rs"]
 mod pxe_boot;
 #[path = "system/storm.rs"]

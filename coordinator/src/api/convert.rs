@@ -156,7 +156,8 @@ pub fn state_error(e: StateError) -> Status {
         StateError::PendingFull(_) => Status::resource_exhausted(msg),
         StateError::InvalidRack { .. }
         | StateError::InvalidMeta { .. }
-        | StateError::BadMacCount { .. } => Status::invalid_argument(msg),
+        | StateError::BadMacCount { .. }
+        | StateError::NotUnicast(_) => Status::invalid_argument(msg),
     }
 }
 

@@ -41,6 +41,9 @@ pub enum StateError {
         /// Its node.
         node: NodeNumber,
     },
+    /// A MAC that cannot name one machine.
+    #[error("MAC {0} is not a unicast address (all zeros, multicast or broadcast)")]
+    NotUnicast(Mac),
     /// No pending machine has this MAC.
     #[error("no machine waiting for acceptance has MAC {0}")]
     NotPending(Mac),

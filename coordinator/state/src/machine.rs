@@ -238,6 +238,9 @@ impl State {
                 max: crate::MAX_MACS_PER_NODE,
             });
         }
+        if let Some(bad) = macs.iter().find(|m| !m.is_unicast()) {
+            return Err(StateError::NotUnicast(*bad));
+        }
         // Known machine: any of its MACs identifies it.
         let known: BTreeSet<NodeNumber> = macs
             .iter()
@@ -411,6 +414,9 @@ impl State {
                 got: macs.len(),
                 max: crate::MAX_MACS_PER_NODE,
             });
+        }
+        if let Some(bad) = macs.iter().find(|m| !m.is_unicast()) {
+            return Err(StateError::NotUnicast(*bad));
         }
         if !self.nodes.contains_key(&number) {
             return Err(StateError::NodeNotFound(number));

@@ -38,6 +38,13 @@ impl Mac {
     }
 }
 
+impl Mac {
+    /// Names one machine: not all zeros, no group (multicast or broadcast) bit.
+    pub fn is_unicast(&self) -> bool {
+        self.0 != [0; 6] && self.0[0] & 0x01 == 0
+    }
+}
+
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;

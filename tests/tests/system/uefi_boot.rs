@@ -121,6 +121,7 @@ fn uefi_boot(test: &str, firmware: Firmware) -> Result<()> {
         let t = Instant::now();
         tb.start(&TestbedOpts {
             static_files: vec![IPXE_EFI.into(), SNPONLY_EFI.into()],
+            ..TestbedOpts::default()
         })?;
         tb.push_image(&ImageSpec {
             name: image,
