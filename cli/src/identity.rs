@@ -104,3 +104,63 @@ pub async fn accept(conn: &Conn, mac: String) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `node add --rack R (--mac M … | --file FILE)`: one machine per `--mac`,
+/// or per line of FILE (its MACs separated by commas or blanks; `#`
+/// comments).
+pub async fn add(
+    conn: &Conn,
+    rack: String,
+    macs: Vec<String>,
+    file: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let mut machines: Vec<pb::add_nodes_request::Machine> = macs
+        .into_iter()
+        .map(|m| pb::add_nodes_request::Machine { macs: vec![m] })
+        .collect();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or_default();
+            let macs: Vec<String> = line
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect();
+            if !macs.is_empty() {
+                machines.push(pb::add_nodes_request::Machine { macs });
+            }
+        }
+    }
+    anyhow::ensure!(!machines.is_empty(), "give --mac MAC or --file FILE");
+    let total = machines.len();
+    let mut added = 0usize;
+    for chunk in machines.chunks(10_000) {
+        let nodes = conn
+            .nodes()
+            .add_nodes(pb::AddNodesRequest {
+                rack: rack.clone(),
+                machines: chunk.to_vec(),
+                idempotency_key: String::new(),
+            })
+            .await
+            .map_err(|s| conn.err("adding nodes", s))?
+            .into_inner()
+            .nodes;
+        for n in &nodes {
+            if total <= 20 {
+                say!(
+                    "node {} ({}, {}): {}",
+                    n.number,
+                    n.name,
+                    n.address,
+                    n.macs.join(", ")
+                );
+            }
+        }
+        added += nodes.len();
+    }
+    say!("{added} machine(s) in rack {rack}");
+    Ok(())
+}

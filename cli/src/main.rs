@@ -118,6 +118,21 @@ enum NodeCmd {
     /// Machines waiting for acceptance (racks whose agent runs
     /// `--accept manual`), with what their probe reported.
     Pending,
+    /// Register machines known in advance (e.g. a vendor's MAC list): each
+    /// gets the next free number in the rack; already known MACs keep
+    /// theirs.
+    Add {
+        /// Rack.
+        #[arg(long)]
+        rack: String,
+        /// A machine's MAC (one machine per --mac).
+        #[arg(long = "mac")]
+        macs: Vec<String>,
+        /// A file with one machine per line: its MACs separated by commas or
+        /// blanks (`#` starts a comment).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
     /// Accept a waiting machine (by any of its MACs): it gets the next free
     /// number.
     Accept {
@@ -197,6 +212,9 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         }
         Command::Node(NodeCmd::Retire { number }) => identity::retire(&conn, number).await,
         Command::Node(NodeCmd::Pending) => identity::pending(&conn).await,
+        Command::Node(NodeCmd::Add { rack, macs, file }) => {
+            identity::add(&conn, rack, macs, file).await
+        }
         Command::Node(NodeCmd::Accept { mac }) => identity::accept(&conn, mac).await,
         Command::Meta(MetaCmd::Set { key, value }) => {
             admin::meta_set(&conn, key, Some(value)).await

@@ -454,6 +454,10 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     dhcp_replied = dhcp_stats.replied.load(Relaxed),
                     dhcp_unknown = dhcp_stats.unknown.load(Relaxed),
                     dhcp_dropped = dhcp_stats.dropped.load(Relaxed),
+                    dhcp_rate_limited = dhcp_stats.rate_limited.load(Relaxed),
+                    dhcp_provisional = dhcp_stats.provisional.load(Relaxed),
+                    dhcp_provisional_full = dhcp_stats.provisional_full.load(Relaxed),
+                    dhcp_probes = dhcp_stats.probes.load(Relaxed),
                     syslog_received = syslog_stats.received.load(Relaxed),
                     syslog_dropped = syslog_stats.dropped.load(Relaxed),
                     "agent state (SIGUSR1)"

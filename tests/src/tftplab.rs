@@ -102,6 +102,8 @@ pub struct TftpLab {
     pub server: Netns,
     /// The clients' namespace.
     pub client: Netns,
+    /// Further `rackboot-agent` flags for [`TftpLab::start_agent`].
+    pub agent_args: Vec<String>,
     root: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -146,6 +148,7 @@ impl TftpLab {
             coordinator: None,
             server,
             client,
+            agent_args: Vec::new(),
             root,
             dir,
         })
@@ -214,7 +217,8 @@ impl TftpLab {
         ])
         .arg(self.dir.path().join("agent-data"))
         .arg("--static-root")
-        .arg(&self.root);
+        .arg(&self.root)
+        .args(&self.agent_args);
         let log = self.dir.path().join("agent.log");
         let agent = self.agent.insert(Daemon::spawn("agent", cmd, &log)?);
         agent.wait_for_log("rack agent serving", Duration::from_secs(30))?;

@@ -154,6 +154,16 @@ pub struct StormArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also flood the server with this many DHCPDISCOVERs from random MACs
+    /// (a starvation attack, or a rack of unknown machines), from a socket of
+    /// their own, at --flood-rate; the emulated clients power on 1 s into
+    /// the flood. Their report shows whether known machines are still
+    /// answered.
+    #[arg(long, default_value_t = 0)]
+    pub flood: u64,
+    /// Flood rate (DISCOVERs per second).
+    #[arg(long, default_value_t = 20_000)]
+    pub flood_rate: u64,
 }
 
 fn parse_mac(s: &str) -> anyhow::Result<u64> {
@@ -212,22 +222,47 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         }
     } else {
         let socket = dhcp_socket(bind_ip, args.dhcp_client_port).await?;
+        let lead = if args.flood > 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
         tokio::spawn(dhcp_storm(
             args.clone(),
             base,
             socket,
-            t0,
+            t0 + lead,
             deadline,
             sources.clone(),
             done_tx.clone(),
         ));
     }
+    let flood = if args.flood > 0 {
+        let socket = dhcp_socket(bind_ip, 0).await?;
+        Some(tokio::spawn(dhcp_flood(
+            socket,
+            SocketAddr::V4(SocketAddrV4::new(args.server, args.dhcp_port)),
+            args.flood,
+            args.flood_rate.max(1),
+            deadline,
+        )))
+    } else {
+        None
+    };
     drop(done_tx);
     let mut report = Report::new(args.clients, args.transport.name());
     while let Some(outcome) = done_rx.recv().await {
         report.add(outcome);
     }
     report.finish(t0.elapsed());
+    if let Some(flood) = flood {
+        let (sent, took) = flood.await.unwrap_or_default();
+        eprintln!(
+            "flood: {sent} DHCPDISCOVERs from random MACs in {:.2} s ({:.0}/s)",
+            took.as_secs_f64(),
+            sent as f64 / took.as_secs_f64().max(1e-9)
+        );
+    }
     if args.json {
         say!("{}", report.json());
     } else {
@@ -257,6 +292,47 @@ async fn dhcp_socket(ip: Ipv4Addr, port: u16) -> anyhow::Result<UdpSocket> {
     s.bind(&SocketAddr::from((ip, port)).into())
         .with_context(|| format!("binding the DHCP client socket {ip}:{port} (port 68 needs root; use --dhcp-client-port 0 on loopback)"))?;
     Ok(UdpSocket::from_std(s.into())?)
+}
+
+/// Send `count` DISCOVERs from pseudo-random locally administered MACs at
+/// `rate` per second (in 1 ms batches), until done or `deadline`. Returns
+/// how many were sent and how long it took.
+async fn dhcp_flood(
+    socket: UdpSocket,
+    server: SocketAddr,
+    count: u64,
+    rate: u64,
+    deadline: Instant,
+) -> (u64, Duration) {
+    let t0 = Instant::now();
+    // splitmix64: reproducible, no RNG dependency for a load generator.
+    let mut state = 0x05ee_d0ff_100d_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while sent < count && Instant::now() < deadline {
+        tick.tick().await;
+        let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(count) {
+            let r = next();
+            let mut mac = mac_bytes(r);
+            // Locally administered unicast: never a real vendor's MAC.
+            mac[0] = (mac[0] & 0xfc) | 0x02;
+            let mut x = DhcpExchange::new(mac, (r >> 16) as u32, Instant::now(), 1.0);
+            for pkt in x.drain() {
+                let _ = socket.send_to(&pkt, server).await;
+            }
+            sent += 1;
+        }
+    }
+    (sent, t0.elapsed())
 }
 
 /// All DHCP exchanges on one socket, demultiplexed by xid.

@@ -225,6 +225,42 @@ impl pb::node_service_server::NodeService for NodeApi {
         Ok(Response::new(pb::ListPendingResponse { machines }))
     }
 
+    async fn add_nodes(
+        &self,
+        req: Request<pb::AddNodesRequest>,
+    ) -> Result<Response<pb::AddNodesResponse>, Status> {
+        let r = req.into_inner();
+        let rack: rackboot_state::RackName = field("rack", &r.rack)?;
+        if r.machines.len() > Self::MAX_ADD {
+            return Err(Status::invalid_argument(format!(
+                "machines: {} given, at most {} per request",
+                r.machines.len(),
+                Self::MAX_ADD
+            )));
+        }
+        let mut commands = Vec::with_capacity(r.machines.len());
+        for (i, m) in r.machines.iter().enumerate() {
+            let mut macs: Vec<Mac> = Vec::new();
+            for (j, mac) in m.macs.iter().enumerate() {
+                macs.push(field(&format!("machines[{i}].macs[{j}]"), mac)?);
+            }
+            commands.push(Command::DiscoverNode {
+                rack: rack.clone(),
+                macs,
+                uuid: None,
+                inventory: Default::default(),
+                hold: false,
+                seen_at: unix_now(),
+            });
+        }
+        let mut nodes = Vec::with_capacity(commands.len());
+        // A MAC names its machine: adding again is naturally idempotent.
+        for command in commands {
+            nodes.push(self.node_command(None, command).await?.into_inner());
+        }
+        Ok(Response::new(pb::AddNodesResponse { nodes }))
+    }
+
     async fn accept_machine(
         &self,
         req: Request<pb::AcceptMachineRequest>,
@@ -240,6 +276,9 @@ impl pb::node_service_server::NodeService for NodeApi {
 }
 
 impl NodeApi {
+    /// Most machines per `AddNodes` request.
+    const MAX_ADD: usize = 10_000;
+
     /// Propose a command whose outcome is a node.
     async fn node_command(
         &self,

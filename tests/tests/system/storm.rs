@@ -408,3 +408,97 @@ fn sigusr1_during_storm_logs_tftp_state() -> Result<()> {
     ensure_all_booted(&lab, &out, &r, 100)?;
     lab.agent_mut()?.ensure_running()
 }
+
+/// A flood of 100,000 DISCOVERs from random MACs (`rackboot storm --flood`)
+/// against an agent with `--accept probe` and a 10-address provisional pool,
+/// while 50 known machines (registered with `rackboot node add`) do their
+/// DHCP: every known machine is leased (0 NAKs), the flood numbers nobody
+/// (the coordinator still lists exactly the 50), and the agent counts the
+/// exhausted pool (`dhcp_provisional_full` in its SIGUSR1 state line).
+#[test]
+fn dhcp_flood_of_random_macs_leaves_known_nodes_booting() -> Result<()> {
+    require_root_or_skip!(Ok(()));
+    require_commands_or_skip!(["ip", "kill"], Ok(()));
+    let mut lab = TftpLab::new("rbstf")?;
+    lab.agent_args = [
+        "--accept",
+        "probe",
+        "--node-base",
+        "10.201.0.100",
+        "--provisional-range",
+        "10.201.0.50-10.201.0.59",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    lab.start_coordinator()?;
+    lab.start_agent()?;
+    let known: Vec<String> = (0..50u32)
+        .map(|i| format!("52:54:00:ab:00:{i:02x}"))
+        .collect();
+    let mut add = vec!["node", "add", "--rack", RACK];
+    for m in &known {
+        add.extend(["--mac", m.as_str()]);
+    }
+    lab.cli(&add)?.success()?;
+    lab.agent_mut()?
+        .wait_for_log("nodes=50", Duration::from_secs(20))?;
+
+    let (out, r) = storm(
+        &lab,
+        &[
+            "--dhcp-only",
+            "--clients",
+            "50",
+            "--mac-base",
+            "52:54:00:ab:00:00",
+            "--flood",
+            "100000",
+            "--flood-rate",
+            "20000",
+        ],
+    )?;
+    ensure!(
+        r.clients == 50 && r.ok == 50 && r.failed == 0,
+        "every known machine must be leased during the flood: {}\n{out}",
+        r.json
+    );
+    ensure!(
+        json_number(&r.json, "naks") == Some(0.0),
+        "known machines must get no NAK: {}",
+        r.json
+    );
+    ensure!(
+        out.stderr.contains("flood: 100000 DHCPDISCOVERs"),
+        "the flood should have sent 100000 DISCOVERs:\n{out}"
+    );
+    let list = lab.cli(&["node", "list", "--rack", RACK])?.success()?;
+    let nodes = parse_node_list(&list)?;
+    ensure!(
+        nodes.len() == 50,
+        "the flood must number nobody: {} nodes listed:\n{list}",
+        nodes.len()
+    );
+    lab.signal_agent("USR1")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let full = loop {
+        let log = lab.agent_log();
+        let n = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("agent state (SIGUSR1)"))
+            .and_then(|l| l.split("dhcp_provisional_full=").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = n {
+            break n;
+        }
+        ensure!(Instant::now() < deadline, "no SIGUSR1 state line:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    ensure!(
+        full > 0,
+        "the flood must exhaust the 10-address pool and be counted (dhcp_provisional_full={full})"
+    );
+    lab.agent_mut()?.ensure_running()
+}
