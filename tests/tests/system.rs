@@ -29,8 +29,9 @@
 //! * `dhcp_clients`: dhclient, udhcpc and dhcpcd bind the addresses and
 //!   options of their nodes from an agent; a client id does not change the
 //!   node; proxyDHCP beside dnsmasq (boot information only, checked on the
-//!   wire with tcpdump); a relay (dhcrelay) in front of the agent (root;
-//!   isc-dhcp-client, dhcpcd-base, dnsmasq-base, isc-dhcp-relay, tcpdump);
+//!   wire with tcpdump, and with QEMU's iPXE); a relay (dhcrelay) in front
+//!   of the agent (root; isc-dhcp-client, dhcpcd-base, dnsmasq-base,
+//!   isc-dhcp-relay, tcpdump);
 //! * `storm`: `rackboot storm` against an agent (300 TFTP clients through a
 //!   1 Gbit link with 2% loss; 100 DHCP + TFTP clients through a
 //!   coordinator; the SIGUSR1 state dump during a storm). Nextest runs
