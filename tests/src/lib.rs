@@ -20,6 +20,8 @@
 //! * [`tftplab`]: a rack agent serving a static root on a veth between two
 //!   namespaces, with nftables loss and `tc tbf` rate limits, for tests with
 //!   real TFTP clients and boot storms;
+//! * [`dhcpcap`]: `tcpdump` captures in a namespace, decoded as DHCP, for
+//!   tests that check what a server or relay put on the wire;
 //! * skip helpers: [`is_root`], [`have_command`] and the
 //!   [`require_root_or_skip!`] / [`require_commands_or_skip!`] macros.
 //!
@@ -45,6 +47,7 @@
 
 pub mod artifacts;
 pub mod daemon;
+pub mod dhcpcap;
 pub mod netns;
 pub mod qemu;
 pub mod testbed;

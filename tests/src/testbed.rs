@@ -321,36 +321,7 @@ impl Testbed {
     /// `(node, address)` of the machine with `mac` in `rackboot node list`.
     pub fn node_of_mac(&self, mac: &str) -> Result<(String, String)> {
         let list = self.cli(&["node", "list"])?.success()?;
-        let mac = normalize_mac(mac);
-        // Columns by header name: NODE NAME RACK ADDRESS MAC IMAGE.
-        let header: Vec<&str> = list
-            .stdout
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let column = |name: &str| {
-            header
-                .iter()
-                .position(|h| *h == name)
-                .with_context(|| format!("`node list` has no {name} column:\n{list}"))
-        };
-        let (node_col, addr_col) = (column("NODE")?, column("ADDRESS")?);
-        let row: Vec<&str> = list
-            .stdout
-            .lines()
-            .skip(1)
-            .find(|l| normalize_mac(l).contains(&mac))
-            .with_context(|| format!("`node list` has no row for {mac}:\n{list}"))?
-            .split_whitespace()
-            .collect();
-        let cell = |i: usize| {
-            row.get(i)
-                .map(|s| s.to_string())
-                .with_context(|| format!("short row {row:?} in `node list`:\n{list}"))
-        };
-        Ok((cell(node_col)?, cell(addr_col)?))
+        node_of_mac_in(&list, mac)
     }
 
     /// Logs of both daemons and the transcripts of all guests, for failure
@@ -407,6 +378,41 @@ impl Drop for Testbed {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// `(node, address)` of the machine with `mac` in the output of `rackboot
+/// node list` (columns found by their header names, `NODE` and `ADDRESS`).
+pub fn node_of_mac_in(list: &CliOutput, mac: &str) -> Result<(String, String)> {
+    let mac = normalize_mac(mac);
+    // Columns by header name: NODE NAME RACK ADDRESS MAC IMAGE.
+    let header: Vec<&str> = list
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("`node list` has no {name} column:\n{list}"))
+    };
+    let (node_col, addr_col) = (column("NODE")?, column("ADDRESS")?);
+    let row: Vec<&str> = list
+        .stdout
+        .lines()
+        .skip(1)
+        .find(|l| normalize_mac(l).contains(&mac))
+        .with_context(|| format!("`node list` has no row for {mac}:\n{list}"))?
+        .split_whitespace()
+        .collect();
+    let cell = |i: usize| {
+        row.get(i)
+            .map(|s| s.to_string())
+            .with_context(|| format!("short row {row:?} in `node list`:\n{list}"))
+    };
+    Ok((cell(node_col)?, cell(addr_col)?))
 }
 
 /// Lower-case MAC with `:` separators (`52-54-…` and `52:54:…` compare

@@ -26,6 +26,12 @@
 //! * `tftp_clients`: tftp-hpa, atftp and curl fetch files (0 B to 16 MiB)
 //!   byte-exact from a rack agent, also under 5% and 20% nftables loss;
 //!   leading-slash paths, traversal and writes (root; tftp, atftp, curl);
+//! * `dhcp_clients`: dhclient, udhcpc and dhcpcd bind the addresses and
+//!   options of their nodes from an agent; a client id does not change the
+//!   node; proxyDHCP beside dnsmasq (boot information only, checked on the
+//!   wire with tcpdump, and with QEMU's iPXE); a relay (dhcrelay) in front
+//!   of the agent (root; isc-dhcp-client, dhcpcd-base, dnsmasq-base,
+//!   isc-dhcp-relay, tcpdump);
 //! * `storm`: `rackboot storm` against an agent (300 TFTP clients through a
 //!   1 Gbit link with 2% loss; 100 DHCP + TFTP clients through a
 //!   coordinator; the SIGUSR1 state dump during a storm). Nextest runs
@@ -40,6 +46,8 @@
 mod boot_support;
 #[path = "system/cli.rs"]
 mod cli;
+#[path = "system/dhcp_clients.rs"]
+mod dhcp_clients;
 #[path = "system/grpc_reflection.rs"]
 mod grpc_reflection;
 #[path = "system/harness_selftest.rs"]
