@@ -20,7 +20,15 @@ pub struct ServeArgs {
     /// undionly.kpxe, ipxe.efi).
     #[arg(long)]
     pub static_root: Option<PathBuf>,
-    /// Address of node slot 0 (default: the agent's address + 1).
+    /// The rack subnet, when the nodes are not on --iface's subnet but
+    /// behind a DHCP relay (giaddr): node addresses and the subnet mask come
+    /// from it; give the relay's address on it as --gateway. The agent keeps
+    /// its --iface address as server identifier and next-server, and TFTP and
+    /// HTTP answer both subnets.
+    #[arg(long, value_name = "CIDR")]
+    pub rack_subnet: Option<Ipv4Net>,
+    /// Address of node slot 0 (default: the agent's address + 1; with
+    /// --rack-subnet, that subnet's second host, the first being the relay).
     #[arg(long)]
     pub node_base: Option<Ipv4Addr>,
     /// Gateway handed to nodes (default: none).
@@ -205,9 +213,13 @@ impl ServeArgs {
                     (lo, net, lo, 1067, 1069, 8080, 1514)
                 }
             };
-        let node_base = self
-            .node_base
-            .unwrap_or_else(|| default_node_base(server_ip));
+        let iface_subnet = subnet;
+        let subnet = self.rack_subnet.map(|n| n.trunc()).unwrap_or(subnet);
+        let node_base = self.node_base.unwrap_or_else(|| match self.rack_subnet {
+            // The first host is usually the relay (the nodes' router).
+            Some(_) => default_node_base(default_node_base(subnet.network())),
+            None => default_node_base(server_ip),
+        });
         if !subnet.contains(&node_base) {
             return Err(ArgsError::NodeBase {
                 base: node_base,
@@ -243,6 +255,7 @@ impl ServeArgs {
             dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },
             dhcp_mode: self.dhcp_mode,
             allow: std::iter::once(subnet)
+                .chain((iface_subnet != subnet).then_some(iface_subnet))
                 .chain(self.allow.iter().copied())
                 .collect(),
             proxy_boot_port: self.proxy_boot_port,

@@ -262,14 +262,10 @@ pub struct Rack {
 }
 
 impl Rack {
-    /// Check the settings are consistent: the server and node base lie in the subnet.
+    /// Check the settings are consistent: the node base and gateway lie in
+    /// the subnet. The server (agent) address may lie outside it: a rack
+    /// behind a DHCP relay.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.subnet.contains(&self.server_address) {
-            return Err(format!(
-                "server address {} is outside subnet {}",
-                self.server_address, self.subnet
-            ));
-        }
         if !self.subnet.contains(&self.node_base) || self.node_base == self.subnet.network() {
             return Err(format!(
                 "node base {} is not a host address of subnet {}",

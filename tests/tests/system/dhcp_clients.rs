@@ -33,17 +33,12 @@
 //!   from dnsmasq's range (router dnsmasq), takes next-server and file name
 //!   (the node's iPXE script) from the agent's proxy reply, and runs that
 //!   script, fetched from the agent over TFTP (node `n1`, no image yet).
-//! * `relay_serves_far_subnet` (ignored, a FINDING): a router namespace
-//!   running `dhcrelay -a` between the client's subnet and the agent's. The
-//!   agent answers the relay at `giaddr` with option 82 echoed byte for
-//!   byte, and udhcpc binds the node's address. The test also demands that
-//!   the address lies on the client's subnet with the relay as router
-//!   (and that the client then pings the agent through the router), which
-//!   the agent cannot do today: it serves exactly one subnet, its
-//!   `--iface`'s, and the coordinator rejects a rack whose server address
-//!   or gateway lies outside the rack subnet. Run it with `--run-ignored
-//!   all`; once the agent can be told the rack subnet, put the flags in
-//!   `RELAY_AGENT_ARGS` and drop the `#[ignore]`.
+//! * `relay_serves_far_subnet`: a router namespace running `dhcrelay -a`
+//!   between the client's subnet and the agent's; the agent runs with
+//!   `--rack-subnet` (the subnet behind the relay) and `--gateway` (the
+//!   relay). The agent answers the relay at `giaddr` with option 82 echoed
+//!   byte for byte; udhcpc binds the node's address on its own subnet, with
+//!   the relay as router, and then pings the agent through the router.
 //!
 //! (busybox udhcpc is not the PXE-like client of the proxy test: it takes
 //! the first offer, the agent's address-less one, and then asks for
@@ -1175,16 +1170,11 @@ const RELAY_DOWN_CIDR: &str = "10.215.2.1/24";
 const RELAY_DOWN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 215, 2, 1);
 const FAR_NET: Ipv4Addr = Ipv4Addr::new(10, 215, 2, 0);
 const FAR_PREFIX: u32 = 24;
-/// The agent's extra flags for the relayed rack. FINDING: no flag names a
-/// rack subnet other than `--iface`'s, and `--gateway 10.215.2.1` makes the
-/// coordinator reject the rack (gateway outside the --iface subnet). With
-/// the `--rack-subnet` proposed for issue 9 this becomes
-/// `&["--rack-subnet", "10.215.2.0/24", "--gateway", "10.215.2.1"]`.
-const RELAY_AGENT_ARGS: &[&str] = &[];
+/// The agent's extra flags for the relayed rack: the rack subnet behind the
+/// relay, and the relay as the nodes' router.
+const RELAY_AGENT_ARGS: &[&str] = &["--rack-subnet", "10.215.2.0/24", "--gateway", "10.215.2.1"];
 
 #[test]
-#[ignore = "FINDING (issue 9): the agent serves only its --iface subnet; a relayed client \
-            gets an address on the agent's subnet, not its own (see the module docs)"]
 fn relay_serves_far_subnet() -> Result<()> {
     require_root_or_skip!(Ok(()));
     require_commands_or_skip!(["ip", "busybox", "dhcrelay", "tcpdump", "sysctl"], Ok(()));
@@ -1307,13 +1297,11 @@ fn relay_serves_far_subnet() -> Result<()> {
         );
         ensure_has_address(&client, CLIENT_IF, lease.ip)?;
 
-        // ... on the client's own subnet, routed by the relay. FINDING: today
-        // the address (and mask) come from the agent's --iface subnet.
+        // ... on the client's own subnet, routed by the relay.
         ensure!(
             in_subnet(lease.ip, FAR_NET, FAR_PREFIX),
-            "FINDING: the relayed client got {} (mask {:?}, router {:?}), which is not on its \
-             subnet {FAR_NET}/{FAR_PREFIX} behind the relay {RELAY_DOWN_ADDR}: the agent numbers \
-             nodes only in its --iface subnet and ignores giaddr when choosing the subnet",
+            "the relayed client got {} (mask {:?}, router {:?}), which is not on its \
+             subnet {FAR_NET}/{FAR_PREFIX} behind the relay {RELAY_DOWN_ADDR}",
             lease.ip,
             lease.mask,
             lease.router
