@@ -458,6 +458,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     dhcp_provisional = dhcp_stats.provisional.load(Relaxed),
                     dhcp_provisional_full = dhcp_stats.provisional_full.load(Relaxed),
                     dhcp_probes = dhcp_stats.probes.load(Relaxed),
+                    dhcp_drops = %dhcp_stats.drops_text(),
                     syslog_received = syslog_stats.received.load(Relaxed),
                     syslog_dropped = syslog_stats.dropped.load(Relaxed),
                     "agent state (SIGUSR1)"

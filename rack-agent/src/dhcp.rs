@@ -67,6 +67,27 @@ pub struct DhcpStats {
     pub provisional_full: AtomicU64,
     /// Probe reports received.
     pub probes: AtomicU64,
+    /// Drops by reason ([`rackboot_dhcp_core::DropReason::label`]).
+    pub drops: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl DhcpStats {
+    /// Count a drop under its reason.
+    pub fn count_drop(&self, reason: &'static str) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        *drops.entry(reason).or_default() += 1;
+    }
+
+    /// Drops by reason, as `reason=count` words.
+    pub fn drops_text(&self) -> String {
+        let drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        drops
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// How long an unknown MAC is not reported again.
@@ -165,6 +186,7 @@ pub async fn run(
             && !per_mac.allow(&mac, Instant::now())
         {
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            stats.count_drop("rate_limited");
             continue;
         }
         let handled = {
@@ -266,7 +288,7 @@ pub async fn run(
                 ) {
                     stats.provisional_full.fetch_add(1, Ordering::Relaxed);
                 }
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                stats.count_drop(reason.label());
                 tracing::debug!(%src, reason = reason.label(), detail = %reason, "dhcp datagram dropped");
             }
         }
