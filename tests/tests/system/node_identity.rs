@@ -16,7 +16,11 @@
 //!   node exists) until `rackboot node accept`, after which the waiting probe
 //!   prints its node; `node retire` forgets its MACs and keeps its number,
 //!   `node replace` gives that number to another MAC, which then gets the
-//!   node's address from the agent.
+//!   node's address from the agent;
+//! * `offline_agent_gives_provisional_leases_never_numbers` (root): an agent
+//!   that has never reached a coordinator, with `--accept probe`, still
+//!   gives an unknown machine a provisional lease, and its probe gets no
+//!   number (it times out): nothing is invented locally.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,7 @@ use rackboot_tests::daemon::{self, run_with_timeout};
 use rackboot_tests::netns::{Netns, veth_pair};
 use rackboot_tests::qemu::{Nic, QemuOpts};
 use rackboot_tests::testbed::{BRIDGE, ImageSpec, TAP, Testbed, TestbedOpts, normalize_mac};
+use rackboot_tests::tftplab::{CLIENT_IF, SERVER_IP, TftpLab};
 use rackboot_tests::{artifacts, require_commands_or_skip, require_root_or_skip};
 
 use crate::boot_support::{self, unique_marker};
@@ -176,7 +181,12 @@ fn machine(tb: &Testbed, prefix: &str, mac: &str, mac2: &str) -> Result<Netns> {
 
 /// Runs busybox udhcpc once in `ns` on eth0 and returns the bound address.
 fn udhcpc(tb: &Testbed, ns: &Netns, tag: &str) -> Result<String> {
-    let dir = tb.dir();
+    udhcpc_on(tb.dir(), ns, "eth0", tag)
+}
+
+/// Runs busybox udhcpc once in `ns` on `iface` (files in `dir`) and returns
+/// the bound address.
+fn udhcpc_on(dir: &std::path::Path, ns: &Netns, iface: &str, tag: &str) -> Result<String> {
     let script = dir.join("udhcpc.sh");
     std::fs::write(&script, UDHCPC_SCRIPT)?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -184,7 +194,7 @@ fn udhcpc(tb: &Testbed, ns: &Netns, tag: &str) -> Result<String> {
     let _ = std::fs::remove_file(&lease);
     let mut cmd = ns.exec("busybox");
     cmd.args([
-        "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "8", "-T", "2", "-s",
+        "udhcpc", "-i", iface, "-f", "-q", "-n", "-t", "8", "-T", "2", "-s",
     ])
     .arg(&script)
     .env("RB_LEASE_FILE", &lease);
@@ -325,4 +335,52 @@ fn manual_accept_replace_and_retire() -> Result<()> {
         );
         Ok(())
     })
+}
+
+#[test]
+fn offline_agent_gives_provisional_leases_never_numbers() -> Result<()> {
+    require_root_or_skip!(Ok(()));
+    require_commands_or_skip!(["busybox", "ip"], Ok(()));
+    let mut lab = TftpLab::new("rboff")?;
+    lab.agent_args = [
+        "--accept",
+        "probe",
+        "--node-base",
+        "10.201.0.100",
+        "--provisional-range",
+        "10.201.0.50-10.201.0.59",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    // No coordinator: the agent points at a closed port.
+    lab.start_agent()?;
+    let addr = udhcpc_on(lab.dir(), &lab.client, CLIENT_IF, "offline")?;
+    ensure!(
+        addr.starts_with("10.201.0.5"),
+        "an unknown machine behind an offline agent gets a provisional lease, got {addr}"
+    );
+    let cli = daemon::binary(daemon::CLI)?;
+    let mut probe = lab.client.exec(&cli);
+    probe.args([
+        "probe",
+        "--addr",
+        &addr,
+        "--server",
+        SERVER_IP,
+        "--timeout-secs",
+        "4",
+    ]);
+    probe.args(["--interval-secs", "1"]);
+    let out = run_with_timeout(probe, Duration::from_secs(20))?;
+    ensure!(
+        !out.status.success() && !out.stdout.contains("node="),
+        "an offline agent must not number a machine:\n{out}"
+    );
+    let log = lab.agent_log();
+    ensure!(
+        log.contains("asking the coordinator to number a machine"),
+        "the probe report should be queued for the coordinator:\n{log}"
+    );
+    lab.agent_mut()?.ensure_running()
 }
