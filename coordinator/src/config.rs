@@ -118,6 +118,30 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Names of the settings that differ in `new`.
+    pub fn changed(&self, new: &Settings) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        macro_rules! cmp {
+            ($($f:ident),*) => {$(
+                if self.$f != new.$f {
+                    out.push(stringify!($f));
+                }
+            )*};
+        }
+        cmp!(
+            id,
+            listen,
+            data_dir,
+            peers,
+            tick,
+            election_ticks,
+            heartbeat_ticks,
+            snapshot_every,
+            join
+        );
+        out
+    }
+
     /// The replica's configuration.
     pub fn replica_config(&self) -> ReplicaConfig {
         ReplicaConfig {
@@ -133,96 +157,16 @@ impl Settings {
     }
 }
 
-/// A configuration problem: where, which key, what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{source_name}: key `{key}`: {problem}")]
-pub struct ConfigError {
-    /// The file (`config /path`) or `command line`.
-    pub source_name: String,
-    /// The offending key (`peers.2`, `tick_ms`, ...).
-    pub key: String,
-    /// What is wrong.
-    pub problem: String,
-}
-
-/// Where a value came from, for error messages.
-#[derive(Clone, Copy)]
-enum Origin<'a> {
-    File(&'a Path),
-    Flag,
-}
-
-impl Origin<'_> {
-    fn err(self, key: &str, problem: impl Into<String>) -> ConfigError {
-        ConfigError {
-            source_name: match self {
-                Origin::File(p) => format!("config {}", p.display()),
-                Origin::Flag => "command line".to_string(),
-            },
-            key: key.to_string(),
-            problem: problem.into(),
-        }
-    }
-}
+pub use rackboot_config::{ConfigError, Origin};
 
 /// Parse a configuration file's text (`path` only names it in errors).
 pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let key = e
-            .span()
-            .map(|span| key_at(text, span.start))
-            .unwrap_or_else(|| "?".to_string());
-        let line = e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
-        let mut problem = e.message().to_string();
-        if let Some(line) = line {
-            problem = format!("{problem} (line {line})");
-        }
-        Origin::File(path).err(&key, problem)
-    })
-}
-
-/// The dotted key whose line contains byte `offset` of `text`.
-fn key_at(text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
-    let mut table = String::new();
-    let mut key = String::new();
-    let mut pos = 0;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') && !trimmed.starts_with("[[") {
-            table = trimmed
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            key.clear();
-        } else if let Some((k, _)) = trimmed.split_once('=') {
-            key = k.trim().trim_matches('"').to_string();
-        }
-        if offset < pos + line.len() {
-            break;
-        }
-        pos += line.len();
-    }
-    match (table.is_empty(), key.is_empty()) {
-        (true, _) => key,
-        (false, true) => table,
-        (false, false) => format!("{table}.{key}"),
-    }
+    rackboot_config::parse_toml(path, text)
 }
 
 /// Read and parse a configuration file.
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        source_name: format!("config {}", path.display()),
-        key: "-".to_string(),
-        problem: format!("cannot read: {e}"),
-    })?;
-    parse_file(path, &text)
+    rackboot_config::load_toml(path)
 }
 
 /// Lay the flags over the file (if any) and validate the result.

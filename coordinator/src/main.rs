@@ -20,6 +20,10 @@ struct Args {
     /// election_ticks, heartbeat_ticks, snapshot_every, join).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Check the configuration (file and flags), print the problem with its
+    /// file, key and reason, and exit: 0 if it is valid, 1 if not.
+    #[arg(long)]
+    check_config: bool,
     /// This replica's id (1, 2, ...). Default 1.
     #[arg(long)]
     id: Option<u64>,
@@ -54,6 +58,14 @@ struct Args {
 }
 
 impl Args {
+    fn settings(&self) -> Result<config::Settings, config::ConfigError> {
+        let file = match &self.config {
+            Some(p) => Some((p.as_path(), config::load_file(p)?)),
+            None => None,
+        };
+        config::resolve(file, &self.overrides())
+    }
+
     fn overrides(&self) -> Overrides {
         Overrides {
             id: self.id,
@@ -72,12 +84,26 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.check_config {
+        match args.settings() {
+            Ok(_) => {
+                println!(
+                    "configuration OK{}",
+                    args.config
+                        .as_ref()
+                        .map(|f| format!(" ({})", f.display()))
+                        .unwrap_or_default()
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("configuration invalid:\n  {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     init_tracing(&args.log_format);
-    let file = match &args.config {
-        Some(p) => Some((p.as_path(), config::load_file(p)?)),
-        None => None,
-    };
-    let settings = config::resolve(file, &args.overrides())?;
+    let settings = args.settings()?;
     let cfg = settings.replica_config();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -88,12 +114,27 @@ async fn main() -> anyhow::Result<()> {
         .context("coordinator failed to start")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
     // A replica that stopped (storage failure, or raft-rs refusing state it
     // cannot trust) takes the process down: never serve without it.
-    let ended = tokio::select! {
-        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; shutting down"); None }
-        _ = term.recv() => { tracing::info!("terminated; shutting down"); None }
-        r = &mut c.replica_task => Some(r),
+    let ended = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; shutting down"); break None }
+            _ = term.recv() => { tracing::info!("terminated; shutting down"); break None }
+            _ = hup.recv() => {
+                // Every replica setting shapes the Raft group or its storage:
+                // report what changed; nothing is applied live.
+                match args.settings() {
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: configuration refused; the running one stays"),
+                    Ok(new) => {
+                        let changed = settings.changed(&new);
+                        tracing::info!(applied = ?Vec::<&str>::new(), needs_restart = ?changed, "SIGHUP: configuration re-read");
+                    }
+                }
+            }
+            r = &mut c.replica_task => break Some(r),
+        }
     };
     shutdown.cancel();
     let _ = c.server.await;

@@ -117,8 +117,152 @@ pub enum AgentError {
     View(#[from] ViewError),
 }
 
+/// How often the static root is checked for changed files.
+pub const STATIC_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// (path, size, mtime) of every file under `dir`, sorted: a change stamp.
+fn static_stamp(dir: &std::path::Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                out.push((path, meta.len(), mtime));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What a running agent can change without a restart (SIGHUP).
+pub struct AgentControl {
+    statics: watch::Sender<Arc<std::collections::HashMap<String, bytes::Bytes>>>,
+    static_root: Arc<std::sync::Mutex<Option<PathBuf>>>,
+    core: watch::Sender<Arc<ServerConfig>>,
+    running: AgentConfig,
+}
+
+impl AgentControl {
+    /// Apply what can change live from `new` (static root, DHCP lease time
+    /// and boot file names, provisional lease time is not live); return
+    /// (applied, needs a restart) as lists of setting names. Nothing is
+    /// changed for settings that need a restart.
+    pub fn apply(&mut self, new: &AgentConfig) -> (Vec<&'static str>, Vec<&'static str>) {
+        let old = &self.running;
+        let mut applied = Vec::new();
+        let mut restart = Vec::new();
+        macro_rules! restart_if_changed {
+            ($($field:ident),*) => {$(
+                if old.$field != new.$field {
+                    restart.push(stringify!($field));
+                }
+            )*};
+        }
+        restart_if_changed!(
+            rack,
+            coordinators,
+            data_dir,
+            log_spool_bytes,
+            server_ip,
+            subnet,
+            node_base,
+            gateway,
+            iface,
+            dhcp_listen,
+            dhcp_client_port,
+            dhcp_mode,
+            proxy_boot_port,
+            allow,
+            tftp_listen,
+            http_listen,
+            syslog_listen,
+            accept,
+            provisional
+        );
+        if old.static_root != new.static_root {
+            match &new.static_root {
+                Some(root) => match load_static_root(root) {
+                    Ok(files) => {
+                        self.statics.send_replace(Arc::new(files));
+                        applied.push("static_root");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, root = %root.display(), "new static root unreadable; keeping the old one");
+                    }
+                },
+                None => {
+                    self.statics.send_replace(Arc::default());
+                    applied.push("static_root");
+                }
+            }
+            *self.static_root.lock().unwrap_or_else(|e| e.into_inner()) = new.static_root.clone();
+        }
+        let mut core = (**self.core.borrow()).clone();
+        let mut core_changed = false;
+        if old.lease_secs != new.lease_secs {
+            core.lease_secs = new.lease_secs;
+            applied.push("lease_secs");
+            core_changed = true;
+        }
+        if old.bios_boot_file != new.bios_boot_file
+            || old.uefi_x64_boot_file != new.uefi_x64_boot_file
+            || old.uefi_arm64_boot_file != new.uefi_arm64_boot_file
+        {
+            core.boot.bios = new.bios_boot_file.clone();
+            core.boot.uefi_x64 = new.uefi_x64_boot_file.clone();
+            core.boot.uefi_arm64 = new.uefi_arm64_boot_file.clone();
+            applied.push("boot_files");
+            core_changed = true;
+        }
+        if core_changed {
+            self.core.send_replace(Arc::new(core));
+        }
+        let mut kept = new.clone();
+        // Settings that need a restart stay as they run.
+        for name in &restart {
+            match *name {
+                "rack" => kept.rack = old.rack.clone(),
+                "coordinators" => kept.coordinators = old.coordinators.clone(),
+                "data_dir" => kept.data_dir = old.data_dir.clone(),
+                "log_spool_bytes" => kept.log_spool_bytes = old.log_spool_bytes,
+                "server_ip" => kept.server_ip = old.server_ip,
+                "subnet" => kept.subnet = old.subnet,
+                "node_base" => kept.node_base = old.node_base,
+                "gateway" => kept.gateway = old.gateway,
+                "iface" => kept.iface = old.iface.clone(),
+                "dhcp_listen" => kept.dhcp_listen = old.dhcp_listen,
+                "dhcp_client_port" => kept.dhcp_client_port = old.dhcp_client_port,
+                "dhcp_mode" => kept.dhcp_mode = old.dhcp_mode,
+                "proxy_boot_port" => kept.proxy_boot_port = old.proxy_boot_port,
+                "allow" => kept.allow = old.allow.clone(),
+                "tftp_listen" => kept.tftp_listen = old.tftp_listen,
+                "http_listen" => kept.http_listen = old.http_listen,
+                "syslog_listen" => kept.syslog_listen = old.syslog_listen,
+                "accept" => kept.accept = old.accept,
+                "provisional" => kept.provisional = old.provisional,
+                _ => {}
+            }
+        }
+        self.running = kept;
+        (applied, restart)
+    }
+}
+
 /// A running agent.
 pub struct Agent {
+    /// Live settings (SIGHUP).
+    pub control: AgentControl,
     /// The current rack view.
     pub view: watch::Receiver<Arc<RackView>>,
     /// The current file table.
@@ -162,6 +306,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
             tracing::warn!(blob = %blob.digest, "assigned blob not in cache yet");
         }
     }
+    // The stamp before the load: a change during or after it is seen.
+    let statics_stamp = cfg.static_root.as_deref().map(static_stamp);
     let statics = match &cfg.static_root {
         Some(root) => load_static_root(root).map_err(|source| AgentError::StaticRoot {
             path: root.display().to_string(),
@@ -206,12 +352,14 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         Some(sessions.clone()),
     );
     let (files_tx, files_rx) = watch::channel(Arc::new(table));
+    let (statics_tx, statics_rx) = watch::channel(Arc::new(statics));
     let cache_changed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
 
     // File table: rebuilt on every view or cache change.
     {
         let mut view_rx = view_rx.clone();
+        let mut statics_rx = statics_rx.clone();
         let cache = cache.clone();
         let changed = cache_changed.clone();
         let stop = shutdown.clone();
@@ -221,9 +369,11 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     r = view_rx.changed() => if r.is_err() { return },
+                    r = statics_rx.changed() => if r.is_err() { return },
                     _ = changed.notified() => {}
                 }
                 let view = view_rx.borrow_and_update().clone();
+                let statics = statics_rx.borrow_and_update().clone();
                 let table =
                     FileTable::build(&view, &cache, &statics, &site, Some(sessions.clone()));
                 tracing::debug!(files = table.len(), "file table rebuilt");
@@ -260,6 +410,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 .map(|h| format!("{h}/{}", cfg.uefi_x64_boot_file)),
         },
     };
+    let (core_tx, core_rx) = watch::channel(Arc::new(core));
     let (unknown_tx, unknown_rx) = mpsc::channel(1024);
     let dhcp_stats = Arc::new(DhcpStats::default());
     let proxy = cfg.dhcp_mode == crate::dhcp::DhcpMode::Proxy;
@@ -273,7 +424,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         tasks.push(tokio::spawn(dhcp::run(
             sock,
             DhcpShellConfig {
-                core: core.clone(),
+                core: core_rx.clone(),
                 client_port: cfg.dhcp_client_port,
                 role: crate::dhcp::Role::ProxyBoot,
                 sessions: Some(sessions.clone()),
@@ -289,7 +440,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     tasks.push(tokio::spawn(dhcp::run(
         dhcp_socket,
         DhcpShellConfig {
-            core,
+            core: core_rx.clone(),
             client_port: cfg.dhcp_client_port,
             role: if proxy {
                 crate::dhcp::Role::ProxyDhcp
@@ -468,7 +619,62 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         }));
     }
     tracing::info!(rack = %cfg.rack, %dhcp_addr, %tftp_addr, ?http_addr, ?syslog_addr, server_ip = %cfg.server_ip, "rack agent serving");
+    // Static root: changed files are picked up once they have stopped
+    // changing (the same size and mtime on two polls), so a file being
+    // written is never served half-written; an atomic rename is seen at once.
+    let static_root = Arc::new(std::sync::Mutex::new(cfg.static_root.clone()));
+    {
+        let root = static_root.clone();
+        let statics_tx = statics_tx.clone();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = statics_stamp;
+            let mut pending = None;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(STATIC_POLL) => {}
+                }
+                let Some(dir) = root.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+                    continue;
+                };
+                let stamp = tokio::task::spawn_blocking(move || static_stamp(&dir))
+                    .await
+                    .unwrap_or_default();
+                if last.is_none() {
+                    last = Some(stamp);
+                    continue;
+                }
+                if last.as_ref() == Some(&stamp) {
+                    pending = None;
+                    continue;
+                }
+                if pending.as_ref() != Some(&stamp) {
+                    // Changed since the last poll: wait until it holds still.
+                    pending = Some(stamp);
+                    continue;
+                }
+                let dir = root.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(dir) = dir {
+                    match load_static_root(&dir) {
+                        Ok(files) => {
+                            tracing::info!(files = files.len(), root = %dir.display(), "static root changed; reloaded");
+                            statics_tx.send_replace(Arc::new(files));
+                        }
+                        Err(e) => tracing::warn!(error = %e, root = %dir.display(), "static root changed but cannot be read; keeping the old files"),
+                    }
+                }
+                last = pending.take();
+            }
+        }));
+    }
     Ok(Agent {
+        control: AgentControl {
+            statics: statics_tx,
+            static_root,
+            core: core_tx,
+            running: cfg.clone(),
+        },
         view: view_rx,
         files: files_rx,
         dhcp_addr,

@@ -56,50 +56,51 @@ pub struct ServeArgs {
     pub no_syslog: bool,
     /// DHCP role: `authoritative` (the rack's DHCP server; relayed requests
     /// are answered to the relay) or `proxy` (proxyDHCP beside a site DHCP
-    /// server: boot information only, on 67 and 4011).
-    #[arg(long, value_enum, default_value = "authoritative")]
-    pub dhcp_mode: crate::dhcp::DhcpMode,
-    /// proxyDHCP boot server port.
-    #[arg(long, default_value_t = 4011)]
-    pub proxy_boot_port: u16,
+    /// server: boot information only, on 67 and 4011). Default authoritative.
+    #[arg(long, value_enum)]
+    pub dhcp_mode: Option<crate::dhcp::DhcpMode>,
+    /// proxyDHCP boot server port. Default 4011.
+    #[arg(long)]
+    pub proxy_boot_port: Option<u16>,
     /// Extra source subnets TFTP answers (racks behind a DHCP relay); the
     /// rack subnet is always allowed. Repeatable.
     #[arg(long = "allow", value_name = "CIDR")]
     pub allow: Vec<Ipv4Net>,
-    /// DHCP lease time in seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub lease_secs: u32,
+    /// DHCP lease time in seconds. Default 3600.
+    #[arg(long)]
+    pub lease_secs: Option<u32>,
     /// When a machine the rack does not know gets its node number:
     /// `first-seen` (on its first DHCP request), `probe` (from the report of
     /// `rackboot probe` in the discovery image, with every MAC of the
     /// machine; a provisional lease until then) or `manual` (like probe,
     /// then held until `rackboot node accept`). probe and manual need
-    /// --provisional-range.
-    #[arg(long, value_enum, default_value = "first-seen")]
-    pub accept: crate::dhcp::AcceptPolicy,
+    /// --provisional-range. Default first-seen.
+    #[arg(long, value_enum)]
+    pub accept: Option<crate::dhcp::AcceptPolicy>,
     /// Pool of short leases for machines without a number, `FIRST-LAST`
     /// (e.g. `10.0.0.200-10.0.0.239`): inside the rack subnet and outside
     /// the node addresses (node base to the end of the subnet). Its size caps
     /// how many unknown machines hold an address at once.
     #[arg(long, value_name = "FIRST-LAST")]
     pub provisional_range: Option<String>,
-    /// Length of a provisional lease in seconds.
-    #[arg(long, default_value_t = 120)]
-    pub provisional_lease_secs: u32,
-    /// Boot file for BIOS PXE clients (from the static root).
-    #[arg(long, default_value = "undionly.kpxe")]
-    pub bios_boot_file: String,
-    /// Boot file for x64 UEFI PXE clients.
-    #[arg(long, default_value = "ipxe.efi")]
-    pub uefi_boot_file: String,
-    /// Boot file for arm64 UEFI PXE clients.
-    #[arg(long, default_value = "ipxe-arm64.efi")]
-    pub uefi_arm64_boot_file: String,
+    /// Length of a provisional lease in seconds. Default 120.
+    #[arg(long)]
+    pub provisional_lease_secs: Option<u32>,
+    /// Boot file for BIOS PXE clients (from the static root). Default
+    /// undionly.kpxe.
+    #[arg(long)]
+    pub bios_boot_file: Option<String>,
+    /// Boot file for x64 UEFI PXE clients. Default ipxe.efi.
+    #[arg(long)]
+    pub uefi_boot_file: Option<String>,
+    /// Boot file for arm64 UEFI PXE clients. Default ipxe-arm64.efi.
+    #[arg(long)]
+    pub uefi_arm64_boot_file: Option<String>,
     /// Disk space for node log lines while the coordinator is unreachable
     /// (MiB, under `<data>/log-spool`; the oldest are dropped and counted
-    /// beyond it).
-    #[arg(long, default_value_t = 256)]
-    pub log_spool_mib: u64,
+    /// beyond it). Default 256.
+    #[arg(long)]
+    pub log_spool_mib: Option<u64>,
 }
 
 /// Flags that do not form a usable configuration.
@@ -133,12 +134,52 @@ pub enum ArgsError {
         /// Why.
         reason: String,
     },
+    /// The gateway is outside the rack subnet.
+    #[error("--gateway {gateway} is not inside the rack subnet {subnet}")]
+    Gateway {
+        /// Given gateway.
+        gateway: Ipv4Addr,
+        /// Subnet.
+        subnet: Ipv4Net,
+    },
     /// A policy that needs a provisional pool has none.
     #[error(
         "--accept {0}: needs --provisional-range (machines hold a provisional lease until the probe reports)"
     )]
     NoProvisionalRange(&'static str),
 }
+
+impl ArgsError {
+    /// The flag the error is about.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            ArgsError::Iface { .. } => "--iface",
+            ArgsError::NodeBase { .. } => "--node-base",
+            ArgsError::NoCoordinator => "--coordinator",
+            ArgsError::ProvisionalRange { .. } => "--provisional-range",
+            ArgsError::Gateway { .. } => "--gateway",
+            ArgsError::NoProvisionalRange(_) => "--accept",
+        }
+    }
+}
+
+/// Every problem found in one set of settings.
+#[derive(Debug)]
+pub struct ArgsErrors(pub Vec<ArgsError>);
+
+impl std::fmt::Display for ArgsErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ArgsErrors {}
 
 /// Parse and check `FIRST-LAST`: both in `subnet`, host addresses, first ≤
 /// last, and none of them the server, the gateway or a node address
@@ -193,18 +234,25 @@ impl ServeArgs {
         rack: String,
         coordinators: Vec<String>,
         data_dir: PathBuf,
-    ) -> Result<AgentConfig, ArgsError> {
+    ) -> Result<AgentConfig, ArgsErrors> {
+        let mut errors = Vec::new();
         if coordinators.is_empty() {
-            return Err(ArgsError::NoCoordinator);
+            errors.push(ArgsError::NoCoordinator);
         }
         let (server_ip, subnet, dhcp_ip, dhcp_default, tftp_default, http_default, syslog_default) =
             match &self.iface {
                 Some(iface) => {
-                    let (ip, net) =
-                        interface_network(iface).map_err(|source| ArgsError::Iface {
-                            iface: iface.clone(),
-                            source,
-                        })?;
+                    let (ip, net) = match interface_network(iface) {
+                        Ok(x) => x,
+                        Err(source) => {
+                            // Nothing more can be checked without the address.
+                            errors.push(ArgsError::Iface {
+                                iface: iface.clone(),
+                                source,
+                            });
+                            return Err(ArgsErrors(errors));
+                        }
+                    };
                     (ip, net, Ipv4Addr::UNSPECIFIED, 67, 69, 80, 514)
                 }
                 None => {
@@ -221,25 +269,44 @@ impl ServeArgs {
             None => default_node_base(server_ip),
         });
         if !subnet.contains(&node_base) {
-            return Err(ArgsError::NodeBase {
+            errors.push(ArgsError::NodeBase {
                 base: node_base,
                 subnet,
             });
         }
-        let provisional = match (&self.provisional_range, self.accept) {
+        let accept = self.accept.unwrap_or(crate::dhcp::AcceptPolicy::FirstSeen);
+        let provisional_lease_secs = self.provisional_lease_secs.unwrap_or(120);
+        let provisional = match (&self.provisional_range, accept) {
             (Some(r), _) => {
-                let (first, last) =
-                    provisional_range(r, subnet, server_ip, self.gateway, node_base)?;
-                Some((first, last, self.provisional_lease_secs))
+                match provisional_range(r, subnet, server_ip, self.gateway, node_base) {
+                    Ok((first, last)) => Some((first, last, provisional_lease_secs)),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                }
             }
             (None, crate::dhcp::AcceptPolicy::FirstSeen) => None,
             (None, crate::dhcp::AcceptPolicy::Probe) => {
-                return Err(ArgsError::NoProvisionalRange("probe"));
+                errors.push(ArgsError::NoProvisionalRange("probe"));
+                None
             }
             (None, crate::dhcp::AcceptPolicy::Manual) => {
-                return Err(ArgsError::NoProvisionalRange("manual"));
+                errors.push(ArgsError::NoProvisionalRange("manual"));
+                None
             }
         };
+        if let Some(gw) = self.gateway
+            && !subnet.contains(&gw)
+        {
+            errors.push(ArgsError::Gateway {
+                gateway: gw,
+                subnet,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(ArgsErrors(errors));
+        }
         let dhcp_port = self.dhcp_port.unwrap_or(dhcp_default);
         let tftp_port = self.tftp_port.unwrap_or(tftp_default);
         Ok(AgentConfig {
@@ -253,27 +320,32 @@ impl ServeArgs {
             iface: self.iface,
             dhcp_listen: SocketAddr::from((dhcp_ip, dhcp_port)),
             dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },
-            dhcp_mode: self.dhcp_mode,
+            dhcp_mode: self
+                .dhcp_mode
+                .unwrap_or(crate::dhcp::DhcpMode::Authoritative),
             allow: std::iter::once(subnet)
                 .chain((iface_subnet != subnet).then_some(iface_subnet))
                 .chain(self.allow.iter().copied())
                 .collect(),
-            proxy_boot_port: self.proxy_boot_port,
+            proxy_boot_port: self.proxy_boot_port.unwrap_or(4011),
             tftp_listen: SocketAddr::from((server_ip, tftp_port)),
             syslog_listen: (!self.no_syslog)
                 .then(|| SocketAddr::from((server_ip, self.syslog_port.unwrap_or(syslog_default)))),
             http_listen: (!self.no_http)
                 .then(|| SocketAddr::from((server_ip, self.http_port.unwrap_or(http_default)))),
             static_root: self.static_root,
-            lease_secs: self.lease_secs,
-            accept: self.accept,
-            provisional: provisional
-                .filter(|_| self.accept != crate::dhcp::AcceptPolicy::FirstSeen),
-            bios_boot_file: self.bios_boot_file,
-            uefi_x64_boot_file: self.uefi_boot_file,
-            uefi_arm64_boot_file: self.uefi_arm64_boot_file,
+            lease_secs: self.lease_secs.unwrap_or(3600),
+            accept,
+            provisional: provisional.filter(|_| accept != crate::dhcp::AcceptPolicy::FirstSeen),
+            bios_boot_file: self
+                .bios_boot_file
+                .unwrap_or_else(|| "undionly.kpxe".into()),
+            uefi_x64_boot_file: self.uefi_boot_file.unwrap_or_else(|| "ipxe.efi".into()),
+            uefi_arm64_boot_file: self
+                .uefi_arm64_boot_file
+                .unwrap_or_else(|| "ipxe-arm64.efi".into()),
             tftp: rackboot_tftp_core::Config::default(),
-            log_spool_bytes: self.log_spool_mib.saturating_mul(1 << 20),
+            log_spool_bytes: self.log_spool_mib.unwrap_or(256).saturating_mul(1 << 20),
         })
     }
 }

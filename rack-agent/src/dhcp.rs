@@ -120,8 +120,8 @@ pub enum Role {
 /// Settings of the DHCP shell.
 #[derive(Debug, Clone)]
 pub struct DhcpShellConfig {
-    /// Decision-core configuration.
-    pub core: ServerConfig,
+    /// Decision-core configuration (replaced live on SIGHUP).
+    pub core: watch::Receiver<Arc<ServerConfig>>,
     /// Port replies to clients go to (68; tests may use others).
     pub client_port: u16,
     /// Which socket this task serves.
@@ -191,23 +191,24 @@ pub async fn run(
         }
         let handled = {
             let v = view.borrow();
+            let core = cfg.core.borrow().clone();
             match (cfg.role, pool.as_mut()) {
                 (Role::Server, Some(pool)) => {
                     let now = started.elapsed().as_secs();
                     pool.expire(now);
-                    rackboot_dhcp_core::handle_with_pool(&cfg.core, &v.bindings, pool, now, packet)
+                    rackboot_dhcp_core::handle_with_pool(&core, &v.bindings, pool, now, packet)
                 }
                 (Role::Server, None) => {
-                    plain(rackboot_dhcp_core::handle(&cfg.core, &v.bindings, packet))
+                    plain(rackboot_dhcp_core::handle(&core, &v.bindings, packet))
                 }
                 (Role::ProxyDhcp, _) => plain(rackboot_dhcp_core::handle_proxy(
-                    &cfg.core,
+                    &core,
                     &v.bindings,
                     packet,
                     ProxyPort::Dhcp,
                 )),
                 (Role::ProxyBoot, _) => plain(rackboot_dhcp_core::handle_proxy(
-                    &cfg.core,
+                    &core,
                     &v.bindings,
                     packet,
                     ProxyPort::BootServer,

@@ -15,6 +15,7 @@ pub mod args;
 pub mod boot;
 pub mod bootinfo;
 pub mod cache;
+pub mod config;
 pub mod dhcp;
 pub mod files;
 pub mod guard;

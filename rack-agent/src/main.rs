@@ -5,52 +5,161 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use rackboot_agent::args::ServeArgs;
+use rackboot_agent::config::{self, Layered, MainFlags};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Run a rackboot rack agent: DHCP and TFTP for one rack, fed by the coordinator.
+/// Run a rackboot rack agent: DHCP, TFTP, HTTP and syslog for one rack, fed
+/// by the coordinator.
+///
+/// Settings come from `--config FILE` (TOML, see docs/configuration.md) with
+/// any flag given here laid over it. SIGHUP re-reads the file and applies
+/// what can change live (static root, lease time, boot file names, log
+/// level), logging what needs a restart; a file that does not validate is
+/// refused and the running settings stay. SIGUSR1 logs the agent's state;
+/// SIGTERM drains within 10 s.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about)]
 struct Args {
-    /// Rack name (lowercase letters, digits, . _ -).
-    #[arg(long, default_value = "r1")]
-    rack: String,
-    /// Coordinator URL(s), comma separated; tried in order.
-    #[arg(
-        long,
-        env = "RACKBOOT_COORDINATOR",
-        default_value = "http://127.0.0.1:50051",
-        value_delimiter = ','
-    )]
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration (file and flags), print every problem with
+    /// its file, key and reason, and exit: 0 if it is valid, 1 if not.
+    #[arg(long)]
+    check_config: bool,
+    /// Rack name (lowercase letters, digits, . _ -). Default r1.
+    #[arg(long)]
+    rack: Option<String>,
+    /// Coordinator URL(s), comma separated; tried in order. Default
+    /// http://127.0.0.1:50051.
+    #[arg(long, env = "RACKBOOT_COORDINATOR", value_delimiter = ',')]
     coordinator: Vec<String>,
-    /// Data directory (persisted rack view, blob cache).
-    #[arg(long, default_value = "./rackboot-agent-data")]
-    data: PathBuf,
+    /// Data directory (persisted rack view, blob cache, log spool). Default
+    /// ./rackboot-agent-data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Log filter (`info`, `debug`, `rackboot_agent=debug,info`; RUST_LOG
+    /// wins when set). Default info.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: plain or json. Default plain.
+    #[arg(long)]
+    log_format: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+impl Args {
+    fn flags(&self) -> MainFlags {
+        MainFlags {
+            rack: self.rack.clone(),
+            coordinators: self.coordinator.clone(),
+            data: self.data.clone(),
+            log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
+        }
+    }
+
+    fn layered(&self) -> Result<Layered, Vec<rackboot_config::ConfigError>> {
+        config::load(self.config.as_deref(), self.flags(), self.serve.clone())
+    }
+}
+
+fn report(errors: &[rackboot_config::ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cfg = args
-        .serve
-        .into_config(args.rack, args.coordinator, args.data)
-        .context("invalid agent settings")?;
+    let checked = args.layered().and_then(|l| l.resolve().map(|cfg| (l, cfg)));
+    if args.check_config {
+        match checked {
+            Ok((l, _)) => {
+                println!(
+                    "configuration OK{}",
+                    l.file
+                        .map(|f| format!(" ({})", f.display()))
+                        .unwrap_or_default()
+                );
+                return Ok(());
+            }
+            Err(errors) => {
+                eprintln!("configuration invalid:\n{}", report(&errors));
+                std::process::exit(1);
+            }
+        }
+    }
+    let (layered, cfg) = match checked {
+        Ok(x) => x,
+        Err(errors) => anyhow::bail!("invalid agent settings:\n{}", report(&errors)),
+    };
+    // RUST_LOG wins over the configured level.
+    let env_filter = std::env::var("RUST_LOG").ok();
+    let filter = EnvFilter::try_new(env_filter.as_deref().unwrap_or(&layered.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if layered.log_format == "json" {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().json())
+            .init();
+    } else {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
+            .init();
+    }
+
     let shutdown = CancellationToken::new();
-    let agent = rackboot_agent::start(cfg, shutdown.clone())
+    let mut agent = rackboot_agent::start(cfg, shutdown.clone())
         .await
         .context("agent failed to start")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
-        _ = term.recv() => {}
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let mut log_level = layered.log_level.clone();
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r.context("waiting for ctrl-c")?; break; }
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                match args.layered().and_then(|l| l.resolve().map(|cfg| (l, cfg))) {
+                    Err(errors) => tracing::error!(
+                        "SIGHUP: configuration refused, the running one stays:\n{}",
+                        report(&errors)
+                    ),
+                    Ok((l, new)) => {
+                        let (mut applied, restart) = agent.control.apply(&new);
+                        if l.log_level != log_level && env_filter.is_none() {
+                            let ok = EnvFilter::try_new(&l.log_level)
+                                .ok()
+                                .is_some_and(|f| reload.reload(f).is_ok());
+                            if ok {
+                                applied.push("log_level");
+                                log_level = l.log_level.clone();
+                            } else {
+                                tracing::warn!(level = %l.log_level, "SIGHUP: log level not applied");
+                            }
+                        }
+                        tracing::info!(
+                            applied = ?applied,
+                            needs_restart = ?restart,
+                            "SIGHUP: configuration re-read"
+                        );
+                    }
+                }
+            }
+        }
     }
     tracing::info!("shutting down (unshipped node logs go to the spool)");
     shutdown.cancel();

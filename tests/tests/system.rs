@@ -12,6 +12,8 @@
 //! loopback only and need no root.
 //!
 //! * `cli`: `rackboot` against a loopback coordinator (push, errors);
+//! * `config_files`: `--check-config` of both daemons (every problem with
+//!   file, key and reason; flags win over the file);
 //! * `grpc_reflection`: `grpcurl` lists and calls the coordinator's API;
 //! * `harness_selftest`: the harness's own artifacts, namespaces and QEMU;
 //! * `pxe_boot`: a QEMU guest PXE-boots from a rack agent (BIOS, iPXE ROM;
@@ -46,6 +48,8 @@
 mod boot_support;
 #[path = "system/cli.rs"]
 mod cli;
+#[path = "system/config_files.rs"]
+mod config_files;
 #[path = "system/dhcp_clients.rs"]
 mod dhcp_clients;
 #[path = "system/grpc_reflection.rs"]

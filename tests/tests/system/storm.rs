@@ -502,3 +502,106 @@ fn dhcp_flood_of_random_macs_leaves_known_nodes_booting() -> Result<()> {
     );
     lab.agent_mut()?.ensure_running()
 }
+
+/// SIGHUP during a TFTP storm (100 clients × 1 MiB through 200 Mbit): a
+/// valid new configuration file (another lease time and log filter) is
+/// applied and logged as applied; an invalid one (a misspelt key) is refused
+/// with its file and key and the agent keeps serving; a file added to the
+/// static root meanwhile is served without a restart; and the storm still
+/// boots every client (no transfer dropped).
+#[test]
+fn sighup_applies_valid_config_and_refuses_invalid_during_storm() -> Result<()> {
+    require_root_or_skip!(Ok(()));
+    require_commands_or_skip!(["ip", "tc", "kill"], Ok(()));
+    let file = random_bytes("storm-hup", 1 << 20);
+    let mut lab = TftpLab::new("rbsth")?;
+    lab.add_file("f1m", &file)?;
+    let cfg = lab.dir().join("agent.toml");
+    std::fs::write(&cfg, "[dhcp]\nlease_secs = 600\n")?;
+    lab.agent_args = vec!["--config".into(), cfg.display().to_string()];
+    lab.start_agent()?;
+    lab.rate_limit("200mbit")?;
+
+    let bin = daemon::binary(daemon::CLI)?;
+    let storm_out = lab.dir().join("storm.out");
+    let mut cmd = lab.client.exec(&bin);
+    cmd.args([
+        "storm",
+        "--server",
+        SERVER_IP,
+        "--json",
+        "--tftp-only",
+        "--file",
+        "f1m",
+        "--clients",
+        "100",
+        "--expect-blake3",
+        &blake3_hex(&file),
+        "--deadline-secs",
+    ])
+    .arg(STORM_DEADLINE_SECS.to_string())
+    .stdout(File::create(&storm_out)?)
+    .stderr(Stdio::inherit());
+    let mut storm = lab.client.spawn(cmd)?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A valid change.
+    std::fs::write(
+        &cfg,
+        "log_level = \"info,rackboot_agent::sync=debug\"\n[dhcp]\nlease_secs = 900\n",
+    )?;
+    lab.signal_agent("HUP")?;
+    let line = lab
+        .agent_mut()?
+        .wait_for_log("SIGHUP: configuration re-read", Duration::from_secs(10))?;
+    ensure!(
+        line.contains("lease_secs") && line.contains("log_level"),
+        "lease_secs and log_level should be applied: {line}"
+    );
+    // An invalid one: refused, named, and the agent keeps serving.
+    std::fs::write(&cfg, "[dhcp]\nlese_secs = 900\n")?;
+    lab.signal_agent("HUP")?;
+    let refused = lab
+        .agent_mut()?
+        .wait_for_log("configuration refused", Duration::from_secs(10))?;
+    let log = lab.agent_log();
+    ensure!(
+        log.contains("dhcp.lese_secs") && log.contains("agent.toml"),
+        "the refusal should name the file and the key:\n{refused}\n{log}"
+    );
+    // A file added to the static root is served without a restart.
+    let late = random_bytes("storm-hup-late", 4096);
+    lab.add_file("late.bin", &late)?;
+    let fetched = lab.dir().join("late.got");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut get = lab.client.exec("curl");
+        get.args(["-s", "-o"])
+            .arg(&fetched)
+            .arg(format!("tftp://{SERVER_IP}/late.bin"));
+        let got = run_with_timeout(get, Duration::from_secs(10))?;
+        if got.status.success() && std::fs::read(&fetched).ok().as_deref() == Some(&late[..]) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "a file added to the static root is not served after 15 s:\n{got}\n{}",
+            lab.report()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let status = storm
+        .wait_timeout(Duration::from_secs(STORM_DEADLINE_SECS + 10))?
+        .context("the storm did not finish")?;
+    let stdout = std::fs::read_to_string(&storm_out)?;
+    let out = CliOutput {
+        command: storm.command().to_string(),
+        status,
+        stdout,
+        stderr: String::new(),
+    };
+    let r = parse_storm(&out)?;
+    ensure_all_booted(&lab, &out, &r, 100)?;
+    lab.agent_mut()?.ensure_running()
+}
