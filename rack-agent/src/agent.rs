@@ -137,6 +137,8 @@ pub struct Agent {
     pub syslog_stats: Arc<SyslogStats>,
     /// DHCP counters.
     pub dhcp_stats: Arc<DhcpStats>,
+    /// Metrics (served on `/metrics` when HTTP is on).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
     /// Background tasks.
     pub tasks: Vec<JoinHandle<()>>,
 }
@@ -206,6 +208,11 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         Some(sessions.clone()),
     );
     let (files_tx, files_rx) = watch::channel(Arc::new(table));
+    let metrics = Arc::new(crate::metrics::AgentMetrics::new(
+        view_rx.clone(),
+        cache.clone(),
+        sessions.clone(),
+    ));
     let cache_changed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
 
@@ -261,7 +268,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         },
     };
     let (unknown_tx, unknown_rx) = mpsc::channel(1024);
-    let dhcp_stats = Arc::new(DhcpStats::default());
+    metrics.watch_queue("unknown_machines", &unknown_tx);
+    let dhcp_stats = metrics.dhcp.clone();
     let proxy = cfg.dhcp_mode == crate::dhcp::DhcpMode::Proxy;
     if proxy {
         let addr = SocketAddr::from((cfg.server_ip, cfg.proxy_boot_port));
@@ -334,6 +342,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
             sessions: sessions.clone(),
             dump: tftp_dump.clone(),
             guard: crate::tftp::TftpGuard::new(crate::guard::Allow::new(cfg.allow.clone())),
+            stats: metrics.tftp.clone(),
         },
         shutdown.clone(),
     )));
@@ -355,6 +364,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 view_rx.clone(),
                 Some(sessions.clone()),
                 crate::http::HttpLimits::default(),
+                Some(metrics.clone()),
                 shutdown.clone(),
             )));
             Some(local)
@@ -364,7 +374,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
 
     // Node logs.
     let (line_tx, line_rx) = mpsc::channel(65_536);
-    let syslog_stats = Arc::new(SyslogStats::default());
+    metrics.watch_queue("log_lines", &line_tx);
+    let syslog_stats = metrics.syslog.clone();
     let syslog_addr = match cfg.syslog_listen {
         Some(addr) => {
             let sock = dhcp::bind_udp(addr, None, false).map_err(|source| AgentError::Bind {
@@ -399,6 +410,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         line_rx,
         session_rx,
         spool,
+        metrics.logship.clone(),
         shutdown.clone(),
     )));
 
@@ -414,6 +426,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         },
         agent_id: format!("{}@{}", cfg.rack, cfg.server_ip),
         view_path,
+        stats: metrics.sync.clone(),
     };
     tasks.push(tokio::spawn(sync::run(
         sync_cfg,
@@ -478,6 +491,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         sessions,
         syslog_stats,
         dhcp_stats,
+        metrics,
         tasks,
     })
 }
