@@ -843,6 +843,15 @@ fn metrics_scraped_during_dhcp_tftp_storm() -> Result<()> {
         !during.is_empty(),
         "no scrape of {agent_url} started while the storm ran"
     );
+    for (i, e) in during.iter().enumerate() {
+        let v = |name: &str| e.sum(name, &[]).unwrap_or(f64::NAN);
+        eprintln!(
+            "scrape {i} during the storm: dhcp replied {}, tftp bytes {}, active transfers {}",
+            v("rackboot_agent_dhcp_replied_total"),
+            v("rackboot_agent_tftp_bytes_sent_total"),
+            v("rackboot_agent_tftp_active_transfers"),
+        );
+    }
 
     let after = scrape(&lab.server, &agent_url)?;
     after.ensure_families(AGENT_FAMILIES)?;
