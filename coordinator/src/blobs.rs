@@ -82,6 +82,33 @@ impl BlobStore {
         self.root.join(&hex[..2]).join(hex)
     }
 
+    /// Blobs stored and their bytes (a walk of the store's directories:
+    /// blocking, for metrics scrapes).
+    pub fn stored(&self) -> (u64, u64) {
+        let (mut blobs, mut bytes) = (0u64, 0u64);
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return (0, 0);
+        };
+        for dir in dirs.flatten() {
+            // Blobs live in `<first two hex digits>/<hex>`; `tmp/` holds uploads.
+            if dir.file_name().len() != 2 {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if let Ok(m) = f.metadata()
+                    && m.is_file()
+                {
+                    blobs += 1;
+                    bytes += m.len();
+                }
+            }
+        }
+        (blobs, bytes)
+    }
+
     /// Size of a stored blob, if present.
     pub async fn size(&self, digest: &Blake3Digest) -> Option<u64> {
         tokio::fs::metadata(self.path(digest))

@@ -8,11 +8,13 @@
 //! Layout: [`raft`] (the replica task and its redb storage), [`blobs`]
 //! (content-addressed blob files), [`replication`] (blobs pulled between
 //! replicas, pushes acknowledged on a quorum), [`api`] (gRPC handlers), [`server`]
-//! (start-up). The state machine itself lives in `rackboot-state`, pure.
+//! (start-up), [`metrics`] (Prometheus exposition). The state machine itself
+//! lives in `rackboot-state`, pure.
 
 pub mod api;
 pub mod blobs;
 pub mod config;
+pub mod metrics;
 pub mod raft;
 pub mod replication;
 pub mod server;

@@ -55,6 +55,10 @@ struct Args {
     /// Log format.
     #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
+    /// Serve Prometheus metrics (GET /metrics, plain HTTP) on this address,
+    /// e.g. 0.0.0.0:9100. Default: off.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Args {
@@ -112,6 +116,13 @@ async fn main() -> anyhow::Result<()> {
     let mut c = rackboot_coordinator::start(cfg, listener, shutdown.clone())
         .await
         .context("coordinator failed to start")?;
+    if let Some(addr) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        let m = rackboot_coordinator::metrics::serve(l, c.metrics.clone(), shutdown.clone());
+        tokio::spawn(m);
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

@@ -46,6 +46,8 @@ pub struct Coordinator {
     pub server: JoinHandle<Result<(), tonic::transport::Error>>,
     /// The replica task.
     pub replica_task: JoinHandle<Result<(), raft::node_error::ReplicaFatal>>,
+    /// Metrics (served by [`crate::metrics::serve`] when asked for).
+    pub metrics: Arc<crate::metrics::CoordinatorMetrics>,
 }
 
 /// Start a coordinator replica serving gRPC on `listener`, storing under `data_dir`.
@@ -68,10 +70,17 @@ pub async fn start(
     let (replica, replica_task) = raft::spawn_with_source(cfg, source, shutdown.clone())?;
     let repl = Arc::new(Replicator::new(blobs.clone(), replica.clone(), source));
     repl.clone().spawn_repair(shutdown.clone());
+    let stats = Arc::new(crate::metrics::ApiStats::default());
+    let metrics = Arc::new(crate::metrics::CoordinatorMetrics::new(
+        replica.clone(),
+        blobs.clone(),
+        stats.clone(),
+    ));
     let ctx = Ctx {
         replica: replica.clone(),
         blobs,
         repl,
+        stats: stats.clone(),
     };
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(rackboot_proto::FILE_DESCRIPTOR_SET)
@@ -110,6 +119,7 @@ pub async fn start(
     health.set_serving::<MetaServiceServer<MetaApi>>().await;
 
     let router = tonic::transport::Server::builder()
+        .layer(crate::metrics::GrpcCountLayer::new(stats))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -163,5 +173,6 @@ pub async fn start(
         local_addr,
         server,
         replica_task,
+        metrics,
     })
 }

@@ -281,6 +281,8 @@ pub struct Agent {
     pub syslog_stats: Arc<SyslogStats>,
     /// DHCP counters.
     pub dhcp_stats: Arc<DhcpStats>,
+    /// Metrics (served on `/metrics` when HTTP is on).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
     /// Background tasks.
     pub tasks: Vec<JoinHandle<()>>,
 }
@@ -353,6 +355,11 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     );
     let (files_tx, files_rx) = watch::channel(Arc::new(table));
     let (statics_tx, statics_rx) = watch::channel(Arc::new(statics));
+    let metrics = Arc::new(crate::metrics::AgentMetrics::new(
+        view_rx.clone(),
+        cache.clone(),
+        sessions.clone(),
+    ));
     let cache_changed = Arc::new(Notify::new());
     let mut tasks = Vec::new();
 
@@ -412,7 +419,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     };
     let (core_tx, core_rx) = watch::channel(Arc::new(core));
     let (unknown_tx, unknown_rx) = mpsc::channel(1024);
-    let dhcp_stats = Arc::new(DhcpStats::default());
+    metrics.watch_queue("unknown_machines", &unknown_tx);
+    let dhcp_stats = metrics.dhcp.clone();
     let proxy = cfg.dhcp_mode == crate::dhcp::DhcpMode::Proxy;
     if proxy {
         let addr = SocketAddr::from((cfg.server_ip, cfg.proxy_boot_port));
@@ -485,6 +493,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
             sessions: sessions.clone(),
             dump: tftp_dump.clone(),
             guard: crate::tftp::TftpGuard::new(crate::guard::Allow::new(cfg.allow.clone())),
+            stats: metrics.tftp.clone(),
         },
         shutdown.clone(),
     )));
@@ -506,6 +515,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 view_rx.clone(),
                 Some(sessions.clone()),
                 crate::http::HttpLimits::default(),
+                Some(metrics.clone()),
                 shutdown.clone(),
             )));
             Some(local)
@@ -515,7 +525,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
 
     // Node logs.
     let (line_tx, line_rx) = mpsc::channel(65_536);
-    let syslog_stats = Arc::new(SyslogStats::default());
+    metrics.watch_queue("log_lines", &line_tx);
+    let syslog_stats = metrics.syslog.clone();
     let syslog_addr = match cfg.syslog_listen {
         Some(addr) => {
             let sock = dhcp::bind_udp(addr, None, false).map_err(|source| AgentError::Bind {
@@ -550,6 +561,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         line_rx,
         session_rx,
         spool,
+        metrics.logship.clone(),
         shutdown.clone(),
     )));
 
@@ -565,6 +577,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         },
         agent_id: format!("{}@{}", cfg.rack, cfg.server_ip),
         view_path,
+        stats: metrics.sync.clone(),
     };
     tasks.push(tokio::spawn(sync::run(
         sync_cfg,
@@ -684,6 +697,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         sessions,
         syslog_stats,
         dhcp_stats,
+        metrics,
         tasks,
     })
 }

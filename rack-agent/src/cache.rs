@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use rackboot_proto::v1 as pb;
@@ -56,6 +57,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
 pub struct BlobCache {
     dir: PathBuf,
     mem: RwLock<HashMap<Blake3Digest, Bytes>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What the cache holds and how often it had what was wanted (metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Blobs loaded.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Wanted blobs found in memory or intact on disk.
+    pub hits: u64,
+    /// Wanted blobs that had to be fetched from the coordinator.
+    pub misses: u64,
 }
 
 fn verify(expected: &BlobRef, data: &[u8]) -> Result<(), CacheError> {
@@ -77,7 +93,23 @@ impl BlobCache {
         Ok(BlobCache {
             dir: dir.to_path_buf(),
             mem: RwLock::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         })
+    }
+
+    /// Blobs and bytes held, hits and misses.
+    pub fn stats(&self) -> CacheStats {
+        let (blobs, bytes) = {
+            let mem = self.mem.read().unwrap_or_else(|e| e.into_inner());
+            (mem.len() as u64, mem.values().map(|b| b.len() as u64).sum())
+        };
+        CacheStats {
+            blobs,
+            bytes,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     fn path(&self, d: &Blake3Digest) -> PathBuf {
@@ -111,9 +143,11 @@ impl BlobCache {
     }
 
     /// Load a blob from disk if present and intact. A corrupt file is removed
-    /// (it will be fetched again). Returns true when the blob is now loaded.
+    /// (it will be fetched again). Returns true when the blob is now loaded
+    /// (counted as a cache hit).
     pub async fn load_from_disk(&self, blob: &BlobRef) -> Result<bool, CacheError> {
         if self.get(&blob.digest).is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
         let path = self.path(&blob.digest);
@@ -128,11 +162,12 @@ impl BlobCache {
             return Ok(false);
         }
         self.insert(blob.digest, Bytes::from(data));
+        self.hits.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 
     /// Make a blob available: from disk, or fetched from the coordinator,
-    /// verified, written durably and loaded.
+    /// verified, written durably and loaded (a fetch counts as a cache miss).
     pub async fn ensure(
         &self,
         client: &mut AgentServiceClient<Channel>,
@@ -141,6 +176,7 @@ impl BlobCache {
         if self.load_from_disk(blob).await? {
             return Ok(());
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let fetch_err = |status: tonic::Status| CacheError::Fetch {
             digest: blob.digest,
             status: Box::new(status),

@@ -1,13 +1,15 @@
 //! HTTP boot on the agent: blobs and generated boot files from the in-memory
 //! file table (verified bytes only), with `Content-Length`, single range
 //! requests and `ETag` = blake3; `/boot-info` for the caller's address or a
-//! MAC. No redirects on boot paths (some UEFI HTTP clients cannot follow
-//! them). Connections are bounded and requests time out, so slow clients
-//! cannot exhaust the server.
+//! MAC; `/metrics` (Prometheus) when the agent has metrics. No redirects on
+//! boot paths (some UEFI HTTP clients cannot follow them). Connections are
+//! bounded and requests time out, so slow clients cannot exhaust the server.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::files::FileTable;
+use crate::metrics::AgentMetrics;
 use crate::sessions::Sessions;
 use crate::view::RackView;
 
@@ -48,34 +51,63 @@ impl Default for HttpLimits {
     }
 }
 
+/// Counters of the HTTP server (for metrics).
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// Body bytes of the responses (their Content-Length; HEAD answers
+    /// count none).
+    pub response_bytes: AtomicU64,
+    /// Requests answered, by status code.
+    pub requests: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl HttpStats {
+    /// Requests answered so far, by status code.
+    pub fn requests(&self) -> Vec<(u16, u64)> {
+        let r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        r.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
 #[derive(Clone)]
 struct Ctx {
     files: watch::Receiver<Arc<FileTable>>,
     view: watch::Receiver<Arc<RackView>>,
     sessions: Option<Arc<Sessions>>,
+    metrics: Option<Arc<AgentMetrics>>,
 }
 
-/// Run the HTTP server on `listener` until `shutdown`.
+/// Run the HTTP server on `listener` until `shutdown`; with `metrics`, it
+/// also serves them on `/metrics` and counts its own requests there.
 pub async fn run(
     listener: TcpListener,
     files: watch::Receiver<Arc<FileTable>>,
     view: watch::Receiver<Arc<RackView>>,
     sessions: Option<Arc<Sessions>>,
     limits: HttpLimits,
+    metrics: Option<Arc<AgentMetrics>>,
     shutdown: CancellationToken,
 ) {
+    let stats = metrics.as_ref().map(|m| m.http.clone()).unwrap_or_default();
     let app = router(Ctx {
         files,
         view,
         sessions,
+        metrics,
     })
     .layer(tower_http::timeout::TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
-    ));
+    ))
+    .layer(axum::middleware::from_fn_with_state(stats.clone(), count));
     let listener = Bounded {
         inner: listener,
         permits: Arc::new(Semaphore::new(limits.max_connections)),
+        stats,
     };
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -86,11 +118,58 @@ pub async fn run(
 }
 
 fn router(ctx: Ctx) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/boot-info", get(boot_info))
-        .route("/boot-info.env", get(boot_info_env))
-        .fallback(serve_file)
-        .with_state(ctx)
+        .route("/boot-info.env", get(boot_info_env));
+    if ctx.metrics.is_some() {
+        r = r.route("/metrics", get(metrics));
+    }
+    r.fallback(serve_file).with_state(ctx)
+}
+
+/// Counts a request under its status code, and its response's body bytes.
+async fn count(
+    State(stats): State<Arc<HttpStats>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::body::HttpBody;
+    let head = req.method() == Method::HEAD;
+    let resp = next.run(req).await;
+    let bytes = if head {
+        0
+    } else {
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| resp.body().size_hint().exact())
+            .unwrap_or(0)
+    };
+    stats.response_bytes.fetch_add(bytes, Ordering::Relaxed);
+    *stats
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(resp.status().as_u16())
+        .or_default() += 1;
+    resp
+}
+
+/// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let Some(m) = &ctx.metrics else {
+        return text(StatusCode::NOT_FOUND, "no metrics\n");
+    };
+    match m.render() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -323,12 +402,31 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Boun
 struct Bounded {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    stats: Arc<HttpStats>,
 }
 
 /// A connection and its permit.
 pub struct PermitStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _open: Open,
+}
+
+/// Counts a connection as open while it lives.
+struct Open(Arc<HttpStats>);
+
+impl Open {
+    fn new(stats: &Arc<HttpStats>) -> Open {
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        Open(stats.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl axum::serve::Listener for Bounded {
@@ -348,6 +446,7 @@ impl axum::serve::Listener for Bounded {
                         PermitStream {
                             stream,
                             _permit: permit,
+                            _open: Open::new(&self.stats),
                         },
                         addr,
                     );
@@ -415,7 +514,15 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(run(l, frx, vrx, None, HttpLimits::default(), stop.clone()));
+        tokio::spawn(run(
+            l,
+            frx,
+            vrx,
+            None,
+            HttpLimits::default(),
+            None,
+            stop.clone(),
+        ));
         // Keep the senders alive for the test's duration.
         std::mem::forget(ftx);
         std::mem::forget(vtx);

@@ -22,6 +22,7 @@ pub mod guard;
 pub mod http;
 pub mod logship;
 pub mod logspool;
+pub mod metrics;
 pub mod sessions;
 pub mod sync;
 pub mod syslog;

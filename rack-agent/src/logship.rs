@@ -6,6 +6,7 @@
 //! reported with the next batch.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rackboot_proto::v1 as pb;
@@ -25,6 +26,28 @@ pub const MEMORY_LINES: usize = 8192;
 /// Lines per batch.
 pub const BATCH_LINES: usize = 512;
 
+/// What waits to be shipped, and what was (for metrics).
+#[derive(Debug, Default)]
+pub struct LogShipStats {
+    /// Lines waiting in memory.
+    pub memory_lines: AtomicU64,
+    /// Lines waiting in the on-disk spool.
+    pub spool_lines: AtomicU64,
+    /// Bytes of the on-disk spool.
+    pub spool_bytes: AtomicU64,
+    /// Lines the coordinator acknowledged.
+    pub shipped_lines: AtomicU64,
+}
+
+impl LogShipStats {
+    fn publish(&self, buf: &VecDeque<TaggedLine>, spool: &Option<Spool>) {
+        self.memory_lines.store(buf.len() as u64, Ordering::Relaxed);
+        let (lines, bytes) = spool.as_ref().map_or((0, 0), |s| (s.lines(), s.bytes()));
+        self.spool_lines.store(lines, Ordering::Relaxed);
+        self.spool_bytes.store(bytes, Ordering::Relaxed);
+    }
+}
+
 /// Run until `shutdown`.
 pub async fn run(
     coordinators: Vec<String>,
@@ -32,6 +55,7 @@ pub async fn run(
     lines: mpsc::Receiver<TaggedLine>,
     sessions: mpsc::Receiver<BootSession>,
     mut spool: Option<Spool>,
+    stats: std::sync::Arc<LogShipStats>,
     shutdown: CancellationToken,
 ) {
     let mut buf: VecDeque<TaggedLine> = VecDeque::new();
@@ -45,6 +69,7 @@ pub async fn run(
     let mut lines = Some(lines);
     let mut sessions = Some(sessions);
     loop {
+        stats.publish(&buf, &spool);
         // Collect what arrived.
         tokio::select! {
             _ = shutdown.cancelled() => return persist(&mut buf, &mut spool),
@@ -86,6 +111,7 @@ pub async fn run(
             &mut pending_sessions,
             &mut dropped,
             &mut seq,
+            &stats,
         )
         .await;
         if let Err(e) = ok {
@@ -172,7 +198,9 @@ async fn send_batch(
     seq: &mut u64,
     lines: Vec<pb::LogLine>,
     dropped: u64,
+    stats: &LogShipStats,
 ) -> Result<(), tonic::Status> {
+    let n = lines.len() as u64;
     *seq += 1;
     let batch = pb::LogBatch {
         rack: rack.to_string(),
@@ -184,7 +212,10 @@ async fn send_batch(
         .await
         .map_err(|_| tonic::Status::unavailable("log stream closed"))?;
     match acks.message().await? {
-        Some(ack) if ack.sequence == *seq => Ok(()),
+        Some(ack) if ack.sequence == *seq => {
+            stats.shipped_lines.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        }
         Some(ack) => Err(tonic::Status::internal(format!(
             "log ack for batch {} while {} was in flight",
             ack.sequence, seq
@@ -202,6 +233,7 @@ async fn ship(
     sessions: &mut Vec<BootSession>,
     dropped: &mut u64,
     seq: &mut u64,
+    stats: &LogShipStats,
 ) -> Result<(), tonic::Status> {
     let channel = crate::sync::connect(url)
         .await
@@ -245,7 +277,16 @@ async fn ship(
     if let Some(sp) = spool.as_mut() {
         while let Some(lines) = sp.oldest() {
             let lines = lines.iter().map(to_pb).collect();
-            send_batch(&tx, &mut acks, rack, seq, lines, *dropped + sp.dropped).await?;
+            send_batch(
+                &tx,
+                &mut acks,
+                rack,
+                seq,
+                lines,
+                *dropped + sp.dropped,
+                stats,
+            )
+            .await?;
             sp.ack_oldest();
             *dropped = 0;
             sp.dropped = 0;
@@ -258,7 +299,7 @@ async fn ship(
     while !buf.is_empty() || *dropped > 0 {
         let n = buf.len().min(BATCH_LINES);
         let lines = buf.iter().take(n).map(to_pb).collect();
-        send_batch(&tx, &mut acks, rack, seq, lines, *dropped).await?;
+        send_batch(&tx, &mut acks, rack, seq, lines, *dropped, stats).await?;
         buf.drain(..n);
         *dropped = 0;
     }

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -56,6 +57,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in boot order.
+    pub const ALL: [Phase; 7] = [
+        Phase::DhcpOffer,
+        Phase::DhcpAck,
+        Phase::FirstTftpByte,
+        Phase::KernelRequested,
+        Phase::KernelSent,
+        Phase::InitrdSent,
+        Phase::FirstLogLine,
+    ];
+
     /// Its name in reports (one of [`rackboot_state::PHASES`]).
     pub fn name(self) -> &'static str {
         match self {
@@ -87,6 +99,13 @@ struct Inner {
 pub struct Sessions {
     inner: RwLock<Inner>,
     report: mpsc::Sender<BootSession>,
+    phase_seconds: crate::metrics::PhaseHistograms,
+    started: AtomicU64,
+}
+
+/// Seconds from `first` to `at` (unix millis).
+fn offset_secs(first: Option<u64>, at: u64) -> f64 {
+    at.saturating_sub(first.unwrap_or(at)) as f64 / 1000.0
 }
 
 fn unix_millis() -> u64 {
@@ -119,7 +138,26 @@ impl Sessions {
         Sessions {
             inner: RwLock::new(Inner::default()),
             report,
+            phase_seconds: crate::metrics::PhaseHistograms::default(),
+            started: AtomicU64::new(0),
         }
+    }
+
+    /// Each phase's offset from the first phase of its boot, observed when
+    /// the phase is recorded.
+    pub fn phase_histograms(&self) -> &crate::metrics::PhaseHistograms {
+        &self.phase_seconds
+    }
+
+    /// Sessions started (kernels served to known nodes).
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Session reports waiting for the log shipper, and the queue's capacity.
+    pub fn report_queue(&self) -> (usize, usize) {
+        let max = self.report.max_capacity();
+        (max.saturating_sub(self.report.capacity()), max)
     }
 
     fn send(&self, session: &BootSession) {
@@ -149,7 +187,11 @@ impl Sessions {
         {
             pending.clear();
         }
-        pending.entry(phase.name().to_string()).or_insert(now);
+        if !pending.contains_key(phase.name()) {
+            pending.insert(phase.name().to_string(), now);
+            let first = pending.values().min().copied();
+            self.phase_seconds.observe(phase, offset_secs(first, now));
+        }
     }
 
     /// A transfer of `path` to `client` started. The kernel of one of the
@@ -166,12 +208,13 @@ impl Sessions {
         let now = unix_millis();
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if transport == "tftp" {
-            inner
-                .pending
-                .entry(node.number)
-                .or_default()
-                .entry(Phase::FirstTftpByte.name().to_string())
-                .or_insert(now);
+            let pending = inner.pending.entry(node.number).or_default();
+            if !pending.contains_key(Phase::FirstTftpByte.name()) {
+                pending.insert(Phase::FirstTftpByte.name().to_string(), now);
+                let first = pending.values().min().copied();
+                self.phase_seconds
+                    .observe(Phase::FirstTftpByte, offset_secs(first, now));
+            }
         }
         let hash = path.strip_prefix("blobs/")?;
         let image = image_with_kernel(view, node, hash)?;
@@ -183,6 +226,10 @@ impl Sessions {
         };
         let mut phases = inner.pending.remove(&node.number).unwrap_or_default();
         phases.insert(Phase::KernelRequested.name().to_string(), now);
+        let first = phases.values().min().copied();
+        self.phase_seconds
+            .observe(Phase::KernelRequested, offset_secs(first, now));
+        self.started.fetch_add(1, Ordering::Relaxed);
         let session = BootSession {
             id: format!("{}-{now}", node.number),
             node: node.number,
@@ -228,9 +275,10 @@ impl Sessions {
         if session.phases.contains_key(phase.name()) {
             return;
         }
-        session
-            .phases
-            .insert(phase.name().to_string(), unix_millis());
+        let now = unix_millis();
+        let first = session.phases.values().min().copied();
+        session.phases.insert(phase.name().to_string(), now);
+        self.phase_seconds.observe(phase, offset_secs(first, now));
         let s = session.clone();
         drop(inner);
         self.send(&s);
@@ -248,9 +296,13 @@ impl Sessions {
         }
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let s = inner.current.get_mut(&node)?;
-        s.phases
-            .entry(Phase::FirstLogLine.name().to_string())
-            .or_insert_with(unix_millis);
+        if !s.phases.contains_key(Phase::FirstLogLine.name()) {
+            let now = unix_millis();
+            let first = s.phases.values().min().copied();
+            s.phases.insert(Phase::FirstLogLine.name().to_string(), now);
+            self.phase_seconds
+                .observe(Phase::FirstLogLine, offset_secs(first, now));
+        }
         let s = s.clone();
         drop(inner);
         self.send(&s);

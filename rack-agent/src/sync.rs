@@ -3,7 +3,8 @@
 //! the servers read the last view and file table, whatever the coordinator does.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rackboot_proto::v1 as pb;
 use rackboot_proto::v1::agent_service_client::AgentServiceClient;
@@ -26,6 +27,30 @@ pub struct SyncConfig {
     pub agent_id: String,
     /// Where the view is persisted.
     pub view_path: std::path::PathBuf,
+    /// Connection state and counters (metrics).
+    pub stats: Arc<SyncStats>,
+}
+
+/// The sync task's state, for metrics.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Registered and watching the rack on a coordinator.
+    pub connected: AtomicBool,
+    /// Rack views received (and accepted) from the coordinator.
+    pub updates: AtomicU64,
+    /// Coordinator sessions that ended in an error (then it reconnects).
+    pub session_errors: AtomicU64,
+    /// When the last view arrived.
+    pub last_update: std::sync::Mutex<Option<Instant>>,
+}
+
+impl SyncStats {
+    /// Seconds since the last view arrived from the coordinator (None
+    /// before the first).
+    pub fn since_last_update(&self) -> Option<f64> {
+        let last = self.last_update.lock().unwrap_or_else(|e| e.into_inner());
+        last.map(|t| t.elapsed().as_secs_f64())
+    }
 }
 
 /// Largest message accepted from the coordinator.
@@ -78,6 +103,8 @@ pub async fn run(
         {
             Ok(()) => return,
             Err(e) => {
+                cfg.stats.connected.store(false, Ordering::Relaxed);
+                cfg.stats.session_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(coordinator = %url, error = %e, "coordinator session ended; serving from the local view meanwhile");
             }
         }
@@ -130,6 +157,7 @@ async fn session(
         })
         .await?
         .into_inner();
+    cfg.stats.connected.store(true, Ordering::Relaxed);
     // Blobs of the current view may still be missing (e.g. first start).
     spawn_fetch(
         client.clone(),
@@ -164,6 +192,8 @@ async fn session(
                             tracing::error!(error = %e, path = %cfg.view_path.display(), "cannot persist rack view");
                         }
                         tracing::info!(revision = view.revision, nodes = view.nodes.len(), images = view.images.len(), "rack view updated");
+                        cfg.stats.updates.fetch_add(1, Ordering::Relaxed);
+                        *cfg.stats.last_update.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                         let view = Arc::new(view);
                         view_tx.send_replace(view.clone());
                         spawn_fetch(client.clone(), view, cache.clone(), cache_changed.clone(), fetching.clone());

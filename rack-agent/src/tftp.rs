@@ -142,6 +142,7 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
         sessions,
         dump,
         guard,
+        stats,
     } = task;
     let TftpGuard { allow, mut limiter } = guard;
     let mut refused_source = 0u64;
@@ -221,6 +222,49 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
         }
         server.handle_timeout(now());
         flush(&mut server, &listener, &mut pool, &view, &sessions).await;
+        stats.publish(&server, refused_source, limiter.limited, pool.strays);
+    }
+}
+
+/// The TFTP task's counters and gauges, published after every wake-up (for
+/// metrics; the engine's own [`rackboot_tftp_core::Stats`] live in the task).
+#[derive(Debug, Default)]
+pub struct TftpStats {
+    last: std::sync::Mutex<TftpSnapshot>,
+}
+
+/// What [`TftpStats`] last published.
+#[derive(Debug, Default, Clone)]
+pub struct TftpSnapshot {
+    /// The engine's counters.
+    pub core: rackboot_tftp_core::Stats,
+    /// Transfers running.
+    pub active: usize,
+    /// Requests waiting for a transfer slot.
+    pub queued: usize,
+    /// Requests ignored: source outside the allowed subnets.
+    pub refused_source: u64,
+    /// Requests ignored: over the per-source request rate.
+    pub rate_limited: u64,
+    /// Datagrams on a transfer socket from a client with no transfer there
+    /// (answered with ERROR 5).
+    pub strays: u64,
+}
+
+impl TftpStats {
+    fn publish(&self, server: &Server, refused_source: u64, rate_limited: u64, strays: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.core.clone_from(server.stats());
+        last.active = server.active();
+        last.queued = server.queued();
+        last.refused_source = refused_source;
+        last.rate_limited = rate_limited;
+        last.strays = strays;
+    }
+
+    /// The last published state.
+    pub fn snapshot(&self) -> TftpSnapshot {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -240,6 +284,8 @@ pub struct TftpTask {
     pub dump: Arc<tokio::sync::Notify>,
     /// Front-door limits.
     pub guard: TftpGuard,
+    /// Where the counters are published (metrics).
+    pub stats: Arc<TftpStats>,
 }
 
 /// Who may open transfers, and how fast.

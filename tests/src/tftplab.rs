@@ -104,6 +104,12 @@ pub struct TftpLab {
     pub client: Netns,
     /// Further `rackboot-agent` flags for [`TftpLab::start_agent`].
     pub agent_args: Vec<String>,
+    /// The agent's HTTP port (boot files, `/boot-info`, `/metrics`) on
+    /// [`SERVER_IP`]; `None` (the default): `--no-http`.
+    pub http_port: Option<u16>,
+    /// Further `rackboot-coordinator` flags for
+    /// [`TftpLab::start_coordinator`].
+    pub coordinator_args: Vec<String>,
     root: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -149,6 +155,8 @@ impl TftpLab {
             server,
             client,
             agent_args: Vec::new(),
+            http_port: None,
+            coordinator_args: Vec::new(),
             root,
             dir,
         })
@@ -183,7 +191,8 @@ impl TftpLab {
         let bin = daemon::binary(daemon::COORDINATOR)?;
         let mut cmd = self.server.exec(&bin);
         cmd.args(["--listen", COORDINATOR_LISTEN, "--data"])
-            .arg(self.dir.path().join("coordinator-data"));
+            .arg(self.dir.path().join("coordinator-data"))
+            .args(&self.coordinator_args);
         let log = self.dir.path().join("coordinator.log");
         let coordinator = self
             .coordinator
@@ -192,10 +201,11 @@ impl TftpLab {
         coordinator.wait_for_tcp(listen, Some(&self.server), Duration::from_secs(30))
     }
 
-    /// Starts the agent on [`SERVER_IF`] with the static root, no HTTP and
-    /// no syslog, fed by the coordinator when one was started (else by
-    /// nobody), and waits until it serves. With a coordinator it also waits
-    /// until the rack is registered.
+    /// Starts the agent on [`SERVER_IF`] with the static root, no syslog and
+    /// no HTTP (unless [`TftpLab::http_port`] is set), fed by the
+    /// coordinator when one was started (else by nobody), and waits until
+    /// it serves. With a coordinator it also waits until the rack is
+    /// registered.
     pub fn start_agent(&mut self) -> Result<()> {
         let bin = daemon::binary(daemon::AGENT)?;
         let url = if self.coordinator.is_some() {
@@ -203,22 +213,18 @@ impl TftpLab {
         } else {
             NO_COORDINATOR_URL
         };
+        let http = match self.http_port {
+            Some(port) => vec!["--http-port".to_string(), port.to_string()],
+            None => vec!["--no-http".to_string()],
+        };
         let mut cmd = self.server.exec(&bin);
-        cmd.args([
-            "--rack",
-            RACK,
-            "--coordinator",
-            url,
-            "--iface",
-            SERVER_IF,
-            "--no-http",
-            "--no-syslog",
-            "--data",
-        ])
-        .arg(self.dir.path().join("agent-data"))
-        .arg("--static-root")
-        .arg(&self.root)
-        .args(&self.agent_args);
+        cmd.args(["--rack", RACK, "--coordinator", url, "--iface", SERVER_IF])
+            .args(&http)
+            .args(["--no-syslog", "--data"])
+            .arg(self.dir.path().join("agent-data"))
+            .arg("--static-root")
+            .arg(&self.root)
+            .args(&self.agent_args);
         let log = self.dir.path().join("agent.log");
         let agent = self.agent.insert(Daemon::spawn("agent", cmd, &log)?);
         agent.wait_for_log("rack agent serving", Duration::from_secs(30))?;

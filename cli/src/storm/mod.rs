@@ -809,6 +809,7 @@ mod tests {
             vrx,
             None,
             rackboot_agent::http::HttpLimits::default(),
+            None,
             stop.clone(),
         ));
         let digest = blake3::hash(&kernel).to_hex().to_string();

@@ -88,7 +88,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let replica = self.0.replica.clone();
         let mut revisions = replica.revisions();
         let from = r.from_revision;
+        let open = self.0.stats.watch_opened();
         tokio::spawn(async move {
+            let _open = open;
             let mut last_sent: Option<pb::RackState> = None;
             loop {
                 let view = rack_state(&replica.state(), &rack);

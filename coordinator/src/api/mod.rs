@@ -32,6 +32,8 @@ pub struct Ctx {
     pub blobs: Arc<BlobStore>,
     /// Blob replication to and from the other replicas.
     pub repl: Arc<Replicator>,
+    /// Counters of the API (metrics).
+    pub stats: Arc<crate::metrics::ApiStats>,
 }
 
 impl Ctx {

@@ -190,10 +190,62 @@ pub(crate) enum Request {
     Report(PeerReport),
 }
 
+/// Proposals made through a [`Replica`] and how they failed (metrics).
+#[derive(Debug, Default)]
+pub struct ProposalStats {
+    /// Proposals made.
+    pub proposed: std::sync::atomic::AtomicU64,
+    /// Failures, by [`ProposalStats::REASONS`].
+    failed: [std::sync::atomic::AtomicU64; 7],
+}
+
+impl ProposalStats {
+    /// Failure reasons, in the order of [`ProposalStats::failures`]:
+    /// `rejected` is the state machine refusing the command (validation,
+    /// conflicts); the others are [`ReplicaError`]s.
+    pub const REASONS: [&'static str; 7] = [
+        "rejected",
+        "not_leader",
+        "stopped",
+        "timeout",
+        "refused",
+        "membership",
+        "conf_change_pending",
+    ];
+
+    fn count(&self, r: &Result<Result<Outcome, StateError>, ReplicaError>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.proposed.fetch_add(1, Relaxed);
+        let reason = match r {
+            Ok(Ok(_)) => return,
+            Ok(Err(_)) => 0,
+            Err(ReplicaError::NotLeader { .. }) => 1,
+            Err(ReplicaError::Stopped) => 2,
+            Err(ReplicaError::Timeout(_)) => 3,
+            Err(ReplicaError::Refused(_)) => 4,
+            Err(ReplicaError::Membership(_)) => 5,
+            Err(ReplicaError::ConfChangePending) => 6,
+        };
+        if let Some(c) = self.failed.get(reason) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Failures so far, by reason.
+    pub fn failures(&self) -> Vec<(&'static str, u64)> {
+        Self::REASONS
+            .iter()
+            .zip(&self.failed)
+            .map(|(r, c)| (*r, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+}
+
 /// Handle to the replica task. Cheap to clone.
 #[derive(Clone)]
 pub struct Replica {
     tx: mpsc::Sender<Request>,
+    proposals: Arc<ProposalStats>,
     applied: Arc<RwLock<Applied>>,
     revision: watch::Receiver<u64>,
     status: watch::Receiver<ReplicaStatus>,
@@ -244,7 +296,14 @@ impl Replica {
         &self,
         envelope: Envelope,
     ) -> Result<Result<Outcome, StateError>, ReplicaError> {
-        self.ask(|reply| Request::Propose { envelope, reply }).await
+        let r = self.ask(|reply| Request::Propose { envelope, reply }).await;
+        self.proposals.count(&r);
+        r
+    }
+
+    /// Proposals made through this replica's handles, and their failures.
+    pub fn proposal_stats(&self) -> &ProposalStats {
+        &self.proposals
     }
 
     /// Wait until this replica's applied state is at least as new as the

@@ -81,6 +81,7 @@ pub fn spawn_with_source(
     let (status, status_rx) = watch::channel(status0);
     let handle = Replica {
         tx: tx.clone(),
+        proposals: Arc::default(),
         applied,
         revision: revision_rx,
         status: status_rx,

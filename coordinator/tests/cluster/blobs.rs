@@ -501,6 +501,7 @@ async fn agent_gets_the_image_after_the_leader_is_killed() {
             },
             agent_id: "blob-test".into(),
             view_path: agent_dir.join("rack-view.pb"),
+            stats: Default::default(),
         },
         view_tx,
         unknown_rx,

@@ -547,6 +547,7 @@ impl Server {
     /// Sends a packet: counts it and charges the bandwidth cap.
     fn emit(&mut self, local: Local, dest: SocketAddr, payload: Bytes) -> Transmit {
         self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += payload.len() as u64;
         if let Some(bucket) = &mut self.bucket {
             bucket.consume((payload.len() as u64).saturating_add(self.overhead));
         }
@@ -627,9 +628,20 @@ impl Server {
             .remove(&(summary.client, summary.path.clone()));
         let local = Local::Transfer(id);
         self.sched.control.retain(|o| o.local != local);
-        match outcome {
+        match &outcome {
             Outcome::Completed { .. } => self.stats.transfers_completed += 1,
-            Outcome::Aborted { .. } => self.stats.transfers_aborted += 1,
+            Outcome::Aborted { reason } => {
+                self.stats.transfers_aborted += 1;
+                if matches!(
+                    reason,
+                    AbortReason::ClientError {
+                        code: ErrorCode::OptionRefused,
+                        ..
+                    }
+                ) {
+                    self.stats.transfers_option_refused += 1;
+                }
+            }
             Outcome::TimedOut { .. } => self.stats.transfers_timed_out += 1,
         }
         self.events.push_back(Event::Closed {

@@ -8,6 +8,9 @@ pub struct Stats {
     pub datagrams_received: u64,
     /// Datagrams sent (every [`crate::Transmit`] produced).
     pub datagrams_sent: u64,
+    /// Bytes sent: the UDP payload of every datagram sent (TFTP headers,
+    /// retransmissions, OACKs and ERROR replies included).
+    pub bytes_sent: u64,
 
     /// Dropped: not a valid TFTP packet (request parse errors included;
     /// those also get an ERROR 4 reply).
@@ -58,6 +61,10 @@ pub struct Stats {
     pub transfers_aborted: u64,
     /// Transfers that exhausted their retries.
     pub transfers_timed_out: u64,
+    /// Of [`Stats::transfers_aborted`]: ended by the client with ERROR 8
+    /// (option negotiation refused), which is how PXE ROMs end the
+    /// `tsize`-only probe they make before the real download.
+    pub transfers_option_refused: u64,
 
     /// DATA packets sent for the first time.
     pub data_sent: u64,

@@ -9,13 +9,16 @@
 //!   TFTP with the firmware timers at a quarter: all boot, and the
 //!   coordinator lists 100 distinct node numbers and addresses;
 //! * SIGUSR1 to the agent during a storm logs the TFTP state dump with the
-//!   active transfers.
+//!   active transfers;
+//! * the agent's `/metrics` scraped during a DHCP + TFTP storm, and the
+//!   coordinator's (`--metrics-listen`) after it, have every metric family
+//!   and counters that moved.
 //!
 //! Each test runs the agent, the storm and the kernel's packet path on the
 //! same two cores: nextest runs them one at a time (test group
 //! `netns-heavy`, `.config/nextest.toml`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
@@ -635,4 +638,482 @@ fn soak_short_keeps_memory_and_fds_flat() -> Result<()> {
         "the soak ran no storm:\n{out}"
     );
     Ok(())
+}
+
+/// The agent's HTTP port in the metrics test.
+const AGENT_HTTP_PORT: u16 = 8080;
+/// Where the coordinator serves its metrics in the metrics test (server
+/// namespace).
+const COORDINATOR_METRICS: &str = "127.0.0.1:9100";
+
+/// Every metric family the agent exposes, with its type.
+const AGENT_FAMILIES: &[(&str, &str)] = &[
+    ("rackboot_agent_dhcp_received", "counter"),
+    ("rackboot_agent_dhcp_replied", "counter"),
+    ("rackboot_agent_dhcp_unknown", "counter"),
+    ("rackboot_agent_dhcp_provisional", "counter"),
+    ("rackboot_agent_dhcp_probes", "counter"),
+    ("rackboot_agent_dhcp_dropped", "counter"),
+    ("rackboot_agent_tftp_datagrams_received", "counter"),
+    ("rackboot_agent_tftp_datagrams_sent", "counter"),
+    ("rackboot_agent_tftp_bytes_sent", "counter"),
+    ("rackboot_agent_tftp_transfers_started", "counter"),
+    ("rackboot_agent_tftp_transfers_completed", "counter"),
+    ("rackboot_agent_tftp_transfers_failed", "counter"),
+    ("rackboot_agent_tftp_option_probes", "counter"),
+    ("rackboot_agent_tftp_data_packets_sent", "counter"),
+    ("rackboot_agent_tftp_retransmits", "counter"),
+    ("rackboot_agent_tftp_dropped", "counter"),
+    ("rackboot_agent_tftp_refused", "counter"),
+    ("rackboot_agent_tftp_duplicate_requests", "counter"),
+    ("rackboot_agent_tftp_requests_queued", "counter"),
+    ("rackboot_agent_tftp_active_transfers", "gauge"),
+    ("rackboot_agent_tftp_queued_requests", "gauge"),
+    ("rackboot_agent_http_requests", "counter"),
+    ("rackboot_agent_http_response_bytes", "counter"),
+    ("rackboot_agent_http_connections", "counter"),
+    ("rackboot_agent_http_active_connections", "gauge"),
+    ("rackboot_agent_syslog_received", "counter"),
+    ("rackboot_agent_syslog_unknown_sender", "counter"),
+    ("rackboot_agent_syslog_dropped", "counter"),
+    ("rackboot_agent_log_memory_lines", "gauge"),
+    ("rackboot_agent_log_spool_lines", "gauge"),
+    ("rackboot_agent_log_spool_bytes", "gauge"),
+    ("rackboot_agent_log_shipped_lines", "counter"),
+    ("rackboot_agent_queue_depth", "gauge"),
+    ("rackboot_agent_queue_capacity", "gauge"),
+    ("rackboot_agent_cache_blobs", "gauge"),
+    ("rackboot_agent_cache_bytes", "gauge"),
+    ("rackboot_agent_cache_hits", "counter"),
+    ("rackboot_agent_cache_misses", "counter"),
+    ("rackboot_agent_view_revision", "gauge"),
+    ("rackboot_agent_view_nodes", "gauge"),
+    ("rackboot_agent_view_images", "gauge"),
+    ("rackboot_agent_coordinator_connected", "gauge"),
+    ("rackboot_agent_coordinator_session_errors", "counter"),
+    ("rackboot_agent_view_updates", "counter"),
+    ("rackboot_agent_view_update_age_seconds", "gauge"),
+    ("rackboot_agent_boot_sessions", "counter"),
+    ("rackboot_agent_boot_phase_seconds", "histogram"),
+];
+
+/// Every metric family the coordinator exposes, with its type.
+const COORDINATOR_FAMILIES: &[(&str, &str)] = &[
+    ("rackboot_coordinator_raft_id", "gauge"),
+    ("rackboot_coordinator_raft_term", "gauge"),
+    ("rackboot_coordinator_raft_commit_index", "gauge"),
+    ("rackboot_coordinator_raft_applied_index", "gauge"),
+    ("rackboot_coordinator_raft_last_index", "gauge"),
+    ("rackboot_coordinator_raft_leader_id", "gauge"),
+    ("rackboot_coordinator_raft_is_leader", "gauge"),
+    ("rackboot_coordinator_raft_members", "gauge"),
+    ("rackboot_coordinator_raft_peer_match_index", "gauge"),
+    ("rackboot_coordinator_raft_peer_lag", "gauge"),
+    ("rackboot_coordinator_state_revision", "gauge"),
+    ("rackboot_coordinator_racks", "gauge"),
+    ("rackboot_coordinator_nodes", "gauge"),
+    ("rackboot_coordinator_images", "gauge"),
+    ("rackboot_coordinator_pending_machines", "gauge"),
+    ("rackboot_coordinator_blobs_stored", "gauge"),
+    ("rackboot_coordinator_blob_bytes_stored", "gauge"),
+    ("rackboot_coordinator_watch_streams", "gauge"),
+    ("rackboot_coordinator_proposals", "counter"),
+    ("rackboot_coordinator_proposal_failures", "counter"),
+    ("rackboot_coordinator_grpc_requests", "counter"),
+];
+
+/// The agent's boot phases (`rackboot_agent_boot_phase_seconds{phase}`).
+const PHASES: &[&str] = &[
+    "dhcp_offer",
+    "dhcp_ack",
+    "first_tftp_byte",
+    "kernel_requested",
+    "kernel_sent",
+    "initrd_sent",
+    "first_log_line",
+];
+
+/// One sample line of an exposition.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A parsed OpenMetrics (Prometheus) text exposition.
+#[derive(Debug)]
+struct Exposition {
+    /// Family name → type, from the `# TYPE` lines.
+    types: BTreeMap<String, String>,
+    samples: Vec<Sample>,
+    text: String,
+}
+
+/// `{a="x",b="y\"z"}` → labels, and the rest of the line after `}`.
+fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str)> {
+    let mut labels = BTreeMap::new();
+    let mut rest = s.strip_prefix('{').context("labels must start with {")?;
+    loop {
+        rest = rest.trim_start_matches(',');
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let eq = rest.find('=').context("label without =")?;
+        let key = rest.get(..eq).context("label key")?.to_string();
+        let mut chars = rest.get(eq + 1..).context("label value")?.char_indices();
+        ensure!(
+            chars.next().map(|(_, c)| c) == Some('"'),
+            "label value of {key} is not quoted"
+        );
+        let mut value = String::new();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next().map(|(_, c)| c) {
+                    Some('n') => value.push('\n'),
+                    Some(c) => value.push(c),
+                    None => bail!("dangling escape in label {key}"),
+                },
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        let end = end.with_context(|| format!("unterminated value of label {key}"))?;
+        rest = rest.get(eq + 1 + end + 1..).context("after label value")?;
+        labels.insert(key, value);
+    }
+}
+
+fn parse_exposition(text: &str) -> Result<Exposition> {
+    let mut types = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut eof = false;
+    for line in text.lines() {
+        ensure!(!eof, "a line after # EOF: {line:?}");
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            match words.as_slice() {
+                ["TYPE", name, kind] => {
+                    types.insert(name.to_string(), kind.to_string());
+                }
+                ["EOF"] => eof = true,
+                _ => {}
+            }
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .with_context(|| format!("sample line without a value: {line:?}"))?;
+        let name = line.get(..name_end).unwrap_or_default().to_string();
+        let after = line.get(name_end..).unwrap_or_default();
+        let (labels, rest) = if after.starts_with('{') {
+            parse_labels(after).with_context(|| format!("in {line:?}"))?
+        } else {
+            (BTreeMap::new(), after)
+        };
+        let value = rest
+            .split_whitespace()
+            .next()
+            .with_context(|| format!("no value in {line:?}"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .with_context(|| format!("value {v:?} in {line:?}"))?,
+        };
+        samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    ensure!(eof, "the exposition does not end with # EOF");
+    Ok(Exposition {
+        types,
+        samples,
+        text: text.to_string(),
+    })
+}
+
+impl Exposition {
+    /// The sum of the samples named `name` whose labels include `labels`
+    /// (None when there is none).
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .collect();
+        (!matching.is_empty()).then(|| matching.iter().sum())
+    }
+
+    /// Like [`Exposition::sum`], failing (with the exposition) when absent.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        self.sum(name, labels)
+            .with_context(|| format!("no sample {name}{labels:?} in:\n{}", self.text))
+    }
+
+    /// Fails unless every family is declared with its type.
+    fn ensure_families(&self, families: &[(&str, &str)]) -> Result<()> {
+        let missing: Vec<String> = families
+            .iter()
+            .filter(|(name, kind)| self.types.get(*name).map(String::as_str) != Some(*kind))
+            .map(|(name, kind)| format!("{name} ({kind})"))
+            .collect();
+        ensure!(
+            missing.is_empty(),
+            "metric families missing or of another type: {}\n{}",
+            missing.join(", "),
+            self.text
+        );
+        Ok(())
+    }
+
+    /// The counter samples (`*_total`), by name and labels.
+    fn counters(&self) -> BTreeMap<String, f64> {
+        self.samples
+            .iter()
+            .filter(|s| s.name.ends_with("_total"))
+            .map(|s| (format!("{}{:?}", s.name, s.labels), s.value))
+            .collect()
+    }
+}
+
+/// `curl URL` in `ns`, parsed.
+fn scrape(ns: &rackboot_tests::netns::Netns, url: &str) -> Result<Exposition> {
+    let text = ns
+        .run("curl", &["-sS", "--fail", "--max-time", "10", url])
+        .with_context(|| format!("scraping {url}"))?;
+    parse_exposition(&text).with_context(|| format!("parsing {url}:\n{text}"))
+}
+
+/// The agent's `/metrics` scraped while 100 PXE ROMs with unknown MACs do
+/// DHCP and TFTP (as in `dhcp_tftp_storm_100_clients_get_distinct_nodes`),
+/// and again after; the coordinator's (`--metrics-listen`) after the storm.
+/// Every family is there, counters only grow, and they moved: replies,
+/// TFTP bytes and transfers, boot phase observations, 100 nodes.
+#[test]
+fn metrics_scraped_during_dhcp_tftp_storm() -> Result<()> {
+    require_root_or_skip!(Ok(()));
+    require_commands_or_skip!(["ip", "nft", "curl"], Ok(()));
+    let rom = random_bytes("storm-metrics", 200 * 1024);
+    let mut lab = TftpLab::new("rbstm")?;
+    lab.add_file("undionly.kpxe", &rom)?;
+    lab.http_port = Some(AGENT_HTTP_PORT);
+    lab.coordinator_args = vec!["--metrics-listen".into(), COORDINATOR_METRICS.into()];
+    lab.start_coordinator()?;
+    lab.start_agent()?;
+    let agent_url = format!("http://{SERVER_IP}:{AGENT_HTTP_PORT}/metrics");
+    let coordinator_url = format!("http://{COORDINATOR_METRICS}/metrics");
+
+    let before = scrape(&lab.server, &agent_url)?;
+    before.ensure_families(AGENT_FAMILIES)?;
+
+    let bin = daemon::binary(daemon::CLI)?;
+    let storm_out = lab.dir().join("storm.out");
+    let mut cmd = lab.client.exec(&bin);
+    cmd.args([
+        "storm",
+        "--server",
+        SERVER_IP,
+        "--json",
+        "--clients",
+        "100",
+        "--time-scale",
+        "0.25",
+        "--expect-blake3",
+        &blake3_hex(&rom),
+        "--deadline-secs",
+    ])
+    .arg(STORM_DEADLINE_SECS.to_string())
+    .stdout(File::create(&storm_out)?)
+    .stderr(Stdio::inherit());
+    let started = Instant::now();
+    let mut storm = lab.client.spawn(cmd)?;
+
+    // Scrape while the storm runs (each scrape starts while it is running).
+    let mut during = Vec::new();
+    while storm.try_wait()?.is_none()
+        && started.elapsed() < Duration::from_secs(STORM_DEADLINE_SECS + 10)
+    {
+        let e = scrape(&lab.server, &agent_url)?;
+        e.ensure_families(AGENT_FAMILIES)?;
+        during.push(e);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let status = storm
+        .wait_timeout(Duration::from_secs(STORM_DEADLINE_SECS + 10))?
+        .context("the storm did not finish")?;
+    let stdout = std::fs::read_to_string(&storm_out)?;
+    let out = CliOutput {
+        command: storm.command().to_string(),
+        status,
+        stdout,
+        stderr: String::new(),
+    };
+    let r = parse_storm(&out)?;
+    eprintln!(
+        "storm: {} ({} scrapes during it, {:.1} s)",
+        r.json,
+        during.len(),
+        started.elapsed().as_secs_f64()
+    );
+    ensure_all_booted(&lab, &out, &r, 100)?;
+    ensure!(
+        !during.is_empty(),
+        "no scrape of {agent_url} started while the storm ran"
+    );
+    for (i, e) in during.iter().enumerate() {
+        let v = |name: &str| e.sum(name, &[]).unwrap_or(f64::NAN);
+        eprintln!(
+            "scrape {i} during the storm: dhcp replied {}, tftp bytes {}, active transfers {}",
+            v("rackboot_agent_dhcp_replied_total"),
+            v("rackboot_agent_tftp_bytes_sent_total"),
+            v("rackboot_agent_tftp_active_transfers"),
+        );
+    }
+
+    let after = scrape(&lab.server, &agent_url)?;
+    after.ensure_families(AGENT_FAMILIES)?;
+    // Counters never go back.
+    let last = after.counters();
+    for e in std::iter::once(&before).chain(&during) {
+        for (key, v) in e.counters() {
+            let now = last.get(&key).copied().unwrap_or(f64::NAN);
+            ensure!(
+                now >= v,
+                "counter {key} went from {v} (during the storm) to {now} (after it)"
+            );
+        }
+    }
+    let n = 100.0;
+    let get = |name: &str| after.value(name, &[]);
+    ensure!(
+        get("rackboot_agent_dhcp_received_total")? >= 2.0 * n,
+        "DHCP received"
+    );
+    // Every client had an OFFER and an ACK.
+    ensure!(
+        get("rackboot_agent_dhcp_replied_total")? >= 2.0 * n,
+        "DHCP replies: {}",
+        get("rackboot_agent_dhcp_replied_total")?
+    );
+    ensure!(
+        get("rackboot_agent_dhcp_unknown_total")? >= n,
+        "every new MAC was first unknown"
+    );
+    ensure!(
+        get("rackboot_agent_tftp_transfers_started_total")? >= n
+            && get("rackboot_agent_tftp_transfers_completed_total")? >= n,
+        "100 TFTP transfers started and completed"
+    );
+    ensure!(
+        get("rackboot_agent_tftp_bytes_sent_total")? >= n * rom.len() as f64,
+        "TFTP bytes sent: {} for 100 × {} bytes",
+        get("rackboot_agent_tftp_bytes_sent_total")?,
+        rom.len()
+    );
+    ensure!(get("rackboot_agent_tftp_data_packets_sent_total")? > 0.0);
+    ensure!(get("rackboot_agent_tftp_datagrams_received_total")? > 0.0);
+    // Histograms: every phase has its series; the DHCP phases of the
+    // storm's (by then known) clients were observed.
+    for phase in PHASES {
+        after.value(
+            "rackboot_agent_boot_phase_seconds_count",
+            &[("phase", phase)],
+        )?;
+        after.value(
+            "rackboot_agent_boot_phase_seconds_bucket",
+            &[("phase", phase), ("le", "+Inf")],
+        )?;
+    }
+    for phase in ["dhcp_offer", "dhcp_ack"] {
+        let count = after.value(
+            "rackboot_agent_boot_phase_seconds_count",
+            &[("phase", phase)],
+        )?;
+        ensure!(
+            count >= 1.0,
+            "no boot phase observation of {phase}:\n{}",
+            after.text
+        );
+    }
+    ensure!(
+        get("rackboot_agent_coordinator_connected")? == 1.0,
+        "the agent should be connected to its coordinator"
+    );
+    ensure!(
+        get("rackboot_agent_view_nodes")? == n,
+        "100 nodes in the view"
+    );
+    ensure!(get("rackboot_agent_view_revision")? > 0.0);
+    ensure!(get("rackboot_agent_view_updates_total")? > 0.0);
+    ensure!(get("rackboot_agent_view_update_age_seconds")? >= 0.0);
+    // Our own scrapes are HTTP requests, and this one is an open connection.
+    ensure!(
+        after.value("rackboot_agent_http_requests_total", &[("code", "200")])?
+            >= (1 + during.len()) as f64
+    );
+    ensure!(get("rackboot_agent_http_active_connections")? >= 1.0);
+    ensure!(get("rackboot_agent_http_response_bytes_total")? > 0.0);
+    for queue in ["unknown_machines", "boot_sessions"] {
+        after.value("rackboot_agent_queue_depth", &[("queue", queue)])?;
+        ensure!(after.value("rackboot_agent_queue_capacity", &[("queue", queue)])? > 0.0);
+    }
+
+    let c = scrape(&lab.server, &coordinator_url)?;
+    c.ensure_families(COORDINATOR_FAMILIES)?;
+    let cget = |name: &str| c.value(name, &[]);
+    ensure!(cget("rackboot_coordinator_raft_is_leader")? == 1.0);
+    let id = cget("rackboot_coordinator_raft_id")?;
+    ensure!(cget("rackboot_coordinator_raft_leader_id")? == id);
+    ensure!(cget("rackboot_coordinator_raft_term")? >= 1.0);
+    ensure!(
+        cget("rackboot_coordinator_raft_commit_index")? >= n
+            && cget("rackboot_coordinator_raft_applied_index")? >= n,
+        "100 nodes took at least 100 entries"
+    );
+    c.value(
+        "rackboot_coordinator_raft_peer_match_index",
+        &[("peer", &format!("{id}"))],
+    )?;
+    ensure!(cget("rackboot_coordinator_nodes")? == n);
+    ensure!(cget("rackboot_coordinator_racks")? == 1.0);
+    ensure!(cget("rackboot_coordinator_state_revision")? >= n);
+    ensure!(
+        cget("rackboot_coordinator_watch_streams")? >= 1.0,
+        "the agent watches its rack"
+    );
+    ensure!(cget("rackboot_coordinator_proposals_total")? >= n);
+    let discover = c
+        .samples
+        .iter()
+        .filter(|s| {
+            s.name == "rackboot_coordinator_grpc_requests_total"
+                && s.labels
+                    .get("method")
+                    .is_some_and(|m| m.ends_with("/DiscoverNode"))
+        })
+        .map(|s| s.value)
+        .sum::<f64>();
+    ensure!(
+        discover >= n,
+        "the agent asked to number 100 machines; DiscoverNode requests counted: {discover}\n{}",
+        c.text
+    );
+    lab.agent_mut()?.ensure_running()
 }

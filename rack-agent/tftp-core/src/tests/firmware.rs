@@ -159,6 +159,17 @@ fn edk2_size_probe_then_windowed_fetch() {
     let acks = sim.server.stats().datagrams_received - 2 /* probe RRQ + ERROR */ - 1 /* RRQ */;
     assert_eq!(acks, 1 + 41_u64.div_ceil(4), "ACK 0 + one ACK per window");
     assert_eq!(sim.server.stats().retransmits_timeout, 0);
+    // Metrics: the probe is an aborted transfer of its own kind, and the
+    // bytes sent are those of every datagram.
+    let s = sim.server.stats();
+    assert_eq!((s.transfers_aborted, s.transfers_option_refused), (1, 1));
+    let bytes: u64 = sim
+        .sent
+        .iter()
+        .map(|t| t.packet.encode().len() as u64)
+        .sum();
+    assert_eq!(s.bytes_sent, bytes);
+    assert!(s.bytes_sent > file.len() as u64);
 }
 
 #[test]

@@ -1,0 +1,442 @@
+//! The coordinator's Prometheus metrics: `GET /metrics` on a plain HTTP
+//! listener of its own (`--metrics-listen ADDR`, off by default), in the
+//! OpenMetrics text format (`prometheus-client`).
+//!
+//! Raft and state figures are read from the replica's published status and
+//! applied state at scrape time; the API keeps a few counters of its own
+//! ([`ApiStats`]: watch streams, gRPC requests by method) and the replica
+//! handle counts proposals ([`crate::raft::ProposalStats`]). Every name is
+//! listed, with its meaning, in `docs/operations.md` ("Metrics").
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::blobs::BlobStore;
+use crate::raft::Replica;
+
+/// Content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Distinct gRPC method names counted; requests for further (unknown)
+/// paths are counted under `method="other"`, so a client cannot grow the
+/// label set without bound.
+pub const MAX_METHODS: usize = 256;
+
+/// Counters of the gRPC API.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    watch_streams: AtomicI64,
+    requests: RwLock<BTreeMap<String, AtomicU64>>,
+}
+
+/// Counts one open `WatchRack` stream while it lives.
+#[derive(Debug)]
+pub struct WatchOpen(Arc<ApiStats>);
+
+impl Drop for WatchOpen {
+    fn drop(&mut self) {
+        self.0.watch_streams.fetch_sub(1, Relaxed);
+    }
+}
+
+impl ApiStats {
+    /// A `WatchRack` stream opened; it counts as open until the guard drops.
+    pub fn watch_opened(self: &Arc<Self>) -> WatchOpen {
+        self.watch_streams.fetch_add(1, Relaxed);
+        WatchOpen(self.clone())
+    }
+
+    /// `WatchRack` streams open.
+    pub fn watch_streams(&self) -> i64 {
+        self.watch_streams.load(Relaxed)
+    }
+
+    /// Count a gRPC request for `path` (`/package.Service/Method`).
+    pub fn grpc_request(&self, path: &str) {
+        {
+            let map = self.requests.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = map.get(path) {
+                c.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        let mut map = self.requests.write().unwrap_or_else(|e| e.into_inner());
+        let key = if map.len() < MAX_METHODS {
+            path
+        } else {
+            "other"
+        };
+        map.entry(key.to_string())
+            .or_default()
+            .fetch_add(1, Relaxed);
+    }
+
+    /// gRPC requests so far, by method path.
+    pub fn grpc_requests(&self) -> Vec<(String, u64)> {
+        let map = self.requests.read().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|(k, v)| (k.clone(), v.load(Relaxed)))
+            .collect()
+    }
+}
+
+/// A tower layer that counts every gRPC request by its path.
+#[derive(Debug, Clone)]
+pub struct GrpcCountLayer(Arc<ApiStats>);
+
+impl GrpcCountLayer {
+    /// Count into `stats`.
+    pub fn new(stats: Arc<ApiStats>) -> Self {
+        GrpcCountLayer(stats)
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcCountLayer {
+    type Service = GrpcCount<S>;
+
+    fn layer(&self, inner: S) -> GrpcCount<S> {
+        GrpcCount {
+            inner,
+            stats: self.0.clone(),
+        }
+    }
+}
+
+/// The service of [`GrpcCountLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcCount<S> {
+    inner: S,
+    stats: Arc<ApiStats>,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for GrpcCount<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        self.stats.grpc_request(req.uri().path());
+        self.inner.call(req)
+    }
+}
+
+/// The coordinator's metrics registry.
+pub struct CoordinatorMetrics {
+    registry: Registry,
+}
+
+impl fmt::Debug for CoordinatorMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoordinatorMetrics").finish_non_exhaustive()
+    }
+}
+
+impl CoordinatorMetrics {
+    /// Metrics of `replica`, its blob store and its API.
+    pub fn new(replica: Replica, blobs: Arc<BlobStore>, api: Arc<ApiStats>) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Sources {
+            replica,
+            blobs,
+            api,
+        }));
+        CoordinatorMetrics { registry }
+    }
+
+    /// The exposition text. Walks the blob store: call it off the async
+    /// runtime ([`serve`] does).
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(8 << 10);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Serve `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<CoordinatorMetrics>,
+    shutdown: CancellationToken,
+) {
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .with_state(metrics);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics listening (GET /metrics)");
+    }
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "metrics server stopped");
+    }
+}
+
+async fn scrape(
+    axum::extract::State(metrics): axum::extract::State<Arc<CoordinatorMetrics>>,
+) -> Response {
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(Ok(body)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Everything read at scrape time.
+struct Sources {
+    replica: Replica,
+    blobs: Arc<BlobStore>,
+    api: Arc<ApiStats>,
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources").finish_non_exhaustive()
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    let m = e.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(m)
+}
+
+fn counters<L: AsRef<str>>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(L, u64)],
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (l, v) in values {
+        let labels = [(label, l.as_ref())];
+        ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge<N: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: N,
+) -> fmt::Result {
+    let g = ConstGauge::new(v);
+    let m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    g.encode(m)
+}
+
+fn gauges<L: AsRef<str>, N: EncodeGaugeValue + Copy>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(L, N)],
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (l, v) in values {
+        let labels = [(label, l.as_ref())];
+        ConstGauge::new(*v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let e = &mut e;
+        let s = self.replica.status();
+        let leader = s.role == "leader";
+        gauge(e, "rackboot_coordinator_raft_id", "This replica's id", s.id)?;
+        gauge(
+            e,
+            "rackboot_coordinator_raft_term",
+            "Current Raft term",
+            s.term,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_raft_commit_index",
+            "Raft commit index",
+            s.commit,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_raft_applied_index",
+            "Raft log index applied to the state machine",
+            s.applied,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_raft_last_index",
+            "Last Raft log index",
+            s.last_index,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_raft_leader_id",
+            "Id of the leader this replica knows (0: none)",
+            s.leader_id,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_raft_is_leader",
+            "1 on the leader",
+            u64::from(leader),
+        )?;
+        let voters = s.members.values().filter(|m| m.voter).count() as u64;
+        let learners = s.members.len() as u64 - voters;
+        gauges(
+            e,
+            "rackboot_coordinator_raft_members",
+            "Members of the group, by kind",
+            "kind",
+            &[("voter", voters), ("learner", learners)],
+        )?;
+        // Match indexes are known on the leader only.
+        let peers: Vec<(String, u64, u64)> = if leader {
+            s.members
+                .iter()
+                .map(|(id, m)| {
+                    (
+                        id.to_string(),
+                        m.matched,
+                        s.last_index.saturating_sub(m.matched),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let matched: Vec<(&str, u64)> = peers.iter().map(|(p, m, _)| (p.as_str(), *m)).collect();
+        let lag: Vec<(&str, u64)> = peers.iter().map(|(p, _, l)| (p.as_str(), *l)).collect();
+        gauges(
+            e,
+            "rackboot_coordinator_raft_peer_match_index",
+            "Highest log index known replicated on each member (on the leader only)",
+            "peer",
+            &matched,
+        )?;
+        gauges(
+            e,
+            "rackboot_coordinator_raft_peer_lag",
+            "Log entries each member is behind the leader's last index (on the leader only)",
+            "peer",
+            &lag,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_state_revision",
+            "Revision of the applied state",
+            s.revision,
+        )?;
+        let (racks, nodes, images, pending) = {
+            let st = self.replica.state();
+            (
+                st.racks().count() as u64,
+                st.nodes().count() as u64,
+                st.images().count() as u64,
+                st.pending().count() as u64,
+            )
+        };
+        gauge(e, "rackboot_coordinator_racks", "Racks registered", racks)?;
+        gauge(e, "rackboot_coordinator_nodes", "Nodes numbered", nodes)?;
+        gauge(
+            e,
+            "rackboot_coordinator_images",
+            "Images registered",
+            images,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_pending_machines",
+            "Machines held for acceptance (manual policy)",
+            pending,
+        )?;
+        let (blobs, bytes) = self.blobs.stored();
+        gauge(
+            e,
+            "rackboot_coordinator_blobs_stored",
+            "Blobs in this replica's blob store",
+            blobs,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_blob_bytes_stored",
+            "Bytes of the blobs in this replica's blob store",
+            bytes,
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_watch_streams",
+            "Rack watch streams open (one per connected agent)",
+            self.api.watch_streams(),
+        )?;
+        let p = self.replica.proposal_stats();
+        counter(
+            e,
+            "rackboot_coordinator_proposals",
+            "Commands proposed through this replica",
+            p.proposed.load(Relaxed),
+        )?;
+        counters(
+            e,
+            "rackboot_coordinator_proposal_failures",
+            "Proposals without a successful outcome, by reason",
+            "reason",
+            &p.failures(),
+        )?;
+        counters(
+            e,
+            "rackboot_coordinator_grpc_requests",
+            "gRPC requests received, by method",
+            "method",
+            &self.api.grpc_requests(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn grpc_methods_are_bounded() {
+        let s = ApiStats::default();
+        for i in 0..(MAX_METHODS + 10) {
+            s.grpc_request(&format!("/x.Y/M{i}"));
+        }
+        s.grpc_request("/x.Y/M0");
+        let r = s.grpc_requests();
+        assert_eq!(r.len(), MAX_METHODS + 1);
+        assert!(r.contains(&("other".to_string(), 10)));
+        assert!(r.contains(&("/x.Y/M0".to_string(), 2)));
+    }
+}
