@@ -12,6 +12,7 @@
 //! heartbeat_ticks = 2             # heartbeat interval in ticks (default 2)
 //! snapshot_every = 10000          # applied entries between snapshots (default 10000)
 //! join = false                    # start empty and wait to be added (default false)
+//! metrics_listen = "0.0.0.0:9100" # Prometheus /metrics (default off)
 //!
 //! [peers]                         # every voter, this one included
 //! 1 = "10.1.0.1:50051"
@@ -69,6 +70,8 @@ pub struct FileConfig {
     /// Start with empty storage and no voters, waiting to be added to a
     /// running cluster (`rackboot cluster add`). Default false.
     pub join: Option<bool>,
+    /// Prometheus `/metrics` listen address. Default: off.
+    pub metrics_listen: Option<String>,
 }
 
 /// Values given as command-line flags (each overrides the file).
@@ -92,6 +95,8 @@ pub struct Overrides {
     pub snapshot_every: Option<u64>,
     /// `--join`.
     pub join: bool,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Validated settings of one replica.
@@ -115,6 +120,8 @@ pub struct Settings {
     pub snapshot_every: u64,
     /// Start empty and wait to be added.
     pub join: bool,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -290,7 +297,18 @@ pub fn resolve(
     if snapshot_every == 0 {
         return Err(snap_origin.err("snapshot_every", "must be at least 1"));
     }
+    let metrics_listen = match (flags.metrics_listen, fc.metrics_listen) {
+        (Some(a), _) => Some(a),
+        (None, Some(text)) => Some(text.parse::<SocketAddr>().map_err(|e| {
+            file_origin.err(
+                "metrics_listen",
+                format!("'{text}' is not an IP:PORT socket address ({e})"),
+            )
+        })?),
+        (None, None) => None,
+    };
     Ok(Settings {
+        metrics_listen,
         id,
         listen,
         data_dir,

@@ -81,6 +81,7 @@ impl Args {
             heartbeat_ticks: self.heartbeat_ticks,
             snapshot_every: self.snapshot_every,
             join: self.join,
+            metrics_listen: self.metrics_listen,
         }
     }
 }
@@ -116,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let mut c = rackboot_coordinator::start(cfg, listener, shutdown.clone())
         .await
         .context("coordinator failed to start")?;
-    if let Some(addr) = args.metrics_listen {
+    if let Some(addr) = settings.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
