@@ -168,9 +168,23 @@ pub async fn run(
         crate::guard::RateLimiter::new(10.0, 20.0, 131_072);
     let mut pool = cfg.pool.clone();
     let started = Instant::now();
+    // Requests of machines being numbered (first-seen): answered as soon as
+    // the view knows them, not at the client's next retransmission (4 s
+    // later for a PXE ROM).
+    let mut deferred: HashMap<Mac, Deferred> = HashMap::new();
+    let mut changes = view.clone();
+    changes.borrow_and_update();
     loop {
         let (n, src) = tokio::select! {
             _ = shutdown.cancelled() => return,
+            r = changes.changed(), if !deferred.is_empty() => {
+                if r.is_err() {
+                    return;
+                }
+                changes.borrow_and_update();
+                answer_deferred(&socket, &cfg, &view, &mut deferred, &stats).await;
+                continue;
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -279,8 +293,24 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, %to, "dhcp send failed"),
                 }
             }
-            Decision::UnknownClient { .. } => {
+            Decision::UnknownClient { mac, .. } => {
                 stats.unknown.fetch_add(1, Ordering::Relaxed);
+                if cfg.role == Role::Server && cfg.accept == AcceptPolicy::FirstSeen {
+                    let now = Instant::now();
+                    if deferred.len() >= DEFER_MAX {
+                        deferred.retain(|_, d| d.until > now);
+                    }
+                    if deferred.len() < DEFER_MAX {
+                        deferred.insert(
+                            mac,
+                            Deferred {
+                                packet: packet.to_vec(),
+                                src,
+                                until: now + DEFER_TTL,
+                            },
+                        );
+                    }
+                }
             }
             Decision::Drop(reason) => {
                 if matches!(
@@ -291,6 +321,65 @@ pub async fn run(
                 }
                 stats.count_drop(reason.label());
                 tracing::debug!(%src, reason = reason.label(), detail = %reason, "dhcp datagram dropped");
+            }
+        }
+    }
+}
+
+/// A request from a machine being numbered, kept to answer once its node
+/// appears in the view.
+struct Deferred {
+    packet: Vec<u8>,
+    src: SocketAddr,
+    until: Instant,
+}
+
+/// How long a deferred request may still be answered (a PXE ROM resends its
+/// DISCOVER after 4 s with the same xid; an answer after that would race it).
+const DEFER_TTL: Duration = Duration::from_secs(3);
+/// Bound on deferred requests.
+const DEFER_MAX: usize = 16_384;
+
+/// Answer the deferred requests of machines the view now knows; forget
+/// expired ones.
+async fn answer_deferred(
+    socket: &UdpSocket,
+    cfg: &DhcpShellConfig,
+    view: &watch::Receiver<Arc<RackView>>,
+    deferred: &mut HashMap<Mac, Deferred>,
+    stats: &DhcpStats,
+) {
+    let now = Instant::now();
+    deferred.retain(|_, d| d.until > now);
+    let v = view.borrow().clone();
+    let known: Vec<Mac> = deferred
+        .keys()
+        .filter(|m| v.bindings.contains_key(m))
+        .copied()
+        .collect();
+    if known.is_empty() {
+        return;
+    }
+    let core = cfg.core.borrow().clone();
+    for mac in known {
+        let Some(d) = deferred.remove(&mac) else {
+            continue;
+        };
+        if let Decision::Reply {
+            bytes,
+            dest,
+            message,
+        } = rackboot_dhcp_core::handle(&core, &v.bindings, &d.packet)
+        {
+            if let Some(sessions) = &cfg.sessions {
+                timeline(sessions, &v, &message);
+            }
+            let to = destination(dest, d.src, cfg.client_port);
+            match socket.send_to(&bytes, to).await {
+                Ok(_) => {
+                    stats.replied.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, %to, "dhcp send failed"),
             }
         }
     }
