@@ -65,12 +65,15 @@ on_exit() {
     ((status == 0)) && return 0
     echo >&2
     echo "lab: FAILED after $(lab_elapsed) s (exit $status)." >&2
-    if [[ -f "$LAB_DIR/$LAB_STAMP" ]]; then
+    if [[ "$created" -eq 1 ]]; then
         echo "lab: what was started is left as it is for inspection (logs: $LAB_DIR/*/*.log);" >&2
         echo "lab: remove everything with: $here/down.sh" >&2
     fi
 }
+created=0
 trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # ---- preconditions ----------------------------------------------------------
 
@@ -131,6 +134,7 @@ mkdir -p "$LAB_DIR"
 chmod 0755 "$LAB_DIR"
 LAB_DIR="$(cd "$LAB_DIR" && pwd)"
 printf 'prefix=%s\nbin=%s\n' "$LAB_PREFIX" "$BIN" >"$LAB_DIR/$LAB_STAMP"
+created=1
 mkdir -p "$LAB_DIR/pids" "$LAB_DIR/image"
 
 # ---- boot artifacts -----------------------------------------------------------
@@ -350,7 +354,7 @@ start node-r1-1 "$LAB_PREFIX-r1" "$LAB_DIR/r1/qemu.log" \
 
 # The console's last lines, escape sequences and carriage returns removed.
 console_tail() {
-    sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\r//g' "$console" | grep -v '^[[:space:]]*$' | tail -n 40
+    sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1b.//g' -e 's/\r//g' "$console" | grep -v '^[[:space:]]*$' | tail -n 40
 }
 
 milestones=(
