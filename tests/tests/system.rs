@@ -14,6 +14,11 @@
 //! * `cli`: `rackboot` against a loopback coordinator (push, errors);
 //! * `config_files`: `--check-config` of both daemons (every problem with
 //!   file, key and reason; flags win over the file);
+//! * `deploy`: `deploy/`: the systemd units pass `systemd-analyze verify`,
+//!   every file in `deploy/config/` passes `--check-config` (agent files in a
+//!   namespace with their interface; root), and the lab (`deploy/lab/up.sh`:
+//!   3 coordinators, 2 racks, a QEMU node booting) comes up and
+//!   `deploy/lab/down.sh` leaves nothing behind (root, QEMU);
 //! * `grpc_reflection`: `grpcurl` lists and calls the coordinator's API;
 //! * `harness_selftest`: the harness's own artifacts, namespaces and QEMU;
 //! * `pxe_boot`: a QEMU guest PXE-boots from a rack agent (BIOS, iPXE ROM;
@@ -50,6 +55,8 @@ mod boot_support;
 mod cli;
 #[path = "system/config_files.rs"]
 mod config_files;
+#[path = "system/deploy.rs"]
+mod deploy;
 #[path = "system/dhcp_clients.rs"]
 mod dhcp_clients;
 #[path = "system/grpc_reflection.rs"]
