@@ -134,6 +134,9 @@ pub enum ArgsError {
         /// Why.
         reason: String,
     },
+    /// The static root is not a directory.
+    #[error("--static-root {0}: not a readable directory")]
+    StaticRoot(String),
     /// The gateway is outside the rack subnet.
     #[error("--gateway {gateway} is not inside the rack subnet {subnet}")]
     Gateway {
@@ -158,6 +161,7 @@ impl ArgsError {
             ArgsError::NoCoordinator => "--coordinator",
             ArgsError::ProvisionalRange { .. } => "--provisional-range",
             ArgsError::Gateway { .. } => "--gateway",
+            ArgsError::StaticRoot(_) => "--static-root",
             ArgsError::NoProvisionalRange(_) => "--accept",
         }
     }
