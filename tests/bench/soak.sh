@@ -6,9 +6,10 @@
 # boot-info requests, and a SIGHUP (config re-read) to the agent.
 #
 #   tests/bench/soak.sh [--minutes M | --seconds S] [--interval SECS]
-#                       [--bin-dir DIR] [--out FILE]
+#                       [--pause SECS] [--bin-dir DIR] [--out FILE]
 #
-# Defaults: 60 minutes, a sample every 30 s, release binaries (built).
+# Defaults: 60 minutes, a sample every 30 s, rounds back to back (--pause
+# idles between rounds), release binaries (built).
 # Prints a table of samples and a verdict; exits 1 if, after the first
 # quarter (warm-up: caches, buffers, allocator arenas), RSS grew by more than
 # 20% or the fd count by more than 16 between the warm-up's end and the last
@@ -20,6 +21,7 @@ ROOT=$PWD
 
 secs=3600
 interval=30
+pause=0
 bin_dir=""
 out=""
 while [ $# -gt 0 ]; do
@@ -27,6 +29,7 @@ while [ $# -gt 0 ]; do
     --minutes) secs=$(( $2 * 60 )); shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
     --interval) interval=$2; shift 2 ;;
+    --pause) pause=$2; shift 2 ;;
     --bin-dir) bin_dir=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -131,6 +134,7 @@ while [ $((SECONDS - start)) -lt "$secs" ]; do
   fi
   r=$((r + 1))
   round "$r"
+  sleep "$pause"
   kill -0 "$apid" 2>/dev/null || { echo "agent died:"; tail -50 "$work/agent.log"; exit 1; }
   kill -0 "$cpid" 2>/dev/null || { echo "coordinator died:"; tail -50 "$work/coordinator.log"; exit 1; }
 done
