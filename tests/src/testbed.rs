@@ -101,6 +101,8 @@ pub struct Testbed {
     /// Guests of earlier boots (exited), kept for [`Testbed::report`].
     past_guests: Vec<QemuGuest>,
     agent: Option<Daemon>,
+    /// The agent's command line (program first), for [`Testbed::restart_agent`].
+    agent_cmd: Option<Vec<std::ffi::OsString>>,
     coordinator: Option<Daemon>,
     rack: Netns,
     ctl: Netns,
@@ -132,6 +134,7 @@ impl Testbed {
             guest: None,
             past_guests: Vec::new(),
             agent: None,
+            agent_cmd: None,
             coordinator: None,
             rack,
             ctl,
@@ -200,12 +203,45 @@ impl Testbed {
             cmd.arg("--static-root").arg(&root);
         }
         cmd.args(&opts.agent_args);
+        self.agent_cmd = Some(
+            std::iter::once(cmd.get_program().to_os_string())
+                .chain(cmd.get_args().map(|a| a.to_os_string()))
+                .collect(),
+        );
         self.agent = Some(Daemon::spawn(
             "agent",
             cmd,
             &self.dir.path().join("agent.log"),
         )?);
         self.wait_rack_registered(Duration::from_secs(30))
+    }
+
+    /// Kills the coordinator (SIGKILL) and takes the control link down: the
+    /// agent is cut off from every coordinator.
+    pub fn stop_coordinator(&mut self) -> Result<()> {
+        if let Some(mut c) = self.coordinator.take() {
+            c.kill()?;
+        }
+        self.rack.ip(&["link", "set", "rb-down", "down"])?;
+        Ok(())
+    }
+
+    /// Kills the agent and starts it again with the same command line (its
+    /// log continues in `agent.log`, opened anew); waits until it serves.
+    pub fn restart_agent(&mut self) -> Result<()> {
+        let argv = self.agent_cmd.clone().context("agent not started")?;
+        if let Some(mut a) = self.agent.take() {
+            a.kill()?;
+        }
+        let (program, args) = argv.split_first().context("empty agent command")?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args);
+        let log = self.dir.path().join("agent-restarted.log");
+        let agent = self
+            .agent
+            .insert(Daemon::spawn("agent (restarted)", cmd, &log)?);
+        agent.wait_for_log("rack agent serving", Duration::from_secs(30))?;
+        Ok(())
     }
 
     fn wait_rack_registered(&mut self, timeout: Duration) -> Result<()> {

@@ -158,3 +158,80 @@ fn pxe_boot_from_agent() -> Result<()> {
     );
     Ok(())
 }
+
+/// Offline (issue 4): a node known to the rack (`rackboot node add`) with an
+/// assigned image; once the agent has the view and the image's blobs, every
+/// coordinator is cut off (killed, and the control link taken down) and the
+/// agent is restarted. From its persisted view and cache alone it still
+/// PXE-boots the node into its assigned kernel and initramfs (the marker,
+/// with `rackboot.node=1` and the image on the kernel command line).
+#[test]
+fn offline_agent_restart_still_boots_assigned_image() -> Result<()> {
+    if let Some(reason) = boot_support::skip_reason(&[]) {
+        rackboot_tests::skip(&reason);
+        return Ok(());
+    }
+    if !ipxe_rom_present() {
+        rackboot_tests::skip("needs QEMU's e1000 iPXE option ROM (ipxe-qemu)");
+        return Ok(());
+    }
+    const MAC: &str = "52:54:00:9b:00:0f";
+    const OFFLINE_IMAGE: &str = "offline:1";
+    let art = BootArtifacts::get("OFFLINE")?;
+    let mut tb = Testbed::new("rb-off")?;
+    tb.remove_on_drop(art.initrd.clone());
+    tb.run_reporting("offline_agent_restart_still_boots_assigned_image", |tb| {
+        tb.start(&TestbedOpts::default())?;
+        tb.push_image(&ImageSpec {
+            name: OFFLINE_IMAGE,
+            kernel: &art.kernel,
+            initrd: &art.initrd,
+            cmdline: CMDLINE,
+            kernel_version: "",
+            modules: None,
+        })?;
+        tb.assign(&["--default"], OFFLINE_IMAGE)?;
+        tb.cli(&["node", "add", "--rack", "r1", "--mac", MAC])?
+            .success()?;
+        // The agent has the node and the image's verified blobs: its script
+        // for the MAC names the kernel.
+        let script_url = format!("http://10.99.0.1/ipxe/{}.ipxe", MAC.replace(':', "-"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut curl = tb.rack_netns().exec("curl");
+            curl.args(["-s", &script_url]);
+            let out = rackboot_tests::daemon::run_with_timeout(curl, Duration::from_secs(10))?;
+            if out.stdout.contains("kernel ") && out.stdout.contains(OFFLINE_IMAGE) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the agent never served a boot script for {MAC}:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+
+        tb.stop_coordinator()?;
+        tb.restart_agent()?;
+
+        let guest = tb.boot(QemuOpts::network_boot("offline", TAP, MAC))?;
+        guest.wait_for_line(
+            &rackboot_tests::artifacts::marker_line(&art.marker),
+            BOOT_TIMEOUT,
+        )?;
+        let cmdline = guest
+            .transcript_lines()
+            .into_iter()
+            .find_map(|l| {
+                l.split_once("RACKBOOT-CMDLINE:")
+                    .map(|(_, c)| c.trim().to_string())
+            })
+            .unwrap_or_default();
+        ensure!(
+            cmdline.contains("rackboot.node=1")
+                && cmdline.contains(&format!("rackboot.image={OFFLINE_IMAGE}")),
+            "the offline boot should be node 1's assigned image: {cmdline:?}"
+        );
+        Ok(())
+    })
+}
