@@ -234,6 +234,20 @@ impl TftpLab {
         Ok(())
     }
 
+    /// Kills the agent (SIGKILL); [`TftpLab::start_agent`] starts it again
+    /// on the same data directory.
+    pub fn stop_agent(&mut self) -> Result<()> {
+        if let Some(mut a) = self.agent.take() {
+            a.kill()?;
+        }
+        Ok(())
+    }
+
+    /// The agent's data directory.
+    pub fn agent_data(&self) -> PathBuf {
+        self.dir.path().join("agent-data")
+    }
+
     fn wait_rack_registered(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -12,6 +12,8 @@
 //! loopback only and need no root.
 //!
 //! * `cli`: `rackboot` against a loopback coordinator (push, errors);
+//! * `blob_cache`: bit flips in 100 cached blob files are detected, the
+//!   blobs fetched again, and 0 corrupt bytes are served (root);
 //! * `config_files`: `--check-config` of both daemons (every problem with
 //!   file, key and reason; flags win over the file);
 //! * `deploy`: `deploy/`: the systemd units pass `systemd-analyze verify`,
@@ -49,6 +51,8 @@
 
 // Test modules live in `tests/system/`. A crate root file looks for its
 // modules beside itself, hence the explicit paths.
+#[path = "system/blob_cache.rs"]
+mod blob_cache;
 #[path = "system/boot_support.rs"]
 mod boot_support;
 #[path = "system/cli.rs"]
