@@ -417,6 +417,7 @@ report() {
   echo "Burst: $burst clients powered on in the same millisecond (rackboot storm --dhcp-only, PXE ROM timers)"
   echo
   echo "$burst_header"; echo "$burst_rule"; printf '%s' "$burst_rows"
+  [ -n "$rate_rows" ] || return 0
   echo
   echo "Warm-up over the perfdhcp MAC list (storm --dhcp-only, one power-on every $ripple ms; rackboot: nodes in \`rackboot node list\`)"
   echo
