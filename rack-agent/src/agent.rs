@@ -418,7 +418,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         },
     };
     let (core_tx, core_rx) = watch::channel(Arc::new(core));
-    let (unknown_tx, unknown_rx) = mpsc::channel(1024);
+    // Deep enough for a rack of new machines powered on at once.
+    let (unknown_tx, unknown_rx) = mpsc::channel(16_384);
     metrics.watch_queue("unknown_machines", &unknown_tx);
     let dhcp_stats = metrics.dhcp.clone();
     let proxy = cfg.dhcp_mode == crate::dhcp::DhcpMode::Proxy;
