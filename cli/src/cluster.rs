@@ -173,3 +173,32 @@ pub async fn replace(conn: &Conn, args: ReplaceArgs) -> anyhow::Result<()> {
     .await?;
     remove(conn, args.old).await
 }
+
+/// `cluster backup FILE`.
+pub async fn backup(conn: &Conn, file: &std::path::Path) -> anyhow::Result<()> {
+    let mut stream = conn
+        .cluster()
+        .export_state(pb::ExportStateRequest {})
+        .await
+        .map_err(|s| conn.err("exporting the state", s))?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| conn.err("exporting the state", s))?
+    {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let state = rackboot_coordinator::backup::decode(&bytes)
+        .map_err(|e| anyhow::anyhow!("the coordinator sent a backup that does not verify: {e}"))?;
+    rackboot_coordinator::backup::write_atomically(file, &bytes)?;
+    say!(
+        "backup of revision {} ({} bytes, {} nodes) written to {}",
+        state.revision(),
+        bytes.len(),
+        state.nodes().count(),
+        file.display()
+    );
+    Ok(())
+}

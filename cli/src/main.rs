@@ -173,6 +173,13 @@ enum ClusterCmd {
     },
     /// Add a new replica, then remove an old one.
     Replace(cluster::ReplaceArgs),
+    /// Back up the replicated state (nodes, racks, images, assignments,
+    /// sessions, logs; not the blobs) into FILE, verified. Restore with
+    /// `rackboot-coordinator --restore-state FILE`.
+    Backup {
+        /// Output file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -227,6 +234,7 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Cluster(ClusterCmd::Add(args)) => cluster::add(&conn, args).await,
         Command::Cluster(ClusterCmd::Remove { id }) => cluster::remove(&conn, id).await,
         Command::Cluster(ClusterCmd::Replace(args)) => cluster::replace(&conn, args).await,
+        Command::Cluster(ClusterCmd::Backup { file }) => cluster::backup(&conn, &file).await,
         Command::Dev(_) | Command::Storm(_) | Command::Probe(_) => not_admin(),
     }
 }

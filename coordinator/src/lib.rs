@@ -12,6 +12,7 @@
 //! lives in `rackboot-state`, pure.
 
 pub mod api;
+pub mod backup;
 pub mod blobs;
 pub mod config;
 pub mod metrics;

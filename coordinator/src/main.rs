@@ -24,6 +24,16 @@ struct Args {
     /// file, key and reason, and exit: 0 if it is valid, 1 if not.
     #[arg(long)]
     check_config: bool,
+    /// Back up this replica's state from its data directory into FILE and
+    /// exit. The replica must be stopped. Works without a quorum: the way
+    /// to recover a group that lost it (restore the backup into a new one).
+    #[arg(long, value_name = "FILE", conflicts_with = "restore_state")]
+    export_state: Option<PathBuf>,
+    /// Found a new group from a backup (`rackboot cluster backup` or
+    /// --export-state) in the empty data directory, with --peer/[peers] as
+    /// its voters, and exit; then start the replica(s) normally.
+    #[arg(long, value_name = "FILE")]
+    restore_state: Option<PathBuf>,
     /// This replica's id (1, 2, ...). Default 1.
     #[arg(long)]
     id: Option<u64>,
@@ -106,6 +116,32 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+    }
+    if let Some(out) = &args.export_state {
+        let settings = args.settings()?;
+        let (revision, index) =
+            rackboot_coordinator::backup::export_offline(&settings.data_dir, out)
+                .with_context(|| format!("backing up {}", settings.data_dir.display()))?;
+        println!(
+            "state of {} (revision {revision}, Raft index {index}) written to {}",
+            settings.data_dir.display(),
+            out.display()
+        );
+        return Ok(());
+    }
+    if let Some(file) = &args.restore_state {
+        let settings = args.settings()?;
+        let revision =
+            rackboot_coordinator::backup::restore(&settings.data_dir, file, &settings.peers)
+                .with_context(|| format!("restoring {}", file.display()))?;
+        println!(
+            "restored revision {revision} from {} into {} (voters: {:?}); start the replicas, \
+             copy the blobs/ directory along",
+            file.display(),
+            settings.data_dir.display(),
+            settings.peers.keys().collect::<Vec<_>>()
+        );
+        return Ok(());
     }
     init_tracing(&args.log_format);
     let settings = args.settings()?;

@@ -116,6 +116,26 @@ impl ClusterApi {
 
 #[tonic::async_trait]
 impl pb::cluster_service_server::ClusterService for ClusterApi {
+    type ExportStateStream = super::admin::BoxStream<pb::StateChunk>;
+
+    async fn export_state(
+        &self,
+        _req: Request<pb::ExportStateRequest>,
+    ) -> Result<Response<Self::ExportStateStream>, Status> {
+        self.0.read().await?;
+        let bytes = {
+            let state = self.0.replica.state();
+            let index = self.0.replica.status().applied;
+            crate::backup::encode(&state, index).map_err(|e| Status::internal(e.to_string()))?
+        };
+        tracing::info!(bytes = bytes.len(), "state exported for a backup");
+        let chunks: Vec<Result<pb::StateChunk, Status>> = bytes
+            .chunks(1 << 20)
+            .map(|c| Ok(pb::StateChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
     async fn status(
         &self,
         _req: Request<pb::ClusterStatusRequest>,

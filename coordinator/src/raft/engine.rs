@@ -238,6 +238,75 @@ fn encode_snapshot(addresses: &Addresses, state: &State) -> Result<Vec<u8>, Repl
         .map_err(|e| ReplicaFatal::Snapshot(e.to_string()))
 }
 
+/// Found a new group on an empty `store`: the founding voters `peers` and
+/// the initial `state` (empty for a new cluster, a backup for a restore),
+/// as a snapshot at the bootstrap index.
+pub fn bootstrap_store(
+    store: &RaftStore,
+    peers: &Addresses,
+    state: &State,
+) -> Result<(), ReplicaFatal> {
+    let mut snap = Snapshot::default();
+    let meta = snap.mut_metadata();
+    meta.index = BOOTSTRAP_INDEX;
+    meta.term = 1;
+    meta.set_conf_state(ConfState {
+        voters: peers.keys().copied().collect(),
+        ..Default::default()
+    });
+    snap.set_data(encode_snapshot(peers, state)?.into());
+    store.apply_snapshot(&snap, peers)?;
+    Ok(())
+}
+
+/// The state a stopped replica's `store` holds: its last snapshot with
+/// every committed entry after it applied, and the index reached. Reads
+/// only; used to back up a replica offline (e.g. the survivor of a lost
+/// quorum).
+pub fn stored_state(store: &RaftStore) -> Result<(State, u64), ReplicaFatal> {
+    use raft::Storage;
+    let (mut state, mut index) = match store.stored_snapshot()? {
+        Some(snap) => {
+            let d = decode_snapshot(snap.get_data())?;
+            (d.state, snap.get_metadata().index)
+        }
+        None => (State::default(), 0),
+    };
+    // A group of one voter commits what it persists: its whole log. Others
+    // only what the stored commit index says (a clean stop writes it).
+    let single = store.conf_state().voters.len() == 1;
+    let commit = if single {
+        raft::Storage::last_index(store)
+            .map_err(|e| ReplicaFatal::Snapshot(format!("reading the log: {e}")))?
+    } else {
+        store.hard_state().commit
+    };
+    while index < commit {
+        let entries = store
+            .entries(
+                index + 1,
+                commit + 1,
+                Some(8 << 20),
+                raft::GetEntriesContext::empty(false),
+            )
+            .map_err(|e| ReplicaFatal::Snapshot(format!("reading committed entries: {e}")))?;
+        if entries.is_empty() {
+            break;
+        }
+        for entry in entries {
+            if entry.get_entry_type() == EntryType::EntryNormal
+                && !entry.data.is_empty()
+                && let Ok(p) = serde_json::from_slice::<Proposal>(&entry.data)
+            {
+                // Refused commands leave the state as every replica left it.
+                let _ = state.apply(p.envelope);
+            }
+            index = entry.index;
+        }
+    }
+    Ok((state, index))
+}
+
 impl Core {
     /// Open a replica on `store`. A fresh store is bootstrapped with the
     /// founding voters (unless joining). `incarnation` must differ between
@@ -249,16 +318,7 @@ impl Core {
         incarnation: u64,
     ) -> Result<Core, ReplicaFatal> {
         if store.is_empty() && !cfg.join {
-            let mut snap = Snapshot::default();
-            let meta = snap.mut_metadata();
-            meta.index = BOOTSTRAP_INDEX;
-            meta.term = 1;
-            meta.set_conf_state(ConfState {
-                voters: cfg.peers.keys().copied().collect(),
-                ..Default::default()
-            });
-            snap.set_data(encode_snapshot(&cfg.peers, &State::default())?.into());
-            store.apply_snapshot(&snap, &cfg.peers)?;
+            bootstrap_store(&store, &cfg.peers, &State::default())?;
         }
         let (state, applied_index, snap_addresses) = match store.stored_snapshot()? {
             Some(snap) => {
@@ -311,6 +371,17 @@ impl Core {
             seen: (0, 0),
             cfg,
         })
+    }
+
+    /// Write the commit index up to what is applied (a clean stop; best
+    /// effort, logged on failure).
+    pub fn persist_commit(&self) {
+        let applied = self.applied_index;
+        if self.store.hard_state().commit < applied
+            && let Err(e) = self.store.set_commit(applied)
+        {
+            tracing::warn!(error = %e, "could not record the commit index at stop");
+        }
     }
 
     /// The applied state, shared with readers.

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::engine::digest as digest_of;
 pub use self::engine::{
     Applied, Core, CoreConfig, Event, MemberChange, ReplicaFatal, Sink, SnapshotData,
+    bootstrap_store, stored_state,
 };
 pub use faults::{Faults, NoFaults, Site};
 pub use node::{spawn, spawn_with_source};

@@ -153,6 +153,11 @@ impl Owner {
             self.peers.set_addresses(self.core.addresses());
             self.publish();
         };
+        if result.is_ok() {
+            // A clean stop records how far it applied, so an offline backup
+            // (`--export-state`) of this data directory has every entry.
+            self.core.persist_commit();
+        }
         for (_, reply) in self.writes.drain() {
             let _ = reply.send(Err(ReplicaError::Stopped));
         }

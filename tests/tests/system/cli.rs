@@ -402,3 +402,122 @@ fn meta_set_list_unset() -> Result<()> {
     );
     Ok(())
 }
+
+/// Backup and restore: `rackboot cluster backup` writes a verified backup of
+/// the state (site key-values, an image, an assignment); the stopped
+/// replica's data directory exports the same revision offline
+/// (`--export-state`, the lost-quorum path); `--restore-state` founds a new
+/// group from the backup, which serves the same state; a damaged backup and
+/// a non-empty data directory are refused.
+#[test]
+fn backup_export_and_restore_the_state() -> Result<()> {
+    let mut coord = LoopbackCoordinator::start()?;
+    let dir = coord.temp_dir().to_path_buf();
+    rackboot(&coord, &["meta", "set", "SITE", "backed-up"], QUICK_TIMEOUT)?.success()?;
+    let kernel = dir.join("k");
+    let initrd = dir.join("i");
+    write_pseudo_random(&kernel, 4096, 1)?;
+    write_pseudo_random(&initrd, 8192, 2)?;
+    rackboot(
+        &coord,
+        &[
+            "image",
+            "push",
+            "bk:1",
+            "--kernel",
+            &kernel.display().to_string(),
+            "--initrd",
+            &initrd.display().to_string(),
+            "--kernel-version",
+            "6.1.0-test",
+        ],
+        QUICK_TIMEOUT,
+    )?
+    .success()?;
+    rackboot(&coord, &["assign", "--default", "bk:1"], QUICK_TIMEOUT)?.success()?;
+    let backup = dir.join("state.backup");
+    let out = rackboot(
+        &coord,
+        &["cluster", "backup", &backup.display().to_string()],
+        QUICK_TIMEOUT,
+    )?
+    .success()?;
+    let revision = out
+        .stdout
+        .split("revision ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .context("no revision in the backup message")?
+        .to_string();
+
+    // Offline export from the stopped replica: the same revision.
+    coord.daemon.kill()?;
+    let bin = daemon::binary(daemon::COORDINATOR)?;
+    let exported = dir.join("offline.backup");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--listen")
+        .arg(coord.addr.to_string())
+        .arg("--data")
+        .arg(coord.data_dir())
+        .arg("--export-state")
+        .arg(&exported);
+    let out = run_with_timeout(cmd, QUICK_TIMEOUT)?.success()?;
+    ensure!(
+        out.stdout.contains(&format!("revision {revision}")),
+        "the offline export should reach revision {revision}:\n{out}"
+    );
+
+    // Restore into a new data directory and serve it.
+    let port = daemon::free_loopback_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let data2 = dir.join("restored");
+    let restore = |file: &Path, data: &Path| -> Result<CliOutput> {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["--listen", &listen, "--data"])
+            .arg(data)
+            .arg("--restore-state")
+            .arg(file);
+        run_with_timeout(cmd, QUICK_TIMEOUT)
+    };
+    restore(&backup, &data2)?.success()?;
+    let again = restore(&backup, &data2)?.failure()?;
+    ensure!(
+        again.combined().contains("empty data directory"),
+        "restoring over a replica's state must be refused:\n{again}"
+    );
+    let mut damaged = std::fs::read(&backup)?;
+    if let Some(b) = damaged.last_mut() {
+        *b ^= 0x20;
+    }
+    let damaged_path = dir.join("damaged.backup");
+    std::fs::write(&damaged_path, &damaged)?;
+    let bad = restore(&damaged_path, &dir.join("never"))?.failure()?;
+    ensure!(
+        bad.combined().contains("damaged"),
+        "a damaged backup must be refused:\n{bad}"
+    );
+
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["--listen", &listen, "--data"]).arg(&data2);
+    let mut restored =
+        daemon::Daemon::spawn("restored coordinator", cmd, &dir.join("restored.log"))?;
+    restored.wait_for_tcp(listen.parse()?, None, Duration::from_secs(30))?;
+    let url = format!("http://{listen}");
+    let meta = daemon::cli(
+        None,
+        &["--coordinator", &url, "meta", "list"],
+        QUICK_TIMEOUT,
+    )?
+    .success()?;
+    let images = daemon::cli(
+        None,
+        &["--coordinator", &url, "image", "list"],
+        QUICK_TIMEOUT,
+    )?
+    .success()?;
+    ensure!(
+        meta.stdout.contains("SITE=backed-up") && images.stdout.contains("bk:1"),
+        "the restored group should serve the backed-up state:\n{meta}\n{images}"
+    );
+    Ok(())
+}
