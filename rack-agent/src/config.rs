@@ -1,8 +1,8 @@
 //! The agent's configuration file, in two layers: [`AgentFile`] is what the
 //! TOML says (serde, unknown keys refused); laid under the command-line
 //! flags ([`Layered`]) it is validated into an
-//! [`AgentConfig`](crate::agent::AgentConfig) by
-//! [`ServeArgs::into_config`](crate::args::ServeArgs::into_config). A flag
+//! [`AgentConfig`] by
+//! [`ServeArgs::into_config`]. A flag
 //! given on the command line wins over the file. Every problem names the
 //! file (or the command line), the key and what is wrong.
 //!
