@@ -420,6 +420,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     let (core_tx, core_rx) = watch::channel(Arc::new(core));
     // Deep enough for a rack of new machines powered on at once.
     let (unknown_tx, unknown_rx) = mpsc::channel(16_384);
+    let dump_unknown_tx = unknown_tx.clone();
     metrics.watch_queue("unknown_machines", &unknown_tx);
     let dhcp_stats = metrics.dhcp.clone();
     let proxy = cfg.dhcp_mode == crate::dhcp::DhcpMode::Proxy;
@@ -580,6 +581,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         view_path,
         stats: metrics.sync.clone(),
     };
+    let dump_cache = cache.clone();
     tasks.push(tokio::spawn(sync::run(
         sync_cfg,
         view_tx,
@@ -590,6 +592,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     )));
     // SIGUSR1: state dump (transfers, queue, sync revision, cache, counters).
     {
+        let cache = dump_cache;
+        let unknown_queue = dump_unknown_tx;
         let stop = shutdown.clone();
         let view = view_rx.clone();
         let files = files_rx.clone();
@@ -624,6 +628,12 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     dhcp_provisional_full = dhcp_stats.provisional_full.load(Relaxed),
                     dhcp_probes = dhcp_stats.probes.load(Relaxed),
                     dhcp_drops = %dhcp_stats.drops_text(),
+                    dhcp_provisional_leases = dhcp_stats.provisional_in_use.load(Relaxed),
+                    discovery_queue = unknown_queue.max_capacity() - unknown_queue.capacity(),
+                    cache_blobs = cache.stats().blobs,
+                    cache_bytes = cache.stats().bytes,
+                    cache_hits = cache.stats().hits,
+                    cache_misses = cache.stats().misses,
                     syslog_received = syslog_stats.received.load(Relaxed),
                     syslog_dropped = syslog_stats.dropped.load(Relaxed),
                     "agent state (SIGUSR1)"

@@ -67,6 +67,8 @@ pub struct DhcpStats {
     pub provisional_full: AtomicU64,
     /// Probe reports received.
     pub probes: AtomicU64,
+    /// Provisional leases and offers live now (gauge).
+    pub provisional_in_use: AtomicU64,
     /// Drops by reason ([`rackboot_dhcp_core::DropReason::label`]).
     pub drops: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
@@ -210,6 +212,9 @@ pub async fn run(
                 (Role::Server, Some(pool)) => {
                     let now = started.elapsed().as_secs();
                     pool.expire(now);
+                    stats
+                        .provisional_in_use
+                        .store(pool.in_use(now) as u64, Ordering::Relaxed);
                     rackboot_dhcp_core::handle_with_pool(&core, &v.bindings, pool, now, packet)
                 }
                 (Role::Server, None) => {

@@ -373,11 +373,25 @@ fn sigusr1_during_storm_logs_tftp_state() -> Result<()> {
         dump.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
     );
     let log = lab.agent_log();
-    ensure!(
-        log.contains("agent state (SIGUSR1)"),
-        "the agent-state line is missing:\n{}",
-        lab.report()
-    );
+    let state_line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("agent state (SIGUSR1)"))
+        .with_context(|| format!("the agent-state line is missing:\n{}", lab.report()))?;
+    for field in [
+        "revision=",
+        "dhcp_received=",
+        "dhcp_drops=",
+        "dhcp_provisional_leases=",
+        "discovery_queue=",
+        "cache_blobs=",
+        "cache_bytes=",
+    ] {
+        ensure!(
+            state_line.contains(field),
+            "the state dump should show {field}: {state_line}"
+        );
+    }
     let header = dump.get(1).map(String::as_str).unwrap_or_default();
     let active: u64 = header
         .trim()
