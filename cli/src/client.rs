@@ -73,7 +73,7 @@ fn url_of(addr: &str) -> String {
 }
 
 fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    Ok(Endpoint::from_shared(url.to_string())
+    Ok(rackboot_proto::tls::endpoint(url)
         .map_err(|e| anyhow!("invalid coordinator URL {url}: {e}"))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true))

@@ -4,6 +4,7 @@
 #[macro_use]
 mod output;
 mod admin;
+mod certs;
 mod client;
 mod cluster;
 mod dev;
@@ -29,6 +30,17 @@ struct Cli {
         value_delimiter = ','
     )]
     coordinator: Vec<String>,
+    /// Cluster CA certificate; with --tls-cert and --tls-key, talk to the
+    /// coordinators over mutual TLS (an admin certificate from `rackboot
+    /// certs issue admin`).
+    #[arg(long, global = true, env = "RACKBOOT_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate.
+    #[arg(long, global = true, env = "RACKBOOT_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Client key.
+    #[arg(long, global = true, env = "RACKBOOT_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +73,10 @@ enum Command {
     Dev(dev::DevArgs),
     /// Emulate a boot storm: N PXE ROM clients doing DHCP and TFTP at once.
     Storm(storm::StormArgs),
+    /// Certificates for mutual TLS: a cluster CA, and certificates for
+    /// coordinators, agents (bound to their rack) and admins.
+    #[command(subcommand)]
+    Certs(certs::CertsCmd),
     /// Discovery probe (run in the discovery image, as root): report every
     /// MAC of this machine and a short inventory to the rack agent in one
     /// DHCPINFORM, and wait for the node number. The same as the small
@@ -185,9 +201,30 @@ enum ClusterCmd {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    match rackboot_proto::tls::TlsFiles::from_parts(
+        cli.tls_ca.clone(),
+        cli.tls_cert.clone(),
+        cli.tls_key.clone(),
+    ) {
+        Ok(None) => {}
+        Ok(Some(files)) => match files.client() {
+            Ok(c) => {
+                rackboot_proto::tls::install_client(c);
+            }
+            Err(e) => {
+                eprintln!("error: TLS: {e}");
+                std::process::exit(1);
+            }
+        },
+        Err(e) => {
+            eprintln!("error: --tls-ca/--tls-cert/--tls-key: {e}");
+            std::process::exit(1);
+        }
+    }
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Storm(args) => storm::run(args).await,
+        Command::Certs(cmd) => certs::run(cmd),
         Command::Probe(args) => tokio::task::spawn_blocking(move || rackboot_probe::run(&args))
             .await
             .map_err(anyhow::Error::from)
@@ -235,7 +272,7 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Cluster(ClusterCmd::Remove { id }) => cluster::remove(&conn, id).await,
         Command::Cluster(ClusterCmd::Replace(args)) => cluster::replace(&conn, args).await,
         Command::Cluster(ClusterCmd::Backup { file }) => cluster::backup(&conn, &file).await,
-        Command::Dev(_) | Command::Storm(_) | Command::Probe(_) => not_admin(),
+        Command::Dev(_) | Command::Storm(_) | Command::Probe(_) | Command::Certs(_) => not_admin(),
     }
 }
 

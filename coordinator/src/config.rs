@@ -13,6 +13,9 @@
 //! snapshot_every = 10000          # applied entries between snapshots (default 10000)
 //! join = false                    # start empty and wait to be added (default false)
 //! metrics_listen = "0.0.0.0:9100" # Prometheus /metrics (default off)
+//! tls_ca = "/etc/rackboot/ca.pem" # mutual TLS (rackboot certs); all three
+//! tls_cert = "/etc/rackboot/c1.pem"
+//! tls_key = "/etc/rackboot/c1.key"
 //!
 //! [peers]                         # every voter, this one included
 //! 1 = "10.1.0.1:50051"
@@ -72,6 +75,13 @@ pub struct FileConfig {
     pub join: Option<bool>,
     /// Prometheus `/metrics` listen address. Default: off.
     pub metrics_listen: Option<String>,
+    /// Cluster CA (`rackboot certs init`): with `tls_cert` and `tls_key`,
+    /// gRPC is served over mutual TLS. Default: plaintext (loudly logged).
+    pub tls_ca: Option<PathBuf>,
+    /// This replica's certificate (`rackboot certs issue coordinator`).
+    pub tls_cert: Option<PathBuf>,
+    /// Its key.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Values given as command-line flags (each overrides the file).
@@ -97,6 +107,12 @@ pub struct Overrides {
     pub join: bool,
     /// `--metrics-listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--tls-ca`.
+    pub tls_ca: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Validated settings of one replica.
@@ -122,6 +138,8 @@ pub struct Settings {
     pub join: bool,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Mutual TLS, if configured.
+    pub tls: Option<rackboot_proto::tls::TlsFiles>,
 }
 
 impl Settings {
@@ -307,7 +325,29 @@ pub fn resolve(
         })?),
         (None, None) => None,
     };
+    let tls_origin =
+        pick(flags.tls_ca.is_some() || flags.tls_cert.is_some() || flags.tls_key.is_some());
+    let tls = rackboot_proto::tls::TlsFiles::from_parts(
+        flags.tls_ca.clone().or(fc.tls_ca),
+        flags.tls_cert.clone().or(fc.tls_cert),
+        flags.tls_key.clone().or(fc.tls_key),
+    )
+    .map_err(|p| tls_origin.err("tls_ca", p))?;
+    if let Some(t) = &tls {
+        for (key, path) in [
+            ("tls_ca", &t.ca),
+            ("tls_cert", &t.cert),
+            ("tls_key", &t.key),
+        ] {
+            if !path.is_file() {
+                return Err(
+                    tls_origin.err(key, format!("{} is not a readable file", path.display()))
+                );
+            }
+        }
+    }
     Ok(Settings {
+        tls,
         metrics_listen,
         id,
         listen,

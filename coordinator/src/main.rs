@@ -69,6 +69,17 @@ struct Args {
     /// e.g. 0.0.0.0:9100. Default: off.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Cluster CA certificate (`rackboot certs init`); with --tls-cert and
+    /// --tls-key, gRPC is served over mutual TLS (clients, agents and peer
+    /// replicas must present a certificate of this CA).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This replica's certificate (`rackboot certs issue coordinator`).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// This replica's key.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -92,6 +103,9 @@ impl Args {
             snapshot_every: self.snapshot_every,
             join: self.join,
             metrics_listen: self.metrics_listen,
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }
@@ -145,6 +159,17 @@ async fn main() -> anyhow::Result<()> {
     }
     init_tracing(&args.log_format);
     let settings = args.settings()?;
+    match &settings.tls {
+        Some(files) => {
+            rackboot_coordinator::server::use_tls(files)?;
+            tracing::info!(ca = %files.ca.display(), cert = %files.cert.display(), "gRPC over mutual TLS");
+        }
+        None => tracing::warn!(
+            "gRPC WITHOUT TLS: anyone who reaches {} can administer this cluster; \
+             set tls_ca, tls_cert and tls_key (rackboot certs)",
+            settings.listen
+        ),
+    }
     let cfg = settings.replica_config();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::blobs::{BlobStore, Upload};
 use crate::raft::Replica;
@@ -140,7 +140,7 @@ impl Replicator {
         let channel = match channels.get(&url) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(url.clone())
+                let c = rackboot_proto::tls::endpoint(&url)
                     .map_err(|e| format!("bad peer address {addr}: {e}"))?
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)

@@ -34,6 +34,23 @@ pub enum StartError {
     /// Reflection descriptors failed to load.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The TLS configuration is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Server TLS of this process (mutual: clients must present a certificate
+/// of the cluster CA), set once before [`start`]; plaintext without it.
+static TLS: std::sync::OnceLock<tonic::transport::ServerTlsConfig> = std::sync::OnceLock::new();
+
+/// Serve gRPC over mutual TLS with `files`, and use the same certificate
+/// for connections to peer replicas. Call before [`start`].
+pub fn use_tls(files: &rackboot_proto::tls::TlsFiles) -> Result<(), StartError> {
+    let server = files.server().map_err(|e| StartError::Tls(e.to_string()))?;
+    let client = files.client().map_err(|e| StartError::Tls(e.to_string()))?;
+    let _ = TLS.set(server);
+    rackboot_proto::tls::install_client(client);
+    Ok(())
 }
 
 /// A running coordinator.
@@ -118,7 +135,13 @@ pub async fn start(
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health.set_serving::<MetaServiceServer<MetaApi>>().await;
 
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = TLS.get() {
+        builder = builder
+            .tls_config(tls.clone())
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    }
+    let router = builder
         .layer(crate::metrics::GrpcCountLayer::new(stats))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -14,6 +14,9 @@
 //! static_root = "/usr/lib/ipxe"                # firmware served over TFTP/HTTP
 //! log_spool_mib = 256
 //! log_level = "info"                           # tracing filter; SIGHUP applies a change
+//! tls_ca = "/etc/rackboot/ca.pem"              # mutual TLS to the coordinators (all three)
+//! tls_cert = "/etc/rackboot/agent-r1.pem"
+//! tls_key = "/etc/rackboot/agent-r1.key"
 //!
 //! [network]
 //! node_base = "10.0.0.100"                     # address of slot 0
@@ -77,6 +80,13 @@ pub struct AgentFile {
     pub log_level: Option<String>,
     /// `plain` or `json`.
     pub log_format: Option<String>,
+    /// Cluster CA certificate: with `tls_cert` and `tls_key`, the agent
+    /// talks to the coordinators over mutual TLS (`https://` URLs).
+    pub tls_ca: Option<PathBuf>,
+    /// The agent's certificate (`rackboot certs issue agent --rack R`).
+    pub tls_cert: Option<PathBuf>,
+    /// Its key.
+    pub tls_key: Option<PathBuf>,
     /// `[network]`.
     #[serde(default)]
     pub network: NetworkSection,
@@ -166,6 +176,12 @@ pub struct MainFlags {
     pub log_level: Option<String>,
     /// `--log-format`.
     pub log_format: Option<String>,
+    /// `--tls-ca`.
+    pub tls_ca: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Flags laid over a file: what [`ServeArgs::into_config`] needs, and where
@@ -184,6 +200,8 @@ pub struct Layered {
     pub log_level: String,
     /// `plain` or `json`.
     pub log_format: String,
+    /// Mutual TLS to the coordinators, if configured.
+    pub tls: Option<rackboot_proto::tls::TlsFiles>,
     /// The file, if any.
     pub file: Option<PathBuf>,
     /// Flags whose value came from the file, with the file's key.
@@ -347,6 +365,12 @@ impl AgentFile {
         fill!(log_level, self.log_level, "--log-level", "log_level");
         let mut log_format = flags.log_format;
         fill!(log_format, self.log_format, "--log-format", "log_format");
+        let mut tls_ca = flags.tls_ca;
+        fill!(tls_ca, self.tls_ca, "--tls-ca", "tls_ca");
+        let mut tls_cert = flags.tls_cert;
+        fill!(tls_cert, self.tls_cert, "--tls-cert", "tls_cert");
+        let mut tls_key = flags.tls_key;
+        fill!(tls_key, self.tls_key, "--tls-key", "tls_key");
         let mut coordinators = flags.coordinators;
         if coordinators.is_empty()
             && let Some(c) = self.coordinators
@@ -366,10 +390,16 @@ impl AgentFile {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(
-            Layered::new(rack, coordinators, data, serve, log_level, log_format)
-                .with_file(path, from),
-        )
+        let mut l = Layered::new(rack, coordinators, data, serve, log_level, log_format);
+        l.tls = match rackboot_proto::tls::TlsFiles::from_parts(tls_ca, tls_cert, tls_key) {
+            Ok(t) => t,
+            Err(p) => {
+                return Err(vec![
+                    origin_of(&from, "--tls-ca", path).err(key_of(&from, "--tls-ca"), p),
+                ]);
+            }
+        };
+        Ok(l.with_file(path, from))
     }
 }
 
@@ -410,6 +440,7 @@ impl Layered {
             serve,
             log_level: log_level.unwrap_or_else(|| "info".to_string()),
             log_format: log_format.unwrap_or_else(|| "plain".to_string()),
+            tls: None,
             file: None,
             from_file: BTreeMap::new(),
         }
@@ -428,6 +459,19 @@ impl Layered {
         let mut errors = Vec::new();
         if let Err(e) = filter_ok {
             errors.push(self.error("--log-level", format!("'{}': {e}", self.log_level)));
+        }
+        if let Some(t) = &self.tls {
+            for (flag, path) in [
+                ("--tls-ca", &t.ca),
+                ("--tls-cert", &t.cert),
+                ("--tls-key", &t.key),
+            ] {
+                if !path.is_file() {
+                    errors.push(
+                        self.error(flag, format!("{} is not a readable file", path.display())),
+                    );
+                }
+            }
         }
         match self.serve.clone().into_config(
             self.rack.clone(),
@@ -466,14 +510,24 @@ pub fn load(
             let file: AgentFile = rackboot_config::load_toml(p).map_err(|e| vec![e])?;
             file.layer(p, flags, serve)
         }
-        None => Ok(Layered::new(
-            flags.rack,
-            flags.coordinators,
-            flags.data,
-            serve,
-            flags.log_level,
-            flags.log_format,
-        )),
+        None => {
+            let tls = rackboot_proto::tls::TlsFiles::from_parts(
+                flags.tls_ca,
+                flags.tls_cert,
+                flags.tls_key,
+            )
+            .map_err(|p| vec![Origin::Flag.err("--tls-ca", p)])?;
+            let mut l = Layered::new(
+                flags.rack,
+                flags.coordinators,
+                flags.data,
+                serve,
+                flags.log_level,
+                flags.log_format,
+            );
+            l.tls = tls;
+            Ok(l)
+        }
     }
 }
 

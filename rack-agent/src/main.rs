@@ -48,6 +48,16 @@ struct Args {
     /// Log format: plain or json. Default plain.
     #[arg(long)]
     log_format: Option<String>,
+    /// Cluster CA certificate; with --tls-cert and --tls-key the agent talks
+    /// to the coordinators over mutual TLS.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The agent's certificate (`rackboot certs issue agent --rack R`).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -60,6 +70,9 @@ impl Args {
             data: self.data.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 
@@ -119,6 +132,16 @@ async fn main() -> anyhow::Result<()> {
             .init();
     }
 
+    match &layered.tls {
+        Some(files) => {
+            let client = files.client().context("reading the TLS files")?;
+            rackboot_proto::tls::install_client(client);
+            tracing::info!(ca = %files.ca.display(), cert = %files.cert.display(), "coordinator connections over mutual TLS");
+        }
+        None => tracing::warn!(
+            "talking to the coordinators WITHOUT TLS; set tls_ca, tls_cert and tls_key (rackboot certs)"
+        ),
+    }
     let shutdown = CancellationToken::new();
     let mut agent = rackboot_agent::start(cfg, shutdown.clone())
         .await

@@ -10,7 +10,7 @@ use rackboot_proto::v1 as pb;
 use rackboot_proto::v1::agent_service_client::AgentServiceClient;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cache::BlobCache;
 use crate::dhcp::Unknown;
@@ -58,7 +58,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 /// Connect to a coordinator URL (fails fast when nobody listens).
 pub async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(url.to_string())?
+    rackboot_proto::tls::endpoint(url)?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

@@ -32,6 +32,8 @@
 //! * `kernel_upgrade`: a node reassigned to another kernel boots it; its
 //!   boot-info, sessions and logs follow;
 //! * `boot_support`: what the boot tests share (no tests);
+//! * `tls`: `rackboot certs` and mutual TLS between CLI, agent and
+//!   coordinator; plaintext and foreign-CA clients refused (no root);
 //! * `tftp_clients`: tftp-hpa, atftp and curl fetch files (0 B to 16 MiB)
 //!   byte-exact from a rack agent, also under 5% and 20% nftables loss;
 //!   leading-slash paths, traversal and writes (root; tftp, atftp, curl);
@@ -77,5 +79,7 @@ mod pxe_boot;
 mod storm;
 #[path = "system/tftp_clients.rs"]
 mod tftp_clients;
+#[path = "system/tls.rs"]
+mod tls;
 #[path = "system/uefi_boot.rs"]
 mod uefi_boot;

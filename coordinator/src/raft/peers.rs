@@ -159,7 +159,7 @@ async fn run_peer(
             m = rx.recv() => match m { Some(b) => b, None => return },
         };
         if client.is_none() {
-            match tonic::transport::Endpoint::from_shared(endpoint(&addr)) {
+            match rackboot_proto::tls::endpoint(&endpoint(&addr)) {
                 Ok(ep) => {
                     let ep = ep
                         .connect_timeout(Duration::from_millis(500))
