@@ -18,14 +18,27 @@ const IMAGES: usize = 50;
 fn intact_cache_files(lab: &TftpLab) -> Result<(usize, usize)> {
     let dir = lab.agent_data().join("cache");
     let (mut intact, mut total) = (0, 0);
-    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        // Not created yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for e in entries {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
         if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
         }
+        // The agent removes a corrupt file (and renames a fetched one into
+        // place) while this scan runs: a vanished file is simply not intact.
+        let data = match std::fs::read(e.path()) {
+            Ok(d) => d,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err).with_context(|| format!("reading {}", e.path().display())),
+        };
         total += 1;
-        if blake3_hex(&std::fs::read(e.path())?) == name {
+        if blake3_hex(&data) == name {
             intact += 1;
         }
     }
