@@ -234,6 +234,24 @@ impl TftpLab {
         Ok(())
     }
 
+    /// Makes [`TftpLab::start_agent`] run the agent with `--accept probe`,
+    /// node addresses from 10.201.0.100 and the provisional pool
+    /// 10.201.0.50-59 (10 addresses).
+    pub fn use_probe_policy(&mut self) {
+        self.agent_args.extend(
+            [
+                "--accept",
+                "probe",
+                "--node-base",
+                "10.201.0.100",
+                "--provisional-range",
+                "10.201.0.50-10.201.0.59",
+            ]
+            .iter()
+            .map(ToString::to_string),
+        );
+    }
+
     /// Kills the agent (SIGKILL); [`TftpLab::start_agent`] starts it again
     /// on the same data directory.
     pub fn stop_agent(&mut self) -> Result<()> {

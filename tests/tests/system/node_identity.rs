@@ -342,17 +342,7 @@ fn offline_agent_gives_provisional_leases_never_numbers() -> Result<()> {
     require_root_or_skip!(Ok(()));
     require_commands_or_skip!(["busybox", "ip"], Ok(()));
     let mut lab = TftpLab::new("rboff")?;
-    lab.agent_args = [
-        "--accept",
-        "probe",
-        "--node-base",
-        "10.201.0.100",
-        "--provisional-range",
-        "10.201.0.50-10.201.0.59",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    lab.use_probe_policy();
     // No coordinator: the agent points at a closed port.
     lab.start_agent()?;
     let addr = udhcpc_on(lab.dir(), &lab.client, CLIENT_IF, "offline")?;

@@ -89,6 +89,47 @@ fn storm(lab: &TftpLab, args: &[&str]) -> Result<(CliOutput, StormResult)> {
     Ok((out, result))
 }
 
+/// A `rackboot storm --server SERVER_IP --json --deadline-secs … <args>`
+/// running in the background in the client namespace, its stdout in a file.
+struct BackgroundStorm {
+    process: rackboot_tests::netns::NsProcess,
+    out: std::path::PathBuf,
+}
+
+impl BackgroundStorm {
+    fn start(lab: &TftpLab, args: &[&str]) -> Result<BackgroundStorm> {
+        let bin = daemon::binary(daemon::CLI)?;
+        let out = lab.dir().join("storm.out");
+        let mut cmd = lab.client.exec(&bin);
+        cmd.args(["storm", "--server", SERVER_IP, "--json"])
+            .args(args)
+            .arg("--deadline-secs")
+            .arg(STORM_DEADLINE_SECS.to_string())
+            .stdout(File::create(&out)?)
+            .stderr(Stdio::inherit());
+        Ok(BackgroundStorm {
+            process: lab.client.spawn(cmd)?,
+            out,
+        })
+    }
+
+    /// Wait for the storm to end; its output and parsed result.
+    fn finish(mut self) -> Result<(CliOutput, StormResult)> {
+        let status = self
+            .process
+            .wait_timeout(Duration::from_secs(STORM_DEADLINE_SECS + 10))?
+            .context("the storm did not finish")?;
+        let out = CliOutput {
+            command: self.process.command().to_string(),
+            status,
+            stdout: std::fs::read_to_string(&self.out)?,
+            stderr: String::new(),
+        };
+        let r = parse_storm(&out)?;
+        Ok((out, r))
+    }
+}
+
 /// Fails, quoting the storm and the agent, unless every client booted.
 fn ensure_all_booted(lab: &TftpLab, out: &CliOutput, r: &StormResult, n: u64) -> Result<()> {
     ensure!(
@@ -308,34 +349,26 @@ fn sigusr1_during_storm_logs_tftp_state() -> Result<()> {
     // 100 MiB through 200 Mbit: the storm lasts several seconds.
     lab.rate_limit("200mbit")?;
 
-    let bin = daemon::binary(daemon::CLI)?;
-    let storm_out = lab.dir().join("storm.out");
-    let mut cmd = lab.client.exec(&bin);
-    cmd.args([
-        "storm",
-        "--server",
-        SERVER_IP,
-        "--json",
-        "--tftp-only",
-        "--file",
-        "f1m",
-        "--clients",
-        "100",
-        "--expect-blake3",
-        &blake3_hex(&file),
-        "--deadline-secs",
-    ])
-    .arg(STORM_DEADLINE_SECS.to_string())
-    .stdout(File::create(&storm_out)?)
-    .stderr(Stdio::inherit());
-    let mut storm = lab.client.spawn(cmd)?;
+    let digest = blake3_hex(&file);
+    let mut storm = BackgroundStorm::start(
+        &lab,
+        &[
+            "--tftp-only",
+            "--file",
+            "f1m",
+            "--clients",
+            "100",
+            "--expect-blake3",
+            &digest,
+        ],
+    )?;
 
     // Signal until a dump shows an active transfer (the first signal may
     // come before the clients' requests, or between transfers).
     let started = Instant::now();
     let mut dumps_seen = 0;
     let mut found = None;
-    while found.is_none() && storm.try_wait()?.is_none() {
+    while found.is_none() && storm.process.try_wait()?.is_none() {
         std::thread::sleep(Duration::from_millis(500));
         lab.signal_agent("USR1")?;
         dumps_seen += 1;
@@ -410,17 +443,7 @@ fn sigusr1_during_storm_logs_tftp_state() -> Result<()> {
     );
 
     // The storm itself still boots everyone.
-    let status = storm
-        .wait_timeout(Duration::from_secs(STORM_DEADLINE_SECS + 10))?
-        .context("the storm did not finish")?;
-    let stdout = std::fs::read_to_string(&storm_out)?;
-    let out = CliOutput {
-        command: storm.command().to_string(),
-        status,
-        stdout,
-        stderr: String::new(),
-    };
-    let r = parse_storm(&out)?;
+    let (out, r) = storm.finish()?;
     eprintln!("storm: {}", r.json);
     ensure_all_booted(&lab, &out, &r, 100)?;
     lab.agent_mut()?.ensure_running()
@@ -437,17 +460,7 @@ fn dhcp_flood_of_random_macs_leaves_known_nodes_booting() -> Result<()> {
     require_root_or_skip!(Ok(()));
     require_commands_or_skip!(["ip", "kill"], Ok(()));
     let mut lab = TftpLab::new("rbstf")?;
-    lab.agent_args = [
-        "--accept",
-        "probe",
-        "--node-base",
-        "10.201.0.100",
-        "--provisional-range",
-        "10.201.0.50-10.201.0.59",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    lab.use_probe_policy();
     lab.start_coordinator()?;
     lab.start_agent()?;
     let known: Vec<String> = (0..50u32)
@@ -539,27 +552,19 @@ fn sighup_applies_valid_config_and_refuses_invalid_during_storm() -> Result<()> 
     lab.start_agent()?;
     lab.rate_limit("200mbit")?;
 
-    let bin = daemon::binary(daemon::CLI)?;
-    let storm_out = lab.dir().join("storm.out");
-    let mut cmd = lab.client.exec(&bin);
-    cmd.args([
-        "storm",
-        "--server",
-        SERVER_IP,
-        "--json",
-        "--tftp-only",
-        "--file",
-        "f1m",
-        "--clients",
-        "100",
-        "--expect-blake3",
-        &blake3_hex(&file),
-        "--deadline-secs",
-    ])
-    .arg(STORM_DEADLINE_SECS.to_string())
-    .stdout(File::create(&storm_out)?)
-    .stderr(Stdio::inherit());
-    let mut storm = lab.client.spawn(cmd)?;
+    let digest = blake3_hex(&file);
+    let storm = BackgroundStorm::start(
+        &lab,
+        &[
+            "--tftp-only",
+            "--file",
+            "f1m",
+            "--clients",
+            "100",
+            "--expect-blake3",
+            &digest,
+        ],
+    )?;
     std::thread::sleep(Duration::from_millis(500));
 
     // A valid change.
@@ -608,17 +613,7 @@ fn sighup_applies_valid_config_and_refuses_invalid_during_storm() -> Result<()> 
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    let status = storm
-        .wait_timeout(Duration::from_secs(STORM_DEADLINE_SECS + 10))?
-        .context("the storm did not finish")?;
-    let stdout = std::fs::read_to_string(&storm_out)?;
-    let out = CliOutput {
-        command: storm.command().to_string(),
-        status,
-        stdout,
-        stderr: String::new(),
-    };
-    let r = parse_storm(&out)?;
+    let (out, r) = storm.finish()?;
     ensure_all_booted(&lab, &out, &r, 100)?;
     lab.agent_mut()?.ensure_running()
 }
@@ -937,31 +932,23 @@ fn metrics_scraped_during_dhcp_tftp_storm() -> Result<()> {
     let before = scrape(&lab.server, &agent_url)?;
     before.ensure_families(AGENT_FAMILIES)?;
 
-    let bin = daemon::binary(daemon::CLI)?;
-    let storm_out = lab.dir().join("storm.out");
-    let mut cmd = lab.client.exec(&bin);
-    cmd.args([
-        "storm",
-        "--server",
-        SERVER_IP,
-        "--json",
-        "--clients",
-        "100",
-        "--time-scale",
-        "0.25",
-        "--expect-blake3",
-        &blake3_hex(&rom),
-        "--deadline-secs",
-    ])
-    .arg(STORM_DEADLINE_SECS.to_string())
-    .stdout(File::create(&storm_out)?)
-    .stderr(Stdio::inherit());
+    let digest = blake3_hex(&rom);
     let started = Instant::now();
-    let mut storm = lab.client.spawn(cmd)?;
+    let mut storm = BackgroundStorm::start(
+        &lab,
+        &[
+            "--clients",
+            "100",
+            "--time-scale",
+            "0.25",
+            "--expect-blake3",
+            &digest,
+        ],
+    )?;
 
     // Scrape while the storm runs (each scrape starts while it is running).
     let mut during = Vec::new();
-    while storm.try_wait()?.is_none()
+    while storm.process.try_wait()?.is_none()
         && started.elapsed() < Duration::from_secs(STORM_DEADLINE_SECS + 10)
     {
         let e = scrape(&lab.server, &agent_url)?;
@@ -969,17 +956,7 @@ fn metrics_scraped_during_dhcp_tftp_storm() -> Result<()> {
         during.push(e);
         std::thread::sleep(Duration::from_millis(250));
     }
-    let status = storm
-        .wait_timeout(Duration::from_secs(STORM_DEADLINE_SECS + 10))?
-        .context("the storm did not finish")?;
-    let stdout = std::fs::read_to_string(&storm_out)?;
-    let out = CliOutput {
-        command: storm.command().to_string(),
-        status,
-        stdout,
-        stderr: String::new(),
-    };
-    let r = parse_storm(&out)?;
+    let (out, r) = storm.finish()?;
     eprintln!(
         "storm: {} ({} scrapes during it, {:.1} s)",
         r.json,
