@@ -39,25 +39,9 @@ if [ -z "$bin_dir" ]; then
 fi
 BIN=$(cd "$bin_dir" && pwd)
 
-tag="rbfl$$"
-S="${tag}s"; C="${tag}c"
-work=$(mktemp -d)
-cleanup() {
-  for ns in "$S" "$C"; do
-    if ip netns list | grep -qw "$ns"; then
-      for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-      ip netns del "$ns" 2>/dev/null || true
-    fi
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$S"; ip netns add "$C"
-ip -n "$S" link set lo up; ip -n "$C" link set lo up
-ip link add vs netns "$S" type veth peer name vc netns "$C"
-ip -n "$S" addr add 10.125.0.1/24 dev vs; ip -n "$C" addr add 10.125.0.2/24 dev vc
-ip -n "$S" link set vs up; ip -n "$C" link set vc up
+# shellcheck source=tests/bench/netns-pair.sh
+. "$ROOT/tests/bench/netns-pair.sh"
+netns_pair "rbfl$$" 10.125.0.1/24 10.125.0.2/24
 
 ip netns exec "$S" "$BIN/rackboot-coordinator" --listen 127.0.0.1:50051 --data "$work/coord" \
   > "$work/coordinator.log" 2>&1 &

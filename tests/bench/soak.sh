@@ -45,25 +45,9 @@ for b in rackboot rackboot-agent rackboot-coordinator; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b (cargo build --workspace --bins)" >&2; exit 1; }
 done
 
-tag="rbsk$$"
-S="${tag}s"; C="${tag}c"
-work=$(mktemp -d)
-cleanup() {
-  for ns in "$S" "$C"; do
-    if ip netns list | grep -qw "$ns"; then
-      for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-      ip netns del "$ns" 2>/dev/null || true
-    fi
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$S"; ip netns add "$C"
-ip -n "$S" link set lo up; ip -n "$C" link set lo up
-ip link add vs netns "$S" type veth peer name vc netns "$C"
-ip -n "$S" addr add 10.124.0.1/16 dev vs; ip -n "$C" addr add 10.124.0.2/16 dev vc
-ip -n "$S" link set vs up; ip -n "$C" link set vc up
+# shellcheck source=tests/bench/netns-pair.sh
+. "$ROOT/tests/bench/netns-pair.sh"
+netns_pair "rbsk$$" 10.124.0.1/16 10.124.0.2/16
 ip netns exec "$S" tc qdisc add dev vs root tbf rate 2gbit burst 1mb latency 50ms
 ip netns exec "$C" sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
 
