@@ -89,6 +89,71 @@ pub async fn rack_list(conn: &Conn) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+/// `rack cache RACK`.
+pub async fn rack_cache(conn: &Conn, rack: String) -> anyhow::Result<()> {
+    let c = conn
+        .racks()
+        .get_rack_cache(pb::GetRackCacheRequest { rack: rack.clone() })
+        .await
+        .map_err(|s| conn.err(&format!("reading rack {rack}'s cache"), s))?
+        .into_inner();
+    if c.agent_id.is_empty() {
+        say!("rack {}: its agent has not reported its cache yet", c.rack);
+    } else {
+        let age = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            .saturating_sub(c.reported_unix_millis);
+        say!(
+            "rack {}: agent {} holds {} of {} bound ({} evicted, {} corrupt groups refetched), reported {}s ago",
+            c.rack,
+            c.agent_id,
+            mib(c.bytes),
+            mib(c.max_bytes),
+            c.evicted,
+            c.repaired_groups,
+            age / 1000
+        );
+    }
+    say!("{:<10} {:<12} {:<66} USED BY", "STATUS", "SIZE", "BLAKE3");
+    let mut missing = 0;
+    for b in &c.blobs {
+        let status = match (b.held, b.needed) {
+            (true, true) => "held",
+            (true, false) => "unneeded",
+            (false, true) => {
+                missing += 1;
+                "MISSING"
+            }
+            (false, false) => continue,
+        };
+        let blob = b.blob.clone().unwrap_or_default();
+        say!(
+            "{:<10} {:<12} {:<66} {}",
+            status,
+            mib(blob.size),
+            blob.blake3,
+            if b.used_by.is_empty() {
+                "-".to_string()
+            } else {
+                b.used_by.join(", ")
+            }
+        );
+    }
+    if missing > 0 {
+        anyhow::bail!(
+            "rack {}: {missing} needed blob(s) not in its agent's cache yet",
+            c.rack
+        );
+    }
+    Ok(())
+}
+
 /// `node list`.
 pub async fn node_list(conn: &Conn, rack: Option<String>) -> anyhow::Result<()> {
     let nodes = conn

@@ -96,6 +96,13 @@ enum ImageCmd {
 enum RackCmd {
     /// List racks.
     List,
+    /// What a rack's agent holds in its blob cache (as it last reported)
+    /// and what the rack's assigned images still need. Exit status 1 when
+    /// something needed is missing.
+    Cache {
+        /// Rack name.
+        rack: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,6 +254,7 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Image(ImageCmd::Push(args)) => push::run(&conn, args).await,
         Command::Image(ImageCmd::List) => admin::image_list(&conn).await,
         Command::Rack(RackCmd::List) => admin::rack_list(&conn).await,
+        Command::Rack(RackCmd::Cache { rack }) => admin::rack_cache(&conn, rack).await,
         Command::Node(NodeCmd::List { rack }) => admin::node_list(&conn, rack).await,
         Command::Node(NodeCmd::Show { number, timeline }) => {
             admin::node_show(&conn, number, timeline).await

@@ -1,18 +1,27 @@
-//! `rackboot image push`: hash locally, upload only missing blobs in chunks,
-//! commit the manifest.
+//! `rackboot image push`: hash locally, upload only what the coordinator
+//! lacks, commit the manifest.
+//!
+//! Each blob goes with its outboard (the chaining values of its 1 MiB
+//! groups, `rackboot_image::outboard`), so the coordinator verifies every
+//! group as it arrives and keeps the intact ones when the connection breaks.
+//! A push that fails asks again what is missing (`MissingBlobs` reports the
+//! groups an interrupted upload left) and sends only the rest, up to
+//! `--retries` times.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use rackboot_image::outboard::{self, GROUP, OutboardBuilder};
 use rackboot_proto::v1 as pb;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::Conn;
 
-/// Upload chunk size.
-pub const CHUNK: usize = 1 << 20;
+/// Upload chunk size: one verified group.
+pub const CHUNK: usize = GROUP as usize;
 
 /// Arguments of `image push`.
 #[derive(clap::Args, Debug)]
@@ -40,6 +49,10 @@ pub struct PushArgs {
     /// tables beside it, both named in their boot-info.
     #[arg(long)]
     pub modules: Option<PathBuf>,
+    /// Times a broken upload is resumed (only the missing 1 MiB groups are
+    /// sent again), waiting 1, 2, 4… s (at most 10 s) between attempts.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
 }
 
 /// The release the image will carry, checked as the coordinator will check
@@ -92,13 +105,23 @@ async fn local_kernel_version(args: &PushArgs) -> anyhow::Result<String> {
     Ok(version)
 }
 
-async fn hash_file(what: &str, path: &Path) -> anyhow::Result<pb::BlobRef> {
+/// A file's blob reference and outboard.
+struct Hashed {
+    blob: pb::BlobRef,
+    outboard: Vec<u8>,
+}
+
+async fn hash_file(what: &str, path: &Path) -> anyhow::Result<Hashed> {
     let mut f = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("{what} file {}", path.display()))?;
-    let mut hasher = blake3::Hasher::new();
+    let size = f
+        .metadata()
+        .await
+        .with_context(|| format!("{what} file {}", path.display()))?
+        .len();
+    let mut ob = OutboardBuilder::new(size);
     let mut buf = vec![0u8; CHUNK];
-    let mut size = 0u64;
     loop {
         let n = f
             .read(&mut buf)
@@ -107,53 +130,147 @@ async fn hash_file(what: &str, path: &Path) -> anyhow::Result<pb::BlobRef> {
         if n == 0 {
             break;
         }
-        hasher.update(buf.get(..n).unwrap_or_default());
-        size += n as u64;
+        ob.update(buf.get(..n).unwrap_or_default());
     }
-    Ok(pb::BlobRef {
-        blake3: hasher.finalize().to_hex().to_string(),
-        size,
+    let ob = ob.finish().map_err(|e| {
+        anyhow!(
+            "{what} file {} changed while it was read: {e}",
+            path.display()
+        )
+    })?;
+    Ok(Hashed {
+        blob: pb::BlobRef {
+            blake3: blake3::Hash::from(ob.root()).to_hex().to_string(),
+            size,
+        },
+        outboard: ob.to_bytes(),
     })
 }
 
-async fn upload(conn: &Conn, what: &str, path: &Path, blob: &pb::BlobRef) -> anyhow::Result<bool> {
+/// Which groups the coordinator holds of a partial upload (none when absent).
+fn held_groups(partial: Option<&pb::PartialBlob>, groups: u64) -> Vec<bool> {
+    (0..groups)
+        .map(|g| {
+            partial
+                .and_then(|p| {
+                    p.groups_held
+                        .get(usize::try_from(g / 8).unwrap_or(usize::MAX))
+                })
+                .is_some_and(|b| b & (1 << (g % 8)) != 0)
+        })
+        .collect()
+}
+
+/// Send the groups of `path` not in `held`, the first message carrying the
+/// header and outboard. Returns whether the coordinator stored the blob
+/// (false: it already had it).
+async fn upload(
+    conn: &Conn,
+    what: &str,
+    path: &Path,
+    h: &Hashed,
+    held: Vec<bool>,
+) -> Result<bool, tonic::Status> {
     let (tx, rx) = mpsc::channel::<pb::PutBlobChunk>(4);
     let mut f = tokio::fs::File::open(path)
         .await
-        .with_context(|| format!("{what} file {}", path.display()))?;
-    let header = blob.clone();
+        .map_err(|e| tonic::Status::cancelled(format!("{what} file {}: {e}", path.display())))?;
+    let header = h.blob.clone();
+    let outboard = h.outboard.clone();
+    let size = h.blob.size;
     let reader = tokio::spawn(async move {
-        let mut first = Some(header);
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let n = f.read(&mut buf).await?;
-            buf.truncate(n);
-            let last = n == 0;
-            if !(last && first.is_none()) {
-                let msg = pb::PutBlobChunk {
-                    header: first.take(),
-                    data: buf,
-                };
-                if tx.send(msg).await.is_err() {
-                    break;
-                }
+        let mut first = Some((header, outboard));
+        for (g, done) in held.iter().enumerate() {
+            if *done {
+                continue;
             }
-            if last {
+            let Some((offset, len)) = outboard::group_range(size, g as u64) else {
+                break;
+            };
+            f.seek(std::io::SeekFrom::Start(offset)).await?;
+            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            f.read_exact(&mut buf).await?;
+            let (header, outboard) = first.take().unzip();
+            let msg = pb::PutBlobChunk {
+                header,
+                data: buf,
+                offset,
+                outboard: outboard.unwrap_or_default(),
+            };
+            if tx.send(msg).await.is_err() {
                 break;
             }
         }
+        if let Some((header, outboard)) = first.take() {
+            // Every group already held: the header alone completes it.
+            let _ = tx
+                .send(pb::PutBlobChunk {
+                    header: Some(header),
+                    data: Vec::new(),
+                    offset: 0,
+                    outboard,
+                })
+                .await;
+        }
         Ok::<(), std::io::Error>(())
     });
-    let resp = conn
-        .images()
-        .put_blob(ReceiverStream::new(rx))
+    let resp = conn.images().put_blob(ReceiverStream::new(rx)).await;
+    let read = reader
         .await
-        .map_err(|s| conn.err(&format!("uploading {what}"), s))?;
-    reader
-        .await
-        .map_err(|e| anyhow!("reader task: {e}"))?
-        .with_context(|| format!("reading {what} file {}", path.display()))?;
+        .map_err(|e| tonic::Status::cancelled(format!("reader task: {e}")))?;
+    let resp = resp?;
+    read.map_err(|e| {
+        tonic::Status::cancelled(format!("reading {what} file {}: {e}", path.display()))
+    })?;
     Ok(resp.into_inner().stored)
+}
+
+/// Statuses after which a push is resumed rather than given up.
+fn retryable(s: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(
+        s.code(),
+        Unavailable | Aborted | DeadlineExceeded | Unknown | Internal | FailedPrecondition
+    )
+}
+
+/// Upload every blob the coordinator lacks, resuming partial uploads.
+async fn push_missing(
+    conn: &Conn,
+    files: &[(&str, &PathBuf, &Hashed)],
+) -> Result<(), tonic::Status> {
+    let answer = conn
+        .images()
+        .missing_blobs(pb::MissingBlobsRequest {
+            blobs: files.iter().map(|(_, _, h)| h.blob.clone()).collect(),
+        })
+        .await?
+        .into_inner();
+    for (what, path, h) in files {
+        let b = &h.blob;
+        if !answer.missing.iter().any(|m| m.blake3 == b.blake3) {
+            say!(
+                "{what}: {} bytes, blake3 {} already stored",
+                b.size,
+                b.blake3
+            );
+            continue;
+        }
+        let partial = answer
+            .partial
+            .iter()
+            .find(|p| p.blob.as_ref().is_some_and(|pb| pb.blake3 == b.blake3));
+        let held = held_groups(partial, outboard::groups(b.size));
+        let resumed = partial.map(|p| p.bytes_held).unwrap_or_default();
+        let stored = upload(conn, what, path, h, held).await?;
+        let verb = match (stored, resumed) {
+            (false, _) => "already stored".to_string(),
+            (true, 0) => "uploaded".to_string(),
+            (true, r) => format!("uploaded (resumed: {r} bytes were already there)"),
+        };
+        say!("{what}: {} bytes, blake3 {} {verb}", b.size, b.blake3);
+    }
+    Ok(())
 }
 
 /// Run `image push`.
@@ -172,38 +289,33 @@ pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
     if let (Some(p), Some(m)) = (&args.modules, &modules) {
         files.push(("modules", p, m));
     }
-    let missing = conn
-        .images()
-        .missing_blobs(pb::MissingBlobsRequest {
-            blobs: files.iter().map(|(_, _, b)| (*b).clone()).collect(),
-        })
-        .await
-        .map_err(|s| conn.err("checking stored blobs", s))?
-        .into_inner()
-        .missing;
-    for (what, path, blob) in files {
-        let needed = missing.iter().any(|m| m.blake3 == blob.blake3);
-        if needed {
-            let stored = upload(conn, what, path, blob).await?;
-            let verb = if stored { "uploaded" } else { "already stored" };
-            say!("{what}: {} bytes, blake3 {} {verb}", blob.size, blob.blake3);
-        } else {
-            say!(
-                "{what}: {} bytes, blake3 {} already stored",
-                blob.size,
-                blob.blake3
-            );
+    let mut attempt = 0u32;
+    loop {
+        match push_missing(conn, &files).await {
+            Ok(()) => break,
+            Err(s) if retryable(&s) && attempt < args.retries => {
+                attempt += 1;
+                let wait = Duration::from_secs((1u64 << (attempt - 1).min(4)).min(10));
+                say!(
+                    "upload interrupted ({}); resuming in {}s (attempt {attempt} of {})",
+                    s.message(),
+                    wait.as_secs(),
+                    args.retries
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(s) => return Err(conn.err("uploading", s)),
         }
     }
     let image = conn
         .images()
         .commit_image(pb::CommitImageRequest {
             name: args.name.clone(),
-            kernel: Some(kernel),
-            initrd: Some(initrd),
+            kernel: Some(kernel.blob),
+            initrd: Some(initrd.blob),
             cmdline: args.cmdline,
             kernel_version: version,
-            modules: modules.clone(),
+            modules: modules.map(|m| m.blob),
             idempotency_key: String::new(),
         })
         .await

@@ -13,6 +13,7 @@
 //! snapshot_every = 10000          # applied entries between snapshots (default 10000)
 //! join = false                    # start empty and wait to be added (default false)
 //! metrics_listen = "0.0.0.0:9100" # Prometheus /metrics (default off)
+//! upload_grace_secs = 3600        # keep interrupted pushes and unreferenced blobs (default 3600)
 //! tls_ca = "/etc/rackboot/ca.pem" # mutual TLS (rackboot certs); all three
 //! tls_cert = "/etc/rackboot/c1.pem"
 //! tls_key = "/etc/rackboot/c1.key"
@@ -75,6 +76,9 @@ pub struct FileConfig {
     pub join: Option<bool>,
     /// Prometheus `/metrics` listen address. Default: off.
     pub metrics_listen: Option<String>,
+    /// Seconds an interrupted push (its verified groups, for resuming) and
+    /// a blob no committed image names are kept. Default 3600.
+    pub upload_grace_secs: Option<u64>,
     /// Cluster CA (`rackboot certs init`): with `tls_cert` and `tls_key`,
     /// gRPC is served over mutual TLS. Default: plaintext (loudly logged).
     pub tls_ca: Option<PathBuf>,
@@ -107,6 +111,8 @@ pub struct Overrides {
     pub join: bool,
     /// `--metrics-listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--upload-grace-secs`.
+    pub upload_grace_secs: Option<u64>,
     /// `--tls-ca`.
     pub tls_ca: Option<PathBuf>,
     /// `--tls-cert`.
@@ -138,6 +144,8 @@ pub struct Settings {
     pub join: bool,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long interrupted pushes and unreferenced blobs are kept.
+    pub upload_grace: Duration,
     /// Mutual TLS, if configured.
     pub tls: Option<rackboot_proto::tls::TlsFiles>,
 }
@@ -162,7 +170,8 @@ impl Settings {
             election_ticks,
             heartbeat_ticks,
             snapshot_every,
-            join
+            join,
+            upload_grace
         );
         out
     }
@@ -178,6 +187,7 @@ impl Settings {
             heartbeat_ticks: self.heartbeat_ticks,
             snapshot_every: self.snapshot_every,
             join: self.join,
+            upload_grace: self.upload_grace,
         }
     }
 }
@@ -325,6 +335,17 @@ pub fn resolve(
         })?),
         (None, None) => None,
     };
+    let grace_origin = pick(flags.upload_grace_secs.is_some());
+    let upload_grace_secs = flags
+        .upload_grace_secs
+        .or(fc.upload_grace_secs)
+        .unwrap_or(crate::blobs::DEFAULT_GRACE.as_secs());
+    if upload_grace_secs == 0 {
+        return Err(grace_origin.err(
+            "upload_grace_secs",
+            "must be at least 1 (a push is committed after its blobs are stored)",
+        ));
+    }
     let tls_origin =
         pick(flags.tls_ca.is_some() || flags.tls_cert.is_some() || flags.tls_key.is_some());
     let tls = rackboot_proto::tls::TlsFiles::from_parts(
@@ -349,6 +370,7 @@ pub fn resolve(
     Ok(Settings {
         tls,
         metrics_listen,
+        upload_grace: Duration::from_secs(upload_grace_secs),
         id,
         listen,
         data_dir,

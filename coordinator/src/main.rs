@@ -69,6 +69,11 @@ struct Args {
     /// e.g. 0.0.0.0:9100. Default: off.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Seconds an interrupted `image push` keeps its verified data here (a
+    /// retried push sends only the rest) and a blob that no committed image
+    /// names is kept before it is collected. Default 3600.
+    #[arg(long, value_name = "SECS")]
+    upload_grace_secs: Option<u64>,
     /// Cluster CA certificate (`rackboot certs init`); with --tls-cert and
     /// --tls-key, gRPC is served over mutual TLS (clients, agents and peer
     /// replicas must present a certificate of this CA).
@@ -103,6 +108,7 @@ impl Args {
             snapshot_every: self.snapshot_every,
             join: self.join,
             metrics_listen: self.metrics_listen,
+            upload_grace_secs: self.upload_grace_secs,
             tls_ca: self.tls_ca.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),

@@ -240,6 +240,7 @@ impl Replicator {
         let req = pb::FetchBlobRequest {
             blake3: blob.digest.to_string(),
             offset: 0,
+            length: 0,
         };
         let mut stream = tokio::time::timeout(CHUNK_IDLE, client.fetch(req))
             .await
@@ -380,6 +381,41 @@ impl Replicator {
         }
     }
 
+    /// Reclaim interrupted pushes idle past the grace period, and collect
+    /// blobs no committed image names that are older than it. Collection
+    /// runs only on a replica that has applied everything it knows to be
+    /// committed, knows a leader, and has been up for a grace period (so a
+    /// replica restarted behind the log never mistakes a blob for garbage).
+    async fn collect(&self, started: Instant) {
+        match self.blobs.reclaim().await {
+            Ok((files, bytes)) if files > 0 => {
+                tracing::info!(files, bytes, "interrupted uploads reclaimed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reclaiming interrupted uploads failed"),
+        }
+        let st = self.replica.status();
+        if st.leader_id == 0 || st.applied < st.commit || started.elapsed() < self.blobs.grace() {
+            return;
+        }
+        let referenced: std::collections::HashSet<Blake3Digest> = {
+            let state = self.replica.state();
+            state
+                .images()
+                .flat_map(|i| [Some(i.kernel), Some(i.initrd), i.modules])
+                .flatten()
+                .map(|b| b.digest)
+                .collect()
+        };
+        match self.blobs.collect(referenced).await {
+            Ok((blobs, bytes)) if blobs > 0 => {
+                tracing::info!(blobs, bytes, "unreferenced blobs collected");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "collecting unreferenced blobs failed"),
+        }
+    }
+
     /// The size of a blob some committed image names, if any.
     pub fn committed_size(&self, digest: &Blake3Digest) -> Option<u64> {
         let state = self.replica.state();
@@ -398,7 +434,9 @@ impl Replicator {
         tokio::spawn(async move {
             let mut revisions = self.replica.revisions();
             let mut failing: BTreeSet<Blake3Digest> = BTreeSet::new();
+            let started = Instant::now();
             loop {
+                self.collect(started).await;
                 let wanted: BTreeMap<Blake3Digest, BlobRef> = {
                     let state = self.replica.state();
                     state

@@ -81,7 +81,10 @@ pub async fn start(
         cfg.peers.insert(cfg.id, local_addr.to_string());
     }
     let data_dir: PathBuf = cfg.data_dir.clone();
-    let blobs = Arc::new(BlobStore::open(&data_dir.join("blobs"))?);
+    let blobs = Arc::new(BlobStore::open_with_grace(
+        &data_dir.join("blobs"),
+        cfg.upload_grace,
+    )?);
     // Peer traffic leaves from the address we listen on (when it is one).
     let source = (!local_addr.ip().is_unspecified()).then_some(local_addr.ip());
     let (replica, replica_task) = raft::spawn_with_source(cfg, source, shutdown.clone())?;

@@ -6,9 +6,11 @@
 
 pub mod bundle;
 pub mod kernel;
+pub mod outboard;
 
 pub use bundle::{BundleError, ModuleBundle};
 pub use kernel::{KernelError, kernel_release};
+pub use outboard::{Outboard, OutboardBuilder, OutboardError};
 
 /// Check that a module bundle belongs to a kernel; the error names both.
 pub fn check_modules_match(kernel: &str, bundle: &str) -> Result<(), String> {

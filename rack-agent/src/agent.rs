@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Bound of the on-disk log spool, in bytes.
     pub log_spool_bytes: u64,
+    /// Bound on the blob cache's files.
+    pub cache_max_bytes: u64,
     /// The agent's address on the rack network.
     pub server_ip: Ipv4Addr,
     /// The rack subnet.
@@ -174,6 +176,7 @@ impl AgentControl {
             coordinators,
             data_dir,
             log_spool_bytes,
+            cache_max_bytes,
             server_ip,
             subnet,
             node_base,
@@ -236,6 +239,7 @@ impl AgentControl {
                 "coordinators" => kept.coordinators = old.coordinators.clone(),
                 "data_dir" => kept.data_dir = old.data_dir.clone(),
                 "log_spool_bytes" => kept.log_spool_bytes = old.log_spool_bytes,
+                "cache_max_bytes" => kept.cache_max_bytes = old.cache_max_bytes,
                 "server_ip" => kept.server_ip = old.server_ip,
                 "subnet" => kept.subnet = old.subnet,
                 "node_base" => kept.node_base = old.node_base,
@@ -302,7 +306,10 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
             "loaded persisted rack view; serving it until the coordinator answers"
         );
     }
-    let cache = Arc::new(BlobCache::open(&cfg.data_dir.join("cache"))?);
+    let cache = Arc::new(BlobCache::open_bounded(
+        &cfg.data_dir.join("cache"),
+        cfg.cache_max_bytes,
+    )?);
     for blob in initial.needed_blobs() {
         if !cache.load_from_disk(&blob).await? {
             tracing::warn!(blob = %blob.digest, "assigned blob not in cache yet");

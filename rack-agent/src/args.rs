@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// beyond it). Default 256.
     #[arg(long)]
     pub log_spool_mib: Option<u64>,
+    /// Disk space for cached image blobs (MiB, under `<data>/cache`). The
+    /// least recently assigned blobs are evicted beyond it; blobs assigned
+    /// to the rack never are. Default 20480 (20 GiB).
+    #[arg(long, value_name = "MIB")]
+    pub cache_max_mib: Option<u64>,
 }
 
 /// Flags that do not form a usable configuration.
@@ -350,6 +355,11 @@ impl ServeArgs {
                 .unwrap_or_else(|| "ipxe-arm64.efi".into()),
             tftp: rackboot_tftp_core::Config::default(),
             log_spool_bytes: self.log_spool_mib.unwrap_or(256).saturating_mul(1 << 20),
+            cache_max_bytes: self
+                .cache_max_mib
+                .map_or(crate::cache::DEFAULT_MAX_BYTES, |m| {
+                    m.saturating_mul(1 << 20)
+                }),
         })
     }
 }

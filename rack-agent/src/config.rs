@@ -13,6 +13,7 @@
 //! iface = "eth1"                               # rack interface (default: loopback dev mode)
 //! static_root = "/usr/lib/ipxe"                # firmware served over TFTP/HTTP
 //! log_spool_mib = 256
+//! cache_max_mib = 20480                        # image blob cache bound (LRU; assigned blobs kept)
 //! log_level = "info"                           # tracing filter; SIGHUP applies a change
 //! tls_ca = "/etc/rackboot/ca.pem"              # mutual TLS to the coordinators (all three)
 //! tls_cert = "/etc/rackboot/agent-r1.pem"
@@ -76,6 +77,8 @@ pub struct AgentFile {
     pub static_root: Option<PathBuf>,
     /// Log spool bound (MiB).
     pub log_spool_mib: Option<u64>,
+    /// Blob cache bound (MiB).
+    pub cache_max_mib: Option<u64>,
     /// `tracing` filter (`info`, `rackboot_agent=debug,info`, …).
     pub log_level: Option<String>,
     /// `plain` or `json`.
@@ -270,6 +273,12 @@ impl AgentFile {
             self.log_spool_mib,
             "--log-spool-mib",
             "log_spool_mib"
+        );
+        fill!(
+            serve.cache_max_mib,
+            self.cache_max_mib,
+            "--cache-max-mib",
+            "cache_max_mib"
         );
         let n = self.network;
         fill!(

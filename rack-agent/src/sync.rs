@@ -2,12 +2,14 @@
 //! unknown machines, fetch assigned blobs. None of it is on the packet path:
 //! the servers read the last view and file table, whatever the coordinator does.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rackboot_proto::v1 as pb;
 use rackboot_proto::v1::agent_service_client::AgentServiceClient;
+use rackboot_state::Blake3Digest;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -159,12 +161,14 @@ async fn session(
         .into_inner();
     cfg.stats.connected.store(true, Ordering::Relaxed);
     // Blobs of the current view may still be missing (e.g. first start).
+    let reporter = Arc::new(CacheReporter::new(&cfg.rack.name, &cfg.agent_id));
     spawn_fetch(
         client.clone(),
         view_tx.borrow().clone(),
         cache.clone(),
         cache_changed.clone(),
         fetching.clone(),
+        reporter.clone(),
     );
     // Blobs that failed to arrive (or to verify) are fetched again on this
     // tick, not only at the next view change.
@@ -179,9 +183,12 @@ async fn session(
                 let missing = view.needed_blobs().iter().any(|b| cache.get(&b.digest).is_none());
                 // A fetch still running covers it.
                 let idle = fetching.try_lock().is_ok();
-                if missing && idle {
-                    tracing::info!("some assigned blobs are not cached yet; fetching them again");
-                    spawn_fetch(client.clone(), view, cache.clone(), cache_changed.clone(), fetching.clone());
+                if idle {
+                    if missing {
+                        tracing::info!("some assigned blobs are not cached yet; fetching them again");
+                    }
+                    // Also keeps the bound and re-sends an undelivered cache report.
+                    spawn_fetch(client.clone(), view, cache.clone(), cache_changed.clone(), fetching.clone(), reporter.clone());
                 }
             }
             msg = stream.message() => {
@@ -196,7 +203,7 @@ async fn session(
                         *cfg.stats.last_update.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                         let view = Arc::new(view);
                         view_tx.send_replace(view.clone());
-                        spawn_fetch(client.clone(), view, cache.clone(), cache_changed.clone(), fetching.clone());
+                        spawn_fetch(client.clone(), view, cache.clone(), cache_changed.clone(), fetching.clone(), reporter.clone());
                     }
                     Err(e) => tracing::error!(error = %e, "rack view refused; keeping the previous one"),
                 }
@@ -241,21 +248,82 @@ fn spawn_fetch(
     cache: Arc<BlobCache>,
     changed: Arc<Notify>,
     fetching: Arc<Mutex<()>>,
+    reporter: Arc<CacheReporter>,
 ) {
     tokio::spawn(async move {
         let _one_at_a_time = fetching.lock().await;
         let mut any = false;
-        for blob in view.needed_blobs() {
+        let needed = view.needed_blobs();
+        for blob in &needed {
             if cache.get(&blob.digest).is_some() {
                 continue;
             }
-            match cache.ensure(&mut client, &blob).await {
+            match cache.ensure(&mut client, blob).await {
                 Ok(()) => any = true,
                 Err(e) => tracing::error!(error = %e, "blob fetch failed; will retry on next view"),
             }
         }
+        // Only what the rack is assigned stays in memory and is safe from
+        // eviction; the rest of the disk is kept under the bound, LRU first.
+        let assigned: HashSet<Blake3Digest> = needed.iter().map(|b| b.digest).collect();
+        cache.retain_loaded(&assigned);
+        let c = cache.clone();
+        let _ = tokio::task::spawn_blocking(move || c.enforce_bound(&assigned)).await;
         if any {
             changed.notify_one();
         }
+        reporter.report(&mut client, &cache).await;
     });
+}
+
+/// Tells the coordinator what the cache holds, when that changed.
+#[derive(Debug)]
+pub struct CacheReporter {
+    rack: String,
+    agent_id: String,
+    last: Mutex<Option<pb::ReportCacheRequest>>,
+}
+
+impl CacheReporter {
+    /// For this rack and agent.
+    pub fn new(rack: &str, agent_id: &str) -> Self {
+        CacheReporter {
+            rack: rack.to_string(),
+            agent_id: agent_id.to_string(),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Send a report unless it equals the last one sent.
+    pub async fn report(&self, client: &mut AgentServiceClient<Channel>, cache: &BlobCache) {
+        let stats = cache.stats();
+        let mut files = cache.files();
+        files.sort_by_key(|f| f.digest);
+        files.truncate(4096);
+        let req = pb::ReportCacheRequest {
+            rack: self.rack.clone(),
+            agent_id: self.agent_id.clone(),
+            held: files
+                .iter()
+                .map(|f| pb::BlobRef {
+                    blake3: f.digest.to_string(),
+                    size: f.size,
+                })
+                .collect(),
+            bytes: files.iter().map(|f| f.size).sum(),
+            max_bytes: stats.max_bytes,
+            evicted: stats.evicted,
+            repaired_groups: stats.repaired_groups,
+        };
+        let mut last = self.last.lock().await;
+        if last.as_ref() == Some(&req) {
+            return;
+        }
+        match client.report_cache(req.clone()).await {
+            Ok(_) => *last = Some(req),
+            Err(e) => {
+                tracing::debug!(error = %e, "cache report not delivered; sent again with the next change")
+            }
+        }
+    }
 }

@@ -309,6 +309,76 @@ impl pb::rack_service_server::RackService for RackApi {
         let racks = self.0.replica.state().racks().map(rack_to_pb).collect();
         Ok(Response::new(pb::ListRacksResponse { racks }))
     }
+
+    async fn get_rack_cache(
+        &self,
+        req: Request<pb::GetRackCacheRequest>,
+    ) -> Result<Response<pb::RackCache>, Status> {
+        let rack: rackboot_state::RackName = field("rack", &req.into_inner().rack)?;
+        self.0.read().await?;
+        let state = self.0.replica.state();
+        let view = state
+            .rack_view(&rack)
+            .ok_or_else(|| Status::not_found(format!("rack {rack} not found")))?;
+        let report = state.rack_cache(&rack).cloned().unwrap_or_default();
+        // Needed: every part of every image the rack's view carries.
+        let mut blobs: std::collections::BTreeMap<String, pb::CachedBlob> =
+            std::collections::BTreeMap::new();
+        for image in &view.images {
+            let parts = [
+                ("kernel", Some(image.kernel)),
+                ("initrd", Some(image.initrd)),
+                ("modules", image.modules),
+            ];
+            for (part, blob) in parts {
+                let Some(b) = blob else { continue };
+                let e = blobs
+                    .entry(b.digest.to_string())
+                    .or_insert_with(|| pb::CachedBlob {
+                        blob: Some(blob_to_pb(&b)),
+                        ..Default::default()
+                    });
+                e.needed = true;
+                e.used_by.push(format!("{} {part}", image.name));
+            }
+        }
+        for b in &report.held {
+            blobs
+                .entry(b.digest.to_string())
+                .or_insert_with(|| pb::CachedBlob {
+                    blob: Some(blob_to_pb(b)),
+                    ..Default::default()
+                })
+                .held = true;
+        }
+        Ok(Response::new(pb::RackCache {
+            rack: rack.to_string(),
+            agent_id: report.agent_id,
+            reported_unix_millis: report.unix_millis,
+            bytes: report.bytes,
+            max_bytes: report.max_bytes,
+            evicted: report.evicted,
+            repaired_groups: report.repaired_groups,
+            blobs: blobs.into_values().collect(),
+        }))
+    }
+}
+
+/// Longest a push may go without sending its next message.
+pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The next message of an upload; a client silent for [`UPLOAD_IDLE`] is
+/// dropped (its partial upload stays, resumable).
+async fn next_chunk(
+    stream: &mut Streaming<pb::PutBlobChunk>,
+) -> Result<Option<pb::PutBlobChunk>, Status> {
+    match tokio::time::timeout(UPLOAD_IDLE, stream.next()).await {
+        Ok(Some(m)) => m.map(Some),
+        Ok(None) => Ok(None),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no upload data for {UPLOAD_IDLE:?}"
+        ))),
+    }
 }
 
 #[tonic::async_trait]
@@ -318,13 +388,27 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<pb::MissingBlobsRequest>,
     ) -> Result<Response<pb::MissingBlobsResponse>, Status> {
         let mut missing = Vec::new();
+        let mut partial = Vec::new();
         for (i, b) in req.into_inner().blobs.iter().enumerate() {
             let blob = blob_from_pb(&format!("blobs[{i}]"), Some(b))?;
             if self.0.blobs.size(&blob.digest).await != Some(blob.size) {
                 missing.push(blob_to_pb(&blob));
+                if let Some(p) = self.0.blobs.partial_status(blob).await {
+                    let mut bitmap = vec![0u8; p.held.len().div_ceil(8)];
+                    for (g, held) in p.held.iter().enumerate() {
+                        if *held && let Some(byte) = bitmap.get_mut(g / 8) {
+                            *byte |= 1 << (g % 8);
+                        }
+                    }
+                    partial.push(pb::PartialBlob {
+                        blob: Some(blob_to_pb(&blob)),
+                        groups_held: bitmap,
+                        bytes_held: p.bytes,
+                    });
+                }
             }
         }
-        Ok(Response::new(pb::MissingBlobsResponse { missing }))
+        Ok(Response::new(pb::MissingBlobsResponse { missing, partial }))
     }
 
     async fn put_blob(
@@ -332,9 +416,9 @@ impl pb::image_service_server::ImageService for ImageApi {
         req: Request<Streaming<pb::PutBlobChunk>>,
     ) -> Result<Response<pb::PutBlobResponse>, Status> {
         let mut stream = req.into_inner();
-        let first = stream.next().await.ok_or_else(|| {
+        let first = next_chunk(&mut stream).await?.ok_or_else(|| {
             Status::invalid_argument("empty upload: the first message must carry a header")
-        })??;
+        })?;
         let blob = blob_from_pb("header", first.header.as_ref())?;
         if self.0.blobs.size(&blob.digest).await == Some(blob.size) {
             // Already stored here: nothing new is written, but it is
@@ -348,20 +432,63 @@ impl pb::image_service_server::ImageService for ImageApi {
         }
         let bad = |e: crate::blobs::BlobError| match e {
             crate::blobs::BlobError::Io { .. } => Status::internal(e.to_string()),
+            crate::blobs::BlobError::Busy(_) => Status::aborted(e.to_string()),
             _ => Status::invalid_argument(e.to_string()),
         };
-        let mut upload = self.0.blobs.begin(blob).await.map_err(bad)?;
-        upload.write(&first.data).await.map_err(bad)?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if chunk.header.is_some() {
+        let blob = if first.outboard.is_empty() {
+            // In order from offset 0, verified as a whole at the end.
+            if first.offset != 0 {
                 return Err(Status::invalid_argument(
-                    "header: only the first message may carry one",
+                    "offset: a push without an outboard must start at offset 0",
                 ));
             }
-            upload.write(&chunk.data).await.map_err(bad)?;
-        }
-        let blob = upload.finish().await.map_err(bad)?;
+            let mut upload = self.0.blobs.begin(blob).await.map_err(bad)?;
+            upload.write(&first.data).await.map_err(bad)?;
+            while let Some(chunk) = next_chunk(&mut stream).await? {
+                if chunk.header.is_some() {
+                    return Err(Status::invalid_argument(
+                        "header: only the first message may carry one",
+                    ));
+                }
+                if chunk.offset != 0 && chunk.offset != upload.written() {
+                    return Err(Status::invalid_argument(format!(
+                        "offset {} out of order (expected {}): a push without an outboard is sent in order",
+                        chunk.offset,
+                        upload.written()
+                    )));
+                }
+                upload.write(&chunk.data).await.map_err(bad)?;
+            }
+            upload.finish().await.map_err(bad)?
+        } else {
+            // Resumable: whole groups at any offset, each verified before it
+            // is written; what arrived intact stays when the stream breaks.
+            let mut up = self
+                .0
+                .blobs
+                .resume(blob, &first.outboard)
+                .await
+                .map_err(bad)?;
+            if !first.data.is_empty() || blob.size == 0 {
+                up.write(first.offset, &first.data).await.map_err(bad)?;
+            }
+            while let Some(chunk) = next_chunk(&mut stream).await? {
+                if chunk.header.is_some() {
+                    return Err(Status::invalid_argument(
+                        "header: only the first message may carry one",
+                    ));
+                }
+                up.write(chunk.offset, &chunk.data).await.map_err(bad)?;
+            }
+            if !up.complete() {
+                let held = up.status().map(|s| s.bytes).unwrap_or_default();
+                return Err(Status::failed_precondition(format!(
+                    "blob {} incomplete: {held} of {} bytes held; send the missing groups (MissingBlobs lists what is held)",
+                    blob.digest, blob.size
+                )));
+            }
+            up.finish().await.map_err(bad)?
+        };
         tracing::info!(blob = %blob.digest, size = blob.size, "blob stored");
         // Acknowledged only once durable on a majority of the voters.
         self.0.repl.replicate_to_quorum(blob).await?;
@@ -389,6 +516,8 @@ impl pb::image_service_server::ImageService for ImageApi {
             .chain([("modules", modules.as_ref())])
         {
             let Some(b) = b else { continue };
+            // Named by a manifest now: the collector's grace starts again.
+            self.0.blobs.touch(&b.digest).await;
             // Stored on another replica only (the push went there): pull it,
             // since the kernel and modules are inspected here.
             if let Err(e) = self.0.repl.ensure_local_detached(*b, Vec::new()).await {

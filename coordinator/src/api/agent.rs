@@ -2,7 +2,8 @@
 
 use rackboot_proto::v1 as pb;
 use rackboot_state::{
-    Blake3Digest, BootSession, Command, Envelope, LogLine, Mac, NodeNumber, Outcome, RackName,
+    Blake3Digest, BootSession, Command, Envelope, LogLine, Mac, NodeNumber, Outcome,
+    RackCacheReport, RackName,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -160,7 +161,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
             }
         }
         Ok(Response::new(
-            local_blob_stream(&self.0.blobs, digest, r.offset).await?,
+            local_blob_stream(&self.0.blobs, digest, r.offset, r.length).await?,
         ))
     }
 
@@ -199,6 +200,47 @@ impl pb::agent_service_server::AgentService for AgentApi {
             Outcome::Pending(p) => Ok(Response::new(pending_to_pb(&p))),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
+    }
+
+    async fn report_cache(
+        &self,
+        req: Request<pb::ReportCacheRequest>,
+    ) -> Result<Response<pb::ReportCacheResponse>, Status> {
+        let r = req.into_inner();
+        let rack: RackName = field("rack", &r.rack)?;
+        if r.held.len() > RackCacheReport::MAX_HELD {
+            return Err(Status::invalid_argument(format!(
+                "held: {} blobs, at most {} per report",
+                r.held.len(),
+                RackCacheReport::MAX_HELD
+            )));
+        }
+        let mut held = Vec::with_capacity(r.held.len());
+        for (i, b) in r.held.iter().enumerate() {
+            held.push(super::convert::blob_from_pb(
+                &format!("held[{i}]"),
+                Some(b),
+            )?);
+        }
+        let report = RackCacheReport {
+            agent_id: r.agent_id,
+            held,
+            bytes: r.bytes,
+            max_bytes: r.max_bytes,
+            evicted: r.evicted,
+            repaired_groups: r.repaired_groups,
+            unix_millis: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+        };
+        self.0
+            .propose(Envelope {
+                idempotency_key: None,
+                command: Command::RecordRackCache { rack, report },
+            })
+            .await?;
+        Ok(Response::new(pb::ReportCacheResponse {}))
     }
 
     async fn report_boot_events(

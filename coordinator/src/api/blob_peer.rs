@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use rackboot_image::outboard::GROUP;
 use rackboot_proto::v1 as pb;
 use rackboot_state::Blake3Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -15,81 +16,93 @@ use super::admin::BoxStream;
 use super::convert::{blob_from_pb, field};
 use crate::blobs::BlobStore;
 
-/// Size of a `FetchBlob` chunk.
-pub const FETCH_CHUNK: usize = 1 << 20;
-
-/// Stream a blob stored on this replica from `offset`. A whole read
-/// (offset 0) is hashed on the way and ends with `DATA_LOSS` when the stored
-/// bytes no longer hash to their name; the receiver verifies too.
+/// Stream `length` bytes (0 = to the end) of a blob stored on this replica
+/// from `offset`. The first message carries the blob's outboard; every 1 MiB
+/// group is verified against it as it is read, before any of its bytes are
+/// sent. A group that fails ends the stream with `DATA_LOSS`, and the blob is
+/// hashed again on its own: a bad file is removed and pulled again from a
+/// peer (on the next request or by the background repair).
 pub async fn local_blob_stream(
     blobs: &Arc<BlobStore>,
     digest: Blake3Digest,
     offset: u64,
+    length: u64,
 ) -> Result<BoxStream<pb::BlobChunk>, Status> {
-    let path = blobs.path(&digest);
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| Status::not_found(format!("blob {digest} not found")))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| Status::internal(format!("blob {digest}: {e}")))?
-        .len();
+    let outboard = match blobs.outboard(&digest).await {
+        Ok(ob) => ob,
+        Err(crate::blobs::BlobError::NotFound(_)) => {
+            return Err(Status::not_found(format!("blob {digest} not found")));
+        }
+        Err(e) => return Err(Status::internal(e.to_string())),
+    };
+    let size = outboard.size();
     if offset > size {
         return Err(Status::out_of_range(format!(
             "offset {offset} beyond blob size {size}"
         )));
     }
+    let end = if length == 0 {
+        size
+    } else {
+        offset.saturating_add(length).min(size)
+    };
+    let path = blobs.path(&digest);
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| Status::not_found(format!("blob {digest} not found")))?;
     let (tx, rx) = mpsc::channel(4);
     let store = blobs.clone();
     tokio::spawn(async move {
-        let mut hasher = (offset == 0).then(blake3::Hasher::new);
-        if offset > 0 && file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+        let first_group = offset / GROUP;
+        if file
+            .seek(std::io::SeekFrom::Start(first_group * GROUP))
+            .await
+            .is_err()
+        {
             let _ = tx.send(Err(Status::internal("seek failed"))).await;
             return;
         }
+        let mut ob_bytes = Some(outboard.to_bytes());
+        let mut index = first_group;
         let mut pos = offset;
-        loop {
-            let mut buf = vec![0u8; FETCH_CHUNK];
-            let n = match file.read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(Status::internal(format!("blob {digest}: {e}"))))
-                        .await;
-                    return;
-                }
-            };
-            if n == 0 {
+        while let Some((goff, glen)) = rackboot_image::outboard::group_range(size, index) {
+            if goff >= end && !(size == 0 && ob_bytes.is_some()) {
                 break;
             }
-            buf.truncate(n);
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf);
+            let mut buf = vec![0u8; usize::try_from(glen).unwrap_or(0)];
+            if let Err(e) = file.read_exact(&mut buf).await {
+                let _ = tx
+                    .send(Err(Status::data_loss(format!("blob {digest}: {e}"))))
+                    .await;
+                let _ = store.verify_or_remove(&digest).await;
+                return;
             }
+            if outboard.verify_group(index, &buf).is_err() {
+                tracing::error!(blob = %digest, group = index, "stored blob fails verification");
+                let _ = store.verify_or_remove(&digest).await;
+                let _ = tx
+                    .send(Err(Status::data_loss(format!(
+                        "blob {digest} fails verification on the coordinator (bytes {goff}..{})",
+                        goff + glen
+                    ))))
+                    .await;
+                return;
+            }
+            let from = usize::try_from(pos - goff).unwrap_or(0);
+            let to = usize::try_from(end.min(goff + glen) - goff).unwrap_or(0);
+            let data = buf.get(from..to).unwrap_or_default().to_vec();
+            let n = data.len() as u64;
             let chunk = pb::BlobChunk {
                 offset: pos,
-                data: buf,
+                data,
                 size,
+                outboard: ob_bytes.take().unwrap_or_default(),
             };
-            pos += n as u64;
+            pos += n;
             if tx.send(Ok(chunk)).await.is_err() {
                 return;
             }
-        }
-        if let Some(h) = hasher
-            && Blake3Digest::from(h.finalize()) != digest
-        {
-            tracing::error!(blob = %digest, "stored blob fails verification");
-            // Hashed again on its own: a file replaced meanwhile by a good
-            // copy is kept; a bad one is removed and pulled again on the next
-            // request (or by the background repair).
-            let _ = store.verify_or_remove(&digest).await;
-            let _ = tx
-                .send(Err(Status::data_loss(format!(
-                    "blob {digest} fails verification on the coordinator"
-                ))))
-                .await;
+            index += 1;
         }
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
@@ -109,7 +122,7 @@ impl pb::blob_peer_server::BlobPeer for BlobPeerApi {
         let r = req.into_inner();
         let digest: Blake3Digest = field("blake3", &r.blake3)?;
         Ok(Response::new(
-            local_blob_stream(&self.0.blobs, digest, r.offset).await?,
+            local_blob_stream(&self.0.blobs, digest, r.offset, r.length).await?,
         ))
     }
 

@@ -62,6 +62,8 @@ pub struct ReplicaConfig {
     pub snapshot_every: u64,
     /// Start with empty storage and no voters; wait to be added.
     pub join: bool,
+    /// How long an interrupted push and an unreferenced blob are kept.
+    pub upload_grace: Duration,
 }
 
 impl ReplicaConfig {
@@ -76,6 +78,7 @@ impl ReplicaConfig {
             heartbeat_ticks: 2,
             snapshot_every: 10_000,
             join: false,
+            upload_grace: crate::blobs::DEFAULT_GRACE,
         }
     }
 }

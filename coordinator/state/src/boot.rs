@@ -19,6 +19,31 @@ pub const LINES_PER_NODE: usize = 4096;
 /// Longest log line kept (bytes; longer lines are cut).
 pub const MAX_LINE: usize = 2048;
 
+/// What a rack agent's blob cache holds, as it last reported (not
+/// revisioned: a report changes no rack view).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RackCacheReport {
+    /// The reporting agent.
+    pub agent_id: String,
+    /// Blobs held, verified (at most [`RackCacheReport::MAX_HELD`]).
+    pub held: Vec<crate::types::BlobRef>,
+    /// Bytes of the cache's files.
+    pub bytes: u64,
+    /// The cache's bound.
+    pub max_bytes: u64,
+    /// Blobs evicted since the agent started.
+    pub evicted: u64,
+    /// Corrupt 1 MiB groups found on disk and fetched again since it started.
+    pub repaired_groups: u64,
+    /// When the agent sent it (ms since the Unix epoch).
+    pub unix_millis: u64,
+}
+
+impl RackCacheReport {
+    /// Most blobs one report may list.
+    pub const MAX_HELD: usize = 4096;
+}
+
 /// One boot of one node: the agent served it this kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootSession {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::boot::{BootSession, LogLine};
+use crate::boot::{BootSession, LogLine, RackCacheReport};
 use std::collections::BTreeMap;
 
 use crate::types::{Image, ImageName, Mac, Node, NodeNumber, PendingMachine, Rack, RackName};
@@ -90,6 +90,13 @@ pub enum Command {
         rack: RackName,
         /// Sessions.
         sessions: Vec<BootSession>,
+    },
+    /// An agent reported what its blob cache holds.
+    RecordRackCache {
+        /// The reporting agent's rack.
+        rack: RackName,
+        /// The report.
+        report: RackCacheReport,
     },
     /// An agent shipped node log lines.
     AppendLogs {

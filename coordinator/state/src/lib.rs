@@ -21,7 +21,7 @@ mod error;
 mod machine;
 mod types;
 
-pub use boot::{BootRecords, BootSession, LogLine, PHASES};
+pub use boot::{BootRecords, BootSession, LogLine, PHASES, RackCacheReport};
 pub use command::{AssignTarget, Command, Envelope, Outcome};
 pub use error::StateError;
 pub use machine::{RackView, State};

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::boot::{BootRecords, BootSession, LogLine};
+use crate::boot::{BootRecords, BootSession, LogLine, RackCacheReport};
 use crate::command::{AssignTarget, Command, Envelope, Outcome};
 use crate::error::StateError;
 use crate::types::{Image, ImageName, Mac, Node, NodeNumber, PendingMachine, Rack, RackName};
@@ -40,6 +40,9 @@ pub struct State {
     /// Boot sessions and node logs (bounded; not revisioned).
     #[serde(default)]
     boot: BootRecords,
+    /// Each rack agent's last cache report (not revisioned).
+    #[serde(default)]
+    rack_caches: BTreeMap<RackName, RackCacheReport>,
     /// Derived: used slots per rack, so a discovery costs O(log n), not O(n).
     #[serde(skip)]
     rack_slots: SlotIndex,
@@ -183,6 +186,7 @@ impl State {
             Command::RecordBootSessions { rack, sessions } => {
                 Ok(self.record_sessions(&rack, sessions))
             }
+            Command::RecordRackCache { rack, report } => self.record_rack_cache(rack, report),
             Command::AppendLogs {
                 rack,
                 lines,
@@ -608,6 +612,27 @@ impl State {
             }
         }
         Outcome::Recorded { kept }
+    }
+
+    fn record_rack_cache(
+        &mut self,
+        rack: RackName,
+        mut report: RackCacheReport,
+    ) -> Result<Outcome, StateError> {
+        if !self.racks.contains_key(&rack) {
+            return Err(StateError::RackNotFound(rack));
+        }
+        // Validated before proposing; bounded here too so a log written by
+        // another version never grows the state without limit.
+        report.held.truncate(RackCacheReport::MAX_HELD);
+        let kept = report.held.len() as u64;
+        self.rack_caches.insert(rack, report);
+        Ok(Outcome::Recorded { kept })
+    }
+
+    /// A rack agent's last cache report.
+    pub fn rack_cache(&self, rack: &RackName) -> Option<&RackCacheReport> {
+        self.rack_caches.get(rack)
     }
 
     /// A node's boot sessions, oldest first.

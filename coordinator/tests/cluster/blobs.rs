@@ -46,13 +46,19 @@ fn images(ch: Channel) -> pb::image_service_client::ImageServiceClient<Channel> 
         .max_encoding_message_size(16 * MIB)
 }
 
-/// `PutBlob` in 1 MiB chunks, as the CLI sends it.
+/// `PutBlob` in 1 MiB chunks with the outboard, as the CLI sends it.
 async fn put_blob(ch: Channel, b: &Blob) -> Result<pb::PutBlobResponse, tonic::Status> {
     let mut msgs = Vec::new();
     for (i, chunk) in b.data.chunks(MIB).enumerate() {
         msgs.push(pb::PutBlobChunk {
             header: (i == 0).then(|| b.blob.clone()),
             data: chunk.to_vec(),
+            offset: (i * MIB) as u64,
+            outboard: if i == 0 {
+                rackboot_image::Outboard::compute(&b.data).to_bytes()
+            } else {
+                Vec::new()
+            },
         });
     }
     images(ch)
@@ -112,6 +118,7 @@ async fn fetch(ch: Channel, blake3: &str) -> Result<Vec<u8>, tonic::Status> {
         .fetch_blob(pb::FetchBlobRequest {
             blake3: blake3.to_string(),
             offset: 0,
+            length: 0,
         })
         .await?
         .into_inner();
