@@ -659,7 +659,11 @@ impl Resumable {
             offset,
             len: data.len() as u64,
         };
-        if !offset.is_multiple_of(GROUP) || offset > size || (data.is_empty() && size > 0) {
+        if !offset.is_multiple_of(GROUP)
+            || offset > size
+            || (data.is_empty() && size > 0)
+            || (size == 0 && !data.is_empty())
+        {
             return Err(misaligned);
         }
         let mut written = 0;

@@ -25,5 +25,7 @@ mod leader_kill;
 mod membership;
 #[path = "cluster/partitions.rs"]
 mod partitions;
+#[path = "cluster/push_faults.rs"]
+mod push_faults;
 #[path = "cluster/sim.rs"]
 mod sim;

@@ -21,12 +21,12 @@ use crate::harness::{Cluster, Endpoints, Opts, Rng, exclusive};
 const MIB: usize = 1 << 20;
 
 /// A blob of random bytes and its reference.
-struct Blob {
-    data: Vec<u8>,
-    blob: pb::BlobRef,
+pub(crate) struct Blob {
+    pub(crate) data: Vec<u8>,
+    pub(crate) blob: pb::BlobRef,
 }
 
-fn random_blob(seed: u64, size: usize) -> Blob {
+pub(crate) fn random_blob(seed: u64, size: usize) -> Blob {
     let mut rng = Rng::new(seed);
     let mut data = Vec::with_capacity(size + 8);
     while data.len() < size {
@@ -40,7 +40,7 @@ fn random_blob(seed: u64, size: usize) -> Blob {
     Blob { data, blob }
 }
 
-fn images(ch: Channel) -> pb::image_service_client::ImageServiceClient<Channel> {
+pub(crate) fn images(ch: Channel) -> pb::image_service_client::ImageServiceClient<Channel> {
     pb::image_service_client::ImageServiceClient::new(ch)
         .max_decoding_message_size(16 * MIB)
         .max_encoding_message_size(16 * MIB)
@@ -69,7 +69,7 @@ async fn put_blob(ch: Channel, b: &Blob) -> Result<pb::PutBlobResponse, tonic::S
 
 /// `CommitImage` against the given replicas in turn (same idempotency key),
 /// until one answers with the manifest.
-async fn commit(
+pub(crate) async fn commit(
     ep: &Endpoints,
     ids: &[u64],
     name: &str,
@@ -111,7 +111,7 @@ async fn commit(
 }
 
 /// `AgentService/FetchBlob` of a whole blob, as an agent fetches it.
-async fn fetch(ch: Channel, blake3: &str) -> Result<Vec<u8>, tonic::Status> {
+pub(crate) async fn fetch(ch: Channel, blake3: &str) -> Result<Vec<u8>, tonic::Status> {
     let mut c =
         pb::agent_service_client::AgentServiceClient::new(ch).max_decoding_message_size(16 * MIB);
     let mut stream = c

@@ -73,6 +73,8 @@ pub struct Proc {
     pub child: Option<Child>,
     /// Extra environment for the next start.
     pub env: Vec<(String, String)>,
+    /// Extra command-line arguments for the next start.
+    pub args: Vec<String>,
     /// Start with `--join`.
     pub join: bool,
 }
@@ -125,6 +127,7 @@ impl Cluster {
                     log: dir.path().join(format!("r{id}.log")),
                     child: None,
                     env: Vec::new(),
+                    args: Vec::new(),
                     join: false,
                 },
             );
@@ -151,6 +154,7 @@ impl Cluster {
                 log: self.dir.join(format!("r{id}.log")),
                 child: None,
                 env: Vec::new(),
+                args: Vec::new(),
                 join: true,
             },
         );
@@ -204,6 +208,7 @@ impl Cluster {
         if p.join {
             cmd.arg("--join");
         }
+        cmd.args(&p.args);
         cmd.env("RUST_LOG", "info,raft=info")
             .env("NO_COLOR", "1")
             .envs(p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
