@@ -300,7 +300,7 @@ impl BlobCache {
         if bad.is_empty() {
             return Ok(OnDisk::Intact(data));
         }
-        tracing::warn!(path = %path.display(), bad_groups = ?bad, "cached blob has groups that fail verification; they are fetched again");
+        tracing::warn!(path = %path.display(), bad_groups = ?bad, "cached blob corrupt: the groups that fail verification are fetched again");
         data.resize(usize::try_from(blob.size).unwrap_or(0), 0);
         Ok(OnDisk::Damaged {
             data,
