@@ -551,6 +551,24 @@ impl Sources {
             "Wanted blobs fetched from the coordinator",
             c.misses,
         )?;
+        counter(
+            e,
+            "rackboot_agent_cache_repaired_groups",
+            "1 MiB groups of cached blobs that failed verification and were fetched again",
+            c.repaired_groups,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_cache_evictions",
+            "Blobs evicted to keep the cache under its bound",
+            c.evicted,
+        )?;
+        gauge(
+            e,
+            "rackboot_agent_cache_max_bytes",
+            "The cache's bound on disk",
+            c.max_bytes,
+        )?;
         let view = self.view.borrow().clone();
         gauge(
             e,

@@ -425,3 +425,55 @@ fn discovery_image_is_in_every_rack_view() {
     );
     assert_eq!(v.images.len(), 1);
 }
+
+#[test]
+fn rack_cache_reports_are_bounded_unrevisioned_and_survive_a_snapshot() {
+    let mut s = State::default();
+    s.apply(cmd(Command::RegisterRack {
+        rack: rack("r1", 1),
+    }))
+    .unwrap();
+    let held: Vec<BlobRef> = (0..RackCacheReport::MAX_HELD as u32 + 10)
+        .map(|i| BlobRef {
+            digest: Blake3Digest::of(&i.to_le_bytes()),
+            size: u64::from(i),
+        })
+        .collect();
+    let report = RackCacheReport {
+        agent_id: "a1".into(),
+        held,
+        bytes: 7,
+        max_bytes: 9,
+        evicted: 1,
+        repaired_groups: 2,
+        unix_millis: 3,
+    };
+    let rev = s.revision();
+    let out = s
+        .apply(cmd(Command::RecordRackCache {
+            rack: "r1".parse::<RackName>().unwrap(),
+            report: report.clone(),
+        }))
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Recorded {
+            kept: RackCacheReport::MAX_HELD as u64
+        }
+    );
+    assert_eq!(s.revision(), rev, "a cache report changes no rack view");
+    let kept = s.rack_cache(&"r1".parse::<RackName>().unwrap()).unwrap();
+    assert_eq!(kept.held.len(), RackCacheReport::MAX_HELD);
+    assert_eq!(kept.repaired_groups, 2);
+    // Through a snapshot and back.
+    let json = serde_json::to_vec(&s).unwrap();
+    let back: State = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, s);
+    assert!(matches!(
+        s.apply(cmd(Command::RecordRackCache {
+            rack: "r9".parse::<RackName>().unwrap(),
+            report,
+        })),
+        Err(StateError::RackNotFound(_))
+    ));
+}
