@@ -33,8 +33,9 @@ pub async fn image_list(conn: &Conn) -> anyhow::Result<()> {
         .list_images(pb::ListImagesRequest {})
         .await
         .map_err(|s| conn.err("listing images", s))?
-        .into_inner()
-        .images;
+        .into_inner();
+    let tags = images.tags;
+    let images = images.images;
     say!(
         "{:<28} {:>12} {:>12}  {:<16} MANIFEST",
         "NAME",
@@ -51,6 +52,36 @@ pub async fn image_list(conn: &Conn) -> anyhow::Result<()> {
             size(&i.initrd),
             i.cmdline,
             i.manifest_hash
+        );
+    }
+    if !tags.is_empty() {
+        say!("");
+        say!("{:<28} IMAGE", "TAG");
+        for t in tags {
+            say!("{:<28} {}", t.tag, t.image);
+        }
+    }
+    Ok(())
+}
+
+/// `image tag TAG IMAGE`.
+pub async fn image_tag(conn: &Conn, tag: String, image: String) -> anyhow::Result<()> {
+    let r = conn
+        .images()
+        .tag_image(pb::TagImageRequest {
+            tag: tag.clone(),
+            image: image.clone(),
+        })
+        .await
+        .map_err(|s| conn.err(&format!("tagging {image} as {tag}"), s))?
+        .into_inner();
+    if r.previous.is_empty() {
+        say!("tag {tag} -> {image} (revision {})", r.revision);
+    } else {
+        say!(
+            "tag {tag} moved {} -> {image} (revision {})",
+            r.previous,
+            r.revision
         );
     }
     Ok(())

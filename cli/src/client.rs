@@ -42,6 +42,7 @@ pub const IDEMPOTENCY_KEY: &str = "rackboot-idempotency-key";
 /// Calls that change state: they get an idempotency key.
 const MUTATING: &[&str] = &[
     "/rackboot.v1.ImageService/CommitImage",
+    "/rackboot.v1.ImageService/TagImage",
     "/rackboot.v1.AssignmentService/Assign",
     "/rackboot.v1.AgentService/Register",
     "/rackboot.v1.AgentService/DiscoverNode",

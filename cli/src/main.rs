@@ -88,8 +88,17 @@ enum Command {
 enum ImageCmd {
     /// Upload a kernel and initrd (chunked, skipping blobs already stored) and commit the image.
     Push(push::PushArgs),
-    /// List committed images.
+    /// List committed images and tags.
     List,
+    /// Point a tag (a movable name, e.g. compute:latest) at an image. Nodes,
+    /// racks or the default assigned the tag boot what it points to; moving
+    /// it changes what they boot next (agents pre-fetch at once).
+    Tag {
+        /// The tag (not an image name).
+        tag: String,
+        /// The image it points to.
+        image: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -253,6 +262,7 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
     match cmd {
         Command::Image(ImageCmd::Push(args)) => push::run(&conn, args).await,
         Command::Image(ImageCmd::List) => admin::image_list(&conn).await,
+        Command::Image(ImageCmd::Tag { tag, image }) => admin::image_tag(&conn, tag, image).await,
         Command::Rack(RackCmd::List) => admin::rack_list(&conn).await,
         Command::Rack(RackCmd::Cache { rack }) => admin::rack_cache(&conn, rack).await,
         Command::Node(NodeCmd::List { rack }) => admin::node_list(&conn, rack).await,

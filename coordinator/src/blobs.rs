@@ -385,6 +385,23 @@ impl BlobStore {
         }
     }
 
+    /// The first group (up to 1 MiB) of a stored blob, verified against its
+    /// outboard: enough for a kernel's boot header without reading the
+    /// whole kernel.
+    pub async fn read_head_verified(&self, digest: &Blake3Digest) -> Result<Vec<u8>, BlobError> {
+        let ob = self.outboard(digest).await?;
+        let (_, len) = outboard::group_range(ob.size(), 0).unwrap_or_default();
+        let (path, mut f) = self.open_stored(digest).await?;
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        f.read_exact(&mut buf).await.map_err(io(&path))?;
+        ob.verify_group(0, &buf)
+            .map_err(|source| BlobError::Outboard {
+                digest: *digest,
+                source,
+            })?;
+        Ok(buf)
+    }
+
     /// Read a whole blob, verifying its hash.
     pub async fn read_verified(&self, digest: &Blake3Digest) -> Result<Vec<u8>, BlobError> {
         let (path, mut f) = self.open_stored(digest).await?;

@@ -38,10 +38,12 @@ impl ImageApi {
         let blob_error = |what: &str, e: crate::blobs::BlobError| {
             Status::failed_precondition(format!("{what}: {e}"))
         };
+        // The boot header sits in the first 64.5 KiB: read (and verify)
+        // only the kernel's first 1 MiB group.
         let kernel_bytes = self
             .0
             .blobs
-            .read_verified(&kernel.digest)
+            .read_head_verified(&kernel.digest)
             .await
             .map_err(|e| blob_error("kernel", e))?;
         let version = match rackboot_image::kernel_release(&kernel_bytes) {
@@ -560,8 +562,41 @@ impl pb::image_service_server::ImageService for ImageApi {
         _req: Request<pb::ListImagesRequest>,
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
         self.0.read().await?;
-        let images = self.0.replica.state().images().map(image_to_pb).collect();
-        Ok(Response::new(pb::ListImagesResponse { images }))
+        let state = self.0.replica.state();
+        let images = state.images().map(image_to_pb).collect();
+        let tags = state
+            .tags()
+            .iter()
+            .map(|(t, i)| pb::ImageTag {
+                tag: t.to_string(),
+                image: i.to_string(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListImagesResponse { images, tags }))
+    }
+
+    async fn tag_image(
+        &self,
+        req: Request<pb::TagImageRequest>,
+    ) -> Result<Response<pb::TagImageResponse>, Status> {
+        let metadata = req.metadata().clone();
+        let r = req.into_inner();
+        let tag: ImageName = field("tag", &r.tag)?;
+        let image: ImageName = field("image", &r.image)?;
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key: key("", &metadata),
+                command: Command::TagImage { tag, image },
+            })
+            .await?
+        {
+            Outcome::Tagged { previous, revision } => Ok(Response::new(pb::TagImageResponse {
+                previous: previous.map(|p| p.to_string()).unwrap_or_default(),
+                revision,
+            })),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
     }
 
     async fn get_image(

@@ -156,6 +156,7 @@ pub fn state_error(e: StateError) -> Status {
         StateError::PendingFull(_) => Status::resource_exhausted(msg),
         StateError::InvalidRack { .. }
         | StateError::InvalidMeta { .. }
+        | StateError::InvalidTag { .. }
         | StateError::BadMacCount { .. }
         | StateError::NotUnicast(_) => Status::invalid_argument(msg),
     }

@@ -91,6 +91,14 @@ pub enum Command {
         /// Sessions.
         sessions: Vec<BootSession>,
     },
+    /// Point a tag (a movable image name, e.g. `compute:latest`) at an
+    /// image; nodes assigned the tag boot what it points to.
+    TagImage {
+        /// The tag.
+        tag: ImageName,
+        /// The image (not a tag).
+        image: ImageName,
+    },
     /// An agent reported what its blob cache holds.
     RecordRackCache {
         /// The reporting agent's rack.
@@ -154,6 +162,13 @@ pub enum Outcome {
     /// The site key-values changed (or were already so) at this revision.
     Meta {
         /// Revision after the change.
+        revision: u64,
+    },
+    /// A tag was moved.
+    Tagged {
+        /// The image it pointed to before, if any.
+        previous: Option<ImageName>,
+        /// State revision after the change.
         revision: u64,
     },
     /// The assignment took effect at this revision.

@@ -19,6 +19,14 @@ pub enum StateError {
         /// Manifest hash already committed under it.
         existing: String,
     },
+    /// A tag that cannot point there (or a name taken by an image).
+    #[error("tag '{tag}': {reason}")]
+    InvalidTag {
+        /// The tag.
+        tag: ImageName,
+        /// Why.
+        reason: String,
+    },
     /// The rack does not exist.
     #[error("rack '{0}' not found")]
     RackNotFound(RackName),

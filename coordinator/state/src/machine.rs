@@ -40,6 +40,9 @@ pub struct State {
     /// Boot sessions and node logs (bounded; not revisioned).
     #[serde(default)]
     boot: BootRecords,
+    /// Tags: movable names pointing at images.
+    #[serde(default)]
+    tags: BTreeMap<ImageName, ImageName>,
     /// Each rack agent's last cache report (not revisioned).
     #[serde(default)]
     rack_caches: BTreeMap<RackName, RackCacheReport>,
@@ -187,6 +190,7 @@ impl State {
                 Ok(self.record_sessions(&rack, sessions))
             }
             Command::RecordRackCache { rack, report } => self.record_rack_cache(rack, report),
+            Command::TagImage { tag, image } => self.tag_image(tag, image),
             Command::AppendLogs {
                 rack,
                 lines,
@@ -487,7 +491,9 @@ impl State {
 
     /// The image machines without a number boot.
     pub fn discovery_image(&self) -> Option<&ImageName> {
-        self.discovery_image.as_ref()
+        self.discovery_image
+            .as_ref()
+            .map(|d| self.tags.get(d).unwrap_or(d))
     }
 
     /// Lowest number not in use, starting at 1.
@@ -510,7 +516,48 @@ impl State {
         NodeNumber(expected)
     }
 
+    fn tag_image(&mut self, tag: ImageName, image: ImageName) -> Result<Outcome, StateError> {
+        if self.images.contains_key(&tag) {
+            return Err(StateError::InvalidTag {
+                tag,
+                reason: "an image has this name (images are immutable; a tag must be a new name)"
+                    .into(),
+            });
+        }
+        if self.tags.contains_key(&image) {
+            return Err(StateError::InvalidTag {
+                tag,
+                reason: format!("'{image}' is itself a tag; point at an image"),
+            });
+        }
+        if !self.images.contains_key(&image) {
+            return Err(StateError::ImageNotFound(image));
+        }
+        let previous = self.tags.insert(tag, image);
+        self.revision += 1;
+        Ok(Outcome::Tagged {
+            previous,
+            revision: self.revision,
+        })
+    }
+
+    /// Every tag and the image it points at.
+    pub fn tags(&self) -> &BTreeMap<ImageName, ImageName> {
+        &self.tags
+    }
+
+    /// An image name with a tag followed.
+    fn resolve(&self, name: &ImageName) -> ImageName {
+        self.tags.get(name).unwrap_or(name).clone()
+    }
+
     fn commit_image(&mut self, image: Image) -> Result<Outcome, StateError> {
+        if self.tags.contains_key(&image.name) {
+            return Err(StateError::InvalidTag {
+                tag: image.name.clone(),
+                reason: "this name is a tag; push the image under its own name and move the tag (rackboot image tag)".into(),
+            });
+        }
         if let Some(existing) = self.images.get(&image.name) {
             if existing.same_content(&image) {
                 return Ok(Outcome::Image(existing.clone()));
@@ -526,7 +573,7 @@ impl State {
     }
 
     fn assign(&mut self, target: AssignTarget, image: ImageName) -> Result<Outcome, StateError> {
-        if !self.images.contains_key(&image) {
+        if !self.images.contains_key(&image) && !self.tags.contains_key(&image) {
             return Err(StateError::ImageNotFound(image));
         }
         match target {
@@ -707,12 +754,14 @@ impl State {
     /// (`"node"`, `"rack"` or `"default"`).
     pub fn resolved_image(&self, node: &Node) -> Option<(ImageName, &'static str)> {
         if let Some(i) = self.node_images.get(&node.number) {
-            return Some((i.clone(), "node"));
+            return Some((self.resolve(i), "node"));
         }
         if let Some(i) = self.rack_images.get(&node.rack) {
-            return Some((i.clone(), "rack"));
+            return Some((self.resolve(i), "rack"));
         }
-        self.default_image.clone().map(|i| (i, "default"))
+        self.default_image
+            .as_ref()
+            .map(|i| (self.resolve(i), "default"))
     }
 
     /// The view one rack's agent needs.
@@ -724,10 +773,11 @@ impl State {
             .filter(|n| &n.rack == name)
             .map(|n| (n.clone(), self.resolved_image(n)))
             .collect();
+        let discovery = self.discovery_image().cloned();
         let names: BTreeSet<&ImageName> = nodes
             .iter()
             .filter_map(|(_, i)| i.as_ref().map(|(n, _)| n))
-            .chain(self.discovery_image.as_ref())
+            .chain(discovery.as_ref())
             .collect();
         let images = names
             .into_iter()
@@ -738,7 +788,7 @@ impl State {
             rack,
             nodes,
             images,
-            discovery_image: self.discovery_image.clone(),
+            discovery_image: discovery.clone(),
             meta: self.meta.clone(),
         })
     }

@@ -477,3 +477,87 @@ fn rack_cache_reports_are_bounded_unrevisioned_and_survive_a_snapshot() {
         Err(StateError::RackNotFound(_))
     ));
 }
+
+#[test]
+fn a_tag_moves_and_nodes_assigned_it_follow() {
+    let mut s = State::default();
+    s.apply(cmd(Command::RegisterRack {
+        rack: rack("r1", 1),
+    }))
+    .unwrap();
+    let n = discover(&mut s, "r1", &[mac(1)]).unwrap();
+    for (name, seed) in [("compute:1", b"a"), ("compute:2", b"b")] {
+        s.apply(cmd(Command::CommitImage {
+            image: image(name, seed),
+        }))
+        .unwrap();
+    }
+    let tag: ImageName = "compute:latest".parse().unwrap();
+    let v1: ImageName = "compute:1".parse().unwrap();
+    let v2: ImageName = "compute:2".parse().unwrap();
+    // A tag must point at an existing image, not be one.
+    assert!(matches!(
+        s.apply(cmd(Command::TagImage {
+            tag: v1.clone(),
+            image: v2.clone()
+        })),
+        Err(StateError::InvalidTag { .. })
+    ));
+    assert!(matches!(
+        s.apply(cmd(Command::TagImage {
+            tag: tag.clone(),
+            image: "nope:1".parse().unwrap()
+        })),
+        Err(StateError::ImageNotFound(_))
+    ));
+    s.apply(cmd(Command::TagImage {
+        tag: tag.clone(),
+        image: v1.clone(),
+    }))
+    .unwrap();
+    s.apply(cmd(Command::Assign {
+        target: AssignTarget::Node(n.number),
+        image: tag.clone(),
+    }))
+    .unwrap();
+    let view = |s: &State| s.rack_view(&"r1".parse().unwrap()).unwrap();
+    assert_eq!(view(&s).nodes[0].1.as_ref().unwrap().0, v1);
+    assert_eq!(view(&s).images.len(), 1);
+    let rev = s.revision();
+    let out = s
+        .apply(cmd(Command::TagImage {
+            tag: tag.clone(),
+            image: v2.clone(),
+        }))
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Tagged {
+            previous: Some(v1.clone()),
+            revision: rev + 1
+        }
+    );
+    let v = view(&s);
+    assert_eq!(
+        v.nodes[0].1.as_ref().unwrap().0,
+        v2,
+        "the node follows the tag"
+    );
+    assert_eq!(v.images[0].name, v2, "and its rack gets the new image");
+    // A tag's name cannot be pushed as an image, nor point at a tag.
+    assert!(matches!(
+        s.apply(cmd(Command::CommitImage {
+            image: image("compute:latest", b"c")
+        })),
+        Err(StateError::InvalidTag { .. })
+    ));
+    assert!(matches!(
+        s.apply(cmd(Command::TagImage {
+            tag: "compute:stable".parse().unwrap(),
+            image: tag.clone()
+        })),
+        Err(StateError::InvalidTag { .. })
+    ));
+    let back: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}
