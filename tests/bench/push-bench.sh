@@ -85,7 +85,10 @@ push_s=$(secs "$t0" "$t1")
 
 # 2. A different image, the client SIGKILLed half-way, then pushed again.
 head -c "$((mib << 20))" /dev/urandom >"$WORK/kernel2"
-cli image push bench:2 --kernel "$WORK/kernel2" --initrd "$WORK/initrd" --kernel-version 6.1.0-bench >"$WORK/push2a.out" 2>&1 &
+# The binary itself in the background (not the `cli` function, whose
+# subshell would take the SIGKILL instead).
+"$BIN/rackboot" --coordinator "$COORD" image push bench:2 --kernel "$WORK/kernel2" \
+  --initrd "$WORK/initrd" --kernel-version 6.1.0-bench >"$WORK/push2a.out" 2>&1 &
 cpid=$!
 # Kill it once the receiving replica holds half the kernel's groups.
 for _ in $(seq 600); do
