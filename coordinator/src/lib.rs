@@ -8,10 +8,12 @@
 //! Layout: [`raft`] (the replica task and its redb storage), [`blobs`]
 //! (content-addressed blob files), [`replication`] (blobs pulled between
 //! replicas, pushes acknowledged on a quorum), [`api`] (gRPC handlers), [`server`]
-//! (start-up), [`metrics`] (Prometheus exposition). The state machine itself
+//! (start-up), [`auth`] (who may call what, from the client certificate),
+//! [`metrics`] (Prometheus exposition). The state machine itself
 //! lives in `rackboot-state`, pure.
 
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod blobs;
 pub mod config;

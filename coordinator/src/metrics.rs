@@ -41,6 +41,8 @@ pub const MAX_METHODS: usize = 256;
 pub struct ApiStats {
     watch_streams: AtomicI64,
     requests: RwLock<BTreeMap<String, AtomicU64>>,
+    /// Calls refused by certificate authorization (`auth.rs`).
+    pub auth_denied: Arc<AtomicU64>,
 }
 
 /// Counts one open `WatchRack` stream while it lives.
@@ -411,6 +413,12 @@ impl Collector for Sources {
             "Proposals without a successful outcome, by reason",
             "reason",
             &p.failures(),
+        )?;
+        counter(
+            e,
+            "rackboot_coordinator_auth_denied",
+            "gRPC calls refused: no usable client certificate, or a role not allowed for the service or rack",
+            self.api.auth_denied.load(Relaxed),
         )?;
         counters(
             e,

@@ -144,40 +144,72 @@ pub async fn start(
             .tls_config(tls.clone())
             .map_err(|e| StartError::Tls(e.to_string()))?;
     }
+    use crate::auth::{ADMIN, AGENT, ANY, Authorizer, CLUSTER, PEER};
+    use tonic::service::interceptor::InterceptedService;
+    let tls_on = TLS.get().is_some();
+    let denied = stats.auth_denied.clone();
+    let authz =
+        |service: &'static str, roles| Authorizer::new(service, roles, tls_on, denied.clone());
     let router = builder
         .layer(crate::metrics::GrpcCountLayer::new(stats))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
+        .add_service(InterceptedService::new(
+            health_service,
+            authz("grpc.health", ANY),
+        ))
+        .add_service(InterceptedService::new(
+            reflection_v1,
+            authz("grpc.reflection", ANY),
+        ))
+        .add_service(InterceptedService::new(
+            reflection_v1alpha,
+            authz("grpc.reflection", ANY),
+        ))
+        .add_service(InterceptedService::new(
             NodeServiceServer::new(NodeApi(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(RackServiceServer::new(RackApi(ctx.clone())))
-        .add_service(
+            authz("NodeService", ADMIN),
+        ))
+        .add_service(InterceptedService::new(
+            RackServiceServer::new(RackApi(ctx.clone())),
+            authz("RackService", ADMIN),
+        ))
+        .add_service(InterceptedService::new(
             ImageServiceServer::new(ImageApi(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(AssignmentServiceServer::new(AssignmentApi(ctx.clone())))
-        .add_service(ClusterServiceServer::new(ClusterApi(ctx.clone())))
-        .add_service(MetaServiceServer::new(MetaApi(ctx.clone())))
-        .add_service(
+            authz("ImageService", ADMIN),
+        ))
+        .add_service(InterceptedService::new(
+            AssignmentServiceServer::new(AssignmentApi(ctx.clone())),
+            authz("AssignmentService", ADMIN),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterServiceServer::new(ClusterApi(ctx.clone())),
+            authz("ClusterService", CLUSTER),
+        ))
+        .add_service(InterceptedService::new(
+            MetaServiceServer::new(MetaApi(ctx.clone())),
+            authz("MetaService", ADMIN),
+        ))
+        .add_service(InterceptedService::new(
             AgentServiceServer::new(AgentApi(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
+            authz("AgentService", AGENT),
+        ))
+        .add_service(InterceptedService::new(
             BlobPeerServer::new(BlobPeerApi(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
+            authz("BlobPeer", PEER),
+        ))
+        .add_service(InterceptedService::new(
             RaftPeerServer::new(RaftPeerApi(ctx))
                 .max_decoding_message_size(raft::MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-        );
+            authz("RaftPeer", PEER),
+        ));
     // Small gRPC answers (Raft acknowledgements, write outcomes) must not
     // wait behind Nagle's algorithm and the peer's delayed ACK.
     let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {

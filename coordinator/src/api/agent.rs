@@ -13,6 +13,7 @@ use super::admin::BoxStream;
 use super::blob_peer::local_blob_stream;
 use super::convert::{field, node_to_pb, pending_to_pb, rack_from_pb, rack_state, rack_to_pb};
 use super::{Ctx, key, unix_now};
+use crate::auth::{agent_rack, check_rack};
 
 /// Inventory as the probe may report it: at most 16 entries, keys
 /// `[a-z0-9_]{1,32}`, values up to 128 bytes without control characters.
@@ -53,8 +54,10 @@ impl pb::agent_service_server::AgentService for AgentApi {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let idempotency_key = key("", req.metadata());
+        let peer_ext = req.extensions().clone();
         let r = req.into_inner();
         let rack = rack_from_pb(r.rack.as_ref())?;
+        check_rack(&peer_ext, &rack.name.to_string())?;
         tracing::info!(rack = %rack.name, agent = %r.agent_id, version = %r.agent_version, "agent registering");
         match self
             .0
@@ -78,8 +81,10 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<pb::WatchRackRequest>,
     ) -> Result<Response<Self::WatchRackStream>, Status> {
+        let peer_ext = req.extensions().clone();
         let r = req.into_inner();
         let rack: RackName = field("rack", &r.rack)?;
+        check_rack(&peer_ext, &rack.to_string())?;
         if self.0.replica.state().rack(&rack).is_none() {
             return Err(Status::not_found(format!(
                 "rack '{rack}' not found; register first"
@@ -132,8 +137,26 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<pb::FetchBlobRequest>,
     ) -> Result<Response<Self::FetchBlobStream>, Status> {
+        let own_rack = agent_rack(req.extensions()).map(str::to_string);
         let r = req.into_inner();
         let digest: Blake3Digest = field("blake3", &r.blake3)?;
+        if let Some(rack) = own_rack {
+            // An agent certificate fetches only what its rack boots.
+            let rack: RackName = field("certificate rack", &rack)?;
+            let allowed = self.0.replica.state().rack_view(&rack).is_some_and(|v| {
+                v.images.iter().any(|i| {
+                    [Some(i.kernel), Some(i.initrd), i.modules]
+                        .into_iter()
+                        .flatten()
+                        .any(|b| b.digest == digest)
+                })
+            });
+            if !allowed {
+                return Err(Status::permission_denied(format!(
+                    "blob {digest} is not part of an image assigned to rack {rack}"
+                )));
+            }
+        }
         if self.0.blobs.size(&digest).await.is_none() {
             // Not here (this replica was down when it was pushed, or the
             // repair has not reached it yet): pull it from a peer first when
@@ -170,8 +193,10 @@ impl pb::agent_service_server::AgentService for AgentApi {
         req: Request<pb::DiscoverNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
         let metadata = req.metadata().clone();
+        let peer_ext = req.extensions().clone();
         let r = req.into_inner();
         let rack: RackName = field("rack", &r.rack)?;
+        check_rack(&peer_ext, &rack.to_string())?;
         let mut macs: Vec<Mac> = vec![field("mac", &r.mac)?];
         for (i, m) in r.macs.iter().enumerate() {
             let m: Mac = field(&format!("macs[{i}]"), m)?;
@@ -206,8 +231,10 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<pb::ReportCacheRequest>,
     ) -> Result<Response<pb::ReportCacheResponse>, Status> {
+        let peer_ext = req.extensions().clone();
         let r = req.into_inner();
         let rack: RackName = field("rack", &r.rack)?;
+        check_rack(&peer_ext, &rack.to_string())?;
         if r.held.len() > RackCacheReport::MAX_HELD {
             return Err(Status::invalid_argument(format!(
                 "held: {} blobs, at most {} per report",
@@ -247,8 +274,10 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<pb::ReportBootEventsRequest>,
     ) -> Result<Response<pb::ReportBootEventsResponse>, Status> {
+        let peer_ext = req.extensions().clone();
         let r = req.into_inner();
         let rack: RackName = field("rack", &r.rack)?;
+        check_rack(&peer_ext, &rack.to_string())?;
         let mut sessions = Vec::with_capacity(r.events.len());
         for (i, e) in r.events.into_iter().enumerate() {
             if e.session_id.is_empty() {
@@ -291,6 +320,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<Streaming<pb::LogBatch>>,
     ) -> Result<Response<Self::ShipLogsStream>, Status> {
+        let peer_ext = req.extensions().clone();
         let mut stream = req.into_inner();
         let ctx = self.0.clone();
         // One ack per batch, after its lines are committed: the agent keeps
@@ -306,7 +336,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
                         return;
                     }
                 };
-                let rack: RackName = match field("rack", &batch.rack) {
+                let rack: RackName = match field("rack", &batch.rack)
+                    .and_then(|r: RackName| check_rack(&peer_ext, &r.to_string()).map(|()| r))
+                {
                     Ok(r) => r,
                     Err(s) => {
                         let _ = tx.send(Err(s)).await;
