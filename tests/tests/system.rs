@@ -47,6 +47,8 @@
 //!   1 Gbit link with 2% loss; 100 DHCP + TFTP clients through a
 //!   coordinator; the SIGUSR1 state dump during a storm). Nextest runs
 //!   them one at a time (test group `netns-heavy`).
+//! * `traversal`: ≥ 200 path-traversal encodings over raw TFTP and HTTP,
+//!   all refused, nothing outside the static root served (loopback).
 //! * `node_identity`: provisional leases, the discovery probe (a QEMU guest
 //!   with two NICs becomes one node), manual acceptance, `node retire` and
 //!   `node replace` (root; QEMU for the first).
@@ -81,5 +83,7 @@ mod storm;
 mod tftp_clients;
 #[path = "system/tls.rs"]
 mod tls;
+#[path = "system/traversal.rs"]
+mod traversal;
 #[path = "system/uefi_boot.rs"]
 mod uefi_boot;
