@@ -27,5 +27,7 @@ mod membership;
 mod partitions;
 #[path = "cluster/push_faults.rs"]
 mod push_faults;
+#[path = "cluster/restart_validity.rs"]
+mod restart_validity;
 #[path = "cluster/sim.rs"]
 mod sim;
