@@ -138,7 +138,7 @@ async fn restart_after_10k_random_operations() {
                 let req = pb::DiscoverNodeRequest {
                     rack: rack.clone(),
                     mac: m.clone(),
-                    macs: if r % 3 == 0 {
+                    macs: if r.is_multiple_of(3) {
                         vec![mac(&mut rng)]
                     } else {
                         Vec::new()
@@ -221,7 +221,7 @@ async fn restart_after_10k_random_operations() {
                     .map(|_| ())
             }
             "assign" if !image_names.is_empty() => {
-                let image = if r % 4 == 0 {
+                let image = if r.is_multiple_of(4) {
                     format!("tag:{}", (r >> 4) % 5)
                 } else {
                     image_names[(r % image_names.len() as u64) as usize].clone()
@@ -247,7 +247,7 @@ async fn restart_after_10k_random_operations() {
                 .set_meta(pb::SetMetaRequest {
                     key: format!("site_key{}", r % 40),
                     value: format!("v{i}"),
-                    unset: r % 7 == 0,
+                    unset: r.is_multiple_of(7),
                     idempotency_key: String::new(),
                 })
                 .await
