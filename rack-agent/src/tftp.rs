@@ -131,8 +131,13 @@ impl Pool {
     }
 }
 
+/// How long transfers in flight may run on after a shutdown request.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// Run the TFTP server until `shutdown`. `bind_ip` is the address transfer
-/// sockets bind to (the agent's rack address).
+/// sockets bind to (the agent's rack address). On shutdown no new request is
+/// read (a client's retried RRQ reaches the next agent process); transfers
+/// in flight and queued ones run to their end, for at most [`DRAIN`].
 pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToken) {
     let TftpTask {
         bind_ip,
@@ -156,10 +161,24 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
     let mut server = Server::new(config);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut ready: Vec<usize> = Vec::new();
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
         let deadline = server.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled(), if draining.is_none() => {
+                let (active, queued) = (server.active(), server.queued());
+                if active + queued == 0 {
+                    return;
+                }
+                tracing::info!(active, queued, "shutting down: finishing the TFTP transfers in flight (at most {DRAIN:?}), no new ones");
+                draining = Some(tokio::time::Instant::now() + DRAIN);
+            }
+            _ = async {
+                match draining {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = dump.notified() => {
                 tracing::info!(
                     active = server.active(),
@@ -170,7 +189,7 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
                     server.dump()
                 );
             }
-            _ = listener.readable() => {}
+            _ = listener.readable(), if draining.is_none() => {}
             _ = pool.readable() => {}
             _ = async {
                 match deadline {
@@ -182,7 +201,9 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
         // Drain everything already waiting before answering anyone.
         pool.ready_now(&mut ready).await;
         let table = files.borrow().clone();
-        while let Ok((n, src)) = listener.try_recv_from(&mut buf) {
+        while draining.is_none()
+            && let Ok((n, src)) = listener.try_recv_from(&mut buf)
+        {
             if !admit(&allow, &mut limiter, &mut refused_source, src) {
                 continue;
             }
@@ -223,6 +244,20 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
         server.handle_timeout(now());
         flush(&mut server, &listener, &mut pool, &view, &sessions).await;
         stats.publish(&server, refused_source, limiter.limited, pool.strays);
+        if let Some(d) = draining {
+            let left = server.active() + server.queued();
+            if left == 0 {
+                tracing::info!("TFTP transfers drained");
+                return;
+            }
+            if tokio::time::Instant::now() >= d {
+                tracing::warn!(
+                    left,
+                    "TFTP transfers still running after the drain period; stopping"
+                );
+                return;
+            }
+        }
     }
 }
 

@@ -110,6 +110,10 @@ pub struct TftpLab {
     /// Further `rackboot-coordinator` flags for
     /// [`TftpLab::start_coordinator`].
     pub coordinator_args: Vec<String>,
+    /// Coordinators outside the lab (comma-separated URLs, reachable from
+    /// the server namespace): the agent and [`TftpLab::cli`] use them
+    /// instead of a coordinator of its own.
+    pub coordinator_url: Option<String>,
     root: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -157,6 +161,7 @@ impl TftpLab {
             agent_args: Vec::new(),
             http_port: None,
             coordinator_args: Vec::new(),
+            coordinator_url: None,
             root,
             dir,
         })
@@ -208,10 +213,10 @@ impl TftpLab {
     /// registered.
     pub fn start_agent(&mut self) -> Result<()> {
         let bin = daemon::binary(daemon::AGENT)?;
-        let url = if self.coordinator.is_some() {
-            COORDINATOR_URL
-        } else {
-            NO_COORDINATOR_URL
+        let url = match (&self.coordinator_url, &self.coordinator) {
+            (Some(u), _) => u.as_str(),
+            (None, Some(_)) => COORDINATOR_URL,
+            (None, None) => NO_COORDINATOR_URL,
         };
         let http = match self.http_port {
             Some(port) => vec!["--http-port".to_string(), port.to_string()],
@@ -228,7 +233,7 @@ impl TftpLab {
         let log = self.dir.path().join("agent.log");
         let agent = self.agent.insert(Daemon::spawn("agent", cmd, &log)?);
         agent.wait_for_log("rack agent serving", Duration::from_secs(30))?;
-        if self.coordinator.is_some() {
+        if self.coordinator.is_some() || self.coordinator_url.is_some() {
             self.wait_rack_registered(Duration::from_secs(30))?;
         }
         Ok(())
@@ -257,6 +262,24 @@ impl TftpLab {
     pub fn stop_agent(&mut self) -> Result<()> {
         if let Some(mut a) = self.agent.take() {
             a.kill()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the agent as systemd would (SIGTERM, then waits up to 20 s
+    /// for it to drain and exit); [`TftpLab::start_agent`] starts it again.
+    pub fn stop_agent_gracefully(&mut self) -> Result<()> {
+        if let Some(mut a) = self.agent.take() {
+            let pid = a.pid().to_string();
+            crate::util::run(std::process::Command::new("kill").args(["-TERM", &pid]))?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while a.try_wait()?.is_none() {
+                if Instant::now() >= deadline {
+                    a.kill()?;
+                    bail!("the agent did not exit within 20 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         Ok(())
     }
@@ -291,7 +314,8 @@ impl TftpLab {
 
     /// Runs `rackboot --coordinator URL <args>` in the server namespace.
     pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
-        let mut all = vec!["--coordinator", COORDINATOR_URL];
+        let url = self.coordinator_url.as_deref().unwrap_or(COORDINATOR_URL);
+        let mut all = vec!["--coordinator", url];
         all.extend_from_slice(args);
         daemon::cli(Some(&self.server), &all, Duration::from_secs(60))
     }

@@ -47,6 +47,9 @@
 //!   1 Gbit link with 2% loss; 100 DHCP + TFTP clients through a
 //!   coordinator; the SIGUSR1 state dump during a storm). Nextest runs
 //!   them one at a time (test group `netns-heavy`).
+//! * `faults`: a 3-replica coordinator and two racks under storms while
+//!   the leader is killed or paused, the coordinators are cut off, an agent
+//!   restarts, and agent-coordinator links lose 20 % (root).
 //! * `traversal`: ≥ 200 path-traversal encodings over raw TFTP and HTTP,
 //!   all refused, nothing outside the static root served (loopback).
 //! * `node_identity`: provisional leases, the discovery probe (a QEMU guest
@@ -67,6 +70,8 @@ mod config_files;
 mod deploy;
 #[path = "system/dhcp_clients.rs"]
 mod dhcp_clients;
+#[path = "system/faults.rs"]
+mod faults;
 #[path = "system/grpc_reflection.rs"]
 mod grpc_reflection;
 #[path = "system/harness_selftest.rs"]
