@@ -447,6 +447,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 sessions: Some(sessions.clone()),
                 accept: cfg.accept,
                 pool: None,
+                allow: crate::guard::Allow::new(cfg.allow.clone()),
             },
             view_rx.clone(),
             unknown_tx.clone(),
@@ -472,6 +473,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 .and_then(|(first, last, secs)| {
                     rackboot_dhcp_core::ProvisionalPool::new(first, last, secs)
                 }),
+            allow: crate::guard::Allow::new(cfg.allow.clone()),
         },
         view_rx.clone(),
         unknown_tx,

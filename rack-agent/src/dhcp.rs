@@ -135,6 +135,39 @@ pub struct DhcpShellConfig {
     /// Provisional leases for unknown machines (`Role::Server` with the
     /// probe or manual policy).
     pub pool: Option<rackboot_dhcp_core::ProvisionalPool>,
+    /// Subnets a request may come from (besides an unconfigured client's
+    /// 0.0.0.0) and a relay (giaddr) may be on: the rack's.
+    pub allow: crate::guard::Allow,
+}
+
+/// Why a datagram is not even looked at: `None` when it may be. A request
+/// comes from an unconfigured client (0.0.0.0), a machine or relay on the
+/// rack's subnets, or loopback (development); a relayed one names a relay
+/// (giaddr) on the rack's subnets — else a spoofed giaddr would make the
+/// agent send its answer to any address.
+pub fn front_door(
+    allow: &crate::guard::Allow,
+    src: SocketAddr,
+    packet: &[u8],
+) -> Option<&'static str> {
+    let source_ok = match src.ip() {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_unspecified() || v4.is_loopback() || allow.permits(src.ip())
+        }
+        std::net::IpAddr::V6(_) => false,
+    };
+    if !source_ok {
+        return Some("source_not_allowed");
+    }
+    let giaddr = packet
+        .get(24..28)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(std::net::Ipv4Addr::from)
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    if !giaddr.is_unspecified() && !allow.permits(std::net::IpAddr::V4(giaddr)) {
+        return Some("relay_not_allowed");
+    }
+    None
 }
 
 /// Record an OFFER or ACK in the node's boot timeline.
@@ -197,6 +230,10 @@ pub async fn run(
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
         let packet = buf.get(..n).unwrap_or_default();
+        if let Some(reason) = front_door(&cfg.allow, src, packet) {
+            stats.count_drop(reason);
+            continue;
+        }
         if let Some(ch) = packet.get(28..34)
             && let Ok(mac) = <[u8; 6]>::try_from(ch)
             && !per_mac.allow(&mac, Instant::now())
@@ -481,6 +518,42 @@ pub fn bind_udp(
 /// Bind the DHCP socket (see [`bind_udp`]).
 pub fn bind(addr: SocketAddr, iface: Option<&str>) -> std::io::Result<UdpSocket> {
     bind_udp(addr, iface, true)
+}
+
+#[cfg(test)]
+mod front_door_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with_giaddr(g: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0u8; 300];
+        p[24..28].copy_from_slice(&g);
+        p
+    }
+
+    #[test]
+    fn only_rack_sources_and_relays_are_looked_at() {
+        let allow = crate::guard::Allow::new(vec!["10.1.0.0/24".parse().unwrap()]);
+        let from = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 68);
+        let plain = with_giaddr([0, 0, 0, 0]);
+        assert_eq!(front_door(&allow, from("0.0.0.0"), &plain), None);
+        assert_eq!(front_door(&allow, from("10.1.0.7"), &plain), None);
+        assert_eq!(front_door(&allow, from("127.0.0.1"), &plain), None);
+        assert_eq!(
+            front_door(&allow, from("10.9.0.7"), &plain),
+            Some("source_not_allowed")
+        );
+        assert_eq!(
+            front_door(&allow, from("10.1.0.2"), &with_giaddr([10, 1, 0, 1])),
+            None
+        );
+        assert_eq!(
+            front_door(&allow, from("10.1.0.2"), &with_giaddr([192, 0, 2, 1])),
+            Some("relay_not_allowed")
+        );
+        // Too short to hold a giaddr: left to the parser.
+        assert_eq!(front_door(&allow, from("10.1.0.2"), &[1, 2, 3]), None);
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@
 //! * `faults`: a 3-replica coordinator and two racks under storms while
 //!   the leader is killed or paused, the coordinators are cut off, an agent
 //!   restarts, and agent-coordinator links lose 20 % (root).
+//! * `spoofing`: TFTP and DHCP from off the rack subnet, and DHCP with a
+//!   spoofed relay address, get no reply (root).
 //! * `traversal`: ≥ 200 path-traversal encodings over raw TFTP and HTTP,
 //!   all refused, nothing outside the static root served (loopback).
 //! * `node_identity`: provisional leases, the discovery probe (a QEMU guest
@@ -82,6 +84,8 @@ mod kernel_upgrade;
 mod node_identity;
 #[path = "system/pxe_boot.rs"]
 mod pxe_boot;
+#[path = "system/spoofing.rs"]
+mod spoofing;
 #[path = "system/storm.rs"]
 mod storm;
 #[path = "system/tftp_clients.rs"]
