@@ -375,6 +375,7 @@ impl Sources {
                 ("stale_ack", s.dropped_stale_ack),
                 ("duplicate_ack", s.dropped_duplicate_ack),
                 ("queue_full", s.dropped_queue_full),
+                ("per_source_cap", s.dropped_per_source),
                 ("source_not_allowed", t.refused_source),
                 ("rate_limited", t.rate_limited),
                 ("stray", t.strays),

@@ -164,6 +164,18 @@ pub struct StormArgs {
     /// Flood rate (DISCOVERs per second).
     #[arg(long, default_value_t = 20_000)]
     pub flood_rate: u64,
+    /// Also flood the TFTP server with this many read requests for --file
+    /// (with the PXE options), each from a fresh source port and never
+    /// acknowledged — the half-open transfers a broken or hostile machine
+    /// leaves — at --flood-rate, from --flood-from; the emulated clients
+    /// power on 1 s into the flood.
+    #[arg(long, default_value_t = 0)]
+    pub tftp_flood: u64,
+    /// Source address of the floods (it must be configured on this side;
+    /// default: --bind). Use another address than the emulated clients',
+    /// as an attacker is another machine.
+    #[arg(long, value_name = "IP")]
+    pub flood_from: Option<Ipv4Addr>,
 }
 
 fn parse_mac(s: &str) -> anyhow::Result<u64> {
@@ -207,9 +219,29 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     };
     let sources = Arc::new(sources);
 
+    anyhow::ensure!(
+        args.tftp_flood == 0 || args.file.is_some(),
+        "--tftp-flood needs --file NAME"
+    );
+    let flood_lead = if args.flood > 0 || args.tftp_flood > 0 {
+        Duration::from_secs(1)
+    } else {
+        Duration::ZERO
+    };
+    let tftp_flood = match (&args.file, args.tftp_flood) {
+        (Some(file), n) if n > 0 => Some(tokio::spawn(tftp_flood(
+            args.flood_from.unwrap_or(bind_ip),
+            SocketAddr::V4(SocketAddrV4::new(args.server, args.tftp_port)),
+            file.clone(),
+            n,
+            args.flood_rate.max(1),
+            deadline,
+        ))),
+        _ => None,
+    };
     if args.tftp_only {
         for i in 0..args.clients {
-            let start = t0 + Duration::from_millis(args.ripple_ms * i as u64);
+            let start = t0 + flood_lead + Duration::from_millis(args.ripple_ms * i as u64);
             tokio::spawn(boot_client(
                 args.clone(),
                 i,
@@ -222,11 +254,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         }
     } else {
         let socket = dhcp_socket(bind_ip, args.dhcp_client_port).await?;
-        let lead = if args.flood > 0 {
-            Duration::from_secs(1)
-        } else {
-            Duration::ZERO
-        };
+        let lead = flood_lead;
         tokio::spawn(dhcp_storm(
             args.clone(),
             base,
@@ -238,7 +266,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         ));
     }
     let flood = if args.flood > 0 {
-        let socket = dhcp_socket(bind_ip, 0).await?;
+        let socket = dhcp_socket(args.flood_from.unwrap_or(bind_ip), 0).await?;
         Some(tokio::spawn(dhcp_flood(
             socket,
             SocketAddr::V4(SocketAddrV4::new(args.server, args.dhcp_port)),
@@ -259,6 +287,14 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         let (sent, took) = flood.await.unwrap_or_default();
         eprintln!(
             "flood: {sent} DHCPDISCOVERs from random MACs in {:.2} s ({:.0}/s)",
+            took.as_secs_f64(),
+            sent as f64 / took.as_secs_f64().max(1e-9)
+        );
+    }
+    if let Some(flood) = tftp_flood {
+        let (sent, took) = flood.await.unwrap_or_default();
+        eprintln!(
+            "tftp flood: {sent} unacknowledged RRQs in {:.2} s ({:.0}/s)",
             took.as_secs_f64(),
             sent as f64 / took.as_secs_f64().max(1e-9)
         );
@@ -328,6 +364,37 @@ async fn dhcp_flood(
             let mut x = DhcpExchange::new(mac, (r >> 16) as u32, Instant::now(), 1.0);
             for pkt in x.drain() {
                 let _ = socket.send_to(&pkt, server).await;
+            }
+            sent += 1;
+        }
+    }
+    (sent, t0.elapsed())
+}
+
+/// Send `count` RRQs for `file` (tsize and blksize as PXE asks), each from
+/// a fresh socket on `from` closed right after, at `rate` per second, until
+/// done or `deadline`. Returns how many were sent and how long it took.
+async fn tftp_flood(
+    from: Ipv4Addr,
+    server: SocketAddr,
+    file: String,
+    count: u64,
+    rate: u64,
+    deadline: Instant,
+) -> (u64, Duration) {
+    let t0 = Instant::now();
+    let mut pkt = vec![0u8, 1];
+    pkt.extend_from_slice(file.as_bytes());
+    pkt.extend_from_slice(b"\0octet\0blksize\x001456\0tsize\x000\0");
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while sent < count && Instant::now() < deadline {
+        tick.tick().await;
+        let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(count) {
+            if let Ok(s) = UdpSocket::bind(SocketAddr::from((from, 0))).await {
+                let _ = s.send_to(&pkt, server).await;
             }
             sent += 1;
         }

@@ -68,6 +68,13 @@ pub struct Config {
     /// Most requests waiting for a slot; more are dropped (the client
     /// retries). Default 16,384.
     pub max_queue: usize,
+    /// Most transfers one source address may have running at once; its
+    /// further requests are dropped (counted, no answer: a flood gets no
+    /// amplification) until one ends. A PXE ROM runs one, a test rig or a
+    /// NAT a few hundred, a broken or hostile machine thousands of
+    /// half-open ones that would hold every slot for their whole timeout.
+    /// Default 1,024; 0: no cap.
+    pub max_per_source: usize,
     /// A waiting request whose client has not repeated it for this long is
     /// presumed abandoned and skipped. Default 8 s (iPXE's last RRQ resend
     /// is at 7.95 s, EDK2 repeats every 4 s).
@@ -120,6 +127,7 @@ impl Default for Config {
             max_active: 4096,
             max_overflow: 1024,
             max_queue: 16_384,
+            max_per_source: 1024,
             queue_stale_after: Duration::from_secs(8),
             queue_first_answer_deadline: Duration::from_secs(2),
             tick: Duration::from_millis(500),
@@ -214,6 +222,7 @@ impl Config {
             max_active: self.max_active.max(1),
             max_overflow: self.max_overflow,
             max_queue: self.max_queue,
+            max_per_source: self.max_per_source,
             queue_stale_after: self.queue_stale_after,
             queue_first_answer_deadline: self.queue_first_answer_deadline,
             tick: self.tick.clamp(MIN_TICK, MAX_TICK),

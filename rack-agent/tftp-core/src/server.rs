@@ -88,6 +88,8 @@ pub struct Server {
     overhead: u64,
     transfers: HashMap<TransferId, Transfer>,
     by_request: HashMap<RequestKey, TransferId>,
+    /// Transfers running per source address (for `max_per_source`).
+    per_source: HashMap<std::net::IpAddr, usize>,
     timers: BTreeSet<(Instant, TransferId)>,
     queue: AdmissionQueue,
     sched: Scheduler,
@@ -109,6 +111,7 @@ impl Server {
             overhead: u64::from(config.rate_limit_packet_overhead),
             transfers: HashMap::new(),
             by_request: HashMap::new(),
+            per_source: HashMap::new(),
             timers: BTreeSet::new(),
             queue: AdmissionQueue::new(config.max_queue, config.queue_stale_after),
             sched: Scheduler::default(),
@@ -402,6 +405,11 @@ impl Server {
             self.stats.duplicate_requests += 1;
             return;
         }
+        let cap = self.config.max_per_source;
+        if cap > 0 && self.per_source.get(&src.ip()).copied().unwrap_or(0) >= cap {
+            self.stats.dropped_per_source += 1;
+            return;
+        }
         let (client, path) = key;
         let data = match files.open(&path, client) {
             Ok(data) if mode == Mode::Netascii => to_netascii(&data),
@@ -604,6 +612,7 @@ impl Server {
         self.by_request
             .insert((pending.client, pending.path.clone()), id);
         self.transfers.insert(id, transfer);
+        *self.per_source.entry(pending.client.ip()).or_insert(0) += 1;
         self.stats.transfers_started += 1;
         self.events.push_back(Event::Started {
             id,
@@ -619,6 +628,13 @@ impl Server {
         let Some(transfer) = self.transfers.remove(&id) else {
             return;
         };
+        let ip = transfer.client().ip();
+        if let Some(n) = self.per_source.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(&ip);
+            }
+        }
         if let Some(deadline) = transfer.deadline() {
             self.timers.remove(&(deadline, id));
         }

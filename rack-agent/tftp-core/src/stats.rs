@@ -34,6 +34,8 @@ pub struct Stats {
     pub dropped_duplicate_ack: u64,
     /// Dropped: the admission queue was full.
     pub dropped_queue_full: u64,
+    /// Dropped: the source address already had `max_per_source` transfers.
+    pub dropped_per_source: u64,
 
     /// Requests refused: write requests (ERROR 2, read-only server).
     pub refused_write: u64,

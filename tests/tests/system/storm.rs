@@ -533,6 +533,58 @@ fn dhcp_flood_of_random_macs_leaves_known_nodes_booting() -> Result<()> {
     lab.agent_mut()?.ensure_running()
 }
 
+/// A TFTP flood from another machine of the rack: 10,000 read requests for
+/// the boot file, each from a fresh port and never acknowledged (half-open
+/// transfers), at 5,000/s, while 50 known machines boot it as PXE ROMs do
+/// from their own address, powered on 1 s into the flood: every one boots.
+#[test]
+fn tftp_flood_of_10000_requests_leaves_known_nodes_booting() -> Result<()> {
+    require_root_or_skip!(Ok(()));
+    require_commands_or_skip!(["ip"], Ok(()));
+    let mut lab = TftpLab::new("rbstt")?;
+    let boot = random_bytes("tftp-flood", 1 << 20);
+    lab.add_file("boot.bin", &boot)?;
+    lab.start_agent()?;
+    lab.client.ip(&[
+        "addr",
+        "add",
+        "10.201.0.249/24",
+        "dev",
+        rackboot_tests::tftplab::CLIENT_IF,
+    ])?;
+    let (out, r) = storm(
+        &lab,
+        &[
+            "--tftp-only",
+            "--file",
+            "boot.bin",
+            "--clients",
+            "50",
+            "--bind",
+            CLIENT_IP,
+            "--expect-blake3",
+            &blake3_hex(&boot),
+            "--tftp-flood",
+            "10000",
+            "--flood-rate",
+            "5000",
+            "--flood-from",
+            "10.201.0.249",
+        ],
+    )?;
+    ensure!(
+        out.stderr.contains("tftp flood: 10000 unacknowledged RRQs"),
+        "the flood should have sent 10000 RRQs:\n{out}"
+    );
+    ensure!(
+        r.clients == 50 && r.ok == 50 && r.failed == 0,
+        "every known machine must boot during the flood: {}\n{out}\n{}",
+        r.json,
+        lab.report()
+    );
+    lab.agent_mut()?.ensure_running()
+}
+
 /// SIGHUP during a TFTP storm (100 clients × 1 MiB through 200 Mbit): a
 /// valid new configuration file (another lease time and log filter) is
 /// applied and logged as applied; an invalid one (a misspelt key) is refused

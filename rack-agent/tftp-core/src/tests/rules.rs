@@ -459,3 +459,39 @@ fn timer_interval_never_exceeds_one_second() {
     let config = Config::default();
     assert!(config.retransmit_max < Duration::from_secs(1));
 }
+
+#[test]
+fn one_source_runs_at_most_max_per_source_transfers() {
+    let mut d = Direct::new(
+        Config {
+            max_per_source: 2,
+            ..Config::default()
+        },
+        files(&[("f", content(100_000))]),
+    );
+    // Three requests from one address (three source ports): two start,
+    // the third gets nothing (no answer to amplify) and is counted.
+    assert_eq!(data_blocks(&d.rrq(addr(7, 3001), "f", &[])), [1]);
+    assert_eq!(data_blocks(&d.rrq(addr(7, 3002), "f", &[])), [1]);
+    assert!(d.rrq(addr(7, 3003), "f", &[]).is_empty());
+    assert_eq!(d.server.stats().dropped_per_source, 1);
+    // Another machine is not affected.
+    assert_eq!(data_blocks(&d.rrq(addr(8, 3001), "f", &[])), [1]);
+    // When one of the first address's transfers ends (nobody ACKs: they
+    // time out), it may start another.
+    let mut closed = 0;
+    for i in 1..200u64 {
+        d.at_ms(i * 500);
+        let _ = d.timeout();
+        closed += d
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::Closed { .. }))
+            .count();
+        if closed > 0 {
+            break;
+        }
+    }
+    assert!(closed > 0, "an unanswered transfer times out");
+    assert!(!data_blocks(&d.rrq(addr(7, 3004), "f", &[])).is_empty());
+}
