@@ -17,6 +17,7 @@ pub mod auth;
 pub mod backup;
 pub mod blobs;
 pub mod config;
+pub mod conncap;
 pub mod metrics;
 pub mod raft;
 pub mod replication;

@@ -43,6 +43,8 @@ pub struct ApiStats {
     requests: RwLock<BTreeMap<String, AtomicU64>>,
     /// Calls refused by certificate authorization (`auth.rs`).
     pub auth_denied: Arc<AtomicU64>,
+    /// gRPC connections open and refused (`conncap.rs`).
+    pub connections: Arc<crate::conncap::ConnStats>,
 }
 
 /// Counts one open `WatchRack` stream while it lives.
@@ -413,6 +415,18 @@ impl Collector for Sources {
             "Proposals without a successful outcome, by reason",
             "reason",
             &p.failures(),
+        )?;
+        gauge(
+            e,
+            "rackboot_coordinator_grpc_connections",
+            "gRPC connections open",
+            self.api.connections.open(),
+        )?;
+        counter(
+            e,
+            "rackboot_coordinator_grpc_connections_refused",
+            "gRPC connections closed at once because the cap of open connections was reached",
+            self.api.connections.refused(),
         )?;
         counter(
             e,

@@ -138,7 +138,9 @@ pub async fn start(
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health.set_serving::<MetaServiceServer<MetaApi>>().await;
 
-    let mut builder = tonic::transport::Server::builder();
+    let conn_stats = stats.connections.clone();
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(crate::conncap::MAX_STREAMS_PER_CONNECTION));
     if let Some(tls) = TLS.get() {
         builder = builder
             .tls_config(tls.clone())
@@ -212,13 +214,19 @@ pub async fn start(
         ));
     // Small gRPC answers (Raft acknowledgements, write outcomes) must not
     // wait behind Nagle's algorithm and the peer's delayed ACK.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
-        s.inspect(|s| {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    let conns = conn_stats;
+    let incoming =
+        tokio_stream::StreamExt::filter_map(TcpListenerStream::new(listener), move |s| match s {
+            Ok(s) => {
+                if let Err(e) = s.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+                conns
+                    .admit(s, crate::conncap::MAX_CONNECTIONS)
+                    .map(Ok::<_, std::io::Error>)
             }
-        })
-    });
+            Err(e) => Some(Err(e)),
+        });
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         router

@@ -783,6 +783,9 @@ const COORDINATOR_FAMILIES: &[(&str, &str)] = &[
     ("rackboot_coordinator_watch_streams", "gauge"),
     ("rackboot_coordinator_proposals", "counter"),
     ("rackboot_coordinator_proposal_failures", "counter"),
+    ("rackboot_coordinator_grpc_connections", "gauge"),
+    ("rackboot_coordinator_grpc_connections_refused", "counter"),
+    ("rackboot_coordinator_auth_denied", "counter"),
     ("rackboot_coordinator_grpc_requests", "counter"),
 ];
 
