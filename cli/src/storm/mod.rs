@@ -330,6 +330,49 @@ async fn dhcp_socket(ip: Ipv4Addr, port: u16) -> anyhow::Result<UdpSocket> {
     Ok(UdpSocket::from_std(s.into())?)
 }
 
+/// Paces a flood: `count` sends at `rate` per second in 1 ms batches, until
+/// done or `deadline`.
+struct Pacer {
+    t0: Instant,
+    tick: tokio::time::Interval,
+    sent: u64,
+    count: u64,
+    rate: u64,
+    deadline: Instant,
+}
+
+impl Pacer {
+    fn new(count: u64, rate: u64, deadline: Instant) -> Pacer {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        Pacer {
+            t0: Instant::now(),
+            tick,
+            sent: 0,
+            count,
+            rate,
+            deadline,
+        }
+    }
+
+    /// How many to send now (counted as sent); `None` when the flood is over.
+    async fn batch(&mut self) -> Option<u64> {
+        if self.sent >= self.count || Instant::now() >= self.deadline {
+            return None;
+        }
+        self.tick.tick().await;
+        let due = (self.t0.elapsed().as_secs_f64() * self.rate as f64) as u64;
+        let n = due.min(self.count).saturating_sub(self.sent);
+        self.sent += n;
+        Some(n)
+    }
+
+    /// Sent so far and the time taken.
+    fn result(&self) -> (u64, Duration) {
+        (self.sent, self.t0.elapsed())
+    }
+}
+
 /// Send `count` DISCOVERs from pseudo-random locally administered MACs at
 /// `rate` per second (in 1 ms batches), until done or `deadline`. Returns
 /// how many were sent and how long it took.
@@ -340,7 +383,6 @@ async fn dhcp_flood(
     rate: u64,
     deadline: Instant,
 ) -> (u64, Duration) {
-    let t0 = Instant::now();
     // splitmix64: reproducible, no RNG dependency for a load generator.
     let mut state = 0x05ee_d0ff_100d_u64;
     let mut next = move || {
@@ -350,13 +392,9 @@ async fn dhcp_flood(
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     };
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    while sent < count && Instant::now() < deadline {
-        tick.tick().await;
-        let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due.min(count) {
+    let mut pacer = Pacer::new(count, rate, deadline);
+    while let Some(n) = pacer.batch().await {
+        for _ in 0..n {
             let r = next();
             let mut mac = mac_bytes(r);
             // Locally administered unicast: never a real vendor's MAC.
@@ -365,10 +403,9 @@ async fn dhcp_flood(
             for pkt in x.drain() {
                 let _ = socket.send_to(&pkt, server).await;
             }
-            sent += 1;
         }
     }
-    (sent, t0.elapsed())
+    pacer.result()
 }
 
 /// Send `count` RRQs for `file` (tsize and blksize as PXE asks), each from
@@ -382,24 +419,18 @@ async fn tftp_flood(
     rate: u64,
     deadline: Instant,
 ) -> (u64, Duration) {
-    let t0 = Instant::now();
     let mut pkt = vec![0u8, 1];
     pkt.extend_from_slice(file.as_bytes());
     pkt.extend_from_slice(b"\0octet\0blksize\x001456\0tsize\x000\0");
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    while sent < count && Instant::now() < deadline {
-        tick.tick().await;
-        let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due.min(count) {
+    let mut pacer = Pacer::new(count, rate, deadline);
+    while let Some(n) = pacer.batch().await {
+        for _ in 0..n {
             if let Ok(s) = UdpSocket::bind(SocketAddr::from((from, 0))).await {
                 let _ = s.send_to(&pkt, server).await;
             }
-            sent += 1;
         }
     }
-    (sent, t0.elapsed())
+    pacer.result()
 }
 
 /// All DHCP exchanges on one socket, demultiplexed by xid.
