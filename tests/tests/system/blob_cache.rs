@@ -52,6 +52,25 @@ fn intact_cache_files(lab: &TftpLab) -> Result<(usize, usize)> {
     Ok((intact, total))
 }
 
+/// `rackboot image push NAME` of these bytes (kernel release 6.1.0-test).
+fn push_image(lab: &TftpLab, name: &str, kernel: &[u8], initrd: &[u8]) -> Result<()> {
+    let k = lab.add_file(&format!("{name}.kernel"), kernel)?;
+    let r = lab.add_file(&format!("{name}.initrd"), initrd)?;
+    lab.cli(&[
+        "image",
+        "push",
+        name,
+        "--kernel",
+        &k.display().to_string(),
+        "--initrd",
+        &r.display().to_string(),
+        "--kernel-version",
+        "6.1.0-test",
+    ])?
+    .success()?;
+    Ok(())
+}
+
 #[test]
 fn bit_flips_in_100_cached_files_never_reach_a_client() -> Result<()> {
     require_root_or_skip!(Ok(()));
@@ -73,21 +92,8 @@ fn bit_flips_in_100_cached_files_never_reach_a_client() -> Result<()> {
     for i in 0..IMAGES {
         let kernel = random_bytes(&format!("bc-kernel-{i}"), 20_000 + i * 997);
         let initrd = random_bytes(&format!("bc-initrd-{i}"), 30_000 + i * 1_013);
-        let k = lab.add_file(&format!("k{i}"), &kernel)?;
-        let r = lab.add_file(&format!("r{i}"), &initrd)?;
         let name = format!("bc:{i}");
-        lab.cli(&[
-            "image",
-            "push",
-            &name,
-            "--kernel",
-            &k.display().to_string(),
-            "--initrd",
-            &r.display().to_string(),
-            "--kernel-version",
-            "6.1.0-test",
-        ])?
-        .success()?;
+        push_image(&lab, &name, &kernel, &initrd)?;
         lab.cli(&["assign", "--node", &(i + 1).to_string(), &name])?
             .success()?;
         expected.push(blake3_hex(&kernel));
@@ -236,20 +242,7 @@ fn cache_bound_evicts_least_recently_assigned_never_assigned() -> Result<()> {
     for i in 0..4 {
         let kernel = random_bytes(&format!("ce-kernel-{i}"), 700_000 + i);
         let initrd = random_bytes(&format!("ce-initrd-{i}"), 500_000 + i);
-        let k = lab.add_file(&format!("k{i}"), &kernel)?;
-        let r = lab.add_file(&format!("r{i}"), &initrd)?;
-        lab.cli(&[
-            "image",
-            "push",
-            &format!("ce:{i}"),
-            "--kernel",
-            &k.display().to_string(),
-            "--initrd",
-            &r.display().to_string(),
-            "--kernel-version",
-            "6.1.0-test",
-        ])?
-        .success()?;
+        push_image(&lab, &format!("ce:{i}"), &kernel, &initrd)?;
         blobs.push([blake3_hex(&kernel), blake3_hex(&initrd)]);
     }
     // Assign images 0, 1, 2, 3 in turn; each is fetched before the next.
