@@ -55,6 +55,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "rackboot dev: coordinator gRPC on {url} (reflection on: try `grpcurl -plaintext {} list`)",
         coordinator.local_addr
     );
+    let warning = format!(
+        "rackboot dev: PLAINTEXT gRPC, no TLS: anyone who reaches {} administers this \
+         coordinator; dev mode is for one machine or a lab (a site runs \
+         rackboot-coordinator and rackboot-agent with `rackboot certs`)",
+        coordinator.local_addr
+    );
+    println!("{warning}");
+    tracing::warn!("{warning}");
     let http = agent
         .http_addr
         .map(|h| format!(", HTTP on {h}"))

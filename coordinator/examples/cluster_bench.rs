@@ -96,17 +96,23 @@ impl Cluster {
             .open(&r.log)
             .unwrap();
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["--id", &r.id.to_string(), "--listen", &r.addr])
-            .arg("--data")
-            .arg(&r.data)
-            .args([
-                "--tick-ms",
-                "50",
-                "--election-ticks",
-                "10",
-                "--heartbeat-ticks",
-                "2",
-            ]);
+        cmd.args([
+            "--plaintext",
+            "--id",
+            &r.id.to_string(),
+            "--listen",
+            &r.addr,
+        ])
+        .arg("--data")
+        .arg(&r.data)
+        .args([
+            "--tick-ms",
+            "50",
+            "--election-ticks",
+            "10",
+            "--heartbeat-ticks",
+            "2",
+        ]);
         for p in &peers {
             cmd.args(["--peer", p]);
         }

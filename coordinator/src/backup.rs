@@ -7,19 +7,20 @@
 //! `rackboot-coordinator --restore-state FILE`, which founds a new group
 //! whose first snapshot is the backup.
 //!
+//! The format itself is pure and lives in [`rackboot_state::backup`] (where
+//! it is unit-tested and fuzzed); this module reads and writes the files.
+//!
 //! Blobs are not in the state: they live content-addressed under each
 //! replica's `blobs/`; copy that directory along (any replica's will do).
 
 use std::path::Path;
 
 use rackboot_state::State;
-use serde::{Deserialize, Serialize};
 
 use crate::raft::ReplicaFatal;
 use crate::raft::storage::{Addresses, RaftStore};
 
-/// Format name in the header.
-pub const FORMAT: &str = "rackboot-state/1";
+pub use rackboot_state::backup::FORMAT;
 
 /// A backup that cannot be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -41,68 +42,21 @@ pub enum BackupError {
     Store(#[from] ReplicaFatal),
 }
 
-/// The header line.
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    format: String,
-    revision: u64,
-    raft_index: u64,
-    size: u64,
-    blake3: String,
+impl From<rackboot_state::backup::BackupFormatError> for BackupError {
+    fn from(e: rackboot_state::backup::BackupFormatError) -> Self {
+        BackupError::Invalid(e.0)
+    }
 }
 
-/// Encode `state` (at Raft index `raft_index`) as a backup.
+/// Encode `state` (at Raft index `raft_index`) as a backup
+/// ([`rackboot_state::backup`]).
 pub fn encode(state: &State, raft_index: u64) -> Result<Vec<u8>, BackupError> {
-    let body = serde_json::to_vec(state).map_err(|e| BackupError::Invalid(e.to_string()))?;
-    let header = Header {
-        format: FORMAT.to_string(),
-        revision: state.revision(),
-        raft_index,
-        size: body.len() as u64,
-        blake3: blake3::hash(&body).to_hex().to_string(),
-    };
-    let mut out = serde_json::to_vec(&header).map_err(|e| BackupError::Invalid(e.to_string()))?;
-    out.push(b'\n');
-    out.extend_from_slice(&body);
-    Ok(out)
+    Ok(rackboot_state::backup::encode(state, raft_index)?)
 }
 
 /// Decode and verify a backup: the state and its revision.
 pub fn decode(bytes: &[u8]) -> Result<State, BackupError> {
-    let bad = |m: String| BackupError::Invalid(m);
-    let nl = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or_else(|| bad("not a rackboot backup (no header line)".into()))?;
-    let (head, body) = (&bytes[..nl], &bytes[nl + 1..]);
-    let header: Header = serde_json::from_slice(head)
-        .map_err(|e| bad(format!("not a rackboot backup (header: {e})")))?;
-    if header.format != FORMAT {
-        return Err(bad(format!(
-            "backup format {:?}, this coordinator reads {FORMAT:?}",
-            header.format
-        )));
-    }
-    if body.len() as u64 != header.size {
-        return Err(bad(format!(
-            "backup truncated: {} bytes of state, the header says {}",
-            body.len(),
-            header.size
-        )));
-    }
-    let actual = blake3::hash(body).to_hex().to_string();
-    if actual != header.blake3 {
-        return Err(bad(format!(
-            "backup damaged: state hashes to {actual}, the header says {}",
-            header.blake3
-        )));
-    }
-    let state: State =
-        serde_json::from_slice(body).map_err(|e| bad(format!("backup state: {e}")))?;
-    if state.revision() != header.revision {
-        return Err(bad("backup revision does not match its state".into()));
-    }
-    Ok(state)
+    Ok(rackboot_state::backup::decode(bytes)?)
 }
 
 /// Back up a stopped replica's data directory into `out`.
@@ -145,31 +99,4 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_and_damage_detected() {
-        let state = State::default();
-        let bytes = encode(&state, 7).unwrap_or_default();
-        assert!(decode(&bytes).is_ok());
-        let mut damaged = bytes.clone();
-        if let Some(b) = damaged.last_mut() {
-            *b ^= 1;
-        }
-        let e = decode(&damaged)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("damaged") || e.contains("state"), "{e}");
-        let e = decode(&bytes[..bytes.len() - 1])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("truncated"), "{e}");
-        assert!(decode(b"hello").is_err());
-    }
 }

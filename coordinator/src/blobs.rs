@@ -90,7 +90,7 @@ pub enum BlobError {
 }
 
 /// How long an interrupted upload and an unreferenced blob are kept by default.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_GRACE: Duration = rackboot_coordinator_settings::DEFAULT_UPLOAD_GRACE;
 
 /// Upload progress of one blob, for `MissingBlobs`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,15 +4,21 @@
 //! replica a few, every CLI call one: a few hundred on a large site. A
 //! client that opens connections without end (a bug, an attack) would
 //! otherwise exhaust file descriptors and memory. Beyond
-//! [`MAX_CONNECTIONS`] a new connection is closed at once and counted; the
-//! ones open are a gauge (`rackboot_coordinator_grpc_connections`,
-//! `…_connections_refused_total`). Each HTTP/2 connection is further capped
-//! at [`MAX_STREAMS_PER_CONNECTION`] concurrent streams (the server's
+//! [`MAX_CONNECTIONS`] a new connection is closed at once and counted; so is
+//! one from an address that already holds [`MAX_PER_SOURCE`] (one flooding
+//! host must not lock the agents and administrators out: the global cap
+//! alone would). The ones open are a gauge
+//! (`rackboot_coordinator_grpc_connections`), the refused a counter by
+//! reason (`…_connections_refused_total{reason="max_open"|"per_source"}`).
+//! Each HTTP/2 connection is further capped at
+//! [`MAX_STREAMS_PER_CONNECTION`] concurrent streams (the server's
 //! SETTINGS).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,6 +27,9 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Most connections open at once.
 pub const MAX_CONNECTIONS: i64 = 4096;
+/// Most connections open at once from one address (an agent holds one or
+/// two, a replica a few, each CLI call one).
+pub const MAX_PER_SOURCE: u32 = 256;
 /// Most concurrent HTTP/2 streams per connection.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
@@ -29,6 +38,8 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 pub struct ConnStats {
     open: AtomicI64,
     refused: AtomicU64,
+    refused_per_source: AtomicU64,
+    by_source: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl ConnStats {
@@ -42,21 +53,74 @@ impl ConnStats {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Admit an accepted connection, or drop it (closing it) when the cap is
-    /// reached.
-    pub fn admit(self: &Arc<Self>, stream: TcpStream, max: i64) -> Option<Capped> {
+    /// Connections closed at once because their address held
+    /// [`MAX_PER_SOURCE`] already.
+    pub fn refused_per_source(&self) -> u64 {
+        self.refused_per_source.load(Ordering::Relaxed)
+    }
+
+    /// Refused connections by reason, for the metric.
+    pub fn refusals(&self) -> [(&'static str, u64); 2] {
+        [
+            ("max_open", self.refused()),
+            ("per_source", self.refused_per_source()),
+        ]
+    }
+
+    /// Admit an accepted connection, or drop it (closing it) when `max` are
+    /// open or its address holds `max_per_source`.
+    pub fn admit(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        max: i64,
+        max_per_source: u32,
+    ) -> Option<Capped> {
+        let source = stream.peer_addr().ok().map(|a| a.ip());
+        if let Some(ip) = source {
+            let mut by_source = self
+                .by_source
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let held = by_source.entry(ip).or_insert(0);
+            if *held >= max_per_source {
+                drop(by_source);
+                let n = self.refused_per_source.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(refused = n, %ip, max_per_source, "gRPC connection refused: too many open from one address");
+                }
+                return None;
+            }
+            *held += 1;
+        }
+        let capped = Capped {
+            inner: stream,
+            source,
+            stats: self.clone(),
+        };
         if self.open.fetch_add(1, Ordering::Relaxed) >= max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
             let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(refused = n, max, "gRPC connection refused: too many open");
             }
-            return None;
+            return None; // dropping `capped` undoes both counts
         }
-        Some(Capped {
-            inner: stream,
-            stats: self.clone(),
-        })
+        Some(capped)
+    }
+
+    fn release(&self, source: Option<IpAddr>) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = source {
+            let mut by_source = self
+                .by_source
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(held) = by_source.get_mut(&ip) {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    by_source.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -64,12 +128,13 @@ impl ConnStats {
 #[derive(Debug)]
 pub struct Capped {
     inner: TcpStream,
+    source: Option<IpAddr>,
     stats: Arc<ConnStats>,
 }
 
 impl Drop for Capped {
     fn drop(&mut self) {
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        self.stats.release(self.source);
     }
 }
 
@@ -136,7 +201,7 @@ mod tests {
         for _ in 0..3 {
             clients.push(TcpStream::connect(addr).await.unwrap());
             let (s, _) = listener.accept().await.unwrap();
-            if let Some(c) = stats.admit(s, 2) {
+            if let Some(c) = stats.admit(s, 2, 100) {
                 held.push(c);
             }
         }
@@ -149,5 +214,64 @@ mod tests {
         assert_eq!(n, 0);
         held.pop();
         assert_eq!(stats.open(), 1);
+        assert_eq!(stats.by_source.lock().unwrap().values().sum::<u32>(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_address_cannot_take_every_slot() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(ConnStats::default());
+        let mut held = Vec::new();
+        let mut clients = Vec::new();
+        // Four from 127.0.0.2 (cap 3 per address), then one from 127.0.0.1.
+        for from in [
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.1",
+        ] {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            clients.push(sock.connect(addr).await.unwrap());
+            let (s, _) = listener.accept().await.unwrap();
+            if let Some(c) = stats.admit(s, 10, 3) {
+                held.push(c);
+            }
+        }
+        assert_eq!(
+            stats.open(),
+            4,
+            "3 from the flooding address, 1 from another"
+        );
+        assert_eq!((stats.refused(), stats.refused_per_source()), (0, 1));
+        let mut buf = [0u8; 1];
+        let n = tokio::io::AsyncReadExt::read(&mut clients[3], &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "the fourth from 127.0.0.2 was closed");
+        // Closing one frees a slot for that address again.
+        held.remove(0);
+        assert_eq!(stats.open(), 3);
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let _c = sock.connect(addr).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let last = stats.admit(s, 10, 3);
+        assert!(last.is_some());
+        held.clear();
+        assert_eq!(
+            stats
+                .by_source
+                .lock()
+                .unwrap()
+                .get(&"127.0.0.2".parse().unwrap()),
+            Some(&1),
+            "only the last one is left"
+        );
+        drop(last);
+        assert!(stats.by_source.lock().unwrap().is_empty());
+        assert_eq!(stats.open(), 0);
     }
 }

@@ -85,6 +85,11 @@ struct Args {
     /// This replica's key.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Serve gRPC WITHOUT TLS: anyone who reaches the port administers the
+    /// cluster. A lab only; without TLS files the replica refuses to start
+    /// unless this (or `plaintext = true`) is given.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 impl Args {
@@ -112,6 +117,7 @@ impl Args {
             tls_ca: self.tls_ca.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            plaintext: self.plaintext,
         }
     }
 }
@@ -120,8 +126,11 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.check_config {
-        match args.settings() {
-            Ok(_) => {
+        match args
+            .settings()
+            .and_then(|s| s.transport(args.config.as_deref()).map(|_| ()))
+        {
+            Ok(()) => {
                 println!(
                     "configuration OK{}",
                     args.config
@@ -165,18 +174,18 @@ async fn main() -> anyhow::Result<()> {
     }
     init_tracing(&args.log_format);
     let settings = args.settings()?;
-    match &settings.tls {
-        Some(files) => {
+    match settings.transport(args.config.as_deref())? {
+        config::Transport::Tls(files) => {
             rackboot_coordinator::server::use_tls(files)?;
             tracing::info!(ca = %files.ca.display(), cert = %files.cert.display(), "gRPC over mutual TLS");
         }
-        None => tracing::warn!(
-            "gRPC WITHOUT TLS: anyone who reaches {} can administer this cluster; \
-             set tls_ca, tls_cert and tls_key (rackboot certs)",
+        config::Transport::Plaintext => tracing::warn!(
+            "PLAINTEXT gRPC (asked for with --plaintext / plaintext = true): anyone who reaches \
+             {} can administer this cluster; for a lab only (rackboot certs makes the TLS files)",
             settings.listen
         ),
     }
-    let cfg = settings.replica_config();
+    let cfg = config::replica_config(&settings);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

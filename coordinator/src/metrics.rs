@@ -422,11 +422,12 @@ impl Collector for Sources {
             "gRPC connections open",
             self.api.connections.open(),
         )?;
-        counter(
+        counters(
             e,
             "rackboot_coordinator_grpc_connections_refused",
-            "gRPC connections closed at once because the cap of open connections was reached",
-            self.api.connections.refused(),
+            "gRPC connections closed at once: the cap of open connections (max_open) or of one address's (per_source) was reached",
+            "reason",
+            &self.api.connections.refusals(),
         )?;
         counter(
             e,

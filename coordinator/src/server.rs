@@ -222,7 +222,11 @@ pub async fn start(
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
                 conns
-                    .admit(s, crate::conncap::MAX_CONNECTIONS)
+                    .admit(
+                        s,
+                        crate::conncap::MAX_CONNECTIONS,
+                        crate::conncap::MAX_PER_SOURCE,
+                    )
                     .map(Ok::<_, std::io::Error>)
             }
             Err(e) => Some(Err(e)),

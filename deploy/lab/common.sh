@@ -55,7 +55,7 @@ coordinator_addr() {
 
 coordinator_urls() {
     local i urls=()
-    for ((i = 1; i <= COORDINATOR_COUNT; i++)); do urls+=("http://$(coordinator_addr "$i"):50051"); done
+    for ((i = 1; i <= COORDINATOR_COUNT; i++)); do urls+=("https://$(coordinator_addr "$i"):50051"); done
     local IFS=,
     echo "${urls[*]}"
 }

@@ -234,24 +234,40 @@ daemons_alive() {
     done
 }
 
-URLS="$(coordinator_urls)"
-cli() {
-    ip netns exec "$core" "$BIN/rackboot" --coordinator "$URLS" "$@"
-}
-
-# A helper for the user: the CLI on the admin host.
-cat >"$LAB_DIR/rackboot" <<EOF
-#!/bin/sh
-# The rackboot CLI on the lab's admin host ($core, $ADMIN_ADDR), with every
-# coordinator replica.
-exec ip netns exec $core $BIN/rackboot --coordinator $URLS "\$@"
-EOF
-chmod 0755 "$LAB_DIR/rackboot"
-
 owner="root"
 if [[ "$LAB_USER" != root ]]; then
     owner="$uid:$gid"
 fi
+
+# ---- certificates (mutual TLS between every component, as on a site) ----------
+
+PKI="$LAB_DIR/pki"
+lab_log "certificates: cluster CA and coordinator, agent and admin certificates in $PKI"
+"$BIN/rackboot" certs init --dir "$PKI" --cluster "$LAB_PREFIX" >/dev/null
+for ((i = 1; i <= COORDINATOR_COUNT; i++)); do
+    "$BIN/rackboot" certs issue coordinator --dir "$PKI" --name "c$i" --ip "$(coordinator_addr "$i")" >/dev/null
+done
+for r in "${RACKS[@]}"; do
+    "$BIN/rackboot" certs issue agent --dir "$PKI" --rack "r$r" >/dev/null
+done
+"$BIN/rackboot" certs issue admin --dir "$PKI" --name lab-admin >/dev/null
+# The daemons run as $LAB_USER: their keys are theirs (0600); the CA key stays root's.
+for f in "$PKI"/c*.key "$PKI"/agent-*.key; do chown "$owner" "$f"; done
+
+URLS="$(coordinator_urls)"
+ADMIN_TLS=(--tls-ca "$PKI/ca.pem" --tls-cert "$PKI/lab-admin.pem" --tls-key "$PKI/lab-admin.key")
+cli() {
+    ip netns exec "$core" "$BIN/rackboot" --coordinator "$URLS" "${ADMIN_TLS[@]}" "$@"
+}
+
+# A helper for the user: the CLI on the admin host, with the admin certificate.
+cat >"$LAB_DIR/rackboot" <<EOF
+#!/bin/sh
+# The rackboot CLI on the lab's admin host ($core, $ADMIN_ADDR), with every
+# coordinator replica, over mutual TLS with the lab's admin certificate.
+exec ip netns exec $core $BIN/rackboot --coordinator $URLS ${ADMIN_TLS[*]} "\$@"
+EOF
+chmod 0755 "$LAB_DIR/rackboot"
 
 lab_log "coordinators: $COORDINATOR_COUNT replicas of one Raft group"
 for ((i = 1; i <= COORDINATOR_COUNT; i++)); do
@@ -263,6 +279,9 @@ for ((i = 1; i <= COORDINATOR_COUNT; i++)); do
         echo "id = $i"
         echo "listen = \"$(coordinator_addr "$i"):50051\""
         echo "data_dir = \"$dir/data\""
+        echo "tls_ca = \"$PKI/ca.pem\""
+        echo "tls_cert = \"$PKI/c$i.pem\""
+        echo "tls_key = \"$PKI/c$i.key\""
         echo "[peers]"
         for ((j = 1; j <= COORDINATOR_COUNT; j++)); do
             echo "$j = \"$(coordinator_addr "$j"):50051\""
@@ -313,6 +332,9 @@ for r in "${RACKS[@]}"; do
         printf 'coordinators = ["%s"]\n' "${URLS//,/\", \"}"
         echo "data_dir = \"$dir/data\""
         echo "iface = \"br-r$r\""
+        echo "tls_ca = \"$PKI/ca.pem\""
+        echo "tls_cert = \"$PKI/agent-r$r.pem\""
+        echo "tls_key = \"$PKI/agent-r$r.key\""
         echo "[network]"
         echo "node_base = \"10.0.$r.100\""
     } >"$dir/agent.toml"
@@ -330,6 +352,16 @@ racks_registered() {
     done
 }
 wait_until "racks ${RACKS[*]} registered by their agents" 60 racks_registered
+# Every daemon says which transport it runs: all of them mutual TLS.
+tls_ok=0
+for ((i = 1; i <= COORDINATOR_COUNT; i++)); do
+    if grep -q "gRPC over mutual TLS" "$LAB_DIR/c$i/coordinator.log"; then ((++tls_ok)); fi
+done
+for r in "${RACKS[@]}"; do
+    if grep -q "coordinator connections over mutual TLS" "$LAB_DIR/r$r/agent.log"; then ((++tls_ok)); fi
+done
+((tls_ok == COORDINATOR_COUNT + ${#RACKS[@]})) || lab_die "not every daemon runs mutual TLS (see the logs in $LAB_DIR)"
+lab_log "mutual TLS: $tls_ok of $tls_ok daemons (CA and certificates in $PKI)"
 lab_log "agents: racks registered"
 
 # ---- image ----------------------------------------------------------------------
@@ -420,7 +452,7 @@ ${logs:-  (not arrived yet)}
 Started (user: $LAB_USER; pids in $LAB_DIR/pids/):
 $(for f in "$LAB_DIR"/pids/*.pid; do read -r pid name _ <"$f"; printf '  %-15s pid %s\n' "$name" "$pid"; done)
 
-  coordinators  $URLS
+  coordinators  $URLS (mutual TLS; CA, certificates and keys in $PKI)
                 (netns $LAB_PREFIX-c1..c$COORDINATOR_COUNT; configs and logs $LAB_DIR/c*/)
   agent r1      10.0.1.1 on br-r1 (netns $LAB_PREFIX-r1): DHCP 67, TFTP 69, HTTP 80, syslog 514
   agent r2      10.0.2.1 on br-r2 (netns $LAB_PREFIX-r2)

@@ -1,8 +1,6 @@
 //! The agent's configuration file on arbitrary text: the TOML parse, the
 //! layering under the (empty) command line and the validation return
-//! errors, never panic. (The coordinator's file goes through the same
-//! `rackboot_config::parse_toml`; its crate is left out of the fuzz build,
-//! which it would triple.)
+//! errors, never panic. (The coordinator's file: `coordinator_config`.)
 #![no_main]
 use std::path::Path;
 

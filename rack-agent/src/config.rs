@@ -18,6 +18,7 @@
 //! tls_ca = "/etc/rackboot/ca.pem"              # mutual TLS to the coordinators (all three)
 //! tls_cert = "/etc/rackboot/agent-r1.pem"
 //! tls_key = "/etc/rackboot/agent-r1.key"
+//! # plaintext = true                           # no TLS: a lab only (refused with tls_*)
 //!
 //! [network]
 //! node_base = "10.0.0.100"                     # address of slot 0
@@ -90,6 +91,9 @@ pub struct AgentFile {
     pub tls_cert: Option<PathBuf>,
     /// Its key.
     pub tls_key: Option<PathBuf>,
+    /// Talk to the coordinators without TLS (`http://` URLs): a lab only.
+    /// Without TLS files the agent refuses to start unless this is true.
+    pub plaintext: Option<bool>,
     /// `[network]`.
     #[serde(default)]
     pub network: NetworkSection,
@@ -185,6 +189,8 @@ pub struct MainFlags {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
+    /// `--plaintext`.
+    pub plaintext: bool,
 }
 
 /// Flags laid over a file: what [`ServeArgs::into_config`] needs, and where
@@ -205,6 +211,8 @@ pub struct Layered {
     pub log_format: String,
     /// Mutual TLS to the coordinators, if configured.
     pub tls: Option<rackboot_proto::tls::TlsFiles>,
+    /// Plaintext to the coordinators, explicitly asked for.
+    pub plaintext: bool,
     /// The file, if any.
     pub file: Option<PathBuf>,
     /// Flags whose value came from the file, with the file's key.
@@ -380,6 +388,10 @@ impl AgentFile {
         fill!(tls_cert, self.tls_cert, "--tls-cert", "tls_cert");
         let mut tls_key = flags.tls_key;
         fill!(tls_key, self.tls_key, "--tls-key", "tls_key");
+        let plaintext = flags.plaintext || self.plaintext == Some(true);
+        if !flags.plaintext && self.plaintext == Some(true) {
+            from.insert("--plaintext", "plaintext");
+        }
         let mut coordinators = flags.coordinators;
         if coordinators.is_empty()
             && let Some(c) = self.coordinators
@@ -400,6 +412,7 @@ impl AgentFile {
             return Err(errors);
         }
         let mut l = Layered::new(rack, coordinators, data, serve, log_level, log_format);
+        l.plaintext = plaintext;
         l.tls = match rackboot_proto::tls::TlsFiles::from_parts(tls_ca, tls_cert, tls_key) {
             Ok(t) => t,
             Err(p) => {
@@ -450,6 +463,7 @@ impl Layered {
             log_level: log_level.unwrap_or_else(|| "info".to_string()),
             log_format: log_format.unwrap_or_else(|| "plain".to_string()),
             tls: None,
+            plaintext: false,
             file: None,
             from_file: BTreeMap::new(),
         }
@@ -468,6 +482,18 @@ impl Layered {
         let mut errors = Vec::new();
         if let Err(e) = filter_ok {
             errors.push(self.error("--log-level", format!("'{}': {e}", self.log_level)));
+        }
+        match (&self.tls, self.plaintext) {
+            (Some(_), true) => errors.push(self.error(
+                "--plaintext",
+                "plaintext contradicts tls_ca/tls_cert/tls_key: choose one".to_string(),
+            )),
+            (None, false) => errors.push(self.transport_error(
+                "no TLS configured: set tls_ca, tls_cert and tls_key (`rackboot certs issue agent \
+                 --rack R`), or ask for plaintext explicitly (--plaintext / plaintext = true; a \
+                 lab only)",
+            )),
+            _ => {}
         }
         if let Some(t) = &self.tls {
             for (flag, path) in [
@@ -495,6 +521,15 @@ impl Layered {
                 }
                 Err(errors)
             }
+        }
+    }
+
+    /// Neither TLS nor plaintext: named as the file's `tls_ca` when there is
+    /// a file (that is where it belongs), else as `--tls-ca`.
+    fn transport_error(&self, problem: &str) -> ConfigError {
+        match &self.file {
+            Some(p) => Origin::File(p).err("tls_ca", problem),
+            None => Origin::Flag.err("--tls-ca", problem),
         }
     }
 
@@ -535,6 +570,7 @@ pub fn load(
                 flags.log_format,
             );
             l.tls = tls;
+            l.plaintext = flags.plaintext;
             Ok(l)
         }
     }
@@ -542,6 +578,7 @@ pub fn load(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn layered(text: &str, serve: ServeArgs) -> Result<Layered, Vec<ConfigError>> {
@@ -565,7 +602,7 @@ mod tests {
         let mut flags = serve();
         flags.lease_secs = Some(60);
         let l = layered(
-            "rack = \"r7\"\ncoordinators = [\"http://c1:50051\"]\n[dhcp]\nlease_secs = 1800\naccept = \"probe\"\n\
+            "rack = \"r7\"\ncoordinators = [\"http://c1:50051\"]\nplaintext = true\n[dhcp]\nlease_secs = 1800\naccept = \"probe\"\n\
              provisional_range = \"127.0.0.50-127.0.0.60\"\n[network]\nnode_base = \"127.0.1.0\"\n[http]\nenabled = false\n",
             flags,
         )
@@ -608,9 +645,46 @@ mod tests {
         let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
             keys,
-            vec!["log_level", "network.node_base", "dhcp.accept"],
+            vec!["log_level", "tls_ca", "network.node_base", "dhcp.accept"],
             "{e:?}"
         );
         assert!(e.iter().all(|e| e.source_name.contains("agent.toml")));
+    }
+
+    #[test]
+    fn plaintext_only_when_asked_for() {
+        // Neither TLS nor plaintext: refused, naming the file's key.
+        let e = layered("", serve())
+            .unwrap()
+            .resolve()
+            .err()
+            .unwrap_or_default();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "tls_ca");
+        assert!(e[0].problem.contains("--plaintext"), "{}", e[0]);
+        // Asked for in the file, or on the command line.
+        assert!(
+            layered("plaintext = true\n", serve())
+                .unwrap()
+                .resolve()
+                .is_ok()
+        );
+        let p = Path::new("/etc/rackboot/agent.toml");
+        let file: AgentFile = rackboot_config::parse_toml(p, "").unwrap();
+        let flags = MainFlags {
+            plaintext: true,
+            ..MainFlags::default()
+        };
+        assert!(file.layer(p, flags, serve()).unwrap().resolve().is_ok());
+        // Both: a contradiction.
+        let e = layered(
+            "plaintext = true\ntls_ca = \"/a\"\ntls_cert = \"/b\"\ntls_key = \"/c\"\n",
+            serve(),
+        )
+        .unwrap()
+        .resolve()
+        .err()
+        .unwrap_or_default();
+        assert!(e.iter().any(|e| e.key == "plaintext"), "{e:?}");
     }
 }

@@ -58,6 +58,11 @@ struct Args {
     /// Its key.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Talk to the coordinators WITHOUT TLS (http:// URLs): a lab only.
+    /// Without TLS files the agent refuses to start unless this (or
+    /// `plaintext = true`) is given.
+    #[arg(long)]
+    plaintext: bool,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -73,6 +78,7 @@ impl Args {
             tls_ca: self.tls_ca.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            plaintext: self.plaintext,
         }
     }
 
@@ -139,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(ca = %files.ca.display(), cert = %files.cert.display(), "coordinator connections over mutual TLS");
         }
         None => tracing::warn!(
-            "talking to the coordinators WITHOUT TLS; set tls_ca, tls_cert and tls_key (rackboot certs)"
+            "PLAINTEXT to the coordinators (asked for with --plaintext / plaintext = true): \
+             for a lab only; set tls_ca, tls_cert and tls_key (rackboot certs)"
         ),
     }
     let shutdown = CancellationToken::new();

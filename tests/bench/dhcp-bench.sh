@@ -195,10 +195,10 @@ start_server() { # name
   rm -rf "$work/state"; mkdir -p "$work/state"
   case "$1" in
     rackboot)
-      ip netns exec "$S" "${SPIN[@]}" "$BIN/rackboot-coordinator" --listen 127.0.0.1:50051 \
+      ip netns exec "$S" "${SPIN[@]}" "$BIN/rackboot-coordinator" --plaintext --listen 127.0.0.1:50051 \
         --data "$work/state/coord" >"$work/coord.log" 2>&1 &
       coord_pid=$!
-      ip netns exec "$S" "${SPIN[@]}" "$BIN/rackboot-agent" --rack bench \
+      ip netns exec "$S" "${SPIN[@]}" "$BIN/rackboot-agent" --plaintext --rack bench \
         --coordinator http://127.0.0.1:50051 --data "$work/state/agent" --iface vs \
         --node-base $NET.1.0 --no-http --no-syslog >"$work/server.log" 2>&1 &
       server_pid=$!

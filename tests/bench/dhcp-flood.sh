@@ -43,10 +43,10 @@ BIN=$(cd "$bin_dir" && pwd)
 . "$ROOT/tests/bench/netns-pair.sh"
 netns_pair "rbfl$$" 10.125.0.1/24 10.125.0.2/24
 
-ip netns exec "$S" "$BIN/rackboot-coordinator" --listen 127.0.0.1:50051 --data "$work/coord" \
+ip netns exec "$S" "$BIN/rackboot-coordinator" --plaintext --listen 127.0.0.1:50051 --data "$work/coord" \
   > "$work/coordinator.log" 2>&1 &
 sleep 1
-ip netns exec "$S" "$BIN/rackboot-agent" --rack r1 --coordinator http://127.0.0.1:50051 \
+ip netns exec "$S" "$BIN/rackboot-agent" --plaintext --rack r1 --coordinator http://127.0.0.1:50051 \
   --iface vs --data "$work/agent" --no-http --no-syslog --accept probe \
   --node-base 10.125.0.100 --provisional-range 10.125.0.50-10.125.0.59 > "$work/agent.log" 2>&1 &
 for _ in $(seq 1 100); do grep -q "registered; watching" "$work/agent.log" && break; sleep 0.2; done

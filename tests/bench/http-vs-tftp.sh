@@ -93,7 +93,7 @@ set_loss() { # percent, on packets the client receives from the server (not DHCP
 start_agent() {
   rm -rf "$work/agent"
   # With --iface: TFTP on 69 and HTTP on 80 of 10.124.0.1.
-  ip netns exec "$S" "$BIN/rackboot-agent" --rack bench --coordinator http://127.0.0.1:9 \
+  ip netns exec "$S" "$BIN/rackboot-agent" --plaintext --rack bench --coordinator http://127.0.0.1:9 \
     --data "$work/agent" --iface vs --dhcp-port 1067 --static-root "$files" >"$work/agent.log" 2>&1 &
   server_pid=$!
   local i

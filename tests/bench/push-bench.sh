@@ -51,7 +51,7 @@ ports=("$(free_port)" "$(free_port)" "$(free_port)")
 peers=()
 for i in 1 2 3; do peers+=(--peer "$i=127.0.0.1:${ports[$((i-1))]}"); done
 for i in 1 2 3; do
-  "$BIN/rackboot-coordinator" --id "$i" --listen "127.0.0.1:${ports[$((i-1))]}" \
+  "$BIN/rackboot-coordinator" --plaintext --id "$i" --listen "127.0.0.1:${ports[$((i-1))]}" \
     --data "$WORK/c$i" "${peers[@]}" >"$WORK/c$i.log" 2>&1 &
   pids+=($!)
 done
@@ -104,7 +104,7 @@ resume_s=$(secs "$t0" "$t1")
 resumed=$(grep -o 'resumed: [0-9]* bytes' "$WORK/push2.out" | grep -o '[0-9]*' || echo 0)
 
 # 3. Agent pre-fetch: assignment -> image verified in the cache.
-"$BIN/rackboot-agent" --rack r1 --coordinator "$COORD" --data "$WORK/agent" \
+"$BIN/rackboot-agent" --plaintext --rack r1 --coordinator "$COORD" --data "$WORK/agent" \
   --dhcp-port "$(free_port)" --tftp-port "$(free_port)" --http-port "$(free_port)" \
   --syslog-port "$(free_port)" >"$WORK/agent.log" 2>&1 &
 apid=$!; pids+=($apid)

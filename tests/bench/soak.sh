@@ -57,6 +57,7 @@ head -c $((8 << 20)) /dev/urandom > "$files/big.bin"
 cat > "$work/agent.toml" <<EOF
 rack = "r1"
 coordinators = ["http://127.0.0.1:50051"]
+plaintext = true
 data_dir = "$work/agent"
 iface = "vs"
 static_root = "$files"
@@ -64,7 +65,7 @@ static_root = "$files"
 node_base = "10.124.1.0"
 EOF
 
-ip netns exec "$S" "$BIN/rackboot-coordinator" --listen 127.0.0.1:50051 --data "$work/coord" \
+ip netns exec "$S" "$BIN/rackboot-coordinator" --plaintext --listen 127.0.0.1:50051 --data "$work/coord" \
   > "$work/coordinator.log" 2>&1 &
 sleep 1
 ip netns exec "$S" "$BIN/rackboot-agent" --config "$work/agent.toml" > "$work/agent.log" 2>&1 &

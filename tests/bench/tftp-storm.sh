@@ -97,7 +97,7 @@ server_pid=""
 start_server() { # name
   case "$1" in
     rackboot)
-      ip netns exec "$S" "$BIN/rackboot-agent" --rack bench --coordinator http://127.0.0.1:9 \
+      ip netns exec "$S" "$BIN/rackboot-agent" --plaintext --rack bench --coordinator http://127.0.0.1:9 \
         --data "$work/agent" --iface vs --dhcp-port 1067 --static-root "$files" >"$work/server.log" 2>&1 &
       ;;
     tftpd-hpa)

@@ -248,11 +248,16 @@ pub struct LoopbackCoordinator {
 }
 
 impl LoopbackCoordinator {
-    /// Starts `rackboot-coordinator --listen 127.0.0.1:<free port> --data
-    /// <tmp>/data` and waits (up to 30 s) until the port accepts
+    /// Starts `rackboot-coordinator --plaintext --listen 127.0.0.1:<free
+    /// port> --data <tmp>/data` and waits (up to 30 s) until the port accepts
     /// connections. Retries with another port if the chosen one was taken
     /// in between.
     pub fn start() -> Result<LoopbackCoordinator> {
+        Self::start_with(&[])
+    }
+
+    /// [`LoopbackCoordinator::start`] with more flags.
+    pub fn start_with(extra: &[&str]) -> Result<LoopbackCoordinator> {
         let bin = binary(COORDINATOR)?;
         let dir = tempfile::Builder::new()
             .prefix("rackboot-coord-")
@@ -265,10 +270,11 @@ impl LoopbackCoordinator {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let log = dir.path().join(format!("coordinator-{attempt}.log"));
             let mut cmd = Command::new(&bin);
-            cmd.arg("--listen")
+            cmd.args(["--plaintext", "--listen"])
                 .arg(addr.to_string())
                 .arg("--data")
-                .arg(&data);
+                .arg(&data)
+                .args(extra);
             let mut daemon = Daemon::spawn("coordinator", cmd, &log)?;
             match daemon.wait_for_tcp(addr, None, Duration::from_secs(30)) {
                 Ok(()) => {

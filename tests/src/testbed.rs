@@ -165,7 +165,7 @@ impl Testbed {
         }
 
         let mut cmd = self.ctl.exec(&coordinator_bin);
-        cmd.args(["--listen", COORDINATOR_LISTEN, "--data"])
+        cmd.args(["--plaintext", "--listen", COORDINATOR_LISTEN, "--data"])
             .arg(self.dir.path().join("coordinator-data"));
         let coordinator = self.coordinator.insert(Daemon::spawn(
             "coordinator",
@@ -177,6 +177,7 @@ impl Testbed {
 
         let mut cmd = self.rack.exec(&agent_bin);
         cmd.args([
+            "--plaintext",
             "--rack",
             "r1",
             "--coordinator",

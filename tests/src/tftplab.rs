@@ -190,12 +190,12 @@ impl TftpLab {
         Ok(path)
     }
 
-    /// Starts `rackboot-coordinator --listen 127.0.0.1:50051` in the server
+    /// Starts `rackboot-coordinator --plaintext --listen 127.0.0.1:50051` in the server
     /// namespace and waits until it accepts connections.
     pub fn start_coordinator(&mut self) -> Result<()> {
         let bin = daemon::binary(daemon::COORDINATOR)?;
         let mut cmd = self.server.exec(&bin);
-        cmd.args(["--listen", COORDINATOR_LISTEN, "--data"])
+        cmd.args(["--plaintext", "--listen", COORDINATOR_LISTEN, "--data"])
             .arg(self.dir.path().join("coordinator-data"))
             .args(&self.coordinator_args);
         let log = self.dir.path().join("coordinator.log");
@@ -223,7 +223,8 @@ impl TftpLab {
             None => vec!["--no-http".to_string()],
         };
         let mut cmd = self.server.exec(&bin);
-        cmd.args(["--rack", RACK, "--coordinator", url, "--iface", SERVER_IF])
+        cmd.args(["--plaintext", "--rack", RACK, "--coordinator", url])
+            .args(["--iface", SERVER_IF])
             .args(&http)
             .args(["--no-syslog", "--data"])
             .arg(self.dir.path().join("agent-data"))

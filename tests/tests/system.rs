@@ -50,6 +50,9 @@
 //! * `faults`: a 3-replica coordinator and two racks under storms while
 //!   the leader is killed or paused, the coordinators are cut off, an agent
 //!   restarts, and agent-coordinator links lose 20 % (root).
+//! * `conn_flood`: 1,000 TCP connections from one address against the
+//!   coordinator: 256 kept, the rest closed at once and counted, the CLI
+//!   still served (loopback).
 //! * `spoofing`: TFTP and DHCP from off the rack subnet, and DHCP with a
 //!   spoofed relay address, get no reply (root).
 //! * `traversal`: ≥ 200 path-traversal encodings over raw TFTP and HTTP,
@@ -68,6 +71,8 @@ mod boot_support;
 mod cli;
 #[path = "system/config_files.rs"]
 mod config_files;
+#[path = "system/conn_flood.rs"]
+mod conn_flood;
 #[path = "system/deploy.rs"]
 mod deploy;
 #[path = "system/dhcp_clients.rs"]

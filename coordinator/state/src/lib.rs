@@ -15,6 +15,7 @@
 //! - every applied command bumps the revision by exactly one, so watchers can
 //!   resume from a revision without gap or duplicate.
 
+pub mod backup;
 pub mod boot;
 mod command;
 mod error;

@@ -188,7 +188,8 @@ impl Cluster {
             .open(&p.log)
             .expect("log file");
         let mut cmd = Command::new(BIN);
-        cmd.arg("--id")
+        cmd.arg("--plaintext")
+            .arg("--id")
             .arg(id.to_string())
             .arg("--listen")
             .arg(p.addr.to_string())

@@ -498,7 +498,8 @@ fn backup_export_and_restore_the_state() -> Result<()> {
     );
 
     let mut cmd = std::process::Command::new(&bin);
-    cmd.args(["--listen", &listen, "--data"]).arg(&data2);
+    cmd.args(["--plaintext", "--listen", &listen, "--data"])
+        .arg(&data2);
     let mut restored =
         daemon::Daemon::spawn("restored coordinator", cmd, &dir.join("restored.log"))?;
     restored.wait_for_tcp(listen.parse()?, None, Duration::from_secs(30))?;

@@ -1,6 +1,8 @@
 //! Configuration files: `--check-config` of both daemons accepts a valid
 //! file and reports every problem of an invalid one with its file, key and
-//! reason (exit 1), and a flag wins over the file. No root, no network.
+//! reason (exit 1), and a flag wins over the file; neither daemon accepts a
+//! configuration without TLS unless plaintext is asked for. No root, no
+//! network.
 
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ fn agent_check_config_reports_every_problem_with_file_and_key() -> Result<()> {
     std::fs::write(
         &good,
         "rack = \"r2\"\ncoordinators = [\"http://10.1.0.1:50051\"]\nlog_level = \"info\"\n\
-         [network]\nnode_base = \"127.0.0.100\"\n[dhcp]\naccept = \"probe\"\n\
+         plaintext = true\n[network]\nnode_base = \"127.0.0.100\"\n[dhcp]\naccept = \"probe\"\n\
          provisional_range = \"127.0.0.50-127.0.0.60\"\nlease_secs = 1800\n[http]\nenabled = false\n",
     )?;
     let out = check(daemon::AGENT, &["--config", &good.display().to_string()])?;
@@ -80,7 +82,8 @@ fn coordinator_check_config_names_file_and_key() -> Result<()> {
     let good = dir.path().join("c.toml");
     std::fs::write(
         &good,
-        "id = 2\nlisten = \"127.0.0.1:7002\"\n[peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n",
+        "id = 2\nlisten = \"127.0.0.1:7002\"\nplaintext = true\n\
+         [peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n",
     )?;
     let out = check(
         daemon::COORDINATOR,
@@ -100,5 +103,46 @@ fn coordinator_check_config_names_file_and_key() -> Result<()> {
         !out.status.success() && out.stderr.contains("key `tick_ms`"),
         "{out}"
     );
+    Ok(())
+}
+
+/// Without TLS files and without `plaintext`, both daemons refuse the
+/// configuration (`--check-config` exit 1, naming the file's `tls_ca` and
+/// the way out); `--plaintext` or `plaintext = true` is the explicit ask.
+#[test]
+fn no_tls_is_refused_unless_plaintext_is_asked_for() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (bin, text) in [
+        (daemon::AGENT, "rack = \"r1\"\n"),
+        (daemon::COORDINATOR, "id = 1\n"),
+    ] {
+        let file = dir.path().join(format!("{bin}.toml"));
+        std::fs::write(&file, text)?;
+        let path = file.display().to_string();
+        let out = check(bin, &["--config", &path])?;
+        ensure!(
+            !out.status.success()
+                && out.stderr.contains(&format!("config {path}: key `tls_ca`"))
+                && out.stderr.contains("--plaintext"),
+            "{bin} without TLS must be refused, naming tls_ca and --plaintext:\n{out}"
+        );
+        let out = check(bin, &["--config", &path, "--plaintext"])?;
+        ensure!(
+            out.status.success() && out.stdout.contains("configuration OK"),
+            "{bin} --plaintext:\n{out}"
+        );
+        std::fs::write(&file, format!("{text}plaintext = true\n"))?;
+        let out = check(bin, &["--config", &path])?;
+        ensure!(
+            out.status.success() && out.stdout.contains("configuration OK"),
+            "{bin} with plaintext = true:\n{out}"
+        );
+        // Without any file: the command line is named.
+        let out = check(bin, &[])?;
+        ensure!(
+            !out.status.success() && out.stderr.contains("--plaintext"),
+            "{bin} with no file and no TLS must be refused:\n{out}"
+        );
+    }
     Ok(())
 }

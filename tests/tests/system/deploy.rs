@@ -73,8 +73,49 @@ fn check_config(mut cmd: Command, file: &Path) -> Result<CliOutput> {
     run_with_timeout(cmd, Duration::from_secs(20))
 }
 
+/// Where the shipped files expect the cluster's certificates.
+const SITE_PKI: &str = "/etc/rackboot/pki/";
+
+/// The certificates the site files name, made with the real `rackboot
+/// certs` in `pki`: the CA, replicas c1–c3 and the agents of r1 and r2.
+fn make_site_pki(pki: &Path) -> Result<()> {
+    let dir = pki.display().to_string();
+    let certs = |args: &[&str]| -> Result<()> {
+        let mut all = vec!["certs"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--dir", &dir]);
+        daemon::cli(None, &all, Duration::from_secs(30))?.success()?;
+        Ok(())
+    };
+    certs(&["init"])?;
+    for (name, ip) in [("c1", "10.1.0.1"), ("c2", "10.1.0.2"), ("c3", "10.1.0.3")] {
+        certs(&["issue", "coordinator", "--name", name, "--ip", ip])?;
+    }
+    for rack in ["r1", "r2"] {
+        certs(&["issue", "agent", "--rack", rack])?;
+    }
+    Ok(())
+}
+
+/// `name` from deploy/config/ with [`SITE_PKI`] pointed at `pki`, written
+/// into `out` (the file otherwise unchanged).
+fn with_pki(name: &str, pki: &Path, out: &Path) -> Result<PathBuf> {
+    let src = deploy_dir().join("config").join(name);
+    let text =
+        std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+    let dest = out.join(name);
+    std::fs::write(
+        &dest,
+        text.replace(SITE_PKI, &format!("{}/", pki.display())),
+    )?;
+    Ok(dest)
+}
+
 /// Every configuration in `deploy/config/` is valid under the real
-/// binaries' `--check-config`. An agent file naming an interface is checked
+/// binaries' `--check-config`. The site files (replicas c1–c3, racks r1 and
+/// r2) run mutual TLS: as shipped, without the certificates, they are
+/// refused naming `tls_ca`; with certificates made by `rackboot certs` at
+/// the path they name, accepted. An agent file naming an interface is checked
 /// in a network namespace that has that interface with the address the file
 /// expects (the check refuses an interface without an IPv4 address; first
 /// shown, in the same namespace before the interface exists).
@@ -101,13 +142,39 @@ fn deploy_configs_pass_check_config() -> Result<()> {
 
     let coordinator = daemon::binary(daemon::COORDINATOR)?;
     let agent = daemon::binary(daemon::AGENT)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("rackboot-deploy-cfg-")
+        .tempdir()?;
+    let pki = tmp.path().join("pki");
+    make_site_pki(&pki)?;
+    let site = |name: &str| -> Result<bool> {
+        let text = std::fs::read_to_string(dir.join(name))?;
+        Ok(text
+            .lines()
+            .any(|l| l.starts_with("tls_ca") && l.contains(SITE_PKI)))
+    };
     for name in COORDINATOR_FILES {
         let file = dir.join(name);
         let out = check_config(Command::new(&coordinator), &file)?;
-        ensure!(
-            out.status.success() && out.stdout.contains("configuration OK"),
-            "{name}: {out}"
-        );
+        if site(name)? {
+            ensure!(
+                !out.status.success() && out.stderr.contains("key `tls_ca`"),
+                "{name} without its certificates must be refused naming `tls_ca`: {out}"
+            );
+            let out = check_config(
+                Command::new(&coordinator),
+                &with_pki(name, &pki, tmp.path())?,
+            )?;
+            ensure!(
+                out.status.success() && out.stdout.contains("configuration OK"),
+                "{name} with its certificates: {out}"
+            );
+        } else {
+            ensure!(
+                out.status.success() && out.stdout.contains("configuration OK"),
+                "{name}: {out}"
+            );
+        }
     }
     for (name, iface) in AGENT_FILES {
         if iface.is_none() {
@@ -118,6 +185,14 @@ fn deploy_configs_pass_check_config() -> Result<()> {
             );
         }
     }
+    let site_coordinators = COORDINATOR_FILES
+        .iter()
+        .filter(|n| site(n).unwrap_or(false))
+        .count();
+    ensure!(
+        site_coordinators == 3,
+        "the three replica files should run mutual TLS, {site_coordinators} do"
+    );
 
     if let Some(reason) = root_skip_reason().or_else(|| commands_skip_reason(&["ip"])) {
         skip(&format!(
@@ -129,7 +204,8 @@ fn deploy_configs_pass_check_config() -> Result<()> {
         let Some((ifname, cidr)) = iface else {
             continue;
         };
-        let file = dir.join(name);
+        ensure!(site(name)?, "{name} should run mutual TLS");
+        let file = with_pki(name, &pki, tmp.path())?;
         let ns = Netns::create("rb-depcfg")?;
         let out = check_config(ns.exec(&agent), &file)?;
         ensure!(
@@ -151,7 +227,8 @@ fn deploy_configs_pass_check_config() -> Result<()> {
 }
 
 /// `deploy/lab/up.sh` builds the lab (3 coordinators, 2 racks with agents
-/// running as nobody with only CAP_NET_BIND_SERVICE), pushes an image and
+/// running as nobody with only CAP_NET_BIND_SERVICE, all over mutual TLS
+/// with certificates from `rackboot certs`), pushes an image and
 /// boots a QEMU node in rack r1 up to the initramfs's marker; then
 /// `deploy/lab/down.sh` (run twice) leaves no namespace, process or state
 /// directory. Runs in nextest's `qemu` group.
@@ -222,6 +299,10 @@ fn lab_up_boot_down() -> Result<()> {
         up.stdout
             .contains("RACKBOOT-LOG RACKBOOT-LAB-BOOT-OK image=lab:1"),
         "the node's syslog line did not reach the coordinators:\n{up}"
+    );
+    ensure!(
+        up.stdout.contains("mutual TLS: 5 of 5 daemons"),
+        "every coordinator and agent of the lab should run mutual TLS:\n{up}"
     );
     ensure!(
         pids.len() == 6,

@@ -124,7 +124,7 @@ impl Lab {
     /// waits until the agent serves and its rack is registered.
     fn start_rackboot(&mut self, ns: &Netns, iface: &str, extra: &[&str]) -> Result<()> {
         let mut cmd = ns.exec(daemon::binary(daemon::COORDINATOR)?);
-        cmd.args(["--listen", COORDINATOR_LISTEN, "--data"])
+        cmd.args(["--plaintext", "--listen", COORDINATOR_LISTEN, "--data"])
             .arg(self.path("coordinator-data"));
         let log = self.path("coordinator.log");
         let mut coordinator = Daemon::spawn("coordinator", cmd, &log)?;
@@ -134,6 +134,7 @@ impl Lab {
 
         let mut cmd = ns.exec(daemon::binary(daemon::AGENT)?);
         cmd.args([
+            "--plaintext",
             "--rack",
             RACK,
             "--coordinator",

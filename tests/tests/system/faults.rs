@@ -74,6 +74,7 @@ impl Core {
     fn start(&mut self, i: usize) -> Result<()> {
         let mut cmd = self.ns.exec(daemon::binary(daemon::COORDINATOR)?);
         cmd.args([
+            "--plaintext",
             "--id",
             &(i + 1).to_string(),
             "--listen",

@@ -168,7 +168,8 @@ fn traversal_corpus_over_tftp_and_http() -> Result<()> {
     let tftp_port = free_loopback_port()?;
     let http_port = free_loopback_port()?;
     let mut cmd = std::process::Command::new(daemon::binary(daemon::AGENT)?);
-    cmd.args(["--rack", "r1", "--coordinator", &coord.url(), "--data"])
+    cmd.args(["--plaintext", "--rack", "r1", "--coordinator", &coord.url()])
+        .arg("--data")
         .arg(dir.path().join("agent"))
         .arg("--static-root")
         .arg(&root)

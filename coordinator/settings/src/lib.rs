@@ -1,4 +1,6 @@
-//! Replica configuration in two layers: [`FileConfig`] is what a TOML file
+//! The coordinator's settings (its own crate, pure: no I/O beyond reading
+//! the file, so the fuzz target `coordinator_config` can drive it without
+//! the coordinator). Replica configuration in two layers: [`FileConfig`] is what a TOML file
 //! says (serde, unknown keys refused), [`Settings`] is the validated result
 //! after command-line flags are laid over it. Every error names the file (or
 //! flag), the key and the problem.
@@ -17,6 +19,7 @@
 //! tls_ca = "/etc/rackboot/ca.pem" # mutual TLS (rackboot certs); all three
 //! tls_cert = "/etc/rackboot/c1.pem"
 //! tls_key = "/etc/rackboot/c1.key"
+//! # plaintext = true              # no TLS: a lab only (refused with tls_*)
 //!
 //! [peers]                         # every voter, this one included
 //! 1 = "10.1.0.1:50051"
@@ -30,8 +33,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use crate::raft::ReplicaConfig;
 
 /// Default gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -47,6 +48,8 @@ pub const DEFAULT_ELECTION_TICKS: usize = 10;
 pub const DEFAULT_HEARTBEAT_TICKS: usize = 2;
 /// Default number of applied entries between snapshots.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+/// Default time interrupted pushes and unreferenced blobs are kept.
+pub const DEFAULT_UPLOAD_GRACE: Duration = Duration::from_secs(3600);
 
 /// The configuration file as written. Every key is optional; a flag given on
 /// the command line wins over the file.
@@ -80,12 +83,16 @@ pub struct FileConfig {
     /// a blob no committed image names are kept. Default 3600.
     pub upload_grace_secs: Option<u64>,
     /// Cluster CA (`rackboot certs init`): with `tls_cert` and `tls_key`,
-    /// gRPC is served over mutual TLS. Default: plaintext (loudly logged).
+    /// gRPC is served over mutual TLS. Without them the replica refuses to
+    /// serve unless `plaintext = true`.
     pub tls_ca: Option<PathBuf>,
     /// This replica's certificate (`rackboot certs issue coordinator`).
     pub tls_cert: Option<PathBuf>,
     /// Its key.
     pub tls_key: Option<PathBuf>,
+    /// Serve gRPC without TLS (anyone who reaches the port administers the
+    /// cluster): only for a lab. Default false.
+    pub plaintext: Option<bool>,
 }
 
 /// Values given as command-line flags (each overrides the file).
@@ -119,6 +126,8 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
+    /// `--plaintext`.
+    pub plaintext: bool,
 }
 
 /// Validated settings of one replica.
@@ -148,6 +157,26 @@ pub struct Settings {
     pub upload_grace: Duration,
     /// Mutual TLS, if configured.
     pub tls: Option<rackboot_proto::tls::TlsFiles>,
+    /// Plaintext explicitly asked for (`--plaintext`, `plaintext = true`).
+    pub plaintext: bool,
+    /// Where the TLS / plaintext choice came from, for [`Settings::transport`].
+    transport_origin: TransportOrigin,
+}
+
+/// Whether the transport settings came from the file or the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransportOrigin {
+    Flag,
+    File,
+}
+
+/// How gRPC is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport<'a> {
+    /// Mutual TLS with these files.
+    Tls(&'a rackboot_proto::tls::TlsFiles),
+    /// Plaintext, explicitly asked for.
+    Plaintext,
 }
 
 impl Settings {
@@ -176,18 +205,28 @@ impl Settings {
         out
     }
 
-    /// The replica's configuration.
-    pub fn replica_config(&self) -> ReplicaConfig {
-        ReplicaConfig {
-            id: self.id,
-            peers: self.peers.clone(),
-            data_dir: self.data_dir.clone(),
-            tick: self.tick,
-            election_ticks: self.election_ticks,
-            heartbeat_ticks: self.heartbeat_ticks,
-            snapshot_every: self.snapshot_every,
-            join: self.join,
-            upload_grace: self.upload_grace,
+    /// How to serve gRPC: mutual TLS, or plaintext only when explicitly
+    /// asked for. Neither (or both) is an error naming the keys, checked by
+    /// `--check-config` and before serving (not by offline backup/restore,
+    /// which serve nothing). `file` names the configuration file in errors.
+    pub fn transport(&self, file: Option<&Path>) -> Result<Transport<'_>, ConfigError> {
+        let origin = match (self.transport_origin, file) {
+            (TransportOrigin::File, Some(p)) => Origin::File(p),
+            _ => Origin::Flag,
+        };
+        match (&self.tls, self.plaintext) {
+            (Some(t), false) => Ok(Transport::Tls(t)),
+            (None, true) => Ok(Transport::Plaintext),
+            (Some(_), true) => Err(origin.err(
+                "plaintext",
+                "plaintext contradicts tls_ca/tls_cert/tls_key: choose one",
+            )),
+            (None, false) => Err(origin.err(
+                "tls_ca",
+                "no TLS configured: set tls_ca, tls_cert and tls_key (`rackboot certs`), \
+                 or ask for plaintext explicitly (--plaintext / plaintext = true; a lab only: \
+                 anyone who reaches the port administers the cluster)",
+            )),
         }
     }
 }
@@ -339,7 +378,7 @@ pub fn resolve(
     let upload_grace_secs = flags
         .upload_grace_secs
         .or(fc.upload_grace_secs)
-        .unwrap_or(crate::blobs::DEFAULT_GRACE.as_secs());
+        .unwrap_or(DEFAULT_UPLOAD_GRACE.as_secs());
     if upload_grace_secs == 0 {
         return Err(grace_origin.err(
             "upload_grace_secs",
@@ -367,8 +406,19 @@ pub fn resolve(
             }
         }
     }
+    let plaintext = flags.plaintext || fc.plaintext.unwrap_or(false);
+    let transport_flag = flags.plaintext
+        || flags.tls_ca.is_some()
+        || flags.tls_cert.is_some()
+        || flags.tls_key.is_some();
     Ok(Settings {
         tls,
+        plaintext,
+        transport_origin: if transport_flag || path.is_none() {
+            TransportOrigin::Flag
+        } else {
+            TransportOrigin::File
+        },
         metrics_listen,
         upload_grace: Duration::from_secs(upload_grace_secs),
         id,
@@ -494,5 +544,42 @@ mod tests {
         .unwrap();
         assert!(s.join);
         assert_eq!(s.peers.get(&4).map(String::as_str), Some("127.0.0.1:7004"));
+    }
+
+    #[test]
+    fn plaintext_only_when_asked_for() {
+        let p = Path::new("/etc/rb.toml");
+        let e = file("").unwrap().transport(Some(p)).unwrap_err();
+        assert_eq!(e.key, "tls_ca");
+        assert_eq!(e.source_name, "config /etc/rb.toml");
+        assert!(e.problem.contains("--plaintext"), "{e}");
+
+        let s = file("plaintext = true\n").unwrap();
+        assert_eq!(s.transport(Some(p)).unwrap(), Transport::Plaintext);
+
+        let flags = Overrides {
+            plaintext: true,
+            ..Default::default()
+        };
+        let s = resolve(None, &flags).unwrap();
+        assert_eq!(s.transport(None).unwrap(), Transport::Plaintext);
+
+        let dir = std::env::temp_dir().join(format!("rb-cfg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["ca.pem", "c.pem", "c.key"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let tls = format!(
+            "tls_ca = \"{0}/ca.pem\"\ntls_cert = \"{0}/c.pem\"\ntls_key = \"{0}/c.key\"\n",
+            dir.display()
+        );
+        let s = file(&tls).unwrap();
+        assert!(matches!(s.transport(Some(p)).unwrap(), Transport::Tls(_)));
+        let e = file(&format!("{tls}plaintext = true\n"))
+            .unwrap()
+            .transport(Some(p))
+            .unwrap_err();
+        assert_eq!(e.key, "plaintext");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
