@@ -162,10 +162,32 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut ready: Vec<usize> = Vec::new();
     let mut draining: Option<tokio::time::Instant> = None;
+    // The futures that live across wake-ups are made once: a wake-up per
+    // ACK must not register and unregister waiters and timers each time.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut dumped = std::pin::pin!(dump.notified());
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut timer_at: Option<tokio::time::Instant> = None;
     loop {
-        let deadline = server.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = match (server.poll_timeout(), draining) {
+            (Some(t), Some(d)) => Some(tokio::time::Instant::from_std(t).min(d)),
+            (Some(t), None) => Some(tokio::time::Instant::from_std(t)),
+            (None, d) => d,
+        };
+        // Re-arm the timer only when the deadline moved earlier: one that
+        // moved later (every DATA sent pushes its transfer's retransmit
+        // timer) costs at most a spurious wake-up, after which it is armed
+        // at the true deadline.
+        if let Some(d) = deadline
+            && timer_at.is_none_or(|at| d < at)
+        {
+            timer.as_mut().reset(d);
+            timer_at = Some(d);
+        }
         tokio::select! {
-            _ = shutdown.cancelled(), if draining.is_none() => {
+            _ = &mut cancelled, if draining.is_none() => {
                 let (active, queued) = (server.active(), server.queued());
                 if active + queued == 0 {
                     return;
@@ -173,13 +195,8 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
                 tracing::info!(active, queued, "shutting down: finishing the TFTP transfers in flight (at most {DRAIN:?}), no new ones");
                 draining = Some(tokio::time::Instant::now() + DRAIN);
             }
-            _ = async {
-                match draining {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-            _ = dump.notified() => {
+            _ = &mut dumped => {
+                dumped.set(dump.notified());
                 tracing::info!(
                     active = server.active(),
                     queued = server.queued(),
@@ -191,12 +208,9 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
             }
             _ = listener.readable(), if draining.is_none() => {}
             _ = pool.readable() => {}
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
+            _ = &mut timer, if timer_at.is_some() => {
+                timer_at = None;
+            }
         }
         // Drain everything already waiting before answering anyone.
         pool.ready_now(&mut ready).await;

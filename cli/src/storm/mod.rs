@@ -656,6 +656,13 @@ async fn fetch(
     let mut f = Fetch::new(cfg, file, server, Instant::now());
     let mut b1 = vec![0u8; 65_536];
     let mut b2 = vec![0u8; 65_536];
+    // One timer for the whole fetch, re-armed only when the client's next
+    // timeout moves earlier (a re-ACK deadline moves later with every
+    // block): a block costs no timer registration, a moved-out deadline at
+    // most a spurious wake-up.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+    tokio::pin!(timer);
+    let mut timer_at = deadline;
     loop {
         while let Some(o) = f.poll_transmit() {
             let s = if o.sock == Sock::Probe { &probe } else { &main };
@@ -664,21 +671,27 @@ async fn fetch(
         if let Some(r) = f.result() {
             return Ok((r, f.resends));
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return Ok((
                 FetchResult::Failed("storm deadline reached".into()),
                 f.resends,
             ));
         }
         let wake = f.poll_timeout().unwrap_or(deadline).min(deadline);
+        if wake < timer_at || timer_at <= now {
+            timer.as_mut().reset(tokio::time::Instant::from_std(wake));
+            timer_at = wake;
+        }
+        let probing = f.probing();
         tokio::select! {
-            r = probe.recv_from(&mut b1) => if let Ok((n, from)) = r {
+            r = probe.recv_from(&mut b1), if probing => if let Ok((n, from)) = r {
                 f.handle_datagram(Instant::now(), Sock::Probe, from, b1.get(..n).unwrap_or_default());
             },
             r = main.recv_from(&mut b2) => if let Ok((n, from)) = r {
                 f.handle_datagram(Instant::now(), Sock::Fetch, from, b2.get(..n).unwrap_or_default());
             },
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+            _ = &mut timer => {
                 f.handle_timeout(Instant::now());
             }
         }

@@ -209,6 +209,12 @@ impl Fetch {
         self.out.pop_front()
     }
 
+    /// Whether the size probe is still running (after it, nothing more
+    /// is expected on the probe's socket).
+    pub fn probing(&self) -> bool {
+        matches!(self.state, State::Probe { .. })
+    }
+
     /// The result, once finished.
     pub fn result(&self) -> Option<FetchResult> {
         match &self.state {
