@@ -188,6 +188,7 @@ impl AgentControl {
             proxy_boot_port,
             allow,
             tftp_listen,
+            tftp,
             http_listen,
             syslog_listen,
             accept,
@@ -251,6 +252,7 @@ impl AgentControl {
                 "proxy_boot_port" => kept.proxy_boot_port = old.proxy_boot_port,
                 "allow" => kept.allow = old.allow.clone(),
                 "tftp_listen" => kept.tftp_listen = old.tftp_listen,
+                "tftp" => kept.tftp = old.tftp.clone(),
                 "http_listen" => kept.http_listen = old.http_listen,
                 "syslog_listen" => kept.syslog_listen = old.syslog_listen,
                 "accept" => kept.accept = old.accept,
@@ -494,20 +496,27 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         ip if ip.is_unspecified() => IpAddr::V4(cfg.server_ip),
         ip => ip,
     };
-    tasks.push(tokio::spawn(crate::tftp::run(
-        tftp_socket,
-        crate::tftp::TftpTask {
-            bind_ip,
-            config: cfg.tftp.clone(),
-            files: files_rx.clone(),
-            view: view_rx.clone(),
-            sessions: sessions.clone(),
-            dump: tftp_dump.clone(),
-            guard: crate::tftp::TftpGuard::new(crate::guard::Allow::new(cfg.allow.clone())),
-            stats: metrics.tftp.clone(),
-        },
-        shutdown.clone(),
-    )));
+    tasks.push(
+        crate::tftp::spawn(
+            tftp_socket,
+            crate::tftp::TftpTask {
+                bind_ip,
+                config: cfg.tftp.clone(),
+                files: files_rx.clone(),
+                view: view_rx.clone(),
+                sessions: sessions.clone(),
+                dump: tftp_dump.clone(),
+                guard: crate::tftp::TftpGuard::new(crate::guard::Allow::new(cfg.allow.clone())),
+                stats: metrics.tftp.clone(),
+            },
+            shutdown.clone(),
+        )
+        .map_err(|source| AgentError::Bind {
+            what: "TFTP (its thread)",
+            addr: tftp_addr,
+            source,
+        })?,
+    );
 
     // HTTP.
     let http_addr = match cfg.http_listen {

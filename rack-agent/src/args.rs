@@ -40,6 +40,14 @@ pub struct ServeArgs {
     /// TFTP port (default 69 with --iface, 1069 without).
     #[arg(long)]
     pub tftp_port: Option<u16>,
+    /// Speed of the rack link in Mbit/s: TFTP paces its sends to it,
+    /// counting each frame as the wire does (Ethernet framing, preamble and
+    /// gap included), so a storm's queue forms in the agent, where resends
+    /// go first, not in a switch buffer. Set it to the slowest link between
+    /// the agent and its nodes (10000 for 10 GbE); 0 turns pacing off.
+    /// Default 1000.
+    #[arg(long, value_name = "MBIT")]
+    pub tftp_link_mbit: Option<u32>,
     /// HTTP port for iPXE scripts, kernels, initrds and /boot-info (default 80
     /// with --iface, 8080 without).
     #[arg(long)]
@@ -353,7 +361,14 @@ impl ServeArgs {
             uefi_arm64_boot_file: self
                 .uefi_arm64_boot_file
                 .unwrap_or_else(|| "ipxe-arm64.efi".into()),
-            tftp: rackboot_tftp_core::Config::default(),
+            tftp: rackboot_tftp_core::Config {
+                rate_limit_bytes_per_sec: match self.tftp_link_mbit {
+                    None => rackboot_tftp_core::Config::default().rate_limit_bytes_per_sec,
+                    Some(0) => None,
+                    Some(mbit) => Some(u64::from(mbit) * 125_000),
+                },
+                ..rackboot_tftp_core::Config::default()
+            },
             log_spool_bytes: self.log_spool_mib.unwrap_or(256).saturating_mul(1 << 20),
             cache_max_bytes: self
                 .cache_max_mib

@@ -40,6 +40,7 @@
 //!
 //! [tftp]
 //! port = 69
+//! link_mbit = 1000                             # rack link speed TFTP paces to (0: off)
 //!
 //! [http]
 //! enabled = true
@@ -102,7 +103,7 @@ pub struct AgentFile {
     pub dhcp: DhcpSection,
     /// `[tftp]`.
     #[serde(default)]
-    pub tftp: PortSection,
+    pub tftp: TftpSection,
     /// `[http]`.
     #[serde(default)]
     pub http: ServiceSection,
@@ -152,12 +153,14 @@ pub struct DhcpSection {
     pub uefi_arm64_boot_file: Option<String>,
 }
 
-/// A section with a port.
+/// `[tftp]`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PortSection {
+pub struct TftpSection {
     /// Port.
     pub port: Option<u16>,
+    /// Rack link speed (Mbit/s) TFTP paces to; 0 = no pacing.
+    pub link_mbit: Option<u32>,
 }
 
 /// A service that can be switched off.
@@ -359,6 +362,12 @@ impl AgentFile {
             "dhcp.uefi_arm64_boot_file"
         );
         fill!(serve.tftp_port, self.tftp.port, "--tftp-port", "tftp.port");
+        fill!(
+            serve.tftp_link_mbit,
+            self.tftp.link_mbit,
+            "--tftp-link-mbit",
+            "tftp.link_mbit"
+        );
         fill!(serve.http_port, self.http.port, "--http-port", "http.port");
         if !serve.no_http && self.http.enabled == Some(false) {
             serve.no_http = true;
@@ -649,6 +658,27 @@ mod tests {
             "{e:?}"
         );
         assert!(e.iter().all(|e| e.source_name.contains("agent.toml")));
+    }
+
+    #[test]
+    fn tftp_link_speed_sets_the_pacing() {
+        let rate = |text: &str, flag: Option<u32>| {
+            let mut args = serve();
+            args.tftp_link_mbit = flag;
+            let l = layered(&format!("plaintext = true\n{text}"), args).unwrap();
+            l.resolve().unwrap().tftp.rate_limit_bytes_per_sec
+        };
+        assert_eq!(rate("", None), Some(125_000_000), "1 GbE by default");
+        assert_eq!(
+            rate("[tftp]\nlink_mbit = 10000\n", None),
+            Some(1_250_000_000)
+        );
+        assert_eq!(rate("[tftp]\nlink_mbit = 0\n", None), None, "0: no pacing");
+        assert_eq!(
+            rate("[tftp]\nlink_mbit = 10000\n", Some(100)),
+            Some(12_500_000),
+            "the flag wins"
+        );
     }
 
     #[test]

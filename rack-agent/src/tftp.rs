@@ -27,8 +27,12 @@ use crate::sessions::Sessions;
 use crate::view::RackView;
 
 const MAX_DATAGRAM: usize = 65_536;
-/// Sockets transfers take their TID from.
-pub const POOL_SOCKETS: usize = 32;
+/// Sockets transfers take their TID from. A (server port, client address
+/// and port) pair identifies a transfer, so a few ports serve any number of
+/// clients; each socket's readiness is polled on every wake-up (the cost of
+/// a large pool, measured in boot storms), and a client's second transfer
+/// while its first runs takes another port.
+pub const POOL_SOCKETS: usize = 8;
 /// Receive buffer of each pool socket (ACKs of many transfers land there).
 const POOL_RCVBUF: usize = 4 << 20;
 
@@ -107,11 +111,11 @@ impl Pool {
         }
     }
 
-    /// Wait until some pool socket is readable.
-    async fn readable(&self) {
-        let mut ready = Vec::new();
+    /// Wait until some pool socket is readable; `ready` then lists those
+    /// that are.
+    async fn readable(&self, ready: &mut Vec<usize>) {
         poll_fn(|cx| {
-            self.poll_ready(cx, &mut ready);
+            self.poll_ready(cx, ready);
             if ready.is_empty() {
                 Poll::Pending
             } else {
@@ -129,6 +133,45 @@ impl Pool {
         })
         .await
     }
+}
+
+/// Run [`run`] on a thread of its own with a single-threaded runtime, and
+/// return a handle (on the caller's runtime) that completes when it ends.
+///
+/// The TFTP task wakes once per batch of ACKs; on the shared multi-threaded
+/// runtime every wake-up also woke an idle worker to look for work to steal
+/// (and the task moved between workers), which in a boot storm cost more
+/// CPU than the serving. Alone on its thread it sleeps in `epoll_wait`
+/// itself and wakes nobody else. Everything it shares with the rest of the
+/// agent (watch channels, the notifier, the cancellation token, counters)
+/// works across runtimes.
+pub fn spawn(
+    listener: UdpSocket,
+    task: TftpTask,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = listener.into_std()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("rackboot-tftp".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(async move {
+                    match UdpSocket::from_std(listener) {
+                        Ok(listener) => run(listener, task, shutdown).await,
+                        Err(e) => tracing::error!(error = %e, "cannot register the TFTP socket; TFTP is off"),
+                    }
+                }),
+                Err(e) => tracing::error!(error = %e, "cannot start the TFTP runtime; TFTP is off"),
+            }
+            let _ = done_tx.send(());
+        })?;
+    Ok(tokio::spawn(async move {
+        let _ = done_rx.await;
+    }))
 }
 
 /// How long transfers in flight may run on after a shutdown request.
@@ -207,13 +250,17 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
                 );
             }
             _ = listener.readable(), if draining.is_none() => {}
-            _ = pool.readable() => {}
+            _ = pool.readable(&mut ready) => {}
             _ = &mut timer, if timer_at.is_some() => {
                 timer_at = None;
             }
         }
-        // Drain everything already waiting before answering anyone.
-        pool.ready_now(&mut ready).await;
+        // Drain everything already waiting before answering anyone (the
+        // pool branch listed its ready sockets; after any other wake-up,
+        // look at them now).
+        if ready.is_empty() {
+            pool.ready_now(&mut ready).await;
+        }
         let table = files.borrow().clone();
         while draining.is_none()
             && let Ok((n, src)) = listener.try_recv_from(&mut buf)

@@ -8,6 +8,11 @@
 #   tests/bench/tftp-storm.sh [--quick] [--servers "rackboot tftpd-hpa dnsmasq"] \
 #       [--cases "CLIENTS:FIRST_MIB:SECOND_MIB:LOSS% ..."] [--out FILE]
 #
+# Environment: STORM_THREADS (emulator threads, default half the cores),
+# STORM_NICE (its nice level, default 10), STORM_ARGS (more `rackboot storm`
+# flags), BENCH_DEBUG=1 (print each storm's JSON and the agent's TFTP
+# counters).
+#
 # Needs root. Installs tftpd-hpa and dnsmasq (Debian) if missing. Builds the
 # release binaries. Prints a markdown table (and appends it to --out).
 set -euo pipefail
@@ -21,6 +26,13 @@ cases="200:1:0:0 1000:1:0:0 2000:1:0:0 2000:1:0:2 1000:1:16:0 200:1:16:2"
 out=""
 rate="1gbit"
 deadline=300
+# The emulated clients stand in for other machines: they run at a lower CPU
+# priority and on half the cores (storm --threads), so that on one machine
+# they do not preempt the server under test, which on a rack has its
+# management node to itself (the same for every server compared).
+storm_nice=${STORM_NICE:-10}
+storm_threads=${STORM_THREADS:-$(( ($(nproc) + 1) / 2 ))}
+read -r -a storm_extra <<<"${STORM_ARGS:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) cases="200:1:0:0 200:1:0:2 200:1:16:0"; shift ;;
@@ -139,10 +151,18 @@ for c in $cases; do
     start_server "$srv"
     t0=$(cpu_ticks)
     rss0=$(rss_kb); rss0=${rss0:-0}
-    json=$(ip netns exec "$C" /usr/bin/time -f "%U %S" -o "$work/storm.time" "$BIN/rackboot" storm \
+    json=$(ip netns exec "$C" nice -n "$storm_nice" /usr/bin/time -f "%U %S" -o "$work/storm.time" "$BIN/rackboot" storm \
       --server 10.123.0.1 --tftp-only --file "f$first" --source-range "$SOURCES" \
-      "${second_arg[@]}" --clients "$n" --deadline-secs "$deadline" --json 2>"$work/storm.err" || true)
+      "${second_arg[@]}" --clients "$n" --deadline-secs "$deadline" --threads "$storm_threads" \
+      ${storm_extra[@]+"${storm_extra[@]}"} --json 2>"$work/storm.err" || true)
     t1=$(cpu_ticks)
+    if [ -n "${BENCH_DEBUG:-}" ]; then
+      echo "storm: $json" >&2
+      if [ "$srv" = rackboot ]; then
+        ip netns exec "$C" curl -s --max-time 5 http://10.123.0.1/metrics \
+          | grep -E '^rackboot_agent_tftp_(retransmit|datagrams|dropped|transfers)' >&2 || true
+      fi
+    fi
     rss=$(peak_rss_kb); rss=${rss:-0}
     storm_cpu=$(awk '{print $1+$2}' "$work/storm.time" 2>/dev/null || echo nan)
     stop_server

@@ -176,6 +176,58 @@ pub struct StormArgs {
     /// as an attacker is another machine.
     #[arg(long, value_name = "IP")]
     pub flood_from: Option<Ipv4Addr>,
+    /// Threads that drive the clients with --tftp-only, each a
+    /// single-threaded event loop over its share of them (0 = one per
+    /// CPU). Emulated clients only cost the emulator's CPU, which on a
+    /// test machine competes with the server's: no work stealing between
+    /// threads keeps that cost down.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Run `clients` (futures) on `threads` threads, each a single-threaded
+/// runtime with its share (round-robin); returns when all have finished.
+/// Sockets a client opens belong to its thread's event loop: a wake-up
+/// never crosses threads, and no idle thread is woken to steal work.
+async fn run_sharded(
+    clients: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let threads = threads.max(1).min(clients.len().max(1));
+    let mut shards: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        if let Some(shard) = shards.get_mut(i % threads) {
+            shard.push(c);
+        }
+    }
+    let mut done = Vec::new();
+    for (k, shard) in shards.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        std::thread::Builder::new()
+            .name(format!("storm-{k}"))
+            .spawn(move || {
+                let r = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| {
+                        rt.block_on(async move {
+                            let mut set = tokio::task::JoinSet::new();
+                            for c in shard {
+                                set.spawn(c);
+                            }
+                            while set.join_next().await.is_some() {}
+                        })
+                    })
+                    .map_err(anyhow::Error::from);
+                let _ = tx.send(r);
+            })?;
+        done.push(rx);
+    }
+    for rx in done {
+        rx.await
+            .map_err(|_| anyhow::anyhow!("a storm thread ended without a result"))??;
+    }
+    Ok(())
 }
 
 fn parse_mac(s: &str) -> anyhow::Result<u64> {
@@ -239,10 +291,13 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         ))),
         _ => None,
     };
+    let mut sharded = None;
     if args.tftp_only {
+        let mut clients: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+            Vec::with_capacity(args.clients);
         for i in 0..args.clients {
             let start = t0 + flood_lead + Duration::from_millis(args.ripple_ms * i as u64);
-            tokio::spawn(boot_client(
+            clients.push(Box::pin(boot_client(
                 args.clone(),
                 i,
                 start,
@@ -250,8 +305,13 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
                 deadline,
                 pick(&sources, i),
                 done_tx.clone(),
-            ));
+            )));
         }
+        let threads = match args.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        sharded = Some(tokio::spawn(run_sharded(clients, threads)));
     } else {
         let socket = dhcp_socket(bind_ip, args.dhcp_client_port).await?;
         let lead = flood_lead;
@@ -283,6 +343,9 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         report.add(outcome);
     }
     report.finish(t0.elapsed());
+    if let Some(sharded) = sharded {
+        sharded.await??;
+    }
     if let Some(flood) = flood {
         let (sent, took) = flood.await.unwrap_or_default();
         eprintln!(

@@ -208,6 +208,7 @@ fn token_bucket_caps_bytes_per_second_within_5_percent() {
     let config = Config {
         rate_limit_bytes_per_sec: Some(RATE),
         rate_limit_burst: BURST,
+        rate_limit_packet_overhead: 42,
         ..Config::default()
     };
     let mut sim = Sim::new(config, files(&[("f", file.clone())]));
@@ -463,6 +464,7 @@ fn poll_timeout_wakes_the_shell_when_the_cap_has_credit() {
     let config = Config {
         rate_limit_bytes_per_sec: Some(1_000_000),
         rate_limit_burst: 0,
+        rate_limit_packet_overhead: 42,
         ..Config::default()
     };
     let mut d = Direct::new(config, files(&[("f", content(10_000))]));
@@ -525,7 +527,7 @@ fn dump_lists_transfers_queue_and_throttle_state() {
         "{dump}"
     );
     assert!(dump.contains("queued 10.0.0.2:2000 vmlinuz"), "{dump}");
-    assert!(dump.contains("bandwidth: cap 118000000 B/s"), "{dump}");
+    assert!(dump.contains("bandwidth: cap 125000000 B/s"), "{dump}");
     assert_eq!(dump.lines().count(), 6, "{dump}");
     let _ = Priority::Retry;
 }
