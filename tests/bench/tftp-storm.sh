@@ -164,7 +164,7 @@ for c in $cases; do
       fi
     fi
     rss=$(peak_rss_kb); rss=${rss:-0}
-    storm_cpu=$(awk '{print $1+$2}' "$work/storm.time" 2>/dev/null || echo nan)
+    storm_cpu=$(tail -n 1 "$work/storm.time" 2>/dev/null | awk '{print $1+$2}'); storm_cpu=${storm_cpu:-nan}
     stop_server
     row=$(python3 - "$json" "$srv" "$n" "$label" "$loss" "$floor" "$rss" "$t0" "$t1" "$rss0" "$storm_cpu" <<'PY'
 import json, sys
