@@ -11,6 +11,8 @@
 // purpose: each test has its own runtime, and the guard only serializes them.
 #![allow(clippy::await_holding_lock)]
 
+#[path = "cluster/bad_messages.rs"]
+mod bad_messages;
 #[path = "cluster/blobs.rs"]
 mod blobs;
 #[path = "cluster/crash.rs"]
