@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// Default 1000.
     #[arg(long, value_name = "MBIT")]
     pub tftp_link_mbit: Option<u32>,
+    /// Bytes the rack link spends on each TFTP datagram besides its UDP
+    /// payload, for the pacing above. Default 66, plain Ethernet on the
+    /// wire (preamble 8, header 14, FCS 4, gap 12, IPv4 20, UDP 8); 70 with
+    /// an 802.1Q tag; 42 for a link shaped by Linux `tc` (tbf, htb), which
+    /// counts each frame from its MAC header without FCS, preamble or gap.
+    #[arg(long, value_name = "BYTES")]
+    pub tftp_link_overhead: Option<u16>,
     /// HTTP port for iPXE scripts, kernels, initrds and /boot-info (default 80
     /// with --iface, 8080 without).
     #[arg(long)]
@@ -367,6 +374,9 @@ impl ServeArgs {
                     Some(0) => None,
                     Some(mbit) => Some(u64::from(mbit) * 125_000),
                 },
+                rate_limit_packet_overhead: self
+                    .tftp_link_overhead
+                    .map_or(rackboot_tftp_core::ETHERNET_UDP_OVERHEAD, u32::from),
                 ..rackboot_tftp_core::Config::default()
             },
             log_spool_bytes: self.log_spool_mib.unwrap_or(256).saturating_mul(1 << 20),

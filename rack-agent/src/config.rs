@@ -41,6 +41,7 @@
 //! [tftp]
 //! port = 69
 //! link_mbit = 1000                             # rack link speed TFTP paces to (0: off)
+//! link_overhead = 66                           # link bytes per datagram besides its UDP payload
 //!
 //! [http]
 //! enabled = true
@@ -161,6 +162,8 @@ pub struct TftpSection {
     pub port: Option<u16>,
     /// Rack link speed (Mbit/s) TFTP paces to; 0 = no pacing.
     pub link_mbit: Option<u32>,
+    /// Link bytes per datagram besides its UDP payload (pacing).
+    pub link_overhead: Option<u16>,
 }
 
 /// A service that can be switched off.
@@ -367,6 +370,12 @@ impl AgentFile {
             self.tftp.link_mbit,
             "--tftp-link-mbit",
             "tftp.link_mbit"
+        );
+        fill!(
+            serve.tftp_link_overhead,
+            self.tftp.link_overhead,
+            "--tftp-link-overhead",
+            "tftp.link_overhead"
         );
         fill!(serve.http_port, self.http.port, "--http-port", "http.port");
         if !serve.no_http && self.http.enabled == Some(false) {
@@ -678,6 +687,28 @@ mod tests {
             rate("[tftp]\nlink_mbit = 10000\n", Some(100)),
             Some(12_500_000),
             "the flag wins"
+        );
+    }
+
+    #[test]
+    fn tftp_link_overhead_sets_what_each_datagram_costs() {
+        let overhead = |text: &str, flag: Option<u16>| {
+            let mut args = serve();
+            args.tftp_link_overhead = flag;
+            let l = layered(&format!("plaintext = true\n{text}"), args).unwrap();
+            l.resolve().unwrap().tftp.rate_limit_packet_overhead
+        };
+        assert_eq!(overhead("", None), 66, "Ethernet on the wire by default");
+        assert_eq!(overhead("[tftp]\nlink_overhead = 42\n", None), 42);
+        assert_eq!(
+            overhead("[tftp]\nlink_overhead = 42\n", Some(70)),
+            70,
+            "the flag wins"
+        );
+        let bad = "plaintext = true\n[tftp]\nlink_overhead = -1\n";
+        assert!(
+            layered(bad, serve()).is_err(),
+            "a negative overhead is refused"
         );
     }
 

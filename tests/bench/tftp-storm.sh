@@ -8,9 +8,9 @@
 #   tests/bench/tftp-storm.sh [--quick] [--servers "rackboot tftpd-hpa dnsmasq"] \
 #       [--cases "CLIENTS:FIRST_MIB:SECOND_MIB:LOSS% ..."] [--out FILE]
 #
-# Environment: STORM_THREADS (emulator threads, default half the cores),
+# Environment: STORM_THREADS (emulator threads, default one per core),
 # STORM_NICE (its nice level, default 10), STORM_ARGS (more `rackboot storm`
-# flags), BENCH_DEBUG=1 (print each storm's JSON and the agent's TFTP
+# flags), AGENT_ARGS (more `rackboot-agent` flags), BENCH_DEBUG=1 (print each storm's JSON and the agent's TFTP
 # counters).
 #
 # Needs root. Installs tftpd-hpa and dnsmasq (Debian) if missing. Builds the
@@ -27,12 +27,14 @@ out=""
 rate="1gbit"
 deadline=300
 # The emulated clients stand in for other machines: they run at a lower CPU
-# priority and on half the cores (storm --threads), so that on one machine
-# they do not preempt the server under test, which on a rack has its
-# management node to itself (the same for every server compared).
+# priority (nice 10), so that on one machine they do not preempt the server
+# under test, which on a rack has its management node to itself, and on one
+# event loop per core (storm --threads; a single loop was measured at 100% of
+# a core, the storm's bottleneck). The same for every server compared.
 storm_nice=${STORM_NICE:-10}
-storm_threads=${STORM_THREADS:-$(( ($(nproc) + 1) / 2 ))}
+storm_threads=${STORM_THREADS:-$(nproc)}
 read -r -a storm_extra <<<"${STORM_ARGS:-}"
+read -r -a agent_extra <<<"${AGENT_ARGS:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) cases="200:1:0:0 200:1:0:2 200:1:16:0"; shift ;;
@@ -109,8 +111,13 @@ server_pid=""
 start_server() { # name
   case "$1" in
     rackboot)
+      # The agent is told its link as an operator would: the tbf's rate, and
+      # what tbf counts per datagram besides the UDP payload (the frame from
+      # its MAC header: 14 + 20 + 8 bytes; no FCS, preamble or gap).
       ip netns exec "$S" "$BIN/rackboot-agent" --plaintext --rack bench --coordinator http://127.0.0.1:9 \
-        --data "$work/agent" --iface vs --dhcp-port 1067 --static-root "$files" >"$work/server.log" 2>&1 &
+        --data "$work/agent" --iface vs --dhcp-port 1067 --static-root "$files" \
+        --tftp-link-mbit "$rate_mbit" --tftp-link-overhead 42 \
+        ${agent_extra[@]+"${agent_extra[@]}"} >"$work/server.log" 2>&1 &
       ;;
     tftpd-hpa)
       ip netns exec "$S" /usr/sbin/in.tftpd -L -s "$files" --address 10.123.0.1:69 >"$work/server.log" 2>&1 &
@@ -145,6 +152,7 @@ for c in $cases; do
   if [ "$second" != 0 ]; then second_arg=(--second-file "f$second"); label="${first}+${second} MiB"; fi
   rate_num=${rate%bit}
   rate_bps=$(numfmt --from=si "${rate_num^^}")
+  rate_mbit=$(( rate_bps / 1000000 ))
   floor=$(python3 -c "print(round($n*($first+$second)*1048576/($rate_bps/8*0.97),1))")
   for srv in $servers; do
     set_loss "$loss"

@@ -88,7 +88,7 @@ mod source;
 mod stats;
 mod transfer;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, ETHERNET_UDP_OVERHEAD, LINK_1GBE_BYTES_PER_SEC};
 pub use event::{AbortReason, Event, Outcome, TransferSummary};
 pub use mode::Mode;
 pub use options::{Negotiated, OptionLimits};
