@@ -12,7 +12,11 @@
 //! reason (`…_connections_refused_total{reason="max_open"|"per_source"}`).
 //! Each HTTP/2 connection is further capped at
 //! [`MAX_STREAMS_PER_CONNECTION`] concurrent streams (the server's
-//! SETTINGS).
+//! SETTINGS). A connection whose client sends nothing for
+//! [`GREETING_TIMEOUT`] after connecting is closed and counted
+//! (`reason="silent"`): otherwise one that opens and never speaks would
+//! hold its slot until the client goes away. With TLS the whole handshake
+//! must finish within [`TLS_HANDSHAKE_TIMEOUT`] (see `server::use_tls`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,6 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -32,6 +37,13 @@ pub const MAX_CONNECTIONS: i64 = 4096;
 pub const MAX_PER_SOURCE: u32 = 256;
 /// Most concurrent HTTP/2 streams per connection.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// How long a new connection may stay silent before its client's first
+/// bytes (the HTTP/2 preface or a TLS ClientHello, sent at once by every
+/// real client).
+pub const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take from the connection's start (longer
+/// than [`GREETING_TIMEOUT`], so that a silent client is counted as such).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Open and refused connections.
 #[derive(Debug, Default)]
@@ -39,6 +51,7 @@ pub struct ConnStats {
     open: AtomicI64,
     refused: AtomicU64,
     refused_per_source: AtomicU64,
+    silent: AtomicU64,
     by_source: Mutex<HashMap<IpAddr, u32>>,
 }
 
@@ -59,21 +72,31 @@ impl ConnStats {
         self.refused_per_source.load(Ordering::Relaxed)
     }
 
+    /// Connections closed because their client sent nothing within the
+    /// greeting deadline.
+    pub fn silent(&self) -> u64 {
+        self.silent.load(Ordering::Relaxed)
+    }
+
     /// Refused connections by reason, for the metric.
-    pub fn refusals(&self) -> [(&'static str, u64); 2] {
+    pub fn refusals(&self) -> [(&'static str, u64); 3] {
         [
             ("max_open", self.refused()),
             ("per_source", self.refused_per_source()),
+            ("silent", self.silent()),
         ]
     }
 
     /// Admit an accepted connection, or drop it (closing it) when `max` are
-    /// open or its address holds `max_per_source`.
+    /// open or its address holds `max_per_source`. An admitted connection
+    /// whose client sends nothing within `greeting` fails its next read
+    /// (`TimedOut`), which closes it. Call within a tokio runtime.
     pub fn admit(
         self: &Arc<Self>,
         stream: TcpStream,
         max: i64,
         max_per_source: u32,
+        greeting: Duration,
     ) -> Option<Capped> {
         let source = stream.peer_addr().ok().map(|a| a.ip());
         if let Some(ip) = source {
@@ -96,6 +119,7 @@ impl ConnStats {
             inner: stream,
             source,
             stats: self.clone(),
+            greeting: Some(Box::pin(tokio::time::sleep(greeting))),
         };
         if self.open.fetch_add(1, Ordering::Relaxed) >= max {
             let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
@@ -130,6 +154,8 @@ pub struct Capped {
     inner: TcpStream,
     source: Option<IpAddr>,
     stats: Arc<ConnStats>,
+    /// Until the client's first bytes: when it must have spoken by.
+    greeting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Drop for Capped {
@@ -152,7 +178,28 @@ impl AsyncRead for Capped {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some(deadline) = this.greeting.as_mut() else {
+            return read;
+        };
+        match read {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.greeting = None,
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                this.greeting = None;
+                let n = this.stats.silent.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(closed = n, source = ?this.source, "gRPC connection closed: the client sent nothing within {GREETING_TIMEOUT:?}");
+                }
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client sent nothing within the greeting deadline",
+                )));
+            }
+            _ => {}
+        }
+        read
     }
 }
 
@@ -201,7 +248,7 @@ mod tests {
         for _ in 0..3 {
             clients.push(TcpStream::connect(addr).await.unwrap());
             let (s, _) = listener.accept().await.unwrap();
-            if let Some(c) = stats.admit(s, 2, 100) {
+            if let Some(c) = stats.admit(s, 2, 100, GREETING_TIMEOUT) {
                 held.push(c);
             }
         }
@@ -236,7 +283,7 @@ mod tests {
             sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
             clients.push(sock.connect(addr).await.unwrap());
             let (s, _) = listener.accept().await.unwrap();
-            if let Some(c) = stats.admit(s, 10, 3) {
+            if let Some(c) = stats.admit(s, 10, 3, GREETING_TIMEOUT) {
                 held.push(c);
             }
         }
@@ -258,7 +305,7 @@ mod tests {
         sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
         let _c = sock.connect(addr).await.unwrap();
         let (s, _) = listener.accept().await.unwrap();
-        let last = stats.admit(s, 10, 3);
+        let last = stats.admit(s, 10, 3, GREETING_TIMEOUT);
         assert!(last.is_some());
         held.clear();
         assert_eq!(
@@ -272,6 +319,41 @@ mod tests {
         );
         drop(last);
         assert!(stats.by_source.lock().unwrap().is_empty());
+        assert_eq!(stats.open(), 0);
+    }
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_the_greeting_deadline() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(ConnStats::default());
+        let greeting = Duration::from_millis(300);
+        // One client that never speaks, one that speaks at once.
+        let _silent_client = TcpStream::connect(addr).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let mut silent = stats.admit(s, 10, 10, greeting).unwrap();
+        let mut talker_client = TcpStream::connect(addr).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let mut talker = stats.admit(s, 10, 10, greeting).unwrap();
+        talker_client.write_all(b"PRI").await.unwrap();
+
+        let mut buf = [0u8; 8];
+        let t0 = std::time::Instant::now();
+        let e = silent.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(t0.elapsed() >= greeting, "not before the deadline");
+        assert_eq!(stats.silent(), 1);
+
+        // The one that spoke keeps reading past the deadline.
+        let n = talker.read(&mut buf).await.unwrap();
+        assert_eq!(buf.get(..n), Some(&b"PRI"[..]));
+        tokio::time::sleep(greeting * 2).await;
+        talker_client.write_all(b"*").await.unwrap();
+        let n = talker.read(&mut buf).await.unwrap();
+        assert_eq!(buf.get(..n), Some(&b"*"[..]));
+        assert_eq!(stats.silent(), 1, "only the silent one was closed");
+        drop(silent);
+        drop(talker);
         assert_eq!(stats.open(), 0);
     }
 }

@@ -425,7 +425,7 @@ impl Collector for Sources {
         counters(
             e,
             "rackboot_coordinator_grpc_connections_refused",
-            "gRPC connections closed at once: the cap of open connections (max_open) or of one address's (per_source) was reached",
+            "gRPC connections closed by the server: at once because the cap of open connections (max_open) or of one address's (per_source) was reached, or because the client sent nothing within 10 s of connecting (silent)",
             "reason",
             &self.api.connections.refusals(),
         )?;

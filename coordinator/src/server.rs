@@ -46,7 +46,12 @@ static TLS: std::sync::OnceLock<tonic::transport::ServerTlsConfig> = std::sync::
 /// Serve gRPC over mutual TLS with `files`, and use the same certificate
 /// for connections to peer replicas. Call before [`start`].
 pub fn use_tls(files: &rackboot_proto::tls::TlsFiles) -> Result<(), StartError> {
-    let server = files.server().map_err(|e| StartError::Tls(e.to_string()))?;
+    // A handshake that does not finish in time is dropped, its connection
+    // with it (see `conncap`).
+    let server = files
+        .server()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .timeout(crate::conncap::TLS_HANDSHAKE_TIMEOUT);
     let client = files.client().map_err(|e| StartError::Tls(e.to_string()))?;
     let _ = TLS.set(server);
     rackboot_proto::tls::install_client(client);
@@ -226,6 +231,7 @@ pub async fn start(
                         s,
                         crate::conncap::MAX_CONNECTIONS,
                         crate::conncap::MAX_PER_SOURCE,
+                        crate::conncap::GREETING_TIMEOUT,
                     )
                     .map(Ok::<_, std::io::Error>)
             }

@@ -2,8 +2,10 @@
 //! far more TCP connections than any client needs and never speaks gRPC.
 //! The coordinator keeps [`PER_SOURCE`] of them, closes the rest at once
 //! and counts them (`rackboot_coordinator_grpc_connections_refused_total
-//! {reason="per_source"}`), and goes on serving everyone else; once the
-//! flood ends, its slots are free again. Loopback only (127.0.0.2 is the
+//! {reason="per_source"}`), and goes on serving everyone else. The ones it
+//! kept never speak, so it closes them too once the greeting deadline
+//! (`conncap::GREETING_TIMEOUT`, 10 s) has passed (`reason="silent"`), and
+//! the flooding address may connect again. Loopback only (127.0.0.2 is the
 //! flooding host), no root.
 
 use std::io::Read;
@@ -18,6 +20,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 const FLOOD: usize = 1_000;
 /// The coordinator's per-address cap (`conncap::MAX_PER_SOURCE`).
 const PER_SOURCE: usize = 256;
+/// How long a connection may stay silent (`conncap::GREETING_TIMEOUT`).
+const GREETING: Duration = Duration::from_secs(10);
 
 /// One value of the coordinator's `/metrics` (curl), by its full sample
 /// name with labels; 0 when absent.
@@ -45,7 +49,17 @@ fn metric(port: u16, sample: &str) -> Result<f64> {
 
 /// Polls `metric` until `ok` holds, at most 20 s; the last value.
 fn wait_metric(port: u16, sample: &str, ok: impl Fn(f64) -> bool) -> Result<f64> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_metric_for(port, sample, Duration::from_secs(20), ok)
+}
+
+/// Polls `metric` until `ok` holds, at most `limit`; the last value.
+fn wait_metric_for(
+    port: u16,
+    sample: &str,
+    limit: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> Result<f64> {
+    let deadline = Instant::now() + limit;
     loop {
         let v = metric(port, sample)?;
         if ok(v) || Instant::now() > deadline {
@@ -65,16 +79,20 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> Result<TcpStream> {
 }
 
 /// Whether the coordinator closed `s` (end of stream or reset), without
-/// waiting: a connection it keeps has nothing to read.
+/// waiting: reads what the server sent (it may speak first: HTTP/2
+/// SETTINGS) up to the end of stream; a connection it keeps has nothing
+/// more to read.
 fn closed_by_peer(s: &mut TcpStream) -> Result<bool> {
     s.set_nonblocking(true)?;
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(0) => Ok(true),
-        Ok(_) => Ok(false), // the server spoke first (HTTP/2 SETTINGS): kept
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(true),
-        Err(e) => Err(e.into()),
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -86,6 +104,7 @@ fn connection_flood_from_one_address_leaves_the_coordinator_serving() -> Result<
         &format!("127.0.0.1:{metrics_port}"),
     ])?;
     let refused = r#"rackboot_coordinator_grpc_connections_refused_total{reason="per_source"}"#;
+    let silent = r#"rackboot_coordinator_grpc_connections_refused_total{reason="silent"}"#;
     let open_gauge = "rackboot_coordinator_grpc_connections";
 
     let t0 = Instant::now();
@@ -106,6 +125,13 @@ fn connection_flood_from_one_address_leaves_the_coordinator_serving() -> Result<
             closed += 1;
         }
     }
+    // (Counted before the greeting deadline, or the kept ones would be
+    // closed as silent too.)
+    let counted_after = t0.elapsed();
+    ensure!(
+        counted_after < GREETING,
+        "the test was too slow to see the kept connections before the greeting deadline ({counted_after:?})"
+    );
     ensure!(
         closed == FLOOD - PER_SOURCE,
         "the coordinator should keep {PER_SOURCE} of {FLOOD} and close the rest, closed {closed}"
@@ -130,13 +156,35 @@ fn connection_flood_from_one_address_leaves_the_coordinator_serving() -> Result<
         "the gauge should show the {PER_SOURCE} kept connections, shows {open}"
     );
 
-    // The flood ends: its slots are free again.
-    drop(flood);
+    // The kept connections never speak: the coordinator closes them once
+    // the greeting deadline has passed, and frees their slots.
+    let silent_closed = wait_metric_for(
+        metrics_port,
+        silent,
+        GREETING + Duration::from_secs(20),
+        |v| v >= PER_SOURCE as f64,
+    )?;
+    let silent_secs = t0.elapsed().as_secs_f64();
+    ensure!(
+        silent_closed == PER_SOURCE as f64,
+        "the {PER_SOURCE} silent connections should be closed after {GREETING:?}, the metric says {silent_closed}"
+    );
+    let mut closed_silent = 0;
+    for s in &mut flood {
+        if closed_by_peer(s)? {
+            closed_silent += 1;
+        }
+    }
+    ensure!(
+        closed_silent == FLOOD,
+        "every flood connection should be closed by now, {closed_silent} of {FLOOD} are"
+    );
     let open_after = wait_metric(metrics_port, open_gauge, |v| v == 0.0)?;
     ensure!(
         open_after == 0.0,
-        "connections open after the flood closed: {open_after}"
+        "connections open after the silent ones were closed: {open_after}"
     );
+    drop(flood);
     let again = connect_from([127, 0, 0, 2], coord.addr)?;
     let mut again = again;
     std::thread::sleep(Duration::from_millis(300));
@@ -147,7 +195,8 @@ fn connection_flood_from_one_address_leaves_the_coordinator_serving() -> Result<
     println!(
         "conn_flood: {FLOOD} connections from 127.0.0.2 in {connect_secs:.2} s: {PER_SOURCE} kept, \
          {closed} closed at once (metric {seen}); cluster status from 127.0.0.1 answered in \
-         {cli_secs:.2} s during the flood; 0 open after it"
+         {cli_secs:.2} s during the flood; the {PER_SOURCE} kept closed as silent by \
+         {silent_secs:.1} s; 0 open after it"
     );
     Ok(())
 }
