@@ -17,6 +17,8 @@
 //! (`reason="silent"`): otherwise one that opens and never speaks would
 //! hold its slot until the client goes away. With TLS the whole handshake
 //! must finish within [`TLS_HANDSHAKE_TIMEOUT`] (see `server::use_tls`).
+//! A connection that stops answering HTTP/2 PINGs is closed after
+//! [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -44,6 +46,15 @@ pub const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TLS handshake may take from the connection's start (longer
 /// than [`GREETING_TIMEOUT`], so that a silent client is counted as such).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// After this long without a frame from the client, the server sends an
+/// HTTP/2 PING...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// ...and closes the connection when its ACK has not come within this: a
+/// client that crashed, froze or was cut off (an agent's watch stream would
+/// otherwise stay open until TCP gives up, minutes to hours later). Live
+/// clients answer at once (their HTTP/2 stack does; agents and replicas
+/// also ping the server themselves).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Open and refused connections.
 #[derive(Debug, Default)]

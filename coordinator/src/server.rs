@@ -145,7 +145,9 @@ pub async fn start(
 
     let conn_stats = stats.connections.clone();
     let mut builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(crate::conncap::MAX_STREAMS_PER_CONNECTION));
+        .max_concurrent_streams(Some(crate::conncap::MAX_STREAMS_PER_CONNECTION))
+        .http2_keepalive_interval(Some(crate::conncap::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::conncap::KEEPALIVE_TIMEOUT));
     if let Some(tls) = TLS.get() {
         builder = builder
             .tls_config(tls.clone())

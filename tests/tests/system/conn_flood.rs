@@ -200,3 +200,66 @@ fn connection_flood_from_one_address_leaves_the_coordinator_serving() -> Result<
     );
     Ok(())
 }
+
+/// A client that spoke HTTP/2 and then froze (its kernel still acknowledges
+/// TCP, but it never answers a PING) is closed by the server's keepalive: a PING after
+/// `conncap::KEEPALIVE_INTERVAL` (20 s) of silence, closed when no ACK came
+/// within `KEEPALIVE_TIMEOUT` (10 s). Not by the greeting deadline: it
+/// spoke.
+#[test]
+fn a_frozen_client_is_closed_by_the_keepalive() -> Result<()> {
+    use std::io::Write;
+    let metrics_port = free_loopback_port()?;
+    let coord = LoopbackCoordinator::start_with(&[
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics_port}"),
+    ])?;
+    let open_gauge = "rackboot_coordinator_grpc_connections";
+    let silent = r#"rackboot_coordinator_grpc_connections_refused_total{reason="silent"}"#;
+    let mut frozen = connect_from([127, 0, 0, 3], coord.addr)?;
+    // The HTTP/2 client preface and an empty SETTINGS frame; then nothing,
+    // not even the SETTINGS ACK.
+    frozen.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")?;
+    frozen.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])?;
+    let t0 = Instant::now();
+    let open = wait_metric(metrics_port, open_gauge, |v| v >= 1.0)?;
+    ensure!(
+        open >= 1.0,
+        "the connection should be open, the gauge says {open}"
+    );
+    // Past the greeting deadline it is still open: it spoke.
+    std::thread::sleep(GREETING + Duration::from_secs(2));
+    ensure!(
+        !closed_by_peer(&mut frozen)?,
+        "a client that spoke must not be closed by the greeting deadline"
+    );
+    ensure!(
+        metric(metrics_port, silent)? == 0.0,
+        "not counted as silent"
+    );
+    // Closed by the keepalive: PING at 20 s, no ACK by 30 s.
+    let closed_at = loop {
+        if closed_by_peer(&mut frozen)? {
+            break t0.elapsed();
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the frozen connection is still open after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    ensure!(
+        closed_at >= Duration::from_secs(25),
+        "closed at {closed_at:?}: before the keepalive could have fired"
+    );
+    let open_after = wait_metric(metrics_port, open_gauge, |v| v == 0.0)?;
+    ensure!(
+        open_after == 0.0,
+        "connections open after it was closed: {open_after}"
+    );
+    println!(
+        "keepalive: a client that sent its preface and froze was closed after {:.1} s",
+        closed_at.as_secs_f64()
+    );
+    Ok(())
+}
