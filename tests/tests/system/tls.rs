@@ -256,15 +256,28 @@ fn mtls_matrix() -> Result<()> {
 
     let port = free_loopback_port()?;
     let listen = format!("127.0.0.1:{port}");
+    let metrics_port = free_loopback_port()?;
     let mut cmd = std::process::Command::new(daemon::binary(daemon::COORDINATOR)?);
     cmd.args(["--listen", &listen, "--data"])
         .arg(dir.path().join("coord"))
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .args(["--tls-ca", &p(&ca.join("ca.pem"))])
         .args(["--tls-cert", &p(&ca.join("c1.pem"))])
         .args(["--tls-key", &p(&ca.join("c1.key"))]);
     let mut coord = Daemon::spawn("coordinator", cmd, &dir.path().join("coord.log"))?;
     coord.wait_for_tcp(listen.parse()?, None, Duration::from_secs(30))?;
     coord.wait_for_log("gRPC over mutual TLS", Duration::from_secs(10))?;
+    // A client that connects and never starts its TLS handshake: closed
+    // after the greeting deadline (10 s), checked after the matrix.
+    let mut silent = std::net::TcpStream::connect(&listen)?;
+    silent.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let silent_since = Instant::now();
+    // Blocks until the server closes it; when that was, and how.
+    let silent_watch = std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        let read = std::io::Read::read(&mut silent, &mut byte).map_err(|e| e.kind());
+        (read, silent_since.elapsed())
+    });
 
     let register_r1 = r#"{"rack":{"name":"r1","subnet":"10.9.0.0/24","serverAddress":"10.9.0.1","nodeBase":"10.9.0.100"},"agentId":"a1"}"#;
     let cases = [
@@ -475,6 +488,44 @@ fn mtls_matrix() -> Result<()> {
     println!(
         "| case | call | expected | got |\n|---|---|---|---|\n{}",
         table.join("\n")
+    );
+    // The silent connection: closed by the server (end of stream) after
+    // the greeting deadline, not before, and counted as silent.
+    let (read, closed_after) = silent_watch
+        .join()
+        .map_err(|_| anyhow::anyhow!("the silent connection's reader panicked"))?;
+    ensure!(
+        matches!(read, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "a silent connection to the TLS port should be closed by the server, read gave {read:?} after {closed_after:?}"
+    );
+    ensure!(
+        closed_after >= Duration::from_secs(10) && closed_after < Duration::from_secs(25),
+        "the silent TLS connection was closed after {closed_after:?}, expected at the 10 s greeting deadline"
+    );
+    let metrics = daemon::run_with_timeout(
+        {
+            let mut c = std::process::Command::new("curl");
+            c.args(["-sS", "--fail", "--max-time", "5"])
+                .arg(format!("http://127.0.0.1:{metrics_port}/metrics"));
+            c
+        },
+        Duration::from_secs(10),
+    )?
+    .success()?;
+    let silent_line = r#"rackboot_coordinator_grpc_connections_refused_total{reason="silent"} 1"#;
+    ensure!(
+        metrics.stdout.lines().any(|l| l.trim() == silent_line),
+        "the metric should count 1 silent connection:\n{}",
+        metrics
+            .stdout
+            .lines()
+            .filter(|l| l.contains("connections_refused"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!(
+        "a silent connection to the TLS port was closed after {:.1} s and counted as silent",
+        closed_after.as_secs_f64()
     );
     ensure!(
         failures.is_empty(),
