@@ -385,6 +385,16 @@ pub fn cli(netns: Option<&Netns>, args: &[&str], timeout: Duration) -> Result<Cl
     run_with_timeout(cmd, timeout)
 }
 
+/// The text of `/metrics` on `127.0.0.1:port` (curl, 5 s).
+pub fn loopback_metrics(port: u16) -> Result<String> {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--fail", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"));
+    Ok(run_with_timeout(c, Duration::from_secs(10))?
+        .success()?
+        .stdout)
+}
+
 /// Runs `cmd` to completion (stdin closed, output captured), killing it and
 /// failing after `timeout`.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<CliOutput> {

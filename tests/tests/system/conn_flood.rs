@@ -26,17 +26,7 @@ const GREETING: Duration = Duration::from_secs(10);
 /// One value of the coordinator's `/metrics` (curl), by its full sample
 /// name with labels; 0 when absent.
 fn metric(port: u16, sample: &str) -> Result<f64> {
-    let out = daemon::run_with_timeout(
-        {
-            let mut c = std::process::Command::new("curl");
-            c.args(["-sS", "--fail", "--max-time", "5"])
-                .arg(format!("http://127.0.0.1:{port}/metrics"));
-            c
-        },
-        Duration::from_secs(10),
-    )?
-    .success()?;
-    for line in out.stdout.lines() {
+    for line in daemon::loopback_metrics(port)?.lines() {
         if let Some(v) = line.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')) {
             return v
                 .trim()

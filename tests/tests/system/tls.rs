@@ -502,22 +502,12 @@ fn mtls_matrix() -> Result<()> {
         closed_after >= Duration::from_secs(10) && closed_after < Duration::from_secs(25),
         "the silent TLS connection was closed after {closed_after:?}, expected at the 10 s greeting deadline"
     );
-    let metrics = daemon::run_with_timeout(
-        {
-            let mut c = std::process::Command::new("curl");
-            c.args(["-sS", "--fail", "--max-time", "5"])
-                .arg(format!("http://127.0.0.1:{metrics_port}/metrics"));
-            c
-        },
-        Duration::from_secs(10),
-    )?
-    .success()?;
+    let metrics = daemon::loopback_metrics(metrics_port)?;
     let silent_line = r#"rackboot_coordinator_grpc_connections_refused_total{reason="silent"} 1"#;
     ensure!(
-        metrics.stdout.lines().any(|l| l.trim() == silent_line),
+        metrics.lines().any(|l| l.trim() == silent_line),
         "the metric should count 1 silent connection:\n{}",
         metrics
-            .stdout
             .lines()
             .filter(|l| l.contains("connections_refused"))
             .collect::<Vec<_>>()
