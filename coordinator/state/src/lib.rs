@@ -12,8 +12,12 @@
 //! - a MAC belongs to at most one node;
 //! - an image name, once committed, always means the same manifest;
 //! - an assignment only ever names an existing image;
-//! - every applied command bumps the revision by exactly one, so watchers can
-//!   resume from a revision without gap or duplicate.
+//! - every applied command that changes racks, nodes, held machines,
+//!   images, tags, assignments or site key-values bumps the revision by
+//!   exactly one, so watchers can resume from a revision without gap or
+//!   duplicate; a command that changes nothing, and the boot-session,
+//!   node-log and rack-cache records (replicated, but never part of a rack
+//!   view), leave it as it is.
 
 pub mod backup;
 pub mod boot;

@@ -133,7 +133,11 @@ pub struct RackView {
 }
 
 impl State {
-    /// Revision: bumped by one by every command that changes the state.
+    /// Revision: bumped by one by every command that changes racks, nodes,
+    /// held machines, images, tags, assignments or site key-values. Boot
+    /// sessions, node logs and rack cache reports
+    /// ([`Command::RecordBootSessions`], [`Command::AppendLogs`],
+    /// [`Command::RecordRackCache`]) are replicated but leave it unchanged.
     pub fn revision(&self) -> u64 {
         self.revision
     }

@@ -41,6 +41,7 @@ pub mod bootfile;
 pub mod client;
 mod config;
 mod mac;
+pub mod policy;
 pub mod probe;
 pub mod provisional;
 mod proxy;
@@ -55,6 +56,7 @@ use dhcproto::v4::{Message, MessageType};
 pub use client::{Arch, ClientInfo};
 pub use config::{BootFiles, NodeBinding, NodeDirectory, ServerConfig};
 pub use mac::{Mac, MacParseError};
+pub use policy::{AcceptPolicy, DhcpMode, UnknownName};
 pub use probe::ProbeReport;
 pub use provisional::{PoolError, ProvisionalPool};
 pub use proxy::{ProxyPort, handle_proxy};
@@ -75,9 +77,13 @@ pub enum Decision {
         /// Where to send it.
         dest: ReplyDest,
     },
-    /// The MAC is known to no one. No reply now: the shell asks the
-    /// coordinator to accept the machine (provisional lease); once the
-    /// directory knows it, the client's next retransmission is answered.
+    /// The MAC is known to no one. No reply now; the shell decides what to
+    /// do. The agent asks the coordinator to accept the machine and, in
+    /// authoritative mode with `--accept first-seen`, keeps the request
+    /// (bounded, for up to 3 s) and calls [`handle`] on it again as soon as
+    /// its directory knows the MAC: the client is answered then, not at its
+    /// next retransmission (4 s later for a PXE ROM). With a provisional
+    /// pool, [`handle_with_pool`] answers it from the pool instead.
     UnknownClient {
         /// The client's MAC.
         mac: Mac,

@@ -8,7 +8,8 @@ use crate::path::SafePath;
 use crate::scheduler::Priority;
 use crate::server::TransferId;
 
-/// Something the shell should know about (log, count, release a socket).
+/// Something the shell should know about (log, count, release a transfer's
+/// socket).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A transfer was admitted and its first packet queued.
@@ -22,8 +23,9 @@ pub enum Event {
         /// Bytes to send.
         size: u64,
     },
-    /// A transfer ended; no [`crate::Transmit`] will name it again, so its socket
-    /// can be dropped.
+    /// A transfer ended; no [`crate::Transmit`] will name it again, so the
+    /// shell can release its socket (or, with shared sockets, its (socket,
+    /// client) pair).
     Closed {
         /// The transfer.
         id: TransferId,

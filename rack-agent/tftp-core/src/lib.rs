@@ -15,7 +15,7 @@
 //!     server.handle_datagram(now, local, src, bytes, &files)   // for each datagram
 //!     server.handle_timeout(now)                                 // every wake-up
 //!     while let Some(t) = server.poll_transmit() { send t.payload from t.local to t.dest }
-//!     while let Some(e) = server.poll_event()    { Closed => drop that socket; log; … }
+//!     while let Some(e) = server.poll_event()    { Closed => forget its (socket, client) pair; log; … }
 //! }
 //! // On SIGUSR1: log server.dump(). For DHCP: server.load().pressure.
 //! ```
@@ -41,13 +41,18 @@
 //! summarises the pressure for the DHCP side; [`Server::snapshot`] and
 //! [`Server::dump`] give the state dump.
 //!
-//! The shell owns one listening socket (UDP 69, [`Local::Listener`]) and one
-//! ephemeral socket per transfer ([`Local::Transfer`]), as RFC 1350 transfer
-//! IDs require. It binds a transfer's socket lazily the first time a
-//! [`Transmit`] names a new [`TransferId`], and drops it on
-//! [`Event::Closed`]. Once `Closed { id }` is queued no [`Transmit`] names
-//! `id` again (unsent packets are discarded), so the order in which the
-//! shell drains transmits and events does not matter.
+//! The shell owns one listening socket (UDP 69, [`Local::Listener`]) and
+//! sends each transfer from a port of its own choosing
+//! ([`Local::Transfer`]), its RFC 1350 transfer ID. A transfer is the pair
+//! (server port, client address and port), so ports can be shared by the
+//! transfers of different clients: the agent's shell keeps a pool of 8
+//! transfer sockets for any number of transfers. It picks a transfer's
+//! socket the first time a [`Transmit`] names a new [`TransferId`] (one
+//! whose port that client is not already using), hands a datagram arriving
+//! on a pool socket to the transfer of that (socket, client) pair, and
+//! forgets the pair on [`Event::Closed`]. Once `Closed { id }` is queued no
+//! [`Transmit`] names `id` again (unsent packets are discarded), so the
+//! order in which the shell drains transmits and events does not matter.
 //!
 //! # Invariants
 //!

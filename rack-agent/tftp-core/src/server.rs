@@ -25,8 +25,8 @@ use crate::transfer::{Step, Timing, Transfer};
 /// Longest client ERROR message kept in an [`AbortReason`], in characters.
 const MAX_CLIENT_MESSAGE: usize = 255;
 
-/// Identifies one transfer, and the shell's ephemeral socket for it. Never
-/// reused by a [`Server`].
+/// Identifies one transfer (the shell maps it to the socket it sends from).
+/// Never reused by a [`Server`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransferId(u64);
 
@@ -57,8 +57,10 @@ impl fmt::Display for TransferId {
 pub enum Local {
     /// The listening socket (UDP 69).
     Listener,
-    /// The transfer's own ephemeral socket; the shell binds it the first
-    /// time a [`Transmit`] names it and drops it on [`Event::Closed`].
+    /// The transfer's socket (its server port, the RFC 1350 transfer ID).
+    /// The shell may share one socket among transfers of different
+    /// clients (the agent uses a pool of 8): it picks one the first time a
+    /// [`Transmit`] names the transfer and releases it on [`Event::Closed`].
     Transfer(TransferId),
 }
 

@@ -20,8 +20,11 @@ pub struct Stats {
     pub dropped_unexpected_on_listener: u64,
     /// Dropped: a packet for a transfer that no longer exists.
     pub dropped_unknown_transfer: u64,
-    /// Dropped: a packet on a transfer's socket from another address (each
-    /// answered with ERROR 5).
+    /// Dropped: a packet handed in for a transfer from an address and port
+    /// other than its client's (each answered with ERROR 5). A shell that
+    /// shares sockets among transfers, as the agent's does, finds the
+    /// transfer by (socket, client) and answers datagrams matching none
+    /// itself.
     pub dropped_wrong_source: u64,
     /// Dropped: a packet type a read transfer never expects (RRQ, WRQ, DATA,
     /// OACK on a transfer socket).
