@@ -75,7 +75,7 @@ mod config_files;
 mod conn_flood;
 #[path = "system/deploy.rs"]
 mod deploy;
-#[path = "system/dhcp_clients.rs"]
+#[path = "system/dhcp_clients/mod.rs"]
 mod dhcp_clients;
 #[path = "system/faults.rs"]
 mod faults;
@@ -91,7 +91,7 @@ mod node_identity;
 mod pxe_boot;
 #[path = "system/spoofing.rs"]
 mod spoofing;
-#[path = "system/storm.rs"]
+#[path = "system/storm/mod.rs"]
 mod storm;
 #[path = "system/tftp_clients.rs"]
 mod tftp_clients;
