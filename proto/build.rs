@@ -15,7 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
+    // Without the `grpc` feature only the messages are generated: the crate
+    // then depends on prost alone.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
+        .build_server(grpc)
+        .build_client(grpc)
         .file_descriptor_set_path(out.join("rackboot_descriptor.bin"))
         .compile_protos(&files, &["."])?;
     Ok(())

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use rackboot_agent::args::ServeArgs;
+use rackboot_agent::config::args::ServeArgs;
 use rackboot_coordinator::raft::ReplicaConfig;
 use tokio_util::sync::CancellationToken;
 

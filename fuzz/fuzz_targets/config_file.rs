@@ -6,8 +6,8 @@ use std::path::Path;
 
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
-use rackboot_agent::args::ServeArgs;
-use rackboot_agent::config::{AgentFile, MainFlags};
+use rackboot_agent::config::args::ServeArgs;
+use rackboot_agent::config::file::{AgentFile, MainFlags};
 
 #[derive(Parser)]
 struct Cli {

@@ -2,7 +2,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use rackboot_agent::view::RackView;
+use rackboot_agent_domain::view::RackView;
 use rackboot_proto::v1::RackState;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! Node log lines: parse never panics and never returns more than MAX_LINE of text.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rackboot_agent::syslog::parse::{MAX_LINE, parse};
+use rackboot_agent_domain::syslog::{MAX_LINE, parse};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = parse(data) {

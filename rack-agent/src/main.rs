@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use rackboot_agent::args::ServeArgs;
-use rackboot_agent::config::{self, Layered, MainFlags};
+use rackboot_agent::config::args::ServeArgs;
+use rackboot_agent::config::file::{self as config, Layered, MainFlags};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;

@@ -70,16 +70,92 @@ pub struct BootSession {
     pub phases: BTreeMap<String, u64>,
 }
 
-/// The boot phases an agent records, in boot order.
-pub const PHASES: [&str; 7] = [
-    "dhcp_offer",
-    "dhcp_ack",
-    "first_tftp_byte",
-    "kernel_requested",
-    "kernel_sent",
-    "initrd_sent",
-    "first_log_line",
-];
+/// A boot phase an agent records. The one list of phases: reports carry
+/// [`Phase::name`], and the replicated state keeps only known names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// DHCP OFFER sent (starts a new boot cycle).
+    DhcpOffer,
+    /// DHCP ACK sent.
+    DhcpAck,
+    /// First TFTP transfer of this boot started.
+    FirstTftpByte,
+    /// Kernel request seen (the session starts).
+    KernelRequested,
+    /// Last kernel byte handed to the network.
+    KernelSent,
+    /// Last initrd byte handed to the network.
+    InitrdSent,
+    /// First syslog line of the session.
+    FirstLogLine,
+}
+
+impl Phase {
+    /// Every phase, in boot order.
+    pub const ALL: [Phase; 7] = [
+        Phase::DhcpOffer,
+        Phase::DhcpAck,
+        Phase::FirstTftpByte,
+        Phase::KernelRequested,
+        Phase::KernelSent,
+        Phase::InitrdSent,
+        Phase::FirstLogLine,
+    ];
+
+    /// Its name in reports and in the state.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Phase::DhcpOffer => "dhcp_offer",
+            Phase::DhcpAck => "dhcp_ack",
+            Phase::FirstTftpByte => "first_tftp_byte",
+            Phase::KernelRequested => "kernel_requested",
+            Phase::KernelSent => "kernel_sent",
+            Phase::InitrdSent => "initrd_sent",
+            Phase::FirstLogLine => "first_log_line",
+        }
+    }
+
+    /// The phase of a name, if it is one.
+    pub fn from_name(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// The names of [`Phase::ALL`], in boot order.
+pub const PHASES: [&str; 7] = {
+    let mut names = [""; 7];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Phase::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+/// How a node was served its kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TFTP (RFC 1350).
+    Tftp,
+    /// HTTP.
+    Http,
+}
+
+impl Transport {
+    /// Its name in reports and in the state.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transport::Tftp => "tftp",
+            Transport::Http => "http",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// One log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,14 +190,14 @@ impl BootRecords {
         let r = self.nodes.entry(s.node).or_default();
         if let Some(existing) = r.sessions.iter_mut().find(|x| x.id == s.id) {
             for (phase, at) in s.phases {
-                if PHASES.contains(&phase.as_str()) {
+                if Phase::from_name(&phase).is_some() {
                     existing.phases.entry(phase).or_insert(at);
                 }
             }
             return;
         }
         let mut s = s;
-        s.phases.retain(|k, _| PHASES.contains(&k.as_str()));
+        s.phases.retain(|k, _| Phase::from_name(k).is_some());
         r.sessions.push_back(s);
         while r.sessions.len() > SESSIONS_PER_NODE {
             r.sessions.pop_front();

@@ -26,7 +26,7 @@ mod error;
 mod machine;
 mod types;
 
-pub use boot::{BootRecords, BootSession, LogLine, PHASES, RackCacheReport};
+pub use boot::{BootRecords, BootSession, LogLine, PHASES, Phase, RackCacheReport, Transport};
 pub use command::{AssignTarget, Command, Envelope, Outcome};
 pub use error::StateError;
 pub use machine::{RackView, State};

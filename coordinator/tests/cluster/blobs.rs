@@ -466,10 +466,10 @@ async fn push_without_quorum_is_not_acknowledged() {
 async fn agent_gets_the_image_after_the_leader_is_killed() {
     use std::sync::Arc;
 
-    use rackboot_agent::cache::BlobCache;
-    use rackboot_agent::dhcp::Unknown;
-    use rackboot_agent::sync::{SyncConfig, run};
-    use rackboot_agent::view::RackView;
+    use rackboot_agent::store::cache::BlobCache;
+    use rackboot_agent::upstream::follow::{SyncConfig, run};
+    use rackboot_agent_domain::discovery::Unknown;
+    use rackboot_agent_domain::view::RackView;
     use tokio::sync::{Notify, mpsc, watch};
     use tokio_util::sync::CancellationToken;
 

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::options::{MAX_BLKSIZE, MIN_BLKSIZE, OptionLimits};
-use crate::transfer::Timing;
 
 const MIN_TICK: Duration = Duration::from_millis(1);
 const MAX_TICK: Duration = Duration::from_secs(1);
@@ -263,6 +262,15 @@ impl Config {
             max_retries: self.max_retries,
         }
     }
+}
+
+/// Retransmission settings, from [`crate::Config`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) initial: Duration,
+    pub(crate) min: Duration,
+    pub(crate) max: Duration,
+    pub(crate) max_retries: u32,
 }
 
 #[cfg(test)]

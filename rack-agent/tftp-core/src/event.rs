@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::id::TransferId;
 use crate::packet::ErrorCode;
 use crate::path::SafePath;
 use crate::scheduler::Priority;
-use crate::server::TransferId;
 
 /// Something the shell should know about (log, count, release a transfer's
 /// socket).

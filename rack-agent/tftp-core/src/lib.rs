@@ -82,6 +82,7 @@ mod admission;
 mod bucket;
 mod config;
 mod event;
+mod id;
 mod mode;
 pub mod options;
 pub mod packet;

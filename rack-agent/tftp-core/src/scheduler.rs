@@ -32,8 +32,8 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use crate::bucket::later;
+use crate::id::{Local, TransferId};
 use crate::packet::Packet;
-use crate::server::{Local, TransferId};
 
 /// The scheduling class of a transfer with packets waiting to be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -2,7 +2,6 @@
 //! admission, the send scheduler and the bandwidth cap.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,9 @@ use bytes::Bytes;
 use crate::admission::{AdmissionQueue, Pending, RequestKey};
 use crate::bucket::{ThrottleMeter, TokenBucket, later};
 use crate::config::Config;
+use crate::config::Timing;
 use crate::event::{AbortReason, Event, Outcome, TransferSummary};
+pub use crate::id::{Local, TransferId};
 use crate::mode::{Mode, to_netascii};
 use crate::options::negotiate;
 use crate::packet::{ErrorCode, Packet, RawOption};
@@ -20,49 +21,10 @@ use crate::scheduler::{Outgoing, Scheduler};
 use crate::snapshot::{Load, QueuedSummary, Snapshot};
 use crate::source::{FileSource, OpenError};
 use crate::stats::Stats;
-use crate::transfer::{Step, Timing, Transfer};
+use crate::transfer::{Step, Transfer};
 
 /// Longest client ERROR message kept in an [`AbortReason`], in characters.
 const MAX_CLIENT_MESSAGE: usize = 255;
-
-/// Identifies one transfer (the shell maps it to the socket it sends from).
-/// Never reused by a [`Server`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransferId(u64);
-
-impl TransferId {
-    /// The smallest id (a bound for range queries; never issued).
-    pub(crate) const MIN: TransferId = TransferId(0);
-
-    /// An id from a raw number (tests).
-    #[cfg(test)]
-    pub(crate) fn from_raw(n: u64) -> TransferId {
-        TransferId(n)
-    }
-
-    /// The raw number.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for TransferId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "t{}", self.0)
-    }
-}
-
-/// Which of the shell's sockets a datagram arrived on or leaves from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Local {
-    /// The listening socket (UDP 69).
-    Listener,
-    /// The transfer's socket (its server port, the RFC 1350 transfer ID).
-    /// The shell may share one socket among transfers of different
-    /// clients (the agent uses a pool of 8): it picks one the first time a
-    /// [`Transmit`] names the transfer and releases it on [`Event::Closed`].
-    Transfer(TransferId),
-}
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -597,7 +559,7 @@ impl Server {
 
     /// Starts a transfer; `urgent` puts its first packet in the retry class.
     fn start(&mut self, now: Instant, pending: Pending, urgent: bool) {
-        let id = TransferId(self.next_id);
+        let id = TransferId::new(self.next_id);
         self.next_id += 1;
         let size = pending.data.len() as u64;
         let transfer = Transfer::start(

@@ -60,22 +60,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::bucket::later;
+use crate::config::Timing;
 use crate::event::{Outcome, TransferSummary};
+use crate::id::TransferId;
 use crate::options::Negotiated;
 use crate::packet::{Packet, RawOption};
 use crate::path::SafePath;
 use crate::scheduler::{Priority, Want};
-use crate::server::TransferId;
 use crate::stats::Stats;
-
-/// Retransmission settings, from [`crate::Config`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Timing {
-    pub(crate) initial: Duration,
-    pub(crate) min: Duration,
-    pub(crate) max: Duration,
-    pub(crate) max_retries: u32,
-}
 
 /// What the server must do after an input to a transfer.
 #[derive(Debug)]

@@ -1,0 +1,6 @@
+//! The agent's configuration: command-line flags ([`args`]) and the TOML
+//! file ([`file`]), merged with the flags winning, into an
+//! [`AgentConfig`](crate::AgentConfig).
+
+pub mod args;
+pub mod file;

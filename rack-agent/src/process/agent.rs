@@ -1,0 +1,806 @@
+//! Putting an agent together: local view (persisted), blob cache, file
+//! table, DHCP and TFTP servers, and the coordinator sync task.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use rackboot_dhcp_core::{BootFiles, ServerConfig};
+use rackboot_proto::v1 as pb;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use rackboot_agent_domain::bootinfo::Site;
+use rackboot_agent_domain::view::{RackView, ViewError};
+
+use crate::serve::dhcp::{self, DhcpShellConfig, DhcpStats};
+use crate::serve::net::bind_udp;
+use crate::serve::syslog::SyslogStats;
+use crate::store::cache::{BlobCache, CacheError};
+use crate::store::files::{FileTable, load_static_root};
+use crate::store::view_file;
+use crate::timeline::TimelineHandle;
+use crate::upstream::follow::{self, SyncConfig};
+
+/// Everything an agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Rack name.
+    pub rack: String,
+    /// Coordinator URLs.
+    pub coordinators: Vec<String>,
+    /// Data directory (view, cache, log spool).
+    pub data_dir: PathBuf,
+    /// Bound of the on-disk log spool, in bytes.
+    pub log_spool_bytes: u64,
+    /// Bound on the blob cache's files.
+    pub cache_max_bytes: u64,
+    /// The agent's address on the rack network.
+    pub server_ip: Ipv4Addr,
+    /// The rack subnet.
+    pub subnet: Ipv4Net,
+    /// Address of node slot 0.
+    pub node_base: Ipv4Addr,
+    /// Gateway handed to nodes.
+    pub gateway: Option<Ipv4Addr>,
+    /// Interface to bind DHCP to (None: no device binding).
+    pub iface: Option<String>,
+    /// DHCP listen address.
+    pub dhcp_listen: SocketAddr,
+    /// Port DHCP replies go to.
+    pub dhcp_client_port: u16,
+    /// Authoritative server or proxyDHCP.
+    pub dhcp_mode: rackboot_dhcp_core::DhcpMode,
+    /// proxyDHCP boot server port (4011).
+    pub proxy_boot_port: u16,
+    /// Source subnets TFTP and HTTP answer (default: the rack subnet).
+    pub allow: Vec<Ipv4Net>,
+    /// TFTP listen address.
+    pub tftp_listen: SocketAddr,
+    /// HTTP listen address (None: no HTTP; nodes load everything over TFTP).
+    pub http_listen: Option<SocketAddr>,
+    /// Metrics listen address (None: metrics only on the HTTP port).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Syslog (UDP) listen address for node logs (None: not received).
+    pub syslog_listen: Option<SocketAddr>,
+    /// Directory of static files (firmware) to serve read-only.
+    pub static_root: Option<PathBuf>,
+    /// DHCP lease time.
+    pub lease_secs: u32,
+    /// When unknown machines are numbered.
+    pub accept: rackboot_dhcp_core::AcceptPolicy,
+    /// Provisional pool (first, last address) and lease length, for the
+    /// probe and manual policies.
+    pub provisional: Option<(Ipv4Addr, Ipv4Addr, u32)>,
+    /// Boot file for BIOS PXE.
+    pub bios_boot_file: String,
+    /// Boot file for x64 UEFI PXE.
+    pub uefi_x64_boot_file: String,
+    /// Boot file for arm64 UEFI PXE.
+    pub uefi_arm64_boot_file: String,
+    /// TFTP engine settings.
+    pub tftp: rackboot_tftp_core::Config,
+}
+
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A socket could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// Path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The static root cannot be read.
+    #[error("static root {path}: {source}")]
+    StaticRoot {
+        /// Path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cache cannot open.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The persisted view is unreadable.
+    #[error(transparent)]
+    View(#[from] ViewError),
+}
+
+/// How often the static root is checked for changed files.
+pub const STATIC_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// (path, size, mtime) of every file under `dir`, sorted: a change stamp.
+fn static_stamp(dir: &std::path::Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                out.push((path, meta.len(), mtime));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What a running agent can change without a restart (SIGHUP).
+pub struct AgentControl {
+    statics: watch::Sender<Arc<std::collections::HashMap<String, bytes::Bytes>>>,
+    static_root: Arc<std::sync::Mutex<Option<PathBuf>>>,
+    core: watch::Sender<Arc<ServerConfig>>,
+    running: AgentConfig,
+}
+
+impl AgentControl {
+    /// Apply what can change live from `new` (static root, DHCP lease time
+    /// and boot file names, provisional lease time is not live); return
+    /// (applied, needs a restart) as lists of setting names. Nothing is
+    /// changed for settings that need a restart.
+    pub fn apply(&mut self, new: &AgentConfig) -> (Vec<&'static str>, Vec<&'static str>) {
+        let old = &self.running;
+        let mut applied = Vec::new();
+        let mut restart = Vec::new();
+        macro_rules! restart_if_changed {
+            ($($field:ident),*) => {$(
+                if old.$field != new.$field {
+                    restart.push(stringify!($field));
+                }
+            )*};
+        }
+        restart_if_changed!(
+            rack,
+            coordinators,
+            data_dir,
+            log_spool_bytes,
+            cache_max_bytes,
+            server_ip,
+            subnet,
+            node_base,
+            gateway,
+            iface,
+            dhcp_listen,
+            dhcp_client_port,
+            dhcp_mode,
+            proxy_boot_port,
+            allow,
+            tftp_listen,
+            tftp,
+            http_listen,
+            syslog_listen,
+            accept,
+            provisional
+        );
+        if old.static_root != new.static_root {
+            match &new.static_root {
+                Some(root) => match load_static_root(root) {
+                    Ok(files) => {
+                        self.statics.send_replace(Arc::new(files));
+                        applied.push("static_root");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, root = %root.display(), "new static root unreadable; keeping the old one");
+                    }
+                },
+                None => {
+                    self.statics.send_replace(Arc::default());
+                    applied.push("static_root");
+                }
+            }
+            *self.static_root.lock().unwrap_or_else(|e| e.into_inner()) = new.static_root.clone();
+        }
+        let mut core = (**self.core.borrow()).clone();
+        let mut core_changed = false;
+        if old.lease_secs != new.lease_secs {
+            core.lease_secs = new.lease_secs;
+            applied.push("lease_secs");
+            core_changed = true;
+        }
+        if old.bios_boot_file != new.bios_boot_file
+            || old.uefi_x64_boot_file != new.uefi_x64_boot_file
+            || old.uefi_arm64_boot_file != new.uefi_arm64_boot_file
+        {
+            core.boot.bios = new.bios_boot_file.clone();
+            core.boot.uefi_x64 = new.uefi_x64_boot_file.clone();
+            core.boot.uefi_arm64 = new.uefi_arm64_boot_file.clone();
+            applied.push("boot_files");
+            core_changed = true;
+        }
+        if core_changed {
+            self.core.send_replace(Arc::new(core));
+        }
+        let mut kept = new.clone();
+        // Settings that need a restart stay as they run.
+        for name in &restart {
+            match *name {
+                "rack" => kept.rack = old.rack.clone(),
+                "coordinators" => kept.coordinators = old.coordinators.clone(),
+                "data_dir" => kept.data_dir = old.data_dir.clone(),
+                "log_spool_bytes" => kept.log_spool_bytes = old.log_spool_bytes,
+                "cache_max_bytes" => kept.cache_max_bytes = old.cache_max_bytes,
+                "server_ip" => kept.server_ip = old.server_ip,
+                "subnet" => kept.subnet = old.subnet,
+                "node_base" => kept.node_base = old.node_base,
+                "gateway" => kept.gateway = old.gateway,
+                "iface" => kept.iface = old.iface.clone(),
+                "dhcp_listen" => kept.dhcp_listen = old.dhcp_listen,
+                "dhcp_client_port" => kept.dhcp_client_port = old.dhcp_client_port,
+                "dhcp_mode" => kept.dhcp_mode = old.dhcp_mode,
+                "proxy_boot_port" => kept.proxy_boot_port = old.proxy_boot_port,
+                "allow" => kept.allow = old.allow.clone(),
+                "tftp_listen" => kept.tftp_listen = old.tftp_listen,
+                "tftp" => kept.tftp = old.tftp.clone(),
+                "http_listen" => kept.http_listen = old.http_listen,
+                "syslog_listen" => kept.syslog_listen = old.syslog_listen,
+                "accept" => kept.accept = old.accept,
+                "provisional" => kept.provisional = old.provisional,
+                _ => {}
+            }
+        }
+        self.running = kept;
+        (applied, restart)
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    /// Live settings (SIGHUP).
+    pub control: AgentControl,
+    /// The current rack view.
+    pub view: watch::Receiver<Arc<RackView>>,
+    /// The current file table.
+    pub files: watch::Receiver<Arc<FileTable>>,
+    /// Where DHCP listens.
+    pub dhcp_addr: SocketAddr,
+    /// Where TFTP listens.
+    pub tftp_addr: SocketAddr,
+    /// Where HTTP listens, if enabled.
+    pub http_addr: Option<SocketAddr>,
+    /// Where syslog listens, if enabled.
+    pub syslog_addr: Option<SocketAddr>,
+    /// Where the metrics listener listens, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Boot sessions.
+    pub sessions: TimelineHandle,
+    /// Syslog counters.
+    pub syslog_stats: Arc<SyslogStats>,
+    /// DHCP counters.
+    pub dhcp_stats: Arc<DhcpStats>,
+    /// Metrics (served on `/metrics` of the HTTP port and of the metrics
+    /// listener).
+    pub metrics: Arc<crate::telemetry::metrics::AgentMetrics>,
+    /// Background tasks.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// The metrics as the HTTP server serves them.
+fn exposition(
+    metrics: &Arc<crate::telemetry::metrics::AgentMetrics>,
+) -> crate::serve::http::Exposition {
+    let metrics = metrics.clone();
+    Arc::new(move || {
+        metrics
+            .render()
+            .map(|text| (crate::telemetry::metrics::CONTENT_TYPE, text))
+    })
+}
+
+/// Start an agent.
+pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| AgentError::DataDir {
+        path: cfg.data_dir.display().to_string(),
+        source,
+    })?;
+    let view_path = cfg.data_dir.join("rack-view.pb");
+    let initial = view_file::load(&view_path)?.unwrap_or_default();
+    if initial.revision > 0 {
+        tracing::info!(
+            revision = initial.revision,
+            nodes = initial.nodes.len(),
+            "loaded persisted rack view; serving it until the coordinator answers"
+        );
+    }
+    let cache = Arc::new(BlobCache::open_bounded(
+        &cfg.data_dir.join("cache"),
+        cfg.cache_max_bytes,
+    )?);
+    for blob in initial.needed_blobs() {
+        if !cache.load_from_disk(&blob).await? {
+            tracing::warn!(blob = %blob.digest, "assigned blob not in cache yet");
+        }
+    }
+    // The stamp before the load: a change during or after it is seen.
+    let statics_stamp = cfg.static_root.as_deref().map(static_stamp);
+    let statics = match &cfg.static_root {
+        Some(root) => load_static_root(root).map_err(|source| AgentError::StaticRoot {
+            path: root.display().to_string(),
+            source,
+        })?,
+        None => Default::default(),
+    };
+    tracing::info!(files = statics.len(), "static root loaded");
+
+    let tftp_port = cfg.tftp_listen.port();
+    let tftp_base = if tftp_port == 69 {
+        format!("tftp://{}", cfg.server_ip)
+    } else {
+        format!("tftp://{}:{tftp_port}", cfg.server_ip)
+    };
+    let http_base = cfg.http_listen.map(|a| match a.port() {
+        80 => format!("http://{}", cfg.server_ip),
+        p => format!("http://{}:{p}", cfg.server_ip),
+    });
+    // Kernel and initrd over HTTP when it is on: TCP is faster and more
+    // reliable than TFTP once the ROM has handed over to iPXE.
+    let site = Site {
+        rack: cfg.rack.clone(),
+        server: cfg.server_ip,
+        subnet: cfg.subnet,
+        gateway: cfg.gateway,
+        blob_base: http_base.clone().unwrap_or(tftp_base),
+    };
+    let ipxe_script = match &http_base {
+        Some(h) => format!("{h}/ipxe/{{mac}}.ipxe"),
+        None => "ipxe/{mac}.ipxe".to_string(),
+    };
+
+    let (view_tx, view_rx) = watch::channel(Arc::new(initial));
+    let (session_tx, session_rx) = mpsc::channel(4096);
+    let (sessions, timeline_task) =
+        crate::timeline::spawn(view_rx.clone(), session_tx, shutdown.clone());
+    let table = FileTable::build(
+        &view_rx.borrow(),
+        &cache,
+        &statics,
+        &site,
+        Some(sessions.clone()),
+    );
+    let (files_tx, files_rx) = watch::channel(Arc::new(table));
+    let (statics_tx, statics_rx) = watch::channel(Arc::new(statics));
+    let metrics = Arc::new(crate::telemetry::metrics::AgentMetrics::new(
+        view_rx.clone(),
+        cache.clone(),
+        sessions.clone(),
+    ));
+    let cache_changed = Arc::new(Notify::new());
+    let mut tasks = vec![timeline_task];
+
+    // File table: rebuilt on every view or cache change.
+    {
+        let mut view_rx = view_rx.clone();
+        let mut statics_rx = statics_rx.clone();
+        let cache = cache.clone();
+        let changed = cache_changed.clone();
+        let stop = shutdown.clone();
+        let sessions = sessions.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = view_rx.changed() => if r.is_err() { return },
+                    r = statics_rx.changed() => if r.is_err() { return },
+                    _ = changed.notified() => {}
+                }
+                let view = view_rx.borrow_and_update().clone();
+                let statics = statics_rx.borrow_and_update().clone();
+                let table =
+                    FileTable::build(&view, &cache, &statics, &site, Some(sessions.clone()));
+                tracing::debug!(files = table.len(), "file table rebuilt");
+                files_tx.send_replace(Arc::new(table));
+            }
+        }));
+    }
+
+    // DHCP.
+    let dhcp_socket =
+        dhcp::bind(cfg.dhcp_listen, cfg.iface.as_deref()).map_err(|source| AgentError::Bind {
+            what: "DHCP",
+            addr: cfg.dhcp_listen,
+            source,
+        })?;
+    let dhcp_addr = dhcp_socket.local_addr().unwrap_or(cfg.dhcp_listen);
+    let core = ServerConfig {
+        server_ip: cfg.server_ip,
+        subnet_mask: cfg.subnet.netmask(),
+        router: cfg.gateway,
+        dns: vec![],
+        domain: None,
+        log_server: Some(cfg.server_ip),
+        lease_secs: cfg.lease_secs,
+        boot: BootFiles {
+            bios: cfg.bios_boot_file.clone(),
+            uefi_x64: cfg.uefi_x64_boot_file.clone(),
+            uefi_arm64: cfg.uefi_arm64_boot_file.clone(),
+            ipxe_script,
+            // UEFI HTTP Boot: the x64 UEFI loader from the static root, over HTTP.
+            http_boot_uri: http_base
+                .as_ref()
+                .filter(|_| !cfg.uefi_x64_boot_file.is_empty())
+                .map(|h| format!("{h}/{}", cfg.uefi_x64_boot_file)),
+        },
+    };
+    let (core_tx, core_rx) = watch::channel(Arc::new(core));
+    // Deep enough for a rack of new machines powered on at once.
+    let (unknown_tx, unknown_rx) = mpsc::channel(16_384);
+    let dump_unknown_tx = unknown_tx.clone();
+    metrics.watch_queue("unknown_machines", &unknown_tx);
+    let dhcp_stats = metrics.dhcp.clone();
+    let proxy = cfg.dhcp_mode == rackboot_dhcp_core::DhcpMode::Proxy;
+    if proxy {
+        let addr = SocketAddr::from((cfg.server_ip, cfg.proxy_boot_port));
+        let sock = bind_udp(addr, None, true).map_err(|source| AgentError::Bind {
+            what: "proxyDHCP boot server",
+            addr,
+            source,
+        })?;
+        tasks.push(tokio::spawn(dhcp::run(
+            sock,
+            DhcpShellConfig {
+                core: core_rx.clone(),
+                client_port: cfg.dhcp_client_port,
+                role: crate::serve::dhcp::Role::ProxyBoot,
+                sessions: Some(sessions.clone()),
+                accept: cfg.accept,
+                pool: None,
+                allow: crate::serve::guard::Allow::new(cfg.allow.clone()),
+            },
+            view_rx.clone(),
+            unknown_tx.clone(),
+            dhcp_stats.clone(),
+            shutdown.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(dhcp::run(
+        dhcp_socket,
+        DhcpShellConfig {
+            core: core_rx.clone(),
+            client_port: cfg.dhcp_client_port,
+            role: if proxy {
+                crate::serve::dhcp::Role::ProxyDhcp
+            } else {
+                crate::serve::dhcp::Role::Server
+            },
+            sessions: Some(sessions.clone()),
+            accept: cfg.accept,
+            pool: cfg
+                .provisional
+                .filter(|_| !proxy)
+                .and_then(|(first, last, secs)| {
+                    rackboot_dhcp_core::ProvisionalPool::new(first, last, secs)
+                }),
+            allow: crate::serve::guard::Allow::new(cfg.allow.clone()),
+        },
+        view_rx.clone(),
+        unknown_tx,
+        dhcp_stats.clone(),
+        shutdown.clone(),
+    )));
+
+    // TFTP.
+    let tftp_dump = Arc::new(Notify::new());
+    let tftp_socket =
+        bind_udp(cfg.tftp_listen, None, false).map_err(|source| AgentError::Bind {
+            what: "TFTP",
+            addr: cfg.tftp_listen,
+            source,
+        })?;
+    let tftp_addr = tftp_socket.local_addr().unwrap_or(cfg.tftp_listen);
+    let bind_ip = match cfg.tftp_listen.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(cfg.server_ip),
+        ip => ip,
+    };
+    tasks.push(
+        crate::serve::tftp::spawn(
+            tftp_socket,
+            crate::serve::tftp::TftpTask {
+                bind_ip,
+                config: cfg.tftp.clone(),
+                files: files_rx.clone(),
+                sessions: sessions.clone(),
+                dump: tftp_dump.clone(),
+                guard: crate::serve::tftp::TftpGuard::new(crate::serve::guard::Allow::new(
+                    cfg.allow.clone(),
+                )),
+                stats: metrics.tftp.clone(),
+            },
+            shutdown.clone(),
+        )
+        .map_err(|source| AgentError::Bind {
+            what: "TFTP (its thread)",
+            addr: tftp_addr,
+            source,
+        })?,
+    );
+
+    // HTTP.
+    let http_addr = match cfg.http_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    what: "HTTP",
+                    addr,
+                    source,
+                })?;
+            let local = l.local_addr().unwrap_or(addr);
+            tasks.push(tokio::spawn(crate::serve::http::run(
+                l,
+                files_rx.clone(),
+                view_rx.clone(),
+                Some(sessions.clone()),
+                crate::serve::http::HttpLimits::default(),
+                crate::serve::http::HttpTelemetry {
+                    stats: metrics.http.clone(),
+                    metrics: Some(exposition(&metrics)),
+                },
+                shutdown.clone(),
+            )));
+            Some(local)
+        }
+        None => None,
+    };
+
+    // Metrics on their own listener.
+    let metrics_addr = match cfg.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?;
+            let local = l.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %local, "metrics listening");
+            tasks.push(tokio::spawn(crate::telemetry::listener::run(
+                l,
+                metrics.clone(),
+                shutdown.clone(),
+            )));
+            Some(local)
+        }
+        None => None,
+    };
+
+    // Node logs.
+    let (line_tx, line_rx) = mpsc::channel(65_536);
+    metrics.watch_queue("log_lines", &line_tx);
+    let syslog_stats = metrics.syslog.clone();
+    let syslog_addr = match cfg.syslog_listen {
+        Some(addr) => {
+            let sock = bind_udp(addr, None, false).map_err(|source| AgentError::Bind {
+                what: "syslog",
+                addr,
+                source,
+            })?;
+            let local = sock.local_addr().unwrap_or(addr);
+            tasks.push(tokio::spawn(crate::serve::syslog::run(
+                sock,
+                view_rx.clone(),
+                sessions.clone(),
+                line_tx,
+                syslog_stats.clone(),
+                shutdown.clone(),
+            )));
+            Some(local)
+        }
+        None => None,
+    };
+    let spool_dir = cfg.data_dir.join("log-spool");
+    let spool = match crate::store::logspool::Spool::open(&spool_dir, cfg.log_spool_bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "log spool unavailable; node logs are buffered in memory only");
+            None
+        }
+    };
+    tasks.push(tokio::spawn(crate::upstream::logship::run(
+        cfg.coordinators.clone(),
+        cfg.rack.clone(),
+        line_rx,
+        session_rx,
+        spool,
+        metrics.logship.clone(),
+        shutdown.clone(),
+    )));
+
+    // Coordinator sync.
+    let sync_cfg = SyncConfig {
+        coordinators: cfg.coordinators.clone(),
+        rack: pb::Rack {
+            name: cfg.rack.clone(),
+            subnet: cfg.subnet.to_string(),
+            server_address: cfg.server_ip.to_string(),
+            node_base: cfg.node_base.to_string(),
+            gateway: cfg.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        },
+        agent_id: format!("{}@{}", cfg.rack, cfg.server_ip),
+        view_path,
+        stats: metrics.sync.clone(),
+    };
+    let dump_cache = cache.clone();
+    tasks.push(tokio::spawn(follow::run(
+        sync_cfg,
+        view_tx,
+        unknown_rx,
+        cache,
+        cache_changed,
+        shutdown.clone(),
+    )));
+    // SIGUSR1: state dump (transfers, queue, sync revision, cache, counters).
+    {
+        let cache = dump_cache;
+        let unknown_queue = dump_unknown_tx;
+        let stop = shutdown.clone();
+        let view = view_rx.clone();
+        let files = files_rx.clone();
+        let dhcp_stats = dhcp_stats.clone();
+        let syslog_stats = syslog_stats.clone();
+        let tftp_dump = tftp_dump.clone();
+        tasks.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            let Ok(mut sig) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            else {
+                tracing::warn!("cannot install the SIGUSR1 handler");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    s = sig.recv() => if s.is_none() { return },
+                }
+                let v = view.borrow().clone();
+                tracing::info!(
+                    revision = v.revision,
+                    nodes = v.nodes.len(),
+                    images = v.images.len(),
+                    files = files.borrow().len(),
+                    dhcp_received = dhcp_stats.received.load(Relaxed),
+                    dhcp_replied = dhcp_stats.replied.load(Relaxed),
+                    dhcp_unknown = dhcp_stats.unknown.load(Relaxed),
+                    dhcp_dropped = dhcp_stats.dropped.load(Relaxed),
+                    dhcp_rate_limited = dhcp_stats.rate_limited.load(Relaxed),
+                    dhcp_provisional = dhcp_stats.provisional.load(Relaxed),
+                    dhcp_provisional_full = dhcp_stats.provisional_full.load(Relaxed),
+                    dhcp_probes = dhcp_stats.probes.load(Relaxed),
+                    dhcp_drops = %dhcp_stats.drops_text(),
+                    dhcp_provisional_leases = dhcp_stats.provisional_in_use.load(Relaxed),
+                    discovery_queue = unknown_queue.max_capacity() - unknown_queue.capacity(),
+                    cache_blobs = cache.stats().blobs,
+                    cache_bytes = cache.stats().bytes,
+                    cache_hits = cache.stats().hits,
+                    cache_misses = cache.stats().misses,
+                    syslog_received = syslog_stats.received.load(Relaxed),
+                    syslog_dropped = syslog_stats.dropped.load(Relaxed),
+                    "agent state (SIGUSR1)"
+                );
+                tftp_dump.notify_one();
+            }
+        }));
+    }
+    tracing::info!(rack = %cfg.rack, %dhcp_addr, %tftp_addr, ?http_addr, ?syslog_addr, ?metrics_addr, server_ip = %cfg.server_ip, "rack agent serving");
+    // Static root: changed files are picked up once they have stopped
+    // changing (the same size and mtime on two polls), so a file being
+    // written is never served half-written; an atomic rename is seen at once.
+    let static_root = Arc::new(std::sync::Mutex::new(cfg.static_root.clone()));
+    {
+        let root = static_root.clone();
+        let statics_tx = statics_tx.clone();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = statics_stamp;
+            let mut pending = None;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(STATIC_POLL) => {}
+                }
+                let Some(dir) = root.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+                    continue;
+                };
+                let stamp = tokio::task::spawn_blocking(move || static_stamp(&dir))
+                    .await
+                    .unwrap_or_default();
+                if last.is_none() {
+                    last = Some(stamp);
+                    continue;
+                }
+                if last.as_ref() == Some(&stamp) {
+                    pending = None;
+                    continue;
+                }
+                if pending.as_ref() != Some(&stamp) {
+                    // Changed since the last poll: wait until it holds still.
+                    pending = Some(stamp);
+                    continue;
+                }
+                let dir = root.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(dir) = dir {
+                    match load_static_root(&dir) {
+                        Ok(files) => {
+                            tracing::info!(files = files.len(), root = %dir.display(), "static root changed; reloaded");
+                            statics_tx.send_replace(Arc::new(files));
+                        }
+                        Err(e) => tracing::warn!(error = %e, root = %dir.display(), "static root changed but cannot be read; keeping the old files"),
+                    }
+                }
+                last = pending.take();
+            }
+        }));
+    }
+    Ok(Agent {
+        control: AgentControl {
+            statics: statics_tx,
+            static_root,
+            core: core_tx,
+            running: cfg.clone(),
+        },
+        view: view_rx,
+        files: files_rx,
+        dhcp_addr,
+        tftp_addr,
+        http_addr,
+        syslog_addr,
+        metrics_addr,
+        sessions,
+        syslog_stats,
+        dhcp_stats,
+        metrics,
+        tasks,
+    })
+}
+
+/// The IPv4 address and subnet of an interface.
+pub fn interface_network(name: &str) -> std::io::Result<(Ipv4Addr, Ipv4Net)> {
+    for iface in if_addrs::get_if_addrs()? {
+        if iface.name != name {
+            continue;
+        }
+        if let if_addrs::IfAddr::V4(v4) = iface.addr {
+            let prefix = u32::from(v4.netmask).leading_ones();
+            let prefix = u8::try_from(prefix).unwrap_or(32);
+            let net = Ipv4Net::new(v4.ip, prefix)
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .trunc();
+            return Ok((v4.ip, net));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("interface {name} has no IPv4 address (or does not exist)"),
+    ))
+}
+
+/// The first host address after `server` (the default node base).
+pub fn default_node_base(server: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(server).saturating_add(1))
+}

@@ -1,0 +1,602 @@
+//! HTTP boot on the agent: blobs and generated boot files from the in-memory
+//! file table (verified bytes only), with `Content-Length`, single range
+//! requests and `ETag` = blake3; `/boot-info` for the caller's address or a
+//! MAC; `/metrics` (Prometheus) when the agent has metrics. No redirects on
+//! boot paths (some UEFI HTTP clients cannot follow them). Connections are
+//! bounded and requests time out, so slow clients cannot exhaust the server.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use rackboot_dhcp_core::Mac;
+use rackboot_tftp_core::SafePath;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::files::FileTable;
+use rackboot_agent_domain::timeline::Transport;
+use rackboot_agent_domain::view::RackView;
+
+use crate::timeline::TimelineHandle;
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Open connections at most; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Longest a request may take (a 64 MiB initrd at 100 Mbit/s takes ~6 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Counters of the HTTP server (for metrics).
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// Body bytes of the responses (their Content-Length; HEAD answers
+    /// count none).
+    pub response_bytes: AtomicU64,
+    /// Requests answered, by status code.
+    pub requests: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl HttpStats {
+    /// Requests answered so far, by status code.
+    pub fn requests(&self) -> Vec<(u16, u64)> {
+        let r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        r.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    files: watch::Receiver<Arc<FileTable>>,
+    view: watch::Receiver<Arc<RackView>>,
+    sessions: Option<TimelineHandle>,
+    metrics: Option<Exposition>,
+}
+
+/// The agent's metrics as `/metrics` serves them: renders the exposition
+/// (content type, text). Given by the process that owns the metrics, so
+/// this server does not depend on them.
+pub type Exposition =
+    Arc<dyn Fn() -> Result<(&'static str, String), std::fmt::Error> + Send + Sync>;
+
+/// What the HTTP server counts into, and the metrics it may expose.
+#[derive(Clone, Default)]
+pub struct HttpTelemetry {
+    /// Its own counters.
+    pub stats: Arc<HttpStats>,
+    /// The agent's metrics, served on `/metrics` when given.
+    pub metrics: Option<Exposition>,
+}
+
+/// Run the HTTP server on `listener` until `shutdown`, counting its requests
+/// in `telemetry.stats`; with `telemetry.metrics`, it also serves them on
+/// `/metrics`.
+pub async fn run(
+    listener: TcpListener,
+    files: watch::Receiver<Arc<FileTable>>,
+    view: watch::Receiver<Arc<RackView>>,
+    sessions: Option<TimelineHandle>,
+    limits: HttpLimits,
+    telemetry: HttpTelemetry,
+    shutdown: CancellationToken,
+) {
+    let HttpTelemetry { stats, metrics } = telemetry;
+    let app = router(Ctx {
+        files,
+        view,
+        sessions,
+        metrics,
+    })
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        limits.request_timeout,
+    ))
+    .layer(axum::middleware::from_fn_with_state(stats.clone(), count));
+    let listener = Bounded {
+        inner: listener,
+        permits: Arc::new(Semaphore::new(limits.max_connections)),
+        stats,
+    };
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "http server stopped");
+    }
+}
+
+fn router(ctx: Ctx) -> Router {
+    let mut r = Router::new()
+        .route("/boot-info", get(boot_info))
+        .route("/boot-info.env", get(boot_info_env));
+    if ctx.metrics.is_some() {
+        r = r.route("/metrics", get(metrics));
+    }
+    r.fallback(serve_file).with_state(ctx)
+}
+
+/// Counts a request under its status code, and its response's body bytes.
+async fn count(
+    State(stats): State<Arc<HttpStats>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::body::HttpBody;
+    let head = req.method() == Method::HEAD;
+    let resp = next.run(req).await;
+    let bytes = if head {
+        0
+    } else {
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| resp.body().size_hint().exact())
+            .unwrap_or(0)
+    };
+    stats.response_bytes.fetch_add(bytes, Ordering::Relaxed);
+    *stats
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(resp.status().as_u16())
+        .or_default() += 1;
+    resp
+}
+
+/// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let Some(m) = &ctx.metrics else {
+        return text(StatusCode::NOT_FOUND, "no metrics\n");
+    };
+    match m() {
+        Ok((content_type, body)) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+#[derive(Deserialize)]
+struct InfoQuery {
+    mac: Option<String>,
+    format: Option<String>,
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg.into(),
+    )
+        .into_response()
+}
+
+fn info_response(ctx: &Ctx, peer: SocketAddr, q: InfoQuery, env: bool) -> Response {
+    let view = ctx.view.borrow().clone();
+    let node = match &q.mac {
+        Some(m) => match m.parse::<Mac>() {
+            Ok(mac) => view.node_by_mac(&mac),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("mac: {e}\n")),
+        },
+        None => match peer.ip() {
+            IpAddr::V4(ip) => view.node_by_addr(ip),
+            IpAddr::V6(_) => None,
+        },
+    };
+    let Some(node) = node else {
+        let who = q.mac.clone().unwrap_or_else(|| peer.ip().to_string());
+        return text(StatusCode::NOT_FOUND, format!("no node known for {who}\n"));
+    };
+    let env = env || q.format.as_deref() == Some("env");
+    let table = ctx.files.borrow().clone();
+    match table.boot_info(node.number) {
+        Some(info) if env => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            info.to_env(),
+        )
+            .into_response(),
+        Some(info) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            info.to_json(),
+        )
+            .into_response(),
+        None => text(StatusCode::NOT_FOUND, "boot info not ready\n"),
+    }
+}
+
+async fn boot_info(
+    State(ctx): State<Ctx>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    Query(q): Query<InfoQuery>,
+) -> Response {
+    info_response(&ctx, peer, q, false)
+}
+
+async fn boot_info_env(
+    State(ctx): State<Ctx>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    Query(q): Query<InfoQuery>,
+) -> Response {
+    info_response(&ctx, peer, q, true)
+}
+
+async fn serve_file(
+    State(ctx): State<Ctx>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "read-only\n");
+    }
+    let path = match SafePath::parse(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("path: {e}\n")),
+    };
+    let table = ctx.files.borrow().clone();
+    let Some(body) = table.get(path.as_str()) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{} not found\n", path.as_str()),
+        );
+    };
+    let etag = format!("\"{}\"", table.etag(path.as_str(), &body));
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    let len = body.len() as u64;
+    let (status, slice, range_header) =
+        match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+            None => (StatusCode::OK, body, None),
+            Some(r) => match http_range_header::parse_range_header(r).and_then(|p| p.validate(len))
+            {
+                Ok(ranges) if ranges.len() == 1 => {
+                    let Some(range) = ranges.first() else {
+                        return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
+                    };
+                    let (a, b) = (*range.start(), *range.end());
+                    let (Ok(start), Ok(end)) = (usize::try_from(a), usize::try_from(b)) else {
+                        return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
+                    };
+                    (
+                        StatusCode::PARTIAL_CONTENT,
+                        body.slice(start..=end),
+                        Some(format!("bytes {a}-{b}/{len}")),
+                    )
+                }
+                // Several ranges: send the whole file (allowed by RFC 9110).
+                Ok(_) => (StatusCode::OK, body, None),
+                Err(_) => {
+                    return Response::builder()
+                        .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                        .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                        .body(Body::empty())
+                        .unwrap_or_default();
+                }
+            },
+        };
+    let from_start = range_header
+        .as_deref()
+        .is_none_or(|r| r.starts_with("bytes 0-"));
+    if method == Method::GET
+        && from_start
+        && let (Some(sessions), IpAddr::V4(ip)) = (&ctx.sessions, peer.ip())
+    {
+        sessions.file_served(ip, path.as_str(), Transport::Http);
+    }
+    let ctype = if path.as_str().ends_with(".ipxe") {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CONTENT_LENGTH, slice.len())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::ETAG,
+            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")),
+        );
+    if let Some(cr) = range_header.as_deref() {
+        builder = builder.header(header::CONTENT_RANGE, cr);
+    }
+    let to_end = range_header
+        .as_deref()
+        .is_none_or(|r| r.ends_with(&format!("-{}/{len}", len.saturating_sub(1))));
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else if let (true, Some(sessions), IpAddr::V4(ip)) = (to_end, &ctx.sessions, peer.ip()) {
+        // The last byte handed to the connection completes the kernel or
+        // initrd phase of the node's boot timeline.
+        let sessions = sessions.clone();
+        let path = path.as_str().to_string();
+        Body::from_stream(Pieces::new(slice, move || {
+            sessions.file_done(ip, &path);
+        }))
+    } else {
+        Body::from(slice)
+    };
+    builder.body(body).unwrap_or_default()
+}
+
+/// A response body in zero-copy pieces that runs a callback when the
+/// connection takes the last piece (hyper stops polling a body once it has
+/// written Content-Length bytes, so "after the last piece" never comes).
+struct Pieces {
+    rest: Bytes,
+    done: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Pieces {
+    const PIECE: usize = 256 << 10;
+
+    fn new(body: Bytes, done: impl FnOnce() + Send + 'static) -> Self {
+        Pieces {
+            rest: body,
+            done: Some(Box::new(done)),
+        }
+    }
+}
+
+impl tokio_stream::Stream for Pieces {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.rest.is_empty() {
+            if let Some(done) = self.done.take() {
+                done();
+            }
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(Self::PIECE);
+        let piece = self.rest.split_to(n);
+        if self.rest.is_empty()
+            && let Some(done) = self.done.take()
+        {
+            done();
+        }
+        Poll::Ready(Some(Ok(piece)))
+    }
+}
+
+/// The client's address, for `/boot-info` by caller.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Bounded>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// A listener holding one permit per open connection.
+struct Bounded {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+    stats: Arc<HttpStats>,
+}
+
+/// A connection and its permit.
+pub struct PermitStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    _open: Open,
+}
+
+/// Counts a connection as open while it lives.
+struct Open(Arc<HttpStats>);
+
+impl Open {
+    fn new(stats: &Arc<HttpStats>) -> Open {
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        Open(stats.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = PermitStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        PermitStream {
+                            stream,
+                            _permit: permit,
+                            _open: Open::new(&self.stats),
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for PermitStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PermitStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn serve(files: HashMap<String, bytes::Bytes>) -> (SocketAddr, CancellationToken) {
+        let table = FileTable::from_map(files);
+        let (ftx, frx) = watch::channel(Arc::new(table));
+        let (vtx, vrx) = watch::channel(Arc::new(RackView::default()));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(run(
+            l,
+            frx,
+            vrx,
+            None,
+            HttpLimits::default(),
+            HttpTelemetry::default(),
+            stop.clone(),
+        ));
+        // Keep the senders alive for the test's duration.
+        std::mem::forget(ftx);
+        std::mem::forget(vtx);
+        (addr, stop)
+    }
+
+    async fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&buf[..split]).to_string();
+        let status = head[9..12].parse().unwrap();
+        (status, head.to_lowercase(), buf[split + 4..].to_vec())
+    }
+
+    #[tokio::test]
+    async fn serves_ranges_etags_and_refuses_traversal() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = blake3::hash(&data).to_hex().to_string();
+        let files = HashMap::from([(format!("blobs/{digest}"), bytes::Bytes::from(data.clone()))]);
+        let (addr, stop) = serve(files).await;
+        let path = format!("/blobs/{digest}");
+
+        let (st, head, body) = get(addr, &path, "").await;
+        assert_eq!(st, 200);
+        assert!(head.contains("content-length: 10000"));
+        assert!(head.contains(&format!("etag: \"{digest}\"")));
+        assert_eq!(body, data);
+
+        let (st, head, body) = get(addr, &path, "Range: bytes=100-199\r\n").await;
+        assert_eq!(st, 206);
+        assert!(
+            head.contains("content-range: bytes 100-199/10000"),
+            "{head}"
+        );
+        assert_eq!(body, &data[100..200]);
+
+        let (st, _, _) = get(addr, &path, "Range: bytes=20000-30000\r\n").await;
+        assert_eq!(st, 416);
+
+        let (st, _, body) = get(addr, &path, &format!("If-None-Match: \"{digest}\"\r\n")).await;
+        assert_eq!(st, 304);
+        assert!(body.is_empty());
+
+        for bad in [
+            "/../etc/passwd",
+            "/%2e%2e/etc/passwd",
+            "/blobs/..%2f..%2fetc",
+            "/a\\..\\b",
+        ] {
+            let (st, _, body) = get(addr, bad, "").await;
+            assert!(st == 400 || st == 404, "{bad}: {st}");
+            assert!(!String::from_utf8_lossy(&body).contains("root:"), "{bad}");
+        }
+        let (st, _, _) = get(addr, "/boot-info?mac=zz", "").await;
+        assert_eq!(st, 400);
+        let (st, _, _) = get(addr, "/boot-info", "").await;
+        assert_eq!(st, 404, "unknown caller gets 404, not a guess");
+        stop.cancel();
+    }
+}

@@ -1,0 +1,79 @@
+//! The node log receiver: syslog over UDP (RFC 3164, RFC 5424, netconsole
+//! plain lines). Each line is tagged with the node that sent it (by source
+//! address) and that node's current boot session, then queued for shipping
+//! to the coordinator. A full queue drops lines and counts them; it never
+//! blocks the receiver.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use rackboot_agent_domain::syslog::{self as parse, TaggedLine};
+use rackboot_agent_domain::view::RackView;
+
+use crate::timeline::TimelineHandle;
+
+/// Counters of the receiver.
+#[derive(Debug, Default)]
+pub struct SyslogStats {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Lines from senders that are not nodes of this rack.
+    pub unknown_sender: AtomicU64,
+    /// Lines dropped because the shipping queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// Receive until `shutdown`.
+pub async fn run(
+    socket: UdpSocket,
+    view: watch::Receiver<Arc<RackView>>,
+    timeline: TimelineHandle,
+    out: mpsc::Sender<TaggedLine>,
+    stats: Arc<SyslogStats>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; parse::MAX_LINE + 1024];
+    loop {
+        let (n, src) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+        };
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let Ok(rec) = parse::parse(buf.get(..n).unwrap_or_default()) else {
+            continue;
+        };
+        let node = match src.ip() {
+            IpAddr::V4(ip) => view.borrow().node_by_addr(ip).map(|n| n.number),
+            IpAddr::V6(_) => None,
+        };
+        let Some(node) = node else {
+            stats.unknown_sender.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%src, "log line from a sender that is not a node of this rack");
+            continue;
+        };
+        let text = match &rec.app {
+            Some(app) => format!("{app}: {}", rec.message),
+            None => rec.message.clone(),
+        };
+        let line = TaggedLine {
+            node,
+            boot_session: timeline.log_line(node),
+            unix_millis: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+                .unwrap_or(0),
+            text,
+        };
+        if out.try_send(line).is_err() {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The table of files the agent serves: generated boot configs (iPXE,
+//! pxelinux, grub), verified blobs, kernel-module bundles and their tables,
+//! and the operator's static root, all in memory. Rebuilt whenever the view,
+//! the cache or the static root changes; readers take an `Arc` snapshot.
+//!
+//! Boot-info (`boot-info/<mac>.json|.env`) is rendered when asked for, from
+//! the snapshot's view and the node's current boot session, so it always
+//! names the kernel the node was actually served and that kernel's modules.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rackboot_tftp_core::{FileSource, OpenError, SafePath};
+
+use crate::store::cache::BlobCache;
+use crate::timeline::TimelineHandle;
+use rackboot_agent_domain::boot_config::{
+    discovery_ipxe_script, grub_config, grub_config_paths, ipxe_script, pxelinux_config,
+    pxelinux_config_path,
+};
+use rackboot_agent_domain::bootinfo::{BootInfo, Served, Site, modules_dir};
+use rackboot_agent_domain::view::{ImageEntry, RackView};
+
+/// Largest static-root file loaded (bigger files are skipped with a warning).
+pub const MAX_STATIC_FILE: u64 = 512 << 20;
+
+/// Path of a node's iPXE script, relative to the served root.
+pub fn ipxe_script_path(mac_hyphenated: &str) -> String {
+    format!("ipxe/{mac_hyphenated}.ipxe")
+}
+
+/// What boot-info is rendered from.
+#[derive(Debug)]
+struct BootInfoSource {
+    view: Arc<RackView>,
+    site: Site,
+    /// Images whose blobs are all verified and loaded.
+    ready: HashSet<String>,
+    sessions: Option<TimelineHandle>,
+    /// Node number by hyphenated MAC.
+    by_mac: HashMap<String, u32>,
+    /// iPXE script for MACs without a node (the discovery image).
+    discovery_script: Bytes,
+}
+
+/// A snapshot of everything served.
+#[derive(Debug, Default, Clone)]
+pub struct FileTable {
+    files: HashMap<String, Bytes>,
+    boot_info: Option<Arc<BootInfoSource>>,
+    /// blake3 of files that are not blobs, computed once per snapshot on
+    /// first request (HTTP `ETag`).
+    etags: Arc<std::sync::Mutex<HashMap<String, String>>>,
+}
+
+/// A kernel release is used as a path component: keep it to what releases
+/// are made of.
+fn safe_release(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 128
+        && r != "."
+        && r != ".."
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
+}
+
+/// Add an image's module bundle and its tables under `modules/<version>/`.
+fn add_modules(files: &mut HashMap<String, Bytes>, im: &ImageEntry, cache: &BlobCache) -> bool {
+    let Some(m) = &im.modules else { return true };
+    let Some(bundle_bytes) = cache.get(&m.digest) else {
+        return false;
+    };
+    if !safe_release(&im.kernel_version) {
+        tracing::warn!(image = %im.name, version = %im.kernel_version, "module bundle not served: kernel version unusable as a path");
+        return false;
+    }
+    let dir = modules_dir(&im.kernel_version);
+    let bundle = match rackboot_image::bundle::inspect(&bundle_bytes) {
+        Ok(b) if b.release == im.kernel_version => b,
+        Ok(b) => {
+            tracing::warn!(image = %im.name, bundle = %b.release, kernel = %im.kernel_version, "module bundle is for another kernel; not served");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(image = %im.name, error = %e, "module bundle unreadable; not served");
+            return false;
+        }
+    };
+    for (name, data) in bundle.tables {
+        files.insert(format!("{dir}/{name}"), Bytes::from(data));
+    }
+    files.insert(format!("{dir}/modules.tar"), bundle_bytes);
+    true
+}
+
+impl FileTable {
+    /// Build from the view, the cache and static files.
+    pub fn build(
+        view: &Arc<RackView>,
+        cache: &BlobCache,
+        statics: &HashMap<String, Bytes>,
+        site: &Site,
+        sessions: Option<TimelineHandle>,
+    ) -> Self {
+        let mut files = statics.clone();
+        for digest in cache.loaded() {
+            if let Some(b) = cache.get(&digest) {
+                files.insert(format!("blobs/{digest}"), b);
+            }
+        }
+        let mut ready = HashSet::new();
+        for im in view.images.values() {
+            let blobs_loaded = im.blobs().all(|b| cache.get(&b.digest).is_some());
+            // Only offer an image whose blobs (modules included) are verified
+            // and loaded.
+            if blobs_loaded && add_modules(&mut files, im, cache) {
+                ready.insert(im.name.clone());
+            }
+        }
+        let mut by_mac = HashMap::new();
+        for node in view.nodes.values() {
+            let image = node
+                .image
+                .as_ref()
+                .filter(|n| ready.contains(*n))
+                .and_then(|n| view.images.get(n));
+            for mac in &node.macs {
+                let hy = mac.hyphenated();
+                let path = ipxe_script_path(&hy);
+                let script = ipxe_script(&site.blob_base, node, image, &path);
+                files.insert(path, Bytes::from(script));
+                files.insert(
+                    pxelinux_config_path(&hy),
+                    Bytes::from(pxelinux_config(node, image)),
+                );
+                let grub = Bytes::from(grub_config(&site.blob_base, node, image));
+                for p in grub_config_paths(&hy) {
+                    files.insert(p, grub.clone());
+                }
+                by_mac.insert(hy, node.number);
+            }
+        }
+        let discovery = view
+            .discovery_image
+            .as_ref()
+            .filter(|n| ready.contains(*n))
+            .and_then(|n| view.images.get(n));
+        let discovery_script = Bytes::from(discovery_ipxe_script(&site.blob_base, discovery));
+        FileTable {
+            files,
+            etags: Arc::default(),
+            boot_info: Some(Arc::new(BootInfoSource {
+                view: view.clone(),
+                site: site.clone(),
+                ready,
+                sessions,
+                by_mac,
+                discovery_script,
+            })),
+        }
+    }
+
+    /// A table holding exactly these files (tests, tools).
+    pub fn from_map(files: HashMap<String, Bytes>) -> Self {
+        FileTable {
+            files,
+            boot_info: None,
+            etags: Arc::default(),
+        }
+    }
+
+    /// Boot-info for the node with this number, rendered now.
+    pub fn boot_info(&self, node: u32) -> Option<BootInfo> {
+        let src = self.boot_info.as_ref()?;
+        let entry = src.view.nodes.get(&node)?;
+        let session = src.sessions.as_ref().and_then(|s| s.session(node));
+        let assigned = entry.image.as_deref();
+        // The session's image is what the node runs; without one, the
+        // assigned image once it can be served.
+        let image = session
+            .as_ref()
+            .and_then(|s| src.view.images.get(&s.image))
+            .or_else(|| {
+                assigned
+                    .filter(|a| src.ready.contains(*a))
+                    .and_then(|a| src.view.images.get(a))
+            });
+        let served = Served {
+            image,
+            session: session.as_ref().map(|s| s.id.as_str()),
+            assigned,
+        };
+        Some(BootInfo::new(
+            &src.site,
+            entry,
+            served,
+            &src.view.meta,
+            src.view.revision,
+        ))
+    }
+
+    /// Look up a path.
+    pub fn get(&self, path: &str) -> Option<Bytes> {
+        if let Some(b) = self.files.get(path) {
+            return Some(b.clone());
+        }
+        // A MAC without a node: the discovery script.
+        if let Some(mac) = path
+            .strip_prefix("ipxe/")
+            .and_then(|p| p.strip_suffix(".ipxe"))
+            && mac.parse::<rackboot_dhcp_core::Mac>().is_ok()
+        {
+            return Some(self.boot_info.as_ref()?.discovery_script.clone());
+        }
+        let name = path.strip_prefix("boot-info/")?;
+        let (mac, ext) = name.rsplit_once('.')?;
+        let node = *self.boot_info.as_ref()?.by_mac.get(mac)?;
+        let info = self.boot_info(node)?;
+        match ext {
+            "json" => Some(Bytes::from(info.to_json())),
+            "env" => Some(Bytes::from(info.to_env())),
+            _ => None,
+        }
+    }
+
+    /// The blake3 (hex) of `body`, served at `path`: a blob's name, or for
+    /// other table files a digest computed once per snapshot. Boot-info is
+    /// rendered per request and hashed each time (it is small).
+    pub fn etag(&self, path: &str, body: &[u8]) -> String {
+        if let Some(hash) = path.strip_prefix("blobs/") {
+            return hash.to_string();
+        }
+        if !self.files.contains_key(path) {
+            return blake3::hash(body).to_hex().to_string();
+        }
+        let mut etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
+        etags
+            .entry(path.to_string())
+            .or_insert_with(|| blake3::hash(body).to_hex().to_string())
+            .clone()
+    }
+
+    /// Number of files (boot-info excluded).
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+impl FileSource for FileTable {
+    fn open(&self, path: &SafePath, _client: SocketAddr) -> Result<Bytes, OpenError> {
+        self.get(path.as_str()).ok_or(OpenError::NotFound)
+    }
+}
+
+/// Load every regular file under `root` (recursively) into memory, keyed by
+/// its relative path with `/` separators. Symlinks are followed only when
+/// they stay inside the root.
+pub fn load_static_root(root: &Path) -> std::io::Result<HashMap<String, Bytes>> {
+    let mut out = HashMap::new();
+    let canonical_root = root.canonicalize()?;
+    let mut stack = vec![canonical_root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = match entry.path().canonicalize() {
+                Ok(p) if p.starts_with(&canonical_root) => p,
+                _ => {
+                    tracing::warn!(path = %entry.path().display(), "static root: skipping link leaving the root");
+                    continue;
+                }
+            };
+            let meta = std::fs::metadata(&path)?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                if meta.len() > MAX_STATIC_FILE {
+                    tracing::warn!(path = %path.display(), size = meta.len(), "static root: file too large, skipped");
+                    continue;
+                }
+                // Relative to the canonical root: the walk is over canonical
+                // paths, whatever form (relative, symlinked) `root` was given in.
+                let rel = dir
+                    .join(entry.file_name())
+                    .strip_prefix(&canonical_root)
+                    .map(|r| r.to_string_lossy().replace('\\', "/"))
+                    .unwrap_or_default();
+                if rel.is_empty() {
+                    tracing::warn!(path = %entry.path().display(), "static root: file outside the root skipped");
+                    continue;
+                }
+                out.insert(rel, Bytes::from(std::fs::read(&path)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    use rackboot_agent_domain::timeline::{BootSession, Transport};
+    use rackboot_proto::v1 as pb;
+    use rackboot_state::{Blake3Digest, BlobRef};
+    use std::net::Ipv4Addr;
+
+    fn pb_blob(data: &[u8]) -> pb::BlobRef {
+        pb::BlobRef {
+            blake3: Blake3Digest::of(data).to_string(),
+            size: data.len() as u64,
+        }
+    }
+
+    async fn cache_with(dir: &Path, blobs: &[&[u8]]) -> BlobCache {
+        let cache = BlobCache::open(dir).unwrap();
+        for data in blobs {
+            let blob = BlobRef {
+                digest: Blake3Digest::of(data),
+                size: data.len() as u64,
+            };
+            std::fs::write(dir.join(blob.digest.to_string()), data).unwrap();
+            assert!(cache.load_from_disk(&blob).await.unwrap());
+        }
+        cache
+    }
+
+    /// Two images with different kernels and module bundles; node 1 is
+    /// assigned B but was served A's kernel: its boot-info names A's kernel
+    /// and modules (what it runs) until it is served B's.
+    /// Serve node 1 (at `ip`) the kernel `hash` and wait until the timeline
+    /// owner has published the session it started.
+    async fn served(
+        sessions: &TimelineHandle,
+        ip: Ipv4Addr,
+        hash: &str,
+        transport: Transport,
+    ) -> BootSession {
+        sessions.file_served(ip, &format!("blobs/{hash}"), transport);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(s) = sessions.session(1).filter(|s| s.kernel_blake3 == hash) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no session for {hash}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn boot_info_and_modules_follow_the_kernel_served() {
+        let bundle = |v: &str| {
+            rackboot_image::bundle::build_tar(&[
+                (
+                    &format!("lib/modules/{v}/modules.dep"),
+                    format!("dep {v}\n").as_bytes(),
+                ),
+                (&format!("lib/modules/{v}/kernel/e1000.ko"), b"ko"),
+            ])
+        };
+        let (ma, mb) = (bundle("6.1.0-a"), bundle("6.1.0-b"));
+        let blobs: [&[u8]; 6] = [b"ka", b"ia", &ma, b"kb", b"ib", &mb];
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache_with(dir.path(), &blobs).await;
+        let image = |name: &str, k: &[u8], i: &[u8], m: &[u8], v: &str| pb::ImageManifest {
+            name: name.into(),
+            kernel: Some(pb_blob(k)),
+            initrd: Some(pb_blob(i)),
+            modules: Some(pb_blob(m)),
+            kernel_version: v.into(),
+            cmdline: "console=ttyS0".into(),
+            ..Default::default()
+        };
+        let mut state = pb::RackState {
+            revision: 3,
+            meta: [("SITE".to_string(), "lab".to_string())].into(),
+            nodes: vec![pb::Node {
+                number: 1,
+                name: "n1".into(),
+                macs: vec!["52:54:00:00:00:01".into()],
+                address: "10.0.0.2".into(),
+                assigned_image: "b".into(),
+                ..Default::default()
+            }],
+            images: vec![
+                image("a", b"ka", b"ia", &ma, "6.1.0-a"),
+                image("b", b"kb", b"ib", &mb, "6.1.0-b"),
+            ],
+            ..Default::default()
+        };
+        let view = Arc::new(RackView::from_pb(state.clone()).unwrap());
+        let site = Site {
+            rack: "r1".into(),
+            server: "10.0.0.1".parse().unwrap(),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            gateway: None,
+            blob_base: "http://10.0.0.1".into(),
+        };
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let (_view_tx, view_rx) = tokio::sync::watch::channel(view.clone());
+        let (sessions, _owner) =
+            crate::timeline::spawn(view_rx, tx, tokio_util::sync::CancellationToken::new());
+        let t = FileTable::build(
+            &view,
+            &cache,
+            &HashMap::new(),
+            &site,
+            Some(sessions.clone()),
+        );
+        // Module bundles and tables at a path derived from the release.
+        assert_eq!(
+            t.get("modules/6.1.0-a/modules.dep").unwrap().as_ref(),
+            b"dep 6.1.0-a\n"
+        );
+        assert_eq!(
+            t.get("modules/6.1.0-b/modules.tar").unwrap().as_ref(),
+            &mb[..]
+        );
+        // Per-node configs for iPXE, pxelinux and grub, all naming B.
+        let kb = Blake3Digest::of(b"kb").to_string();
+        for path in [
+            "ipxe/52-54-00-00-00-01.ipxe",
+            "pxelinux.cfg/01-52-54-00-00-00-01",
+            "grub.cfg-01-52-54-00-00-00-01",
+            "grub/grub.cfg-01-52-54-00-00-00-01",
+        ] {
+            let text = String::from_utf8(t.get(path).unwrap().to_vec()).unwrap();
+            assert!(text.contains(&kb), "{path}: {text}");
+        }
+        // Before any kernel is served: the assigned image.
+        let env =
+            String::from_utf8(t.get("boot-info/52-54-00-00-00-01.env").unwrap().to_vec()).unwrap();
+        assert!(
+            env.contains("RACKBOOT_MODULES_PATH='modules/6.1.0-b'"),
+            "{env}"
+        );
+        assert!(env.contains("RACKBOOT_META_SITE='lab'"), "{env}");
+        // Served A's kernel (it asked for it before the reassignment reached
+        // it): boot-info names A, its modules, the session, and B as assigned.
+        let ip: Ipv4Addr = "10.0.0.2".parse().unwrap();
+        let ka = Blake3Digest::of(b"ka").to_string();
+        let session = served(&sessions, ip, &ka, Transport::Tftp).await;
+        let info = t.boot_info(1).unwrap();
+        assert_eq!(info.kernel_blake3.as_deref(), Some(ka.as_str()));
+        assert_eq!(info.kernel_version.as_deref(), Some("6.1.0-a"));
+        assert_eq!(info.modules_path.as_deref(), Some("modules/6.1.0-a"));
+        assert_eq!(
+            info.modules_url.as_deref(),
+            Some("http://10.0.0.1/modules/6.1.0-a/modules.tar")
+        );
+        assert_eq!(info.session.as_deref(), Some(session.id.as_str()));
+        assert_eq!(info.assigned_image.as_deref(), Some("b"));
+        let json =
+            String::from_utf8(t.get("boot-info/52-54-00-00-00-01.json").unwrap().to_vec()).unwrap();
+        assert!(
+            json.contains("6.1.0-a") && json.contains(&session.id),
+            "{json}"
+        );
+        // Served B's: B everywhere.
+        served(&sessions, ip, &kb, Transport::Http).await;
+        let info = t.boot_info(1).unwrap();
+        assert_eq!(info.modules_path.as_deref(), Some("modules/6.1.0-b"));
+        assert_eq!(info.assigned_image, None);
+        // A bundle whose blob is missing keeps its image from being offered.
+        state.images[1].modules = Some(pb_blob(b"not cached"));
+        let view = Arc::new(RackView::from_pb(state).unwrap());
+        let t = FileTable::build(&view, &cache, &HashMap::new(), &site, Some(sessions));
+        let script =
+            String::from_utf8(t.get("ipxe/52-54-00-00-00-01.ipxe").unwrap().to_vec()).unwrap();
+        assert!(script.contains("no image assigned yet"), "{script}");
+        assert!(t.get("boot-info/52-54-00-00-00-01.json").is_some());
+        assert!(t.get("boot-info/52-54-00-00-00-09.json").is_none());
+        assert!(t.get("boot-info/52-54-00-00-00-01.xml").is_none());
+    }
+
+    #[test]
+    fn releases_usable_as_paths_only() {
+        assert!(safe_release("6.1.0-27-amd64"));
+        assert!(safe_release("5.14.0-362.8.1.el9_3.x86_64+debug"));
+        for bad in ["", ".", "..", "a/b", "6.1 x", "x\0"] {
+            assert!(!safe_release(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn static_root_given_relative_or_through_a_symlink_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a"), b"a").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        let files = load_static_root(&link).unwrap();
+        assert_eq!(files.get("sub/a").unwrap().as_ref(), b"a");
+        let dotted = dir.path().join("root/./sub/..");
+        assert_eq!(load_static_root(&dotted).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn static_root_loads_nested_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("grub")).unwrap();
+        std::fs::write(dir.path().join("undionly.kpxe"), b"rom").unwrap();
+        std::fs::write(dir.path().join("grub/grub.cfg"), b"cfg").unwrap();
+        let files = load_static_root(dir.path()).unwrap();
+        assert_eq!(files.get("undionly.kpxe").unwrap().as_ref(), b"rom");
+        assert_eq!(files.get("grub/grub.cfg").unwrap().as_ref(), b"cfg");
+    }
+}
