@@ -16,9 +16,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// TOML configuration file (keys: id, listen, data_dir, peers, tick_ms,
-    /// election_ticks, heartbeat_ticks, snapshot_every, join).
-    #[arg(long, value_name = "FILE")]
+    // The help lists every key a file may hold, read from the settings.
+    #[arg(long, value_name = "FILE", help = config_file_help())]
     config: Option<PathBuf>,
     /// Check the configuration (file and flags), print the problem with its
     /// file, key and reason, and exit: 0 if it is valid, 1 if not.
@@ -90,6 +89,14 @@ struct Args {
     /// unless this (or `plaintext = true`) is given.
     #[arg(long)]
     plaintext: bool,
+}
+
+/// `--config`'s help: the file and every key it may hold.
+fn config_file_help() -> String {
+    format!(
+        "TOML configuration file (keys: {})",
+        config::file_keys().join(", ")
+    )
 }
 
 impl Args {

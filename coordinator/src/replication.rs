@@ -33,6 +33,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::blobs::{BlobStore, Upload};
+use crate::keyed_locks::KeyedLocks;
 use crate::raft::Replica;
 
 /// Longest the next chunk of a pull may take to arrive.
@@ -78,7 +79,8 @@ pub struct Replicator {
     blobs: Arc<BlobStore>,
     replica: Replica,
     source: Option<IpAddr>,
-    pulling: Mutex<HashMap<Blake3Digest, Arc<tokio::sync::Mutex<()>>>>,
+    /// One pull at a time per blob.
+    pulling: KeyedLocks<Blake3Digest>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -102,7 +104,7 @@ impl Replicator {
             blobs,
             replica,
             source,
-            pulling: Mutex::new(HashMap::new()),
+            pulling: KeyedLocks::new(),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -162,7 +164,7 @@ impl Replicator {
         if self.has(&blob).await {
             return Ok(false);
         }
-        let gate = lock(&self.pulling).entry(blob.digest).or_default().clone();
+        let gate = self.pulling.get_or_insert(&blob.digest);
         let result = {
             let _one = gate.lock().await;
             if self.has(&blob).await {
@@ -171,11 +173,7 @@ impl Replicator {
                 self.pull(blob, hints).await.map(|()| true)
             }
         };
-        let mut pulling = lock(&self.pulling);
-        // Only the map and this call hold the gate: nobody waits on it.
-        if Arc::strong_count(&gate) <= 2 {
-            pulling.remove(&blob.digest);
-        }
+        self.pulling.release(&blob.digest, gate);
         result
     }
 
@@ -387,7 +385,7 @@ impl Replicator {
     /// committed, knows a leader, and has been up for a grace period (so a
     /// replica restarted behind the log never mistakes a blob for garbage).
     async fn collect(&self, started: Instant) {
-        match self.blobs.reclaim().await {
+        match self.blobs.reclaim(std::time::SystemTime::now()).await {
             Ok((files, bytes)) if files > 0 => {
                 tracing::info!(files, bytes, "interrupted uploads reclaimed");
             }
@@ -407,7 +405,11 @@ impl Replicator {
                 .map(|b| b.digest)
                 .collect()
         };
-        match self.blobs.collect(referenced).await {
+        match self
+            .blobs
+            .collect(referenced, std::time::SystemTime::now())
+            .await
+        {
             Ok((blobs, bytes)) if blobs > 0 => {
                 tracing::info!(blobs, bytes, "unreferenced blobs collected");
             }

@@ -1,26 +1,43 @@
 //! The Raft replica. [`Core`] is the sans-IO heart: it owns the raft-rs
 //! `RawNode`, its redb storage and the state machine, and is driven by calls
 //! (`tick`, `step`, `propose`, `read_index`, `handle_ready`) with no clock,
-//! sockets or tasks of its own. [`spawn`] runs a `Core` in one tokio task and
-//! hands out a [`Replica`] handle (an `mpsc` of requests, each with a
-//! `oneshot` reply); the simulation test drives several `Core`s over an
-//! in-memory network instead.
+//! sockets or tasks of its own. [`spawn`] runs a `Core` on a named OS thread
+//! of its own ([`OWNER_THREAD`]) and hands out a [`Replica`] handle (an
+//! `mpsc` of requests, each with a `oneshot` reply); the simulation test
+//! drives several `Core`s over an in-memory network instead.
 //!
 //! `Core::handle_ready` follows raft-rs's `Ready` order: send the leader's
 //! messages, install a snapshot if any, apply committed entries, persist new
 //! entries and the HardState (fsynced), send the messages that required
 //! persistence, advance, then handle the light ready the same way. A write is
 //! acknowledged only once its entry is committed and applied here.
+//!
+//! Modules: `replica_core` (the [`Core`] and its `Ready` loop), `membership`
+//! (conf changes and [`ReplicaStatus`]), `pending` (requests waiting for an
+//! outcome, one expiry rule), `entries` (what goes into log entries and
+//! ReadIndex contexts), `snapshot` (the snapshot codec and state digest),
+//! `recovery` (founding a store, reading a stopped one), `owner` (the thread
+//! that runs a `Core`), `peers` (sending to other replicas), [`storage`]
+//! (redb), [`faults`] (crash injection).
+//!
+//! Must not depend on: the gRPC API, the blob store or the rack agent; the
+//! state machine comes from `rackboot-state`.
 
-mod engine;
+mod entries;
 pub mod faults;
 mod log_bridge;
-mod node;
+mod membership;
+mod owner;
 /// Fatal replica errors.
 pub mod node_error {
-    pub use super::engine::ReplicaFatal;
+    pub use super::replica_core::ReplicaFatal;
 }
 mod peers;
+mod pending;
+mod read_barrier;
+mod recovery;
+mod replica_core;
+mod snapshot;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -32,14 +49,15 @@ use rackboot_state::{Envelope, Outcome, State, StateError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use self::engine::digest as digest_of;
-pub use self::engine::{
-    Applied, Core, CoreConfig, Event, MemberChange, ReplicaFatal, Sink, SnapshotData,
-    bootstrap_store, stored_state,
-};
 pub use faults::{Faults, NoFaults, Site};
-pub use node::{spawn, spawn_with_source};
+pub use membership::MemberChange;
+pub use owner::{OWNER_THREAD, spawn, spawn_with_source};
 pub use peers::MAX_PEER_MESSAGE;
+pub use pending::Event;
+pub use recovery::{bootstrap_store, stored_state};
+pub use replica_core::{Applied, Core, CoreConfig, ReplicaFatal, Sink};
+pub use snapshot::SnapshotData;
+pub use snapshot::digest as digest_of;
 pub use storage::{Addresses, RaftStore, StoreError};
 
 /// Settings of one replica.
@@ -365,7 +383,7 @@ impl Replica {
         let index = guard.index();
         let mut cache = self.digest.lock().unwrap_or_else(|e| e.into_inner());
         if cache.0 != index || cache.1.is_empty() {
-            *cache = (index, engine::digest(&guard));
+            *cache = (index, snapshot::digest(&guard));
         }
         cache.clone()
     }

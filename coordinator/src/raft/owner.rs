@@ -1,7 +1,17 @@
-//! The task that owns the [`Core`]: ticks it, feeds it requests and peer
+//! The owner of the [`Core`]: a named OS thread (`raft-owner`) running a
+//! current-thread runtime that ticks the core, feeds it requests and peer
 //! messages, drains its `Ready` after every input, and answers the waiting
-//! callers. It runs on a thread of its own (a current-thread runtime on a
-//! blocking-pool thread), since its storage writes block on fsync.
+//! callers.
+//!
+//! Invariants: only this thread touches the `Core` and its storage; its
+//! storage writes block on fsync, so it never shares a thread with the
+//! runtime that serves gRPC and sends to peers. It stops when the shutdown
+//! token is cancelled (recording how far it applied), when every request
+//! sender is gone, or when storage fails; then it answers every waiting
+//! caller with [`ReplicaError::Stopped`] and cancels the token.
+//!
+//! Must not depend on: gRPC handlers, the blob store or the wall clock
+//! beyond the process start (the incarnation).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +22,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Core, CoreConfig, Event, ReplicaFatal, Sink};
 use super::peers::PeerSender;
+use super::pending::Event;
+use super::replica_core::{Core, CoreConfig, ReplicaFatal, Sink};
 use super::storage::RaftStore;
 use super::{PROPOSE_TIMEOUT, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Request};
 
@@ -22,6 +33,9 @@ type DoneReply = oneshot::Sender<Result<(), ReplicaError>>;
 
 /// Most requests handled before the `Ready` is drained again.
 const BATCH: usize = 1024;
+
+/// Name of the thread that owns the [`Core`].
+pub const OWNER_THREAD: &str = "raft-owner";
 
 struct Owner {
     core: Core,
@@ -42,8 +56,9 @@ fn incarnation() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 
-/// Start the replica task. Returns its handle and the task, which ends when
-/// `shutdown` is cancelled or storage fails.
+/// Start the replica on its own thread ([`OWNER_THREAD`]). Returns its
+/// handle and a task that ends with the thread: when `shutdown` is cancelled
+/// or storage fails.
 pub fn spawn(
     cfg: ReplicaConfig,
     shutdown: CancellationToken,
@@ -102,7 +117,37 @@ pub fn spawn_with_source(
     // The owner gets a thread of its own: its storage writes block (fsync),
     // and nothing else — peer senders, gRPC handlers waiting for an outcome —
     // may wait behind them on a shared worker thread.
-    let task = tokio::task::spawn_blocking(move || {
+    let (done, outcome) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(OWNER_THREAD.into())
+        .spawn(move || {
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                owner.run_on_own_runtime(rx, shutdown)
+            }));
+            let _ = done.send(ended);
+        })
+        .map_err(ReplicaFatal::OwnerThread)?;
+    // The returned task ends as the thread does: with its result, or with
+    // its panic (a `JoinError` to whoever awaits it).
+    let task = tokio::spawn(async move {
+        match outcome.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => std::panic::resume_unwind(Box::new(
+                "the raft-owner thread ended without an outcome",
+            )),
+        }
+    });
+    Ok((handle, task))
+}
+
+impl Owner {
+    /// Run on a current-thread runtime of this (the owner's) thread.
+    fn run_on_own_runtime(
+        self,
+        rx: mpsc::Receiver<Request>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ReplicaFatal> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -110,9 +155,8 @@ pub fn spawn_with_source(
                 path: "(replica runtime)".to_string(),
                 source,
             })?;
-        rt.block_on(owner.run(rx, shutdown))
-    });
-    Ok((handle, task))
+        rt.block_on(self.run(rx, shutdown))
+    }
 }
 
 impl Owner {
