@@ -86,10 +86,16 @@ pub async fn start(
         cfg.peers.insert(cfg.id, local_addr.to_string());
     }
     let data_dir: PathBuf = cfg.data_dir.clone();
-    let blobs = Arc::new(BlobStore::open_with_grace(
-        &data_dir.join("blobs"),
-        cfg.upload_grace,
-    )?);
+    // Opening walks and cleans the store's directories: off the runtime.
+    let (blobs_dir, grace) = (data_dir.join("blobs"), cfg.upload_grace);
+    let dir = blobs_dir.clone();
+    let blobs = tokio::task::spawn_blocking(move || BlobStore::open_with_grace(&dir, grace))
+        .await
+        .map_err(|e| BlobError::Io {
+            path: blobs_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })??;
+    let blobs = Arc::new(blobs);
     // Peer traffic leaves from the address we listen on (when it is one).
     let source = (!local_addr.ip().is_unspecified()).then_some(local_addr.ip());
     let (replica, replica_task) = raft::spawn_with_source(cfg, source, shutdown.clone())?;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use rackboot_image::outboard::GROUP;
 use rackboot_proto::v1 as pb;
 use rackboot_state::Blake3Digest;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -14,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::Ctx;
 use super::admin::BoxStream;
 use super::convert::{blob_from_pb, field};
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobStore, GroupReadError};
 
 /// Stream `length` bytes (0 = to the end) of a blob stored on this replica
 /// from `offset`. The first message carries the blob's outboard; every 1 MiB
@@ -28,14 +27,14 @@ pub async fn local_blob_stream(
     offset: u64,
     length: u64,
 ) -> Result<BoxStream<pb::BlobChunk>, Status> {
-    let outboard = match blobs.outboard(&digest).await {
-        Ok(ob) => ob,
+    let groups = match blobs.open_verified_groups(&digest).await {
+        Ok(g) => g,
         Err(crate::blobs::BlobError::NotFound(_)) => {
             return Err(Status::not_found(format!("blob {digest} not found")));
         }
         Err(e) => return Err(Status::internal(e.to_string())),
     };
-    let size = outboard.size();
+    let size = groups.outboard().size();
     if offset > size {
         return Err(Status::out_of_range(format!(
             "offset {offset} beyond blob size {size}"
@@ -46,48 +45,38 @@ pub async fn local_blob_stream(
     } else {
         offset.saturating_add(length).min(size)
     };
-    let path = blobs.path(&digest);
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| Status::not_found(format!("blob {digest} not found")))?;
     let (tx, rx) = mpsc::channel(4);
     let store = blobs.clone();
     tokio::spawn(async move {
         let first_group = offset / GROUP;
-        if file
-            .seek(std::io::SeekFrom::Start(first_group * GROUP))
-            .await
-            .is_err()
-        {
-            let _ = tx.send(Err(Status::internal("seek failed"))).await;
-            return;
-        }
-        let mut ob_bytes = Some(outboard.to_bytes());
+        let mut ob_bytes = Some(groups.outboard().to_bytes());
         let mut index = first_group;
         let mut pos = offset;
         while let Some((goff, glen)) = rackboot_image::outboard::group_range(size, index) {
             if goff >= end && !(size == 0 && ob_bytes.is_some()) {
                 break;
             }
-            let mut buf = vec![0u8; usize::try_from(glen).unwrap_or(0)];
-            if let Err(e) = file.read_exact(&mut buf).await {
-                let _ = tx
-                    .send(Err(Status::data_loss(format!("blob {digest}: {e}"))))
-                    .await;
-                let _ = store.verify_or_remove(&digest).await;
-                return;
-            }
-            if outboard.verify_group(index, &buf).is_err() {
-                tracing::error!(blob = %digest, group = index, "stored blob fails verification");
-                let _ = store.verify_or_remove(&digest).await;
-                let _ = tx
-                    .send(Err(Status::data_loss(format!(
-                        "blob {digest} fails verification on the coordinator (bytes {goff}..{})",
-                        goff + glen
-                    ))))
-                    .await;
-                return;
-            }
+            let buf = match groups.read(index, goff, glen).await {
+                Ok(buf) => buf,
+                Err(GroupReadError::Read(e)) => {
+                    let _ = tx
+                        .send(Err(Status::data_loss(format!("blob {digest}: {e}"))))
+                        .await;
+                    let _ = store.verify_or_remove(&digest).await;
+                    return;
+                }
+                Err(GroupReadError::Verify) => {
+                    tracing::error!(blob = %digest, group = index, "stored blob fails verification");
+                    let _ = store.verify_or_remove(&digest).await;
+                    let _ = tx
+                        .send(Err(Status::data_loss(format!(
+                            "blob {digest} fails verification on the coordinator (bytes {goff}..{})",
+                            goff + glen
+                        ))))
+                        .await;
+                    return;
+                }
+            };
             let from = usize::try_from(pos - goff).unwrap_or(0);
             let to = usize::try_from(end.min(goff + glen) - goff).unwrap_or(0);
             let data = buf.get(from..to).unwrap_or_default().to_vec();

@@ -46,7 +46,7 @@ use rackboot_image::outboard::OutboardError;
 use rackboot_state::Blake3Digest;
 
 pub use partials::{PartialStatus, Resumable};
-pub use store::BlobStore;
+pub use store::{BlobStore, GroupReadError, VerifiedGroups};
 pub use upload::Upload;
 
 /// A blob store failure.

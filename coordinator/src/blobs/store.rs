@@ -11,7 +11,9 @@
 //! (except stamping a blob's modification time in [`BlobStore::touch`]).
 
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +32,48 @@ pub struct BlobStore {
     pub(super) grace: Duration,
     /// Resumable pushes by blob, each under its own lock.
     pub(super) partials: PartialSlots,
+}
+
+/// A stored blob opened to be read group by group, each 1 MiB group
+/// verified against the blob's outboard (off the runtime's threads) before
+/// it is handed out.
+pub struct VerifiedGroups {
+    file: Arc<std::fs::File>,
+    outboard: Arc<Outboard>,
+}
+
+/// Why a group of a stored blob could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupReadError {
+    /// The file could not be read (short, or an I/O error).
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// The bytes read do not verify against the outboard.
+    #[error("group does not verify against the outboard")]
+    Verify,
+}
+
+impl VerifiedGroups {
+    /// The blob's outboard.
+    pub fn outboard(&self) -> &Outboard {
+        &self.outboard
+    }
+
+    /// Group `index` (bytes `off..off + len` per
+    /// [`outboard::group_range`]), verified.
+    pub async fn read(&self, index: u64, off: u64, len: u64) -> Result<Vec<u8>, GroupReadError> {
+        let (file, ob) = (self.file.clone(), self.outboard.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            file.read_exact_at(&mut buf, off)
+                .map_err(GroupReadError::Read)?;
+            ob.verify_group(index, &buf)
+                .map_err(|_| GroupReadError::Verify)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| GroupReadError::Read(std::io::Error::other(e)))?
+    }
 }
 
 /// Open a stored blob for reading (`NotFound` when it is not stored).
@@ -195,6 +239,26 @@ impl BlobStore {
             Ok(buf)
         })
         .await
+    }
+
+    /// Open a stored blob to be read group by group, verified
+    /// ([`VerifiedGroups`]). `NotFound` when it is not stored or cannot be
+    /// opened.
+    pub async fn open_verified_groups(
+        &self,
+        digest: &Blake3Digest,
+    ) -> Result<VerifiedGroups, BlobError> {
+        let outboard = self.outboard(digest).await?;
+        let path = self.path(digest);
+        let (p, d) = (path.clone(), *digest);
+        let file = off_runtime(&path, move || {
+            std::fs::File::open(&p).map_err(|_| BlobError::NotFound(d))
+        })
+        .await?;
+        Ok(VerifiedGroups {
+            file: Arc::new(file),
+            outboard: Arc::new(outboard),
+        })
     }
 
     /// Read a whole blob, verifying its hash.
