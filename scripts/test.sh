@@ -8,8 +8,9 @@
 #     tests fail instead of skipping when something is missing;
 #   * not root: system tests that need root skip loudly ("SKIPPED: ...");
 #   * installs cargo-nextest if missing;
-#   * builds all binaries (the system tests run target/debug/rackboot*),
-#     then runs every test with nextest (.config/nextest.toml: QEMU tests one
+#   * builds all binaries (the system tests run target/debug/rackboot*)
+#     and every test target and example in one cargo invocation, then runs every test
+#     with nextest (.config/nextest.toml: QEMU tests one
 #     at a time, hung tests killed after 6 minutes), then the doctests.
 #
 # Extra arguments go to `cargo nextest run`, e.g. `scripts/test.sh -E
@@ -35,8 +36,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
-log "building binaries: cargo build --workspace --bins --locked"
-cargo build --workspace --bins --locked
+log "building binaries and tests: cargo build --workspace --bins --tests --examples --locked"
+cargo build --workspace --bins --tests --examples --locked
 
 log "running tests: cargo nextest run --workspace --locked --no-fail-fast${RACKBOOT_REQUIRE_SYSTEM_TESTS:+ (RACKBOOT_REQUIRE_SYSTEM_TESTS=$RACKBOOT_REQUIRE_SYSTEM_TESTS)}"
 status=0

@@ -128,6 +128,8 @@ pub enum AgentError {
 pub const STATIC_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// (path, size, mtime) of every file under `dir`, sorted: a change stamp.
+/// Blocking: called on blocking threads only.
+#[allow(clippy::disallowed_methods, reason = "runs on spawn_blocking")]
 fn static_stamp(dir: &std::path::Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -315,6 +317,7 @@ fn exposition(
 
 /// Start an agent.
 pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    #[allow(clippy::disallowed_methods, reason = "once, before anything is served")]
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| AgentError::DataDir {
         path: cfg.data_dir.display().to_string(),
         source,
@@ -338,14 +341,28 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         }
     }
     // The stamp before the load: a change during or after it is seen.
-    let statics_stamp = cfg.static_root.as_deref().map(static_stamp);
-    let statics = match &cfg.static_root {
-        Some(root) => load_static_root(root).map_err(|source| AgentError::StaticRoot {
-            path: root.display().to_string(),
-            source,
-        })?,
-        None => Default::default(),
+    let statics = match cfg.static_root.clone() {
+        Some(root) => {
+            // A directory walk and file loads: on a blocking thread.
+            let loading = root.clone();
+            let (stamp, loaded) = tokio::task::spawn_blocking(move || {
+                let stamp = static_stamp(&loading);
+                (stamp, load_static_root(&loading))
+            })
+            .await
+            .map_err(|e| AgentError::StaticRoot {
+                path: root.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            let files = loaded.map_err(|source| AgentError::StaticRoot {
+                path: root.display().to_string(),
+                source,
+            })?;
+            (Some(stamp), files)
+        }
+        None => (None, Default::default()),
     };
+    let (statics_stamp, statics) = statics;
     tracing::info!(files = statics.len(), "static root loaded");
 
     let tftp_port = cfg.tftp_listen.port();
@@ -745,7 +762,12 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 }
                 let dir = root.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 if let Some(dir) = dir {
-                    match load_static_root(&dir) {
+                    // Files up to 512 MiB: read on a blocking thread.
+                    let loading = dir.clone();
+                    let loaded = tokio::task::spawn_blocking(move || load_static_root(&loading))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                    match loaded {
                         Ok(files) => {
                             tracing::info!(files = files.len(), root = %dir.display(), "static root changed; reloaded");
                             statics_tx.send_replace(Arc::new(files));

@@ -1,7 +1,8 @@
 //! The DHCP shell: moves datagrams between a UDP socket and the sans-IO
 //! decision core (`rackboot-dhcp-core`). It never waits on the coordinator:
-//! an unknown client is reported to the sync task and simply not answered
-//! until its node appears in the local view (its next retransmission).
+//! an unknown client is reported upstream (`upstream::follow`) and its
+//! request held (up to 3 s); it is answered as soon as its node appears in
+//! the local view.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

@@ -16,6 +16,11 @@
 //!   blob assigned to the rack is never evicted, and only assigned blobs stay
 //!   in memory.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "synchronous storage: callers on a runtime use spawn_blocking"
+)]
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;

@@ -7,6 +7,11 @@
 //! the snapshot's view and the node's current boot session, so it always
 //! names the kernel the node was actually served and that kernel's modules.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "synchronous storage: callers on a runtime use spawn_blocking"
+)]
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;

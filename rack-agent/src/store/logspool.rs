@@ -6,6 +6,11 @@
 //! its lines counted. Segments survive an agent restart; a segment that
 //! cannot be read back is moved aside and counted as dropped.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "synchronous storage: callers on a runtime use spawn_blocking"
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

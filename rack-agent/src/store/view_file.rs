@@ -3,6 +3,11 @@
 //! fsync, rename), so a crash leaves the old view or the new one, never a
 //! torn file. Blocking I/O: callers on a runtime use `spawn_blocking`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "synchronous storage: callers on a runtime use spawn_blocking"
+)]
+
 use std::path::Path;
 
 use rackboot_agent_domain::view::{RackView, ViewError};

@@ -1,0 +1,99 @@
+//! The whole agent in this process, on loopback ports the kernel picks, with
+//! no coordinator reachable: what its flags promise, checked without root or
+//! network namespaces.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use rackboot_agent::config::args::ServeArgs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// An agent started from `flags` (plus kernel-chosen DHCP and TFTP ports),
+/// following a coordinator nobody answers for.
+async fn agent(
+    dir: &tempfile::TempDir,
+    flags: &[&str],
+) -> (rackboot_agent::Agent, CancellationToken) {
+    let mut argv = vec!["rackboot-agent", "--dhcp-port", "0", "--tftp-port", "0"];
+    argv.extend_from_slice(flags);
+    let cli = Cli::try_parse_from(argv).unwrap();
+    let cfg = cli
+        .serve
+        .into_config(
+            "r1".into(),
+            vec!["http://127.0.0.1:9".into()],
+            dir.path().join("agent"),
+        )
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let agent = rackboot_agent::start(cfg, shutdown.clone()).await.unwrap();
+    (agent, shutdown)
+}
+
+/// `GET path` over HTTP/1.1: (status line, body).
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, body.to_string())
+}
+
+#[tokio::test]
+async fn metrics_listener_serves_metrics_when_http_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, shutdown) = agent(
+        &dir,
+        &[
+            "--no-http",
+            "--no-syslog",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    assert!(agent.http_addr.is_none(), "--no-http serves no HTTP");
+    let addr = agent.metrics_addr.expect("a metrics listener");
+    let (status, body) = get(addr, "/metrics").await;
+    assert!(status.contains(" 200 "), "{status}");
+    for family in [
+        "# TYPE rackboot_agent_dhcp_received counter",
+        "rackboot_agent_boot_phase_seconds_count{phase=\"dhcp_offer\"} 0",
+        "# EOF",
+    ] {
+        assert!(body.contains(family), "{family:?} missing from:\n{body}");
+    }
+    // Only metrics there: no boot files, no boot-info.
+    let (status, _) = get(addr, "/boot-info").await;
+    assert!(status.contains(" 404 "), "{status}");
+    shutdown.cancel();
+    for t in agent.tasks {
+        let _ = t.await;
+    }
+}
+
+#[tokio::test]
+async fn without_the_flag_metrics_stay_on_the_http_port_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, shutdown) = agent(&dir, &["--http-port", "0", "--no-syslog"]).await;
+    assert!(agent.metrics_addr.is_none());
+    let http = agent.http_addr.expect("HTTP on");
+    let (status, body) = get(http, "/metrics").await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(body.contains("rackboot_agent_dhcp_received"), "{body}");
+    shutdown.cancel();
+    for t in agent.tasks {
+        let _ = t.await;
+    }
+}
