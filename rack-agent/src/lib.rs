@@ -44,4 +44,5 @@ pub mod telemetry;
 pub mod timeline;
 pub mod upstream;
 
-pub use process::agent::{Agent, AgentConfig, AgentError, start};
+pub use config::settings::AgentConfig;
+pub use process::agent::{Agent, AgentError, start};

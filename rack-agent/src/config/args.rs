@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-use crate::process::agent::{AgentConfig, default_node_base, interface_network};
+use crate::config::settings::AgentConfig;
+use crate::serve::net::{default_node_base, interface_network};
 
 /// A clap parser for one of a policy enum's `names`: `--help` and errors
 /// list them.

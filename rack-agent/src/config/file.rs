@@ -62,7 +62,7 @@ use rackboot_config::{ConfigError, Origin};
 use serde::Deserialize;
 
 use crate::config::args::ServeArgs;
-use crate::process::agent::AgentConfig;
+use crate::config::settings::AgentConfig;
 use rackboot_dhcp_core::{AcceptPolicy, DhcpMode};
 
 /// The configuration file as written. Every key is optional.

@@ -1,6 +1,7 @@
 //! The agent's configuration: command-line flags ([`args`]) and the TOML
 //! file ([`file`]), merged with the flags winning, into an
-//! [`AgentConfig`](crate::AgentConfig).
+//! [`AgentConfig`](settings::AgentConfig).
 
 pub mod args;
 pub mod file;
+pub mod settings;

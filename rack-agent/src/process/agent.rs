@@ -1,11 +1,11 @@
 //! Putting an agent together: local view (persisted), blob cache, file
-//! table, DHCP and TFTP servers, and the coordinator sync task.
+//! table, boot timeline, DHCP, TFTP, HTTP and syslog servers, metrics, and
+//! the tasks that follow the coordinator and ship logs.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
 use rackboot_dhcp_core::{BootFiles, ServerConfig};
 use rackboot_proto::v1 as pb;
 use tokio::sync::{Notify, mpsc, watch};
@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use rackboot_agent_domain::bootinfo::Site;
 use rackboot_agent_domain::view::{RackView, ViewError};
 
+pub use crate::config::settings::AgentConfig;
+use crate::process::reload::AgentControl;
 use crate::serve::dhcp::{self, DhcpShellConfig, DhcpStats};
 use crate::serve::net::bind_udp;
 use crate::serve::syslog::SyslogStats;
@@ -23,66 +25,6 @@ use crate::store::files::{FileTable, load_static_root};
 use crate::store::view_file;
 use crate::timeline::TimelineHandle;
 use crate::upstream::follow::{self, SyncConfig};
-
-/// Everything an agent needs to start.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// Rack name.
-    pub rack: String,
-    /// Coordinator URLs.
-    pub coordinators: Vec<String>,
-    /// Data directory (view, cache, log spool).
-    pub data_dir: PathBuf,
-    /// Bound of the on-disk log spool, in bytes.
-    pub log_spool_bytes: u64,
-    /// Bound on the blob cache's files.
-    pub cache_max_bytes: u64,
-    /// The agent's address on the rack network.
-    pub server_ip: Ipv4Addr,
-    /// The rack subnet.
-    pub subnet: Ipv4Net,
-    /// Address of node slot 0.
-    pub node_base: Ipv4Addr,
-    /// Gateway handed to nodes.
-    pub gateway: Option<Ipv4Addr>,
-    /// Interface to bind DHCP to (None: no device binding).
-    pub iface: Option<String>,
-    /// DHCP listen address.
-    pub dhcp_listen: SocketAddr,
-    /// Port DHCP replies go to.
-    pub dhcp_client_port: u16,
-    /// Authoritative server or proxyDHCP.
-    pub dhcp_mode: rackboot_dhcp_core::DhcpMode,
-    /// proxyDHCP boot server port (4011).
-    pub proxy_boot_port: u16,
-    /// Source subnets TFTP and HTTP answer (default: the rack subnet).
-    pub allow: Vec<Ipv4Net>,
-    /// TFTP listen address.
-    pub tftp_listen: SocketAddr,
-    /// HTTP listen address (None: no HTTP; nodes load everything over TFTP).
-    pub http_listen: Option<SocketAddr>,
-    /// Metrics listen address (None: metrics only on the HTTP port).
-    pub metrics_listen: Option<SocketAddr>,
-    /// Syslog (UDP) listen address for node logs (None: not received).
-    pub syslog_listen: Option<SocketAddr>,
-    /// Directory of static files (firmware) to serve read-only.
-    pub static_root: Option<PathBuf>,
-    /// DHCP lease time.
-    pub lease_secs: u32,
-    /// When unknown machines are numbered.
-    pub accept: rackboot_dhcp_core::AcceptPolicy,
-    /// Provisional pool (first, last address) and lease length, for the
-    /// probe and manual policies.
-    pub provisional: Option<(Ipv4Addr, Ipv4Addr, u32)>,
-    /// Boot file for BIOS PXE.
-    pub bios_boot_file: String,
-    /// Boot file for x64 UEFI PXE.
-    pub uefi_x64_boot_file: String,
-    /// Boot file for arm64 UEFI PXE.
-    pub uefi_arm64_boot_file: String,
-    /// TFTP engine settings.
-    pub tftp: rackboot_tftp_core::Config,
-}
 
 /// The agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -152,124 +94,6 @@ fn static_stamp(dir: &std::path::Path) -> Vec<(PathBuf, u64, std::time::SystemTi
     }
     out.sort();
     out
-}
-
-/// What a running agent can change without a restart (SIGHUP).
-pub struct AgentControl {
-    statics: watch::Sender<Arc<std::collections::HashMap<String, bytes::Bytes>>>,
-    static_root: Arc<std::sync::Mutex<Option<PathBuf>>>,
-    core: watch::Sender<Arc<ServerConfig>>,
-    running: AgentConfig,
-}
-
-impl AgentControl {
-    /// Apply what can change live from `new` (static root, DHCP lease time
-    /// and boot file names, provisional lease time is not live); return
-    /// (applied, needs a restart) as lists of setting names. Nothing is
-    /// changed for settings that need a restart.
-    pub fn apply(&mut self, new: &AgentConfig) -> (Vec<&'static str>, Vec<&'static str>) {
-        let old = &self.running;
-        let mut applied = Vec::new();
-        let mut restart = Vec::new();
-        macro_rules! restart_if_changed {
-            ($($field:ident),*) => {$(
-                if old.$field != new.$field {
-                    restart.push(stringify!($field));
-                }
-            )*};
-        }
-        restart_if_changed!(
-            rack,
-            coordinators,
-            data_dir,
-            log_spool_bytes,
-            cache_max_bytes,
-            server_ip,
-            subnet,
-            node_base,
-            gateway,
-            iface,
-            dhcp_listen,
-            dhcp_client_port,
-            dhcp_mode,
-            proxy_boot_port,
-            allow,
-            tftp_listen,
-            tftp,
-            http_listen,
-            syslog_listen,
-            accept,
-            provisional
-        );
-        if old.static_root != new.static_root {
-            match &new.static_root {
-                Some(root) => match load_static_root(root) {
-                    Ok(files) => {
-                        self.statics.send_replace(Arc::new(files));
-                        applied.push("static_root");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, root = %root.display(), "new static root unreadable; keeping the old one");
-                    }
-                },
-                None => {
-                    self.statics.send_replace(Arc::default());
-                    applied.push("static_root");
-                }
-            }
-            *self.static_root.lock().unwrap_or_else(|e| e.into_inner()) = new.static_root.clone();
-        }
-        let mut core = (**self.core.borrow()).clone();
-        let mut core_changed = false;
-        if old.lease_secs != new.lease_secs {
-            core.lease_secs = new.lease_secs;
-            applied.push("lease_secs");
-            core_changed = true;
-        }
-        if old.bios_boot_file != new.bios_boot_file
-            || old.uefi_x64_boot_file != new.uefi_x64_boot_file
-            || old.uefi_arm64_boot_file != new.uefi_arm64_boot_file
-        {
-            core.boot.bios = new.bios_boot_file.clone();
-            core.boot.uefi_x64 = new.uefi_x64_boot_file.clone();
-            core.boot.uefi_arm64 = new.uefi_arm64_boot_file.clone();
-            applied.push("boot_files");
-            core_changed = true;
-        }
-        if core_changed {
-            self.core.send_replace(Arc::new(core));
-        }
-        let mut kept = new.clone();
-        // Settings that need a restart stay as they run.
-        for name in &restart {
-            match *name {
-                "rack" => kept.rack = old.rack.clone(),
-                "coordinators" => kept.coordinators = old.coordinators.clone(),
-                "data_dir" => kept.data_dir = old.data_dir.clone(),
-                "log_spool_bytes" => kept.log_spool_bytes = old.log_spool_bytes,
-                "cache_max_bytes" => kept.cache_max_bytes = old.cache_max_bytes,
-                "server_ip" => kept.server_ip = old.server_ip,
-                "subnet" => kept.subnet = old.subnet,
-                "node_base" => kept.node_base = old.node_base,
-                "gateway" => kept.gateway = old.gateway,
-                "iface" => kept.iface = old.iface.clone(),
-                "dhcp_listen" => kept.dhcp_listen = old.dhcp_listen,
-                "dhcp_client_port" => kept.dhcp_client_port = old.dhcp_client_port,
-                "dhcp_mode" => kept.dhcp_mode = old.dhcp_mode,
-                "proxy_boot_port" => kept.proxy_boot_port = old.proxy_boot_port,
-                "allow" => kept.allow = old.allow.clone(),
-                "tftp_listen" => kept.tftp_listen = old.tftp_listen,
-                "tftp" => kept.tftp = old.tftp.clone(),
-                "http_listen" => kept.http_listen = old.http_listen,
-                "syslog_listen" => kept.syslog_listen = old.syslog_listen,
-                "accept" => kept.accept = old.accept,
-                "provisional" => kept.provisional = old.provisional,
-                _ => {}
-            }
-        }
-        self.running = kept;
-        (applied, restart)
-    }
 }
 
 /// A running agent.
@@ -799,30 +623,4 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         metrics,
         tasks,
     })
-}
-
-/// The IPv4 address and subnet of an interface.
-pub fn interface_network(name: &str) -> std::io::Result<(Ipv4Addr, Ipv4Net)> {
-    for iface in if_addrs::get_if_addrs()? {
-        if iface.name != name {
-            continue;
-        }
-        if let if_addrs::IfAddr::V4(v4) = iface.addr {
-            let prefix = u32::from(v4.netmask).leading_ones();
-            let prefix = u8::try_from(prefix).unwrap_or(32);
-            let net = Ipv4Net::new(v4.ip, prefix)
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-                .trunc();
-            return Ok((v4.ip, net));
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        format!("interface {name} has no IPv4 address (or does not exist)"),
-    ))
-}
-
-/// The first host address after `server` (the default node base).
-pub fn default_node_base(server: Ipv4Addr) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(server).saturating_add(1))
 }

@@ -1,7 +1,9 @@
 //! Sockets of the servers: how the agent binds its UDP ports (DHCP, TFTP,
 //! syslog).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use ipnet::Ipv4Net;
 
 use tokio::net::UdpSocket;
 
@@ -32,4 +34,30 @@ pub fn bind_udp(
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
+}
+
+/// The IPv4 address and subnet of an interface.
+pub fn interface_network(name: &str) -> std::io::Result<(Ipv4Addr, Ipv4Net)> {
+    for iface in if_addrs::get_if_addrs()? {
+        if iface.name != name {
+            continue;
+        }
+        if let if_addrs::IfAddr::V4(v4) = iface.addr {
+            let prefix = u32::from(v4.netmask).leading_ones();
+            let prefix = u8::try_from(prefix).unwrap_or(32);
+            let net = Ipv4Net::new(v4.ip, prefix)
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .trunc();
+            return Ok((v4.ip, net));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("interface {name} has no IPv4 address (or does not exist)"),
+    ))
+}
+
+/// The first host address after `server` (the default node base).
+pub fn default_node_base(server: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(server).saturating_add(1))
 }
