@@ -1,5 +1,5 @@
 //! The boot timeline's owner: one task holds the pure
-//! [`Timeline`](rackboot_agent_domain::timeline::Timeline), fed by the
+//! [`rackboot_agent_domain::timeline::Timeline`], fed by the
 //! servers through a [`TimelineHandle`] (DHCP answers, files served and
 //! finished, log lines), and publishes what others read: each node's
 //! current session (boot-info, syslog tagging), the phase histograms and the

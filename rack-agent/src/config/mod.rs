@@ -1,5 +1,5 @@
 //! The agent's configuration: command-line flags ([`args`]) and the TOML
-//! file ([`file`]), merged with the flags winning, into an
+//! file ([`file`](mod@file)), merged with the flags winning, into an
 //! [`AgentConfig`](settings::AgentConfig).
 
 pub mod args;

@@ -1,13 +1,13 @@
 //! The agent's Prometheus metrics, served on `GET /metrics` by its HTTP
-//! server (OpenMetrics text, `prometheus-client`).
+//! server and by the metrics listener (OpenMetrics text, `prometheus-client`).
 //!
 //! The counters live where the events happen (`DhcpStats`, `TftpStats`,
 //! `HttpStats`, `SyslogStats`, `LogShipStats`, `SyncStats`, the cache and
-//! the boot sessions); this module only reads them at scrape time, so a
-//! scrape costs nothing until it happens and never touches the packet path.
-//! The one metric kept here is the boot phase histogram
-//! ([`PhaseHistograms`]), observed by the boot sessions. Every name is
-//! listed, with its meaning, in `docs/operations.md` ("Metrics").
+//! the boot timeline, whose phase histogram is
+//! [`PhaseHistograms`](crate::timeline::PhaseHistograms)); this module only
+//! reads and registers them, at scrape time, so a scrape costs nothing until
+//! it happens and never touches the packet path. Every name is listed, with
+//! its meaning, in `docs/operations.md` ("Metrics").
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
