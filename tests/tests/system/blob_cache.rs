@@ -1,4 +1,4 @@
-//! The agent's blob cache (issue 4), with a real coordinator and agent in
+//! The agent's blob cache, with a real coordinator and agent in
 //! network namespaces (root; no QEMU):
 //!
 //! - under corruption: bit flips in 100 cached files on disk are all

@@ -1,4 +1,4 @@
-//! The fault harness (issue 6; root): a 3-replica coordinator in its own
+//! The fault harness (root): a 3-replica coordinator in its own
 //! network namespace, two racks — each an agent namespace linked to the
 //! coordinators by a management veth, and a client namespace where
 //! `rackboot storm` boots the rack's known nodes (DHCP, then TFTP of a

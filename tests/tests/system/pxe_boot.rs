@@ -159,7 +159,7 @@ fn pxe_boot_from_agent() -> Result<()> {
     Ok(())
 }
 
-/// Offline (issue 4): a node known to the rack (`rackboot node add`) with an
+/// Offline: a node known to the rack (`rackboot node add`) with an
 /// assigned image; once the agent has the view and the image's blobs, every
 /// coordinator is cut off (killed, and the control link taken down) and the
 /// agent is restarted. From its persisted view and cache alone it still

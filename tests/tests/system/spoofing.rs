@@ -1,4 +1,4 @@
-//! Off-subnet and spoofed requests get nothing (issue 6; root): from a
+//! Off-subnet and spoofed requests get nothing (root): from a
 //! client namespace that also holds an address outside the rack subnet, raw
 //! datagrams (python3, so nothing normalizes them) to a real agent:
 //!
