@@ -1,6 +1,7 @@
 //! Small helpers for running commands with useful error messages.
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -36,4 +37,26 @@ pub fn run_output(cmd: &mut Command) -> Result<Output> {
     cmd.stdin(std::process::Stdio::null())
         .output()
         .with_context(|| format!("cannot run `{}`", display_command(cmd)))
+}
+
+/// Calls `check` every `every` until it returns `Ok(Some(value))` and
+/// returns `Ok(Some(value))`; returns `Ok(None)` once `timeout` has passed
+/// without that (the caller fails with what it last saw). An error from
+/// `check` ends the wait at once. `check` runs at least once, and once more
+/// at or after the deadline.
+pub fn wait_until<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check()? {
+            return Ok(Some(value));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(every);
+    }
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use rackboot_tests::daemon::{self, CliOutput, Daemon};
 use rackboot_tests::netns::Netns;
 use rackboot_tests::testbed::{node_of_mac_in, normalize_mac};
+pub(super) use rackboot_tests::util::wait_until;
 
 /// Where the coordinator listens, in the agent's namespace.
 const COORDINATOR_LISTEN: &str = "127.0.0.1:50051";
@@ -19,28 +20,6 @@ const COORDINATOR_LISTEN: &str = "127.0.0.1:50051";
 const COORDINATOR_URL: &str = "http://127.0.0.1:50051";
 /// The rack.
 const RACK: &str = "r1";
-
-/// Calls `check` every `every` until it returns `Ok(Some(value))` and
-/// returns `Ok(Some(value))`; returns `Ok(None)` once `timeout` has passed
-/// without that (the caller fails with what it last saw). An error from
-/// `check` ends the wait at once. `check` runs at least once, and once more
-/// at or after the deadline.
-pub(super) fn wait_until<T>(
-    timeout: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Result<Option<T>>,
-) -> Result<Option<T>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check()? {
-            return Ok(Some(value));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(every);
-    }
-}
 
 /// A test's temporary directory and daemons (killed on drop, before the
 /// namespaces the test declared earlier are deleted).

@@ -5,35 +5,14 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use rackboot_tests::daemon::{CliOutput, run_with_timeout};
 use rackboot_tests::tftplab::{SERVER_IF, SERVER_IP, TftpLab};
+pub(super) use rackboot_tests::util::wait_until;
 
 use super::run::BackgroundStorm;
-
-/// Calls `check` every `every` until it returns `Ok(Some(value))` and
-/// returns `Ok(Some(value))`; returns `Ok(None)` once `timeout` has passed
-/// without that (the caller fails with what it last saw). An error from
-/// `check` ends the wait at once. `check` runs at least once, and once more
-/// at or after the deadline.
-pub(super) fn wait_until<T>(
-    timeout: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Result<Option<T>>,
-) -> Result<Option<T>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check()? {
-            return Ok(Some(value));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(every);
-    }
-}
 
 // ---- the coordinator's node list -------------------------------------------
 
