@@ -1,16 +1,22 @@
-//! The DHCP path with provisional leases (`handle_with_pool`) on a sequence
-//! of arbitrary datagrams: never panics, every reply decodes, and no two
-//! machines ever hold one live provisional address.
+//! The DHCP [`Server`] with provisional leases on a sequence of arbitrary
+//! datagrams, view changes and clock steps: never panics, every reply
+//! decodes, no two machines ever hold one live provisional address, and
+//! its tables stay within their bounds.
 //!
 //! Input: records of `[len: u8][dt: u8][len bytes]`; `dt` advances the clock
-//! (seconds) before the record's datagram is handled.
+//! (100 ms steps) before the record's datagram is handled; an odd `dt`
+//! first numbers the sender (a view change).
 #![no_main]
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use rackboot_dhcp_core::guard::Allow;
+use rackboot_dhcp_core::server::DEFER_MAX;
 use rackboot_dhcp_core::{
-    BootFiles, Decision, Mac, NodeBinding, ProvisionalPool, ServerConfig, handle_with_pool,
+    AcceptPolicy, BootFiles, Mac, NodeBinding, ProvisionalPool, Role, Server, ServerConfig,
+    Settings,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -30,32 +36,65 @@ fuzz_target!(|data: &[u8]| {
             http_boot_uri: None,
         },
     };
-    let Some(mut pool) =
-        ProvisionalPool::new(Ipv4Addr::new(10, 0, 0, 200), Ipv4Addr::new(10, 0, 0, 203), 60)
-    else {
-        return;
+    let pooled = data.first().is_some_and(|b| b & 1 == 1);
+    let settings = Settings {
+        role: Role::Authoritative,
+        accept: if pooled { AcceptPolicy::Probe } else { AcceptPolicy::FirstSeen },
+        client_port: 68,
+        allow: Allow::new(vec!["10.0.0.0/24".parse().unwrap_or_default()]),
+        pool: if pooled {
+            ProvisionalPool::new(Ipv4Addr::new(10, 0, 0, 200), Ipv4Addr::new(10, 0, 0, 203), 60)
+        } else {
+            None
+        },
     };
+    let mut server = Server::new(settings, cfg);
     let mut nodes: HashMap<Mac, NodeBinding> = HashMap::new();
     nodes.insert(
         Mac([2, 0, 0, 0, 0, 1]),
         NodeBinding { number: 1, addr: Ipv4Addr::new(10, 0, 0, 2), hostname: "n1".into() },
     );
-    let mut now = 0u64;
-    let mut rest = data;
+    let t0 = Instant::now();
+    // The pool's seconds count from the server's first look at the clock.
+    let _ = server.provisional_in_use(t0);
+    let src: SocketAddr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 68));
+    let mut now = t0;
+    let mut rest = data.get(1..).unwrap_or_default();
     while let [len, dt, tail @ ..] = rest {
         let len = usize::from(*len) * 2;
-        now += u64::from(*dt);
+        now += Duration::from_millis(100 * u64::from(*dt));
         let (packet, next) = tail.split_at(len.min(tail.len()));
         rest = next;
-        let h = handle_with_pool(&cfg, &nodes, &mut pool, now, packet);
-        if let Decision::Reply { bytes, .. } = &h.decision {
-            use dhcproto::{Decodable, v4::Message};
-            assert!(Message::from_bytes(bytes).is_ok());
+        if dt & 1 == 1
+            && let Some(m) = packet.get(28..34)
+            && let Ok(mac) = <[u8; 6]>::try_from(m)
+        {
+            let number = nodes.len() as u32 + 1;
+            nodes.insert(
+                Mac(mac),
+                NodeBinding { number, addr: Ipv4Addr::new(10, 0, 0, 10), hostname: format!("n{number}") },
+            );
+            server.handle_view_changed(now, &nodes);
         }
-        let mut live = HashSet::new();
-        for (_, l) in pool.leases().filter(|(_, l)| l.expires > now) {
-            assert!(live.insert(l.addr), "two live leases on {}", l.addr);
-            assert!(pool.contains(l.addr));
+        server.handle_datagram(now, src, packet, &nodes);
+        if let Some(t) = server.poll_timeout()
+            && t <= now
+        {
+            server.handle_timeout(now);
+        }
+        while let Some(t) = server.poll_transmit() {
+            use dhcproto::{Decodable, v4::Message};
+            assert!(Message::from_bytes(&t.bytes).is_ok());
+        }
+        while server.poll_event().is_some() {}
+        assert!(server.deferred() <= DEFER_MAX);
+        if let Some(pool) = server.pool() {
+            let secs = now.duration_since(t0).as_secs();
+            let mut live = HashSet::new();
+            for (_, l) in pool.leases().filter(|(_, l)| l.expires > secs) {
+                assert!(live.insert(l.addr), "two live leases on {}", l.addr);
+                assert!(pool.contains(l.addr));
+            }
         }
     }
 });

@@ -1,23 +1,33 @@
 //! # rackboot-dhcp-core
 //!
-//! The sans-IO decision core of the rack agent's authoritative DHCPv4 server:
-//! one request in, one [`Decision`] out. [`handle`] reads a UDP payload,
-//! looks the client's MAC up in a [`NodeDirectory`] and decides to reply
-//! (OFFER, ACK, NAK or BOOTREPLY, already encoded, with its destination), to
-//! report an unknown client, or to drop the packet with a countable reason.
-//! PXE boot options are chosen by [`bootfile::select`].
+//! The sans-IO core of the rack agent's DHCPv4 service (authoritative and
+//! proxyDHCP), in two layers:
+//! - **decisions**: [`handle`] (authoritative) and [`handle_proxy`] read one
+//!   UDP payload, look the client's MAC up in a [`NodeDirectory`] and decide
+//!   to reply (OFFER, ACK, NAK or BOOTREPLY, already encoded, with its
+//!   destination), to report an unknown client, or to drop the packet with a
+//!   countable reason. PXE boot options are chosen by [`bootfile::select`].
+//! - **the server** ([`Server`]): the state between requests — front-door
+//!   guards ([`guard`]), the provisional pool, deferred requests of machines
+//!   being numbered, report cooldowns — driven by
+//!   `handle_datagram/handle_view_changed/handle_timeout(now, …)` with
+//!   replies and events polled out (`poll_transmit`, `poll_event`,
+//!   `poll_timeout`).
 //!
-//! The shell (`rackboot-agent`) owns the sockets, chooses ports (68 for
-//! clients, 67 for relays), counts drops and asks the coordinator to accept
-//! unknown clients. It may call [`handle`] from any thread.
+//! The shell (`rackboot-agent`) owns the sockets and the clock, moves bytes
+//! between them and a [`Server`], counts its events and passes its reports
+//! to the coordinator.
 //!
 //! ## Invariants
-//! - **Pure.** `handle` is a function of its arguments: no state between
-//!   calls, no clock, no randomness. A retransmitted request (iPXE resends its
+//! - **Decisions are pure.** `handle` is a function of its arguments: no
+//!   state between calls, no clock, no randomness. A retransmitted request (iPXE resends its
 //!   DISCOVER after ~1 s with the same `xid`) gets a byte-identical answer,
 //!   and a node always gets the address bound to it, so one exchange can
 //!   never hand out two addresses. There is no lease table: addresses follow
 //!   from node numbers.
+//! - **Bounded.** Every table the [`Server`] keeps (rate buckets, deferred
+//!   requests, report cooldowns, the pool, queued events) has a cap; a flood
+//!   of random MACs is refused or forgotten, never grows memory.
 //! - **Identity is the MAC** (`chaddr`). Client id (61) and UUID (97) are
 //!   recorded in [`ClientInfo`], never used to find a node, so the PXE ROM
 //!   (with a client id) and the booted OS (maybe without) get the same
@@ -35,21 +45,23 @@
 //! tokio or any async runtime, sockets, the file system, the system clock or
 //! a random number generator (`dhcproto::v4::Message::default` draws a
 //! random `xid`, so it is not used). `cargo tree -p rackboot-dhcp-core` must
-//! show no tokio. Time, if ever needed, is passed in as `now`.
+//! show no tokio. The [`Server`] keeps no clock: time is passed in as `now`.
 
 pub mod bootfile;
 pub mod client;
 mod config;
+pub mod guard;
 mod mac;
 pub mod policy;
 pub mod probe;
 pub mod provisional;
 mod proxy;
 mod reply;
+pub mod server;
 mod wire;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use dhcproto::v4::{Message, MessageType};
 
@@ -60,6 +72,7 @@ pub use policy::{AcceptPolicy, DhcpMode, UnknownName};
 pub use probe::ProbeReport;
 pub use provisional::{PoolError, ProvisionalPool};
 pub use proxy::{ProxyPort, handle_proxy};
+pub use server::{Event, Report, Role, Server, Settings, Transmit};
 pub use wire::MalformedError;
 
 use reply::{DestKind, Kind};
@@ -77,13 +90,12 @@ pub enum Decision {
         /// Where to send it.
         dest: ReplyDest,
     },
-    /// The MAC is known to no one. No reply now; the shell decides what to
-    /// do. The agent asks the coordinator to accept the machine and, in
-    /// authoritative mode with `--accept first-seen`, keeps the request
-    /// (bounded, for up to 3 s) and calls [`handle`] on it again as soon as
-    /// its directory knows the MAC: the client is answered then, not at its
-    /// next retransmission (4 s later for a PXE ROM). With a provisional
-    /// pool, [`handle_with_pool`] answers it from the pool instead.
+    /// The MAC is known to no one. No reply now. The [`Server`] reports the
+    /// machine for numbering and, in authoritative mode with `--accept
+    /// first-seen`, keeps the request (bounded, for up to 3 s) and decides
+    /// again as soon as its directory knows the MAC: the client is answered
+    /// then, not at its next retransmission (4 s later for a PXE ROM). With
+    /// a provisional pool, the server answers it from the pool instead.
     UnknownClient {
         /// The client's MAC.
         mac: Mac,
@@ -169,6 +181,12 @@ pub enum DropReason {
     /// A BOOTP request from an unknown machine: BOOTP leases never end, so
     /// provisional addresses are not handed to BOOTP clients.
     ProvisionalBootp(Mac),
+    /// The sender is not on the rack's subnets (nor 0.0.0.0 or loopback).
+    SourceNotAllowed(IpAddr),
+    /// A relayed request names a relay (`giaddr`) off the rack's subnets.
+    RelayNotAllowed(Ipv4Addr),
+    /// The MAC is over its rate limit.
+    RateLimited(Mac),
 }
 
 impl DropReason {
@@ -189,6 +207,9 @@ impl DropReason {
             DropReason::NotPxe => "not_pxe",
             DropReason::ProvisionalPoolFull(_) => "provisional_pool_full",
             DropReason::ProvisionalBootp(_) => "provisional_bootp",
+            DropReason::SourceNotAllowed(_) => "source_not_allowed",
+            DropReason::RelayNotAllowed(_) => "relay_not_allowed",
+            DropReason::RateLimited(_) => "rate_limited",
         }
     }
 }
@@ -229,6 +250,13 @@ impl fmt::Display for DropReason {
                     "unknown BOOTP client {mac}: no provisional lease for BOOTP"
                 )
             }
+            DropReason::SourceNotAllowed(ip) => {
+                write!(f, "source {ip} is not on the rack's subnets")
+            }
+            DropReason::RelayNotAllowed(ip) => {
+                write!(f, "relay (giaddr) {ip} is not on the rack's subnets")
+            }
+            DropReason::RateLimited(mac) => write!(f, "{mac} is over its rate limit"),
         }
     }
 }
@@ -247,9 +275,29 @@ pub fn handle(config: &ServerConfig, nodes: &impl NodeDirectory, packet: &[u8]) 
     decide(config, nodes, packet).unwrap_or_else(Decision::Drop)
 }
 
-/// Parse and check what every server role needs of a request: a well-formed
-/// BOOTREQUEST from an Ethernet unicast MAC, and what it says about the client.
-pub(crate) fn parse_request(packet: &[u8]) -> Result<(wire::Packet, Mac, ClientInfo), DropReason> {
+/// A request that parsed: a well-formed BOOTREQUEST from an Ethernet
+/// unicast MAC, and what it says about the client. Untrusted header fields
+/// are read once, here, into types.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub pkt: wire::Packet,
+    pub mac: Mac,
+    pub client: ClientInfo,
+}
+
+impl Request {
+    /// The probe report the request carries, if any.
+    pub fn probe(&self) -> Option<ProbeReport> {
+        ProbeReport::from_options(
+            self.mac,
+            self.pkt.options.get(probe::OPTION_MACS),
+            self.pkt.options.get(probe::OPTION_INVENTORY),
+        )
+    }
+}
+
+/// Parse and check what every server role needs of a request.
+pub(crate) fn parse_request(packet: &[u8]) -> Result<Request, DropReason> {
     let pkt = wire::parse(packet).map_err(DropReason::Malformed)?;
     let header = &pkt.header;
     if header.op != wire::OP_BOOTREQUEST {
@@ -267,84 +315,20 @@ pub(crate) fn parse_request(packet: &[u8]) -> Result<(wire::Packet, Mac, ClientI
         return Err(DropReason::BadMac(mac));
     }
     let client = ClientInfo::from_packet(mac, &pkt).map_err(DropReason::Malformed)?;
-    Ok((pkt, mac, client))
+    Ok(Request { pkt, mac, client })
 }
 
-/// Everything one request produced, for a shell that keeps a
-/// [`ProvisionalPool`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Handled {
-    /// What to send (or why nothing).
-    pub decision: Decision,
-    /// The machine is not a node yet (it may have been given a provisional
-    /// lease): the shell's acceptance policy decides whether to report it.
-    pub unknown: bool,
-    /// The request carried a probe report (every MAC of the machine).
-    pub probe: Option<ProbeReport>,
-    /// What the request said about its client (`None` if it did not parse).
-    pub client: Option<ClientInfo>,
-}
-
-/// Like [`handle`], but a machine the directory does not know gets a short
-/// lease from `pool` instead of silence: DISCOVER → OFFER of a provisional
-/// address, REQUEST → ACK of its provisional lease (NAK for any other
-/// address), INFORM → ACK. Known machines are answered exactly as by
-/// [`handle`]; a known machine's unbound offer is withdrawn from the pool
-/// ([`ProvisionalPool::numbered`]). `now` is in seconds on the caller's
-/// monotonic scale.
-pub fn handle_with_pool(
-    config: &ServerConfig,
-    nodes: &impl NodeDirectory,
-    pool: &mut ProvisionalPool,
-    now: u64,
-    packet: &[u8],
-) -> Handled {
-    let (pkt, mac, client) = match parse_request(packet) {
-        Ok(x) => x,
-        Err(reason) => {
-            return Handled {
-                decision: Decision::Drop(reason),
-                unknown: false,
-                probe: None,
-                client: None,
-            };
-        }
-    };
-    let probe = ProbeReport::from_options(
-        mac,
-        pkt.options.get(probe::OPTION_MACS),
-        pkt.options.get(probe::OPTION_INVENTORY),
-    );
-    let decision =
-        decide_parsed(config, nodes, &pkt, mac, client.clone()).unwrap_or_else(Decision::Drop);
-    let (decision, unknown) = match decision {
-        Decision::UnknownClient { mac, info } => (
-            provisional_reply(config, pool, now, &pkt, mac, &info).unwrap_or_else(Decision::Drop),
-            true,
-        ),
-        other => {
-            if matches!(other, Decision::Reply { .. }) {
-                pool.numbered(&mac);
-            }
-            (other, false)
-        }
-    };
-    Handled {
-        decision,
-        unknown,
-        probe,
-        client: Some(client),
-    }
-}
-
-fn provisional_reply(
+/// A machine the directory does not know gets a short lease from `pool`:
+/// DISCOVER → OFFER of a provisional address, REQUEST → ACK of its
+/// provisional lease (NAK for any other address), INFORM → ACK. `now` is in
+/// seconds on the pool's scale.
+pub(crate) fn provisional_reply(
     config: &ServerConfig,
     pool: &mut ProvisionalPool,
     now: u64,
-    pkt: &wire::Packet,
-    mac: Mac,
-    client: &ClientInfo,
+    request: &Request,
 ) -> Result<Decision, DropReason> {
+    let (pkt, mac, client) = (&request.pkt, request.mac, &request.client);
     let header = &pkt.header;
     let (kind, addr) = match client.message_type {
         None => return Err(DropReason::ProvisionalBootp(mac)),
@@ -398,17 +382,15 @@ fn decide(
     nodes: &impl NodeDirectory,
     packet: &[u8],
 ) -> Result<Decision, DropReason> {
-    let (pkt, mac, client) = parse_request(packet)?;
-    decide_parsed(config, nodes, &pkt, mac, client)
+    decide_parsed(config, nodes, &parse_request(packet)?)
 }
 
-fn decide_parsed(
+pub(crate) fn decide_parsed(
     config: &ServerConfig,
     nodes: &impl NodeDirectory,
-    pkt: &wire::Packet,
-    mac: Mac,
-    client: ClientInfo,
+    request: &Request,
 ) -> Result<Decision, DropReason> {
+    let (pkt, mac, client) = (&request.pkt, request.mac, &request.client);
     let header = &pkt.header;
 
     let is_request = match client.message_type {
@@ -449,7 +431,10 @@ fn decide_parsed(
     }
 
     let Some(binding) = nodes.lookup(&mac) else {
-        return Ok(Decision::UnknownClient { mac, info: client });
+        return Ok(Decision::UnknownClient {
+            mac,
+            info: client.clone(),
+        });
     };
     let kind = match (client.message_type, wanted) {
         (None, _) => Kind::Bootp,
@@ -461,7 +446,7 @@ fn decide_parsed(
     let input = reply::Input {
         kind,
         header,
-        client: &client,
+        client,
         binding: &binding,
         relay_info: pkt.options.get(82),
     };

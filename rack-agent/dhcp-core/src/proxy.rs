@@ -9,7 +9,7 @@
 use dhcproto::v4::MessageType;
 
 use crate::reply::{self, DestKind, Kind};
-use crate::{Decision, DropReason, NodeDirectory, ServerConfig};
+use crate::{Decision, DropReason, NodeDirectory, Request, ServerConfig};
 
 /// Which socket a proxy request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,17 @@ fn decide(
     packet: &[u8],
     port: ProxyPort,
 ) -> Result<Decision, DropReason> {
-    let (pkt, mac, client) = crate::parse_request(packet)?;
+    decide_parsed(config, nodes, &crate::parse_request(packet)?, port)
+}
+
+/// [`handle_proxy`] on a request already parsed.
+pub(crate) fn decide_parsed(
+    config: &ServerConfig,
+    nodes: &impl NodeDirectory,
+    request: &Request,
+    port: ProxyPort,
+) -> Result<Decision, DropReason> {
+    let (pkt, mac, client) = (&request.pkt, request.mac, &request.client);
     let header = &pkt.header;
     if !(client.is_pxe() || client.is_ipxe()) {
         return Err(DropReason::NotPxe);
@@ -53,12 +63,15 @@ fn decide(
         (_, None) => return Err(DropReason::UnsupportedMessageType(0)),
     };
     let Some(binding) = nodes.lookup(&mac) else {
-        return Ok(Decision::UnknownClient { mac, info: client });
+        return Ok(Decision::UnknownClient {
+            mac,
+            info: client.clone(),
+        });
     };
     let input = reply::Input {
         kind,
         header,
-        client: &client,
+        client,
         binding: &binding,
         relay_info: pkt.options.get(82),
     };

@@ -17,3 +17,17 @@ pub struct Unknown {
     /// Hold for manual acceptance instead of numbering.
     pub hold: bool,
 }
+
+impl From<rackboot_dhcp_core::Report> for Unknown {
+    fn from(r: rackboot_dhcp_core::Report) -> Self {
+        Unknown {
+            mac: r.mac,
+            macs: r.macs,
+            uuid: r
+                .uuid
+                .map(|u| u.iter().map(|b| format!("{b:02x}")).collect()),
+            inventory: r.inventory,
+            hold: r.hold,
+        }
+    }
+}

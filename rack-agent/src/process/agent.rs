@@ -306,12 +306,14 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
             sock,
             DhcpShellConfig {
                 core: core_rx.clone(),
-                client_port: cfg.dhcp_client_port,
-                role: crate::serve::dhcp::Role::ProxyBoot,
+                settings: rackboot_dhcp_core::Settings {
+                    role: rackboot_dhcp_core::Role::ProxyBoot,
+                    accept: cfg.accept,
+                    client_port: cfg.dhcp_client_port,
+                    allow: rackboot_dhcp_core::guard::Allow::new(cfg.allow.clone()),
+                    pool: None,
+                },
                 sessions: Some(sessions.clone()),
-                accept: cfg.accept,
-                pool: None,
-                allow: crate::serve::guard::Allow::new(cfg.allow.clone()),
             },
             view_rx.clone(),
             unknown_tx.clone(),
@@ -323,21 +325,23 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         dhcp_socket,
         DhcpShellConfig {
             core: core_rx.clone(),
-            client_port: cfg.dhcp_client_port,
-            role: if proxy {
-                crate::serve::dhcp::Role::ProxyDhcp
-            } else {
-                crate::serve::dhcp::Role::Server
+            settings: rackboot_dhcp_core::Settings {
+                role: if proxy {
+                    rackboot_dhcp_core::Role::ProxyDhcp
+                } else {
+                    rackboot_dhcp_core::Role::Authoritative
+                },
+                accept: cfg.accept,
+                client_port: cfg.dhcp_client_port,
+                allow: rackboot_dhcp_core::guard::Allow::new(cfg.allow.clone()),
+                pool: cfg
+                    .provisional
+                    .filter(|_| !proxy)
+                    .and_then(|(first, last, secs)| {
+                        rackboot_dhcp_core::ProvisionalPool::new(first, last, secs)
+                    }),
             },
             sessions: Some(sessions.clone()),
-            accept: cfg.accept,
-            pool: cfg
-                .provisional
-                .filter(|_| !proxy)
-                .and_then(|(first, last, secs)| {
-                    rackboot_dhcp_core::ProvisionalPool::new(first, last, secs)
-                }),
-            allow: crate::serve::guard::Allow::new(cfg.allow.clone()),
         },
         view_rx.clone(),
         unknown_tx,
@@ -367,7 +371,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 files: files_rx.clone(),
                 sessions: sessions.clone(),
                 dump: tftp_dump.clone(),
-                guard: crate::serve::tftp::TftpGuard::new(crate::serve::guard::Allow::new(
+                guard: crate::serve::tftp::TftpGuard::new(rackboot_dhcp_core::guard::Allow::new(
                     cfg.allow.clone(),
                 )),
                 stats: metrics.tftp.clone(),

@@ -1,10 +1,9 @@
 //! Serving the rack: shells that move bytes and time between sockets and
-//! the sans-IO cores (DHCP, TFTP), the HTTP boot server, the syslog
-//! receiver, and the admission guards they share. Nothing here waits on the
+//! the sans-IO cores (DHCP, TFTP), the HTTP boot server and the syslog
+//! receiver. Nothing here waits on the
 //! coordinator.
 
 pub mod dhcp;
-pub mod guard;
 pub mod http;
 pub mod net;
 pub mod syslog;

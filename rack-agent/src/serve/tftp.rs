@@ -21,10 +21,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::serve::guard::{Allow, RateLimiter};
 use crate::store::files::FileTable;
 use crate::timeline::TimelineHandle;
 use rackboot_agent_domain::timeline::Transport;
+use rackboot_dhcp_core::guard::{Allow, RateLimiter};
 
 const MAX_DATAGRAM: usize = 65_536;
 /// Sockets transfers take their TID from. A (server port, client address

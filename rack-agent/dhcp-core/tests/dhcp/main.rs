@@ -8,4 +8,6 @@ mod golden;
 mod malformed;
 mod provisional;
 mod proxy;
+mod rig;
+mod server;
 mod support;

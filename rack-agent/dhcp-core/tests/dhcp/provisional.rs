@@ -8,32 +8,28 @@ use std::net::Ipv4Addr;
 
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 use rackboot_dhcp_core::probe::{OPTION_INVENTORY, OPTION_MACS};
-use rackboot_dhcp_core::{
-    Decision, DropReason, Mac, NodeBinding, ProbeReport, ProvisionalPool, handle_with_pool,
-};
+use rackboot_dhcp_core::{AcceptPolicy, DropReason, Event, Mac, NodeBinding, ProbeReport, Report};
 
+use crate::rig::{CLIENT, Rig, with_pool};
 use crate::support::*;
 
 const FIRST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
 const SECOND_NIC: Mac = Mac([0x52, 0x54, 0x00, 0x99, 0x99, 0x9a]);
 
-fn pool(size: u8) -> ProvisionalPool {
-    ProvisionalPool::new(FIRST, Ipv4Addr::new(10, 0, 0, 199 + size), 120).unwrap()
-}
-
 #[test]
 fn unknown_machine_gets_a_short_provisional_lease_with_boot_options() {
-    let (cfg, dir, mut pool) = (config(), nodes(), pool(4));
-    let h = handle_with_pool(
-        &cfg,
-        &dir,
-        &mut pool,
-        0,
-        &ipxe_bios(STRANGER, 1, DISCOVER).bytes(),
+    let (dir, mut rig) = (nodes(), Rig::new(with_pool(4, 120)));
+    let step = rig.send(0, CLIENT, &ipxe_bios(STRANGER, 1, DISCOVER).bytes(), &dir);
+    assert!(
+        step.has(
+            |e| matches!(e, Event::Replied { mac, provisional: true, .. } if mac == &STRANGER)
+        )
     );
-    assert!(h.unknown);
-    assert_eq!(h.probe, None);
-    let offer = reply(h.decision);
+    assert!(
+        step.reports().is_empty(),
+        "the probe policy waits for the probe"
+    );
+    let offer = step.reply();
     assert_eq!(offer.msg.opts().msg_type(), Some(MessageType::Offer));
     assert_eq!(offer.msg.yiaddr(), FIRST);
     assert_eq!(
@@ -49,13 +45,13 @@ fn unknown_machine_gets_a_short_provisional_lease_with_boot_options() {
     let req = ipxe_bios(STRANGER, 2, REQUEST)
         .opt(54, SERVER.octets())
         .opt(50, FIRST.octets());
-    let ack = reply(handle_with_pool(&cfg, &dir, &mut pool, 1, &req.bytes()).decision);
+    let ack = rig.send(1_000, CLIENT, &req.bytes(), &dir).reply();
     assert_eq!(ack.msg.opts().msg_type(), Some(MessageType::Ack));
     assert_eq!(ack.msg.yiaddr(), FIRST);
     // Another machine asking for the same address is refused.
     let thief = Mac([0x52, 0x54, 0x00, 0x77, 0x77, 0x77]);
     let steal = ipxe_bios(thief, 3, REQUEST).opt(50, FIRST.octets());
-    let nak = reply(handle_with_pool(&cfg, &dir, &mut pool, 2, &steal.bytes()).decision);
+    let nak = rig.send(2_000, CLIENT, &steal.bytes(), &dir).reply();
     assert_eq!(nak.msg.opts().msg_type(), Some(MessageType::Nak));
     assert!(
         nak.text(OptionCode::Message)
@@ -66,69 +62,54 @@ fn unknown_machine_gets_a_short_provisional_lease_with_boot_options() {
 
 #[test]
 fn known_nodes_are_answered_as_without_a_pool() {
-    let (cfg, dir, mut pool) = (config(), nodes(), pool(4));
+    let (cfg, dir, mut rig) = (config(), nodes(), Rig::new(with_pool(4, 120)));
     let req = ipxe_bios(NODE_MAC, 9, DISCOVER).bytes();
-    let h = handle_with_pool(&cfg, &dir, &mut pool, 0, &req);
-    assert!(!h.unknown);
-    assert_eq!(h.decision, rackboot_dhcp_core::handle(&cfg, &dir, &req));
-    assert_eq!(pool.in_use(0), 0);
+    let step = rig.send(0, CLIENT, &req, &dir);
+    assert!(step.has(|e| matches!(
+        e,
+        Event::Replied {
+            provisional: false,
+            ..
+        }
+    )));
+    assert_eq!(
+        step.reply().bytes,
+        reply(rackboot_dhcp_core::handle(&cfg, &dir, &req)).bytes
+    );
+    assert_eq!(rig.server.provisional_in_use(rig.at(0)), Some(0));
 }
 
 #[test]
 fn exhausted_pool_drops_with_a_reason_and_bootp_gets_no_provisional_lease() {
-    let (cfg, dir, mut pool) = (config(), nodes(), pool(1));
+    let (dir, mut rig) = (nodes(), Rig::new(with_pool(1, 120)));
     let a = Mac([2, 0, 0, 0, 0, 1]);
     let b = Mac([2, 0, 0, 0, 0, 2]);
-    assert!(matches!(
-        handle_with_pool(
-            &cfg,
-            &dir,
-            &mut pool,
-            0,
-            &udhcpc(a, 1, DISCOVER, "x").bytes()
-        )
-        .decision,
-        Decision::Reply { .. }
-    ));
     assert_eq!(
-        handle_with_pool(
-            &cfg,
-            &dir,
-            &mut pool,
-            0,
-            &udhcpc(b, 1, DISCOVER, "x").bytes()
-        )
-        .decision,
-        Decision::Drop(DropReason::ProvisionalPoolFull(b))
+        rig.send(0, CLIENT, &udhcpc(a, 1, DISCOVER, "x").bytes(), &dir)
+            .transmits
+            .len(),
+        1
     );
+    let full = rig.send(0, CLIENT, &udhcpc(b, 1, DISCOVER, "x").bytes(), &dir);
+    assert!(full.transmits.is_empty());
+    assert_eq!(full.dropped(), Some(DropReason::ProvisionalPoolFull(b)));
     let bootp = udhcpc(b, 1, DISCOVER, "x").without(53);
     assert_eq!(
-        handle_with_pool(&cfg, &dir, &mut pool, 0, &bootp.bytes()).decision,
-        Decision::Drop(DropReason::ProvisionalBootp(b))
+        rig.send(0, CLIENT, &bootp.bytes(), &dir).dropped(),
+        Some(DropReason::ProvisionalBootp(b))
     );
 }
 
 #[test]
 fn probe_inform_reports_every_mac_then_the_machine_moves_to_its_number() {
-    let (cfg, mut pool) = (config(), pool(4));
+    let mut rig = Rig::new(with_pool(4, 120));
     let mut dir: HashMap<Mac, NodeBinding> = nodes();
-    let now = 0;
-    let offer = reply(
-        handle_with_pool(
-            &cfg,
-            &dir,
-            &mut pool,
-            now,
-            &udhcpc(STRANGER, 1, DISCOVER, "x").bytes(),
-        )
-        .decision,
-    );
+    let offer = rig
+        .send(0, CLIENT, &udhcpc(STRANGER, 1, DISCOVER, "x").bytes(), &dir)
+        .reply();
     let addr = offer.msg.yiaddr();
     let req = udhcpc(STRANGER, 1, REQUEST, "x").opt(50, addr.octets());
-    assert!(matches!(
-        handle_with_pool(&cfg, &dir, &mut pool, now, &req.bytes()).decision,
-        Decision::Reply { .. }
-    ));
+    assert_eq!(rig.send(0, CLIENT, &req.bytes(), &dir).transmits.len(), 1);
 
     // The probe: INFORM from the provisional address with both MACs.
     let mut inform = udhcpc(STRANGER, 2, INFORM, "x")
@@ -138,19 +119,23 @@ fn probe_inform_reports_every_mac_then_the_machine_moves_to_its_number() {
         )
         .opt(OPTION_INVENTORY, b"cpus=2\nmem_mib=512\n");
     inform.ciaddr = addr;
-    let h = handle_with_pool(&cfg, &dir, &mut pool, now, &inform.bytes());
-    assert!(h.unknown);
+    let from = std::net::SocketAddr::from((addr, 68));
+    let step = rig.send(0, from, &inform.bytes(), &dir);
+    assert!(step.has(|e| matches!(e, Event::Probe { macs: 2, .. })));
     assert_eq!(
-        h.probe,
-        Some(ProbeReport {
+        step.reports(),
+        vec![Report {
+            mac: STRANGER,
             macs: vec![STRANGER, SECOND_NIC],
+            uuid: None,
             inventory: vec![
                 ("cpus".into(), "2".into()),
                 ("mem_mib".into(), "512".into())
             ],
-        })
+            hold: false,
+        }]
     );
-    let ack = reply(h.decision);
+    let ack = step.reply();
     assert_eq!(ack.msg.opts().msg_type(), Some(MessageType::Ack));
     assert!(!ack.has(OptionCode::Hostname), "not numbered yet");
 
@@ -166,49 +151,65 @@ fn probe_inform_reports_every_mac_then_the_machine_moves_to_its_number() {
             },
         );
     }
-    // The probe's next INFORM learns its name.
-    let ack = reply(handle_with_pool(&cfg, &dir, &mut pool, now + 1, &inform.bytes()).decision);
-    assert_eq!(ack.text(OptionCode::Hostname).as_deref(), Some("n7"));
+    // The probe's next INFORM learns its name, and is no longer reported.
+    let step = rig.send(1_000, from, &inform.bytes(), &dir);
+    assert!(step.reports().is_empty(), "every MAC is known now");
+    assert_eq!(
+        step.reply().text(OptionCode::Hostname).as_deref(),
+        Some("n7")
+    );
     // Renewing the provisional address: NAK; a fresh DISCOVER: the number's address.
     let renew = udhcpc(STRANGER, 3, REQUEST, "x").opt(50, addr.octets());
-    let nak = reply(handle_with_pool(&cfg, &dir, &mut pool, now + 2, &renew.bytes()).decision);
+    let nak = rig.send(2_000, CLIENT, &renew.bytes(), &dir).reply();
     assert_eq!(nak.msg.opts().msg_type(), Some(MessageType::Nak));
-    let offer = reply(
-        handle_with_pool(
-            &cfg,
-            &dir,
-            &mut pool,
-            now + 3,
+    let offer = rig
+        .send(
+            3_000,
+            CLIENT,
             &udhcpc(STRANGER, 4, DISCOVER, "x").bytes(),
+            &dir,
         )
-        .decision,
-    );
+        .reply();
     assert_eq!(offer.msg.yiaddr(), permanent);
     // The provisional address stays reserved until its lease runs out.
     let other = Mac([2, 0, 0, 0, 0, 5]);
     for i in 0..3u8 {
         let m = Mac([2, 0, 0, 0, 1, i]);
-        let o = reply(
-            handle_with_pool(
-                &cfg,
-                &dir,
-                &mut pool,
-                now + 4,
-                &udhcpc(m, 5, DISCOVER, "x").bytes(),
-            )
-            .decision,
-        );
+        let o = rig
+            .send(4_000, CLIENT, &udhcpc(m, 5, DISCOVER, "x").bytes(), &dir)
+            .reply();
         assert_ne!(o.msg.yiaddr(), addr);
     }
     assert_eq!(
-        handle_with_pool(
-            &cfg,
-            &dir,
-            &mut pool,
-            now + 4,
-            &udhcpc(other, 5, DISCOVER, "x").bytes()
+        rig.send(
+            4_000,
+            CLIENT,
+            &udhcpc(other, 5, DISCOVER, "x").bytes(),
+            &dir
         )
-        .decision,
-        Decision::Drop(DropReason::ProvisionalPoolFull(other))
+        .dropped(),
+        Some(DropReason::ProvisionalPoolFull(other))
     );
+}
+
+#[test]
+fn manual_policy_holds_probe_reports() {
+    let settings = rackboot_dhcp_core::Settings {
+        accept: AcceptPolicy::Manual,
+        ..with_pool(4, 120)
+    };
+    let (dir, mut rig) = (nodes(), Rig::new(settings));
+    let probe =
+        udhcpc(STRANGER, 2, INFORM, "x").opt(OPTION_MACS, ProbeReport::encode_macs(&[SECOND_NIC]));
+    let reports = rig.send(0, CLIENT, &probe.bytes(), &dir).reports();
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].hold, "manual: held for an operator");
+    // A plain DISCOVER of a stranger is not reported under manual or probe.
+    let step = rig.send(
+        0,
+        CLIENT,
+        &udhcpc(Mac([2, 0, 0, 0, 9, 9]), 1, DISCOVER, "x").bytes(),
+        &dir,
+    );
+    assert!(step.reports().is_empty());
 }

@@ -1,10 +1,14 @@
-//! Front-door guards of the UDP servers: who may ask at all (rack subnets)
-//! and how often (per-source token buckets). Pure: time is passed in.
-//! Bounded: the table of sources is capped, and idle entries are forgotten.
+//! Front-door guards of the rack's UDP servers: who may ask at all (rack
+//! subnets) and how often (per-key token buckets). The DHCP [`Server`]
+//! applies them to every datagram; the agent's TFTP shell uses the same two
+//! types. Pure: time is passed in. Bounded: the table of keys is capped, and
+//! idle entries are forgotten.
+//!
+//! [`Server`]: crate::Server
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
@@ -96,11 +100,6 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
-}
-
-/// The loopback network (the `dev` mode's "rack").
-pub fn loopback() -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default()
 }
 
 #[cfg(test)]
