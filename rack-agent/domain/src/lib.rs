@@ -4,16 +4,17 @@
 //! serves from ([`view`]), the per-node boot files it generates
 //! ([`boot_config`]), the one-request boot-info ([`bootinfo`]), the boot
 //! timeline of every node ([`timeline`]), the machines it asks the
-//! coordinator to number ([`discovery`]) and the parsing of node log lines
-//! ([`syslog`]).
+//! coordinator to number ([`discovery`]), when to try the coordinator again
+//! ([`retry`]) and the parsing of node log lines ([`syslog`]).
 //!
 //! ## Invariants
 //! - **Validated at the edge.** A [`view::RackView`] exists only for a
 //!   coordinator message whose every field parsed; nothing downstream
 //!   re-validates or can meet a malformed address, MAC or hash.
 //! - **Time is an input.** Nothing here reads a clock: every function that
-//!   depends on time takes `now` (Unix milliseconds), so the timeline is
-//!   tested on a virtual clock.
+//!   depends on time takes `now` (Unix milliseconds, or an `Instant` the
+//!   caller keeps), so the timeline and the backoff are tested on a virtual
+//!   clock.
 //! - **Never panics on input.** Log datagrams and coordinator messages are
 //!   untrusted; both have fuzz targets.
 //!
@@ -26,6 +27,7 @@
 pub mod boot_config;
 pub mod bootinfo;
 pub mod discovery;
+pub mod retry;
 pub mod syslog;
 pub mod timeline;
 pub mod view;

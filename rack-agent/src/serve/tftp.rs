@@ -203,7 +203,6 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
     let mut server = Server::new(config);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut ready: Vec<usize> = Vec::new();
-    let mut draining: Option<tokio::time::Instant> = None;
     // The futures that live across wake-ups are made once: a wake-up per
     // ACK must not register and unregister waiters and timers each time.
     let cancelled = shutdown.cancelled();
@@ -213,11 +212,7 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
     tokio::pin!(timer);
     let mut timer_at: Option<tokio::time::Instant> = None;
     loop {
-        let deadline = match (server.poll_timeout(), draining) {
-            (Some(t), Some(d)) => Some(tokio::time::Instant::from_std(t).min(d)),
-            (Some(t), None) => Some(tokio::time::Instant::from_std(t)),
-            (None, d) => d,
-        };
+        let deadline = server.poll_timeout().map(tokio::time::Instant::from_std);
         // Re-arm the timer only when the deadline moved earlier: one that
         // moved later (every DATA sent pushes its transfer's retransmit
         // timer) costs at most a spurious wake-up, after which it is armed
@@ -229,13 +224,13 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
             timer_at = Some(d);
         }
         tokio::select! {
-            _ = &mut cancelled, if draining.is_none() => {
+            _ = &mut cancelled, if !server.is_draining() => {
                 let (active, queued) = (server.active(), server.queued());
-                if active + queued == 0 {
+                server.handle_drain(now(), DRAIN);
+                if server.is_drained() {
                     return;
                 }
                 tracing::info!(active, queued, "shutting down: finishing the TFTP transfers in flight (at most {DRAIN:?}), no new ones");
-                draining = Some(tokio::time::Instant::now() + DRAIN);
             }
             _ = &mut dumped => {
                 dumped.set(dump.notified());
@@ -248,7 +243,7 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
                     server.dump()
                 );
             }
-            _ = listener.readable(), if draining.is_none() => {}
+            _ = listener.readable(), if !server.is_draining() => {}
             _ = pool.readable(&mut ready) => {}
             _ = &mut timer, if timer_at.is_some() => {
                 timer_at = None;
@@ -261,7 +256,7 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
             pool.ready_now(&mut ready).await;
         }
         let table = files.borrow().clone();
-        while draining.is_none()
+        while !server.is_draining()
             && let Ok((n, src)) = listener.try_recv_from(&mut buf)
         {
             if !admit(&allow, &mut limiter, &mut refused_source, src) {
@@ -304,19 +299,9 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
         server.handle_timeout(now());
         flush(&mut server, &listener, &mut pool, &sessions).await;
         stats.publish(&server, refused_source, limiter.limited, pool.strays);
-        if let Some(d) = draining {
-            let left = server.active() + server.queued();
-            if left == 0 {
-                tracing::info!("TFTP transfers drained");
-                return;
-            }
-            if tokio::time::Instant::now() >= d {
-                tracing::warn!(
-                    left,
-                    "TFTP transfers still running after the drain period; stopping"
-                );
-                return;
-            }
+        if server.is_drained() {
+            tracing::info!("TFTP transfers drained");
+            return;
         }
     }
 }

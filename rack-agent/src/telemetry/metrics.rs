@@ -337,6 +337,7 @@ impl Sources {
                 ("duplicate_ack", s.dropped_duplicate_ack),
                 ("queue_full", s.dropped_queue_full),
                 ("per_source_cap", s.dropped_per_source),
+                ("draining", s.dropped_draining),
                 ("source_not_allowed", t.refused_source),
                 ("rate_limited", t.rate_limited),
                 ("stray", t.strays),

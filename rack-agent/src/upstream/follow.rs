@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rackboot_proto::v1 as pb;
 use rackboot_proto::v1::agent_service_client::AgentServiceClient;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use rackboot_agent_domain::discovery::Unknown;
+use rackboot_agent_domain::retry::Backoff;
 use rackboot_agent_domain::view::RackView;
 
 use crate::store::cache::BlobCache;
@@ -69,8 +70,7 @@ pub async fn run(
     cache_changed: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    let mut which = 0usize;
+    let mut backoff = Backoff::default();
     let fetching = Arc::new(Mutex::new(()));
     loop {
         if shutdown.is_cancelled() {
@@ -78,10 +78,9 @@ pub async fn run(
         }
         let url = cfg
             .coordinators
-            .get(which % cfg.coordinators.len().max(1))
+            .get(backoff.which(cfg.coordinators.len()))
             .cloned()
             .unwrap_or_default();
-        which += 1;
         match session(
             &cfg,
             &url,
@@ -96,16 +95,20 @@ pub async fn run(
         {
             Ok(()) => return,
             Err(e) => {
-                cfg.stats.connected.store(false, Ordering::Relaxed);
+                if cfg.stats.connected.swap(false, Ordering::Relaxed) {
+                    // A session that was up: the next attempt starts from
+                    // the shortest wait.
+                    backoff.succeeded();
+                }
                 cfg.stats.session_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(coordinator = %url, error = %e, "coordinator session ended; serving from the local view meanwhile");
             }
         }
+        let at = backoff.failed(tokio::time::Instant::now().into_std());
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep_until(at.into()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::logspool::{Spool, to_pb};
+use rackboot_agent_domain::retry::Backoff;
 use rackboot_agent_domain::syslog::TaggedLine;
 use rackboot_agent_domain::timeline::BootSession;
 
@@ -62,8 +63,7 @@ pub async fn run(
     let mut pending_sessions: Vec<BootSession> = Vec::new();
     let mut dropped: u64 = 0;
     let mut seq: u64 = 0;
-    let mut which = 0usize;
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     // A closed channel (e.g. syslog disabled) is simply not read again:
     // `recv()` on it would return at once, for ever.
     let mut lines = Some(lines);
@@ -100,7 +100,7 @@ pub async fn run(
             continue;
         }
         let url = coordinators
-            .get(which % coordinators.len().max(1))
+            .get(backoff.which(coordinators.len()))
             .cloned()
             .unwrap_or_default();
         let ok = ship(
@@ -116,14 +116,13 @@ pub async fn run(
         .await;
         if let Err(e) = ok {
             tracing::debug!(coordinator = %url, error = %e, buffered = buf.len(), "log shipping paused");
-            which += 1;
+            let at = backoff.failed(tokio::time::Instant::now().into_std());
             tokio::select! {
                 _ = shutdown.cancelled() => return persist(&mut buf, &mut spool),
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep_until(at.into()) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         } else {
-            backoff = Duration::from_millis(200);
+            backoff.succeeded();
         }
     }
 }

@@ -88,6 +88,8 @@ pub enum AbortReason {
     /// client still acknowledges is a delayed or duplicated copy of its
     /// first request, and is ignored.)
     Superseded,
+    /// The server was shutting down and its drain period ran out first.
+    Shutdown,
 }
 
 /// One active transfer, for the state dump.

@@ -63,6 +63,9 @@ pub struct Server {
     stats: Stats,
     next_id: u64,
     now: Option<Instant>,
+    /// Draining for shutdown: no new request is taken, and transfers still
+    /// running at this deadline are aborted.
+    drain_until: Option<Instant>,
 }
 
 impl Server {
@@ -87,6 +90,7 @@ impl Server {
             stats: Stats::default(),
             next_id: 1,
             now: None,
+            drain_until: None,
             config,
         }
     }
@@ -188,6 +192,28 @@ impl Server {
         self.snapshot().to_string()
     }
 
+    /// Begins a graceful shutdown: from now on no new request is taken
+    /// (counted in [`Stats::dropped_draining`]); running transfers and
+    /// requests already queued run to their end, for at most `period`, after
+    /// which [`Server::handle_timeout`] aborts what is left
+    /// ([`AbortReason::Shutdown`]). A second call never extends the
+    /// deadline.
+    pub fn handle_drain(&mut self, now: Instant, period: Duration) {
+        let now = self.advance(now);
+        let until = now + period;
+        self.drain_until = Some(self.drain_until.map_or(until, |d| d.min(until)));
+    }
+
+    /// Draining, and nothing left to finish: the shell may stop.
+    pub fn is_drained(&self) -> bool {
+        self.drain_until.is_some() && self.transfers.is_empty() && self.queue.len() == 0
+    }
+
+    /// Draining for shutdown (see [`Server::handle_drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.drain_until.is_some()
+    }
+
     /// Handles one datagram that arrived on `local` from `src`. Never
     /// panics; malformed input is counted in [`Stats`] and dropped.
     pub fn handle_datagram<F: FileSource + ?Sized>(
@@ -222,6 +248,10 @@ impl Server {
                 self.close(now, id, outcome);
             }
         }
+        if self.drain_until.is_some_and(|d| d <= now) {
+            self.abort_all(now);
+            return;
+        }
         let promoted = self.sched.promote_aged(now, self.config.tick);
         self.stats.promoted += promoted as u64;
         self.admit(now);
@@ -243,6 +273,9 @@ impl Server {
             consider(self.sched.aging_deadline(self.config.tick));
         }
         consider(self.admission_due());
+        if !self.is_drained() {
+            consider(self.drain_until);
+        }
         next
     }
 
@@ -291,6 +324,12 @@ impl Server {
         datagram: &[u8],
         files: &F,
     ) {
+        if self.drain_until.is_some() {
+            // Silence, not an ERROR: the client's retry reaches the next
+            // server process (or the rack's other agent).
+            self.stats.dropped_draining += 1;
+            return;
+        }
         match Packet::parse(datagram) {
             Ok(Packet::Rrq {
                 filename,
@@ -631,6 +670,24 @@ impl Server {
             outcome,
         });
         self.admit(now);
+    }
+
+    /// The drain period ran out: abort every transfer and forget every
+    /// queued request.
+    fn abort_all(&mut self, now: Instant) {
+        while self.queue.pop(now, &mut self.stats).is_some() {
+            self.stats.dropped_draining += 1;
+        }
+        let ids: Vec<TransferId> = self.transfers.keys().copied().collect();
+        for id in ids {
+            self.close(
+                now,
+                id,
+                Outcome::Aborted {
+                    reason: AbortReason::Shutdown,
+                },
+            );
+        }
     }
 
     /// Starts waiting requests, first come first served: while a slot is

@@ -39,6 +39,8 @@ pub struct Stats {
     pub dropped_queue_full: u64,
     /// Dropped: the source address already had `max_per_source` transfers.
     pub dropped_per_source: u64,
+    /// Requests not taken because the server is draining for shutdown.
+    pub dropped_draining: u64,
 
     /// Requests refused: write requests (ERROR 2, read-only server).
     pub refused_write: u64,

@@ -9,6 +9,7 @@
 mod admission;
 mod codec;
 mod direct;
+mod drain;
 mod firmware;
 mod harness;
 mod network;
