@@ -1,5 +1,11 @@
 //! `rackboot`: administer a rackboot cluster, push images, or run everything
 //! in one process (`rackboot dev`).
+//!
+//! Invariants: administration goes through the coordinator's gRPC API only
+//! (what `rackboot` can do, `grpcurl` can do); every failure exits non-zero
+//! with a message that names what to fix. Must not depend on the daemons'
+//! internals except to start them whole, in-process, for `rackboot dev`
+//! (the coordinator's and agent's `start` functions).
 
 #[macro_use]
 mod output;

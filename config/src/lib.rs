@@ -6,6 +6,13 @@
 //! unknown key, a wrong type, an invalid value found later by the caller's
 //! validation — becomes a [`ConfigError`] naming the file (or the command
 //! line), the dotted key and what is wrong.
+//!
+//! ## Invariants
+//! - Every error names where (file or command line) and which key.
+//!
+//! ## Must never depend on
+//! either daemon, tokio or sockets: both daemons' settings crates and their
+//! fuzz targets use it.
 
 use std::path::Path;
 

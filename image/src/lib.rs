@@ -3,6 +3,14 @@
 //! and the kernel release, module count and module tables of a kernel-module
 //! bundle. The coordinator refuses an image whose two releases differ; the
 //! agent serves each node the tables of the kernel it was actually served.
+//!
+//! ## Invariants
+//! - Never panics on input: every offset and length read from an image is
+//!   checked (fuzz target `image_inspect`).
+//! - Reads bytes it is given, nothing else.
+//!
+//! ## Must never depend on
+//! tokio, the file system, sockets, or the coordinator or agent crates.
 
 pub mod bundle;
 pub mod kernel;

@@ -13,6 +13,17 @@
 //! building the request, reading the answer) plus [`run`], the loop over a
 //! UDP socket. Both `rackboot-probe` (a small binary for initramfs images)
 //! and `rackboot probe` call [`run`].
+//!
+//! ## Invariants
+//! - Reads the system only below the root path it is given (tests use a
+//!   fake `/sys` tree); never writes to it.
+//! - Bounded: at most [`rackboot_dhcp_core::probe::MAX_MACS`] MACs and
+//!   [`rackboot_dhcp_core::probe::MAX_INVENTORY`] inventory entries, each
+//!   within one DHCP option.
+//!
+//! ## Must never depend on
+//! the agent, the coordinator or gRPC: it runs in a small initramfs and
+//! speaks only DHCP to the rack agent.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::Path;

@@ -44,6 +44,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Invariants
+//! - Test traffic goes only to loopback or to namespaces a test created;
+//!   every namespace, bridge and process a helper creates is removed on
+//!   drop.
+//!
+//! ## Must never depend on
+//! the daemons as libraries for what a system test checks: they run as
+//! processes, as an operator runs them.
 
 pub mod artifacts;
 pub mod daemon;

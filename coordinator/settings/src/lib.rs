@@ -26,6 +26,15 @@
 //! 2 = "10.1.0.2:50051"
 //! 3 = "10.1.0.3:50051"
 //! ```
+//!
+//! ## Invariants
+//! - A [`Settings`] exists only for a configuration whose every key parsed
+//!   and validated; nothing downstream re-checks it.
+//! - Unknown keys are errors, never ignored.
+//!
+//! ## Must never depend on
+//! the coordinator crate, tokio, sockets or the Raft engine: it is parsed
+//! before any of them starts, and fuzzed alone.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
