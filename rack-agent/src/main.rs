@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
                         report(&errors)
                     ),
                     Ok((l, new)) => {
-                        let (mut applied, restart) = agent.control.apply(&new);
+                        let (mut applied, restart) = agent.control.apply(&new).await;
                         if l.log_level != log_level && env_filter.is_none() {
                             let ok = EnvFilter::try_new(&l.log_level)
                                 .ok()

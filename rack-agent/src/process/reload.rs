@@ -24,7 +24,9 @@ impl AgentControl {
     /// and boot file names, provisional lease time is not live); return
     /// (applied, needs a restart) as lists of setting names. Nothing is
     /// changed for settings that need a restart.
-    pub fn apply(&mut self, new: &AgentConfig) -> (Vec<&'static str>, Vec<&'static str>) {
+    /// The static root is walked and loaded on a blocking thread, never on
+    /// the task that waits for signals.
+    pub async fn apply(&mut self, new: &AgentConfig) -> (Vec<&'static str>, Vec<&'static str>) {
         let old = &self.running;
         let mut applied = Vec::new();
         let mut restart = Vec::new();
@@ -54,13 +56,14 @@ impl AgentControl {
             tftp_listen,
             tftp,
             http_listen,
+            metrics_listen,
             syslog_listen,
             accept,
             provisional
         );
         if old.static_root != new.static_root {
             match &new.static_root {
-                Some(root) => match load_static_root(root) {
+                Some(root) => match load_off_runtime(root.clone()).await {
                     Ok(files) => {
                         self.statics.send_replace(Arc::new(files));
                         applied.push("static_root");
@@ -118,6 +121,7 @@ impl AgentControl {
                 "tftp_listen" => kept.tftp_listen = old.tftp_listen,
                 "tftp" => kept.tftp = old.tftp.clone(),
                 "http_listen" => kept.http_listen = old.http_listen,
+                "metrics_listen" => kept.metrics_listen = old.metrics_listen,
                 "syslog_listen" => kept.syslog_listen = old.syslog_listen,
                 "accept" => kept.accept = old.accept,
                 "provisional" => kept.provisional = old.provisional,
@@ -126,5 +130,16 @@ impl AgentControl {
         }
         self.running = kept;
         (applied, restart)
+    }
+}
+
+/// [`load_static_root`] on a blocking thread (a static root may hold large
+/// files; a symlink tree may be deep).
+async fn load_off_runtime(
+    root: PathBuf,
+) -> Result<std::collections::HashMap<String, bytes::Bytes>, String> {
+    match tokio::task::spawn_blocking(move || load_static_root(&root)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("static root loader failed: {e}")),
     }
 }

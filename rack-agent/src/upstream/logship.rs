@@ -72,9 +72,9 @@ pub async fn run(
         stats.publish(&buf, &spool);
         // Collect what arrived.
         tokio::select! {
-            _ = shutdown.cancelled() => return persist(&mut buf, &mut spool),
+            _ = shutdown.cancelled() => return persist(&mut buf, &mut spool).await,
             l = recv(&mut lines) => match l {
-                Some(l) => push(&mut buf, l, &mut dropped, &mut spool),
+                Some(l) => push(&mut buf, l, &mut dropped, &mut spool).await,
                 None => lines = None,
             },
             s = recv(&mut sessions) => match s {
@@ -85,7 +85,7 @@ pub async fn run(
         }
         if let Some(rx) = lines.as_mut() {
             while let Ok(l) = rx.try_recv() {
-                push(&mut buf, l, &mut dropped, &mut spool);
+                push(&mut buf, l, &mut dropped, &mut spool).await;
             }
         }
         if let Some(rx) = sessions.as_mut() {
@@ -118,7 +118,7 @@ pub async fn run(
             tracing::debug!(coordinator = %url, error = %e, buffered = buf.len(), "log shipping paused");
             let at = backoff.failed(tokio::time::Instant::now().into_std());
             tokio::select! {
-                _ = shutdown.cancelled() => return persist(&mut buf, &mut spool),
+                _ = shutdown.cancelled() => return persist(&mut buf, &mut spool).await,
                 _ = tokio::time::sleep_until(at.into()) => {}
             }
         } else {
@@ -144,24 +144,50 @@ fn add_session(pending: &mut Vec<BootSession>, s: BootSession) {
     }
 }
 
-fn push(
+/// Run `f` on the spool on a blocking thread (the spool writes, fsyncs,
+/// reads and deletes files). `None` without a spool; a spool whose closure
+/// panicked is given up (lines then wait in memory only).
+async fn on_spool<R: Send + 'static>(
+    spool: &mut Option<Spool>,
+    f: impl FnOnce(&mut Spool) -> R + Send + 'static,
+) -> Option<R> {
+    let mut sp = spool.take()?;
+    match tokio::task::spawn_blocking(move || {
+        let r = f(&mut sp);
+        (sp, r)
+    })
+    .await
+    {
+        Ok((sp, r)) => {
+            *spool = Some(sp);
+            Some(r)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "log spool task failed; node logs now wait in memory only");
+            None
+        }
+    }
+}
+
+async fn push(
     buf: &mut VecDeque<TaggedLine>,
     l: TaggedLine,
     dropped: &mut u64,
     spool: &mut Option<Spool>,
 ) {
     buf.push_back(l);
-    if let Some(sp) = spool
-        && buf.len() > MEMORY_LINES
-    {
+    if spool.is_some() && buf.len() > MEMORY_LINES {
         // The oldest lines in memory are newer than everything spooled.
         let n = BATCH_LINES.min(buf.len());
         let batch: Vec<TaggedLine> = buf.iter().take(n).cloned().collect();
-        match sp.push(&batch) {
-            Ok(()) => {
+        match on_spool(spool, move |sp| sp.push(&batch)).await {
+            Some(Ok(())) => {
                 buf.drain(..n);
             }
-            Err(e) => tracing::warn!(error = %e, "log spool write failed; keeping lines in memory"),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "log spool write failed; keeping lines in memory")
+            }
+            None => {}
         }
     }
     if buf.len() > BUFFER_LINES {
@@ -172,20 +198,29 @@ fn push(
 
 /// On shutdown: what is still in memory goes to the spool, to be shipped
 /// by the next run.
-fn persist(buf: &mut VecDeque<TaggedLine>, spool: &mut Option<Spool>) {
-    let Some(sp) = spool else { return };
-    let lines: Vec<TaggedLine> = buf.drain(..).collect();
-    for chunk in lines.chunks(BATCH_LINES) {
-        if let Err(e) = sp.push(chunk) {
-            tracing::warn!(error = %e, lines = lines.len(), "log spool write failed at shutdown; unshipped lines lost");
-            return;
-        }
+async fn persist(buf: &mut VecDeque<TaggedLine>, spool: &mut Option<Spool>) {
+    if spool.is_none() {
+        return;
     }
-    if !lines.is_empty() {
-        tracing::info!(
-            lines = lines.len(),
-            "unshipped node log lines kept in the spool for the next run"
-        );
+    let lines: Vec<TaggedLine> = buf.drain(..).collect();
+    let n = lines.len();
+    let written = on_spool(spool, move |sp| {
+        lines
+            .chunks(BATCH_LINES)
+            .try_for_each(|chunk| sp.push(chunk))
+    })
+    .await;
+    match written {
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, lines = n, "log spool write failed at shutdown; unshipped lines lost")
+        }
+        Some(Ok(())) if n > 0 => {
+            tracing::info!(
+                lines = n,
+                "unshipped node log lines kept in the spool for the next run"
+            );
+        }
+        _ => {}
     }
 }
 
@@ -277,27 +312,30 @@ async fn ship(
         .await?
         .into_inner();
     // Spooled lines first: they are the oldest.
-    if let Some(sp) = spool.as_mut() {
-        while let Some(lines) = sp.oldest() {
-            let lines = lines.iter().map(to_pb).collect();
-            send_batch(
-                &tx,
-                &mut acks,
-                rack,
-                seq,
-                lines,
-                *dropped + sp.dropped,
-                stats,
-            )
-            .await?;
-            sp.ack_oldest();
-            *dropped = 0;
+    while let Some(Some(lines)) = on_spool(spool, Spool::oldest).await {
+        let lines = lines.iter().map(to_pb).collect();
+        let spool_dropped = spool.as_ref().map_or(0, |sp| sp.dropped);
+        send_batch(
+            &tx,
+            &mut acks,
+            rack,
+            seq,
+            lines,
+            *dropped + spool_dropped,
+            stats,
+        )
+        .await?;
+        on_spool(spool, Spool::ack_oldest).await;
+        *dropped = 0;
+        if let Some(sp) = spool.as_mut() {
             sp.dropped = 0;
         }
-        if sp.dropped > 0 {
-            *dropped += sp.dropped;
-            sp.dropped = 0;
-        }
+    }
+    if let Some(sp) = spool.as_mut()
+        && sp.dropped > 0
+    {
+        *dropped += sp.dropped;
+        sp.dropped = 0;
     }
     while !buf.is_empty() || *dropped > 0 {
         let n = buf.len().min(BATCH_LINES);
