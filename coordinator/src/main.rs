@@ -204,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-        let m = rackboot_coordinator::metrics::serve(l, c.metrics.clone(), shutdown.clone());
+        let m = rackboot_metrics::serve(l, c.metrics.clone(), shutdown.clone());
         tokio::spawn(m);
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

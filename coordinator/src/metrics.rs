@@ -1,6 +1,6 @@
 //! The coordinator's Prometheus metrics: `GET /metrics` on a plain HTTP
-//! listener of its own (`--metrics-listen ADDR`, off by default), in the
-//! OpenMetrics text format (`prometheus-client`).
+//! listener of its own (`--metrics-listen ADDR`, off by default,
+//! [`rackboot_metrics::serve`]), in the OpenMetrics text format.
 //!
 //! Raft and state figures are read from the replica's published status and
 //! applied state at scrape time; the API keeps a few counters of its own
@@ -14,22 +14,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use prometheus_client::encoding::DescriptorEncoder;
+use rackboot_metrics::{Component, Exposition, counter, counters, gauge, gauges};
 
 use crate::blobs::BlobStore;
 use crate::raft::Replica;
-
-/// Content type of the exposition.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Distinct gRPC method names counted; requests for further (unknown)
 /// paths are counted under `method="other"`, so a client cannot grow the
@@ -145,71 +134,17 @@ where
     }
 }
 
-/// The coordinator's metrics registry.
-pub struct CoordinatorMetrics {
-    registry: Registry,
-}
-
-impl fmt::Debug for CoordinatorMetrics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CoordinatorMetrics").finish_non_exhaustive()
-    }
-}
-
-impl CoordinatorMetrics {
-    /// Metrics of `replica`, its blob store and its API.
-    pub fn new(replica: Replica, blobs: Arc<BlobStore>, api: Arc<ApiStats>) -> Self {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Sources {
-            replica,
-            blobs,
-            api,
-        }));
-        CoordinatorMetrics { registry }
-    }
-
-    /// The exposition text. Walks the blob store: call it off the async
-    /// runtime ([`serve`] does).
-    pub fn render(&self) -> Result<String, fmt::Error> {
-        let mut out = String::with_capacity(8 << 10);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
-    }
-}
-
-/// Serve `GET /metrics` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<CoordinatorMetrics>,
-    shutdown: CancellationToken,
-) {
-    let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(scrape))
-        .with_state(metrics);
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "metrics listening (GET /metrics)");
-    }
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "metrics server stopped");
-    }
-}
-
-async fn scrape(
-    axum::extract::State(metrics): axum::extract::State<Arc<CoordinatorMetrics>>,
-) -> Response {
-    match tokio::task::spawn_blocking(move || metrics.render()).await {
-        Ok(Ok(body)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
-            body,
-        )
-            .into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+/// The coordinator's metrics: `replica`'s Raft and state figures, its blob
+/// store and its API, read at scrape time. Render it off the async runtime
+/// (the blob store is walked): [`rackboot_metrics::serve`] does.
+pub fn exposition(replica: Replica, blobs: Arc<BlobStore>, api: Arc<ApiStats>) -> Exposition {
+    let mut x = Exposition::new();
+    x.register(Arc::new(Sources {
+        replica,
+        blobs,
+        api,
+    }));
+    x
 }
 
 /// Everything read at scrape time.
@@ -225,56 +160,8 @@ impl fmt::Debug for Sources {
     }
 }
 
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
-    let c = ConstCounter::new(v);
-    let m = e.encode_descriptor(name, help, None, c.metric_type())?;
-    c.encode(m)
-}
-
-fn counters<L: AsRef<str>>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[(L, u64)],
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (l, v) in values {
-        let labels = [(label, l.as_ref())];
-        ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-fn gauge<N: EncodeGaugeValue>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: N,
-) -> fmt::Result {
-    let g = ConstGauge::new(v);
-    let m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    g.encode(m)
-}
-
-fn gauges<L: AsRef<str>, N: EncodeGaugeValue + Copy>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[(L, N)],
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (l, v) in values {
-        let labels = [(label, l.as_ref())];
-        ConstGauge::new(*v).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-impl Collector for Sources {
-    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        let e = &mut e;
+impl Component for Sources {
+    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let s = self.replica.status();
         let leader = s.role == "leader";
         gauge(e, "rackboot_coordinator_raft_id", "This replica's id", s.id)?;

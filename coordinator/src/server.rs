@@ -68,8 +68,8 @@ pub struct Coordinator {
     pub server: JoinHandle<Result<(), tonic::transport::Error>>,
     /// The replica task.
     pub replica_task: JoinHandle<Result<(), raft::node_error::ReplicaFatal>>,
-    /// Metrics (served by [`crate::metrics::serve`] when asked for).
-    pub metrics: Arc<crate::metrics::CoordinatorMetrics>,
+    /// Metrics (served by [`rackboot_metrics::serve`] when asked for).
+    pub metrics: Arc<rackboot_metrics::Exposition>,
 }
 
 /// Start a coordinator replica serving gRPC on `listener`, storing under `data_dir`.
@@ -102,7 +102,7 @@ pub async fn start(
     let repl = Arc::new(Replicator::new(blobs.clone(), replica.clone(), source));
     repl.clone().spawn_repair(shutdown.clone());
     let stats = Arc::new(crate::metrics::ApiStats::default());
-    let metrics = Arc::new(crate::metrics::CoordinatorMetrics::new(
+    let metrics = Arc::new(crate::metrics::exposition(
         replica.clone(),
         blobs.clone(),
         stats.clone(),

@@ -127,18 +127,6 @@ pub struct Agent {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// The metrics as the HTTP server serves them.
-fn exposition(
-    metrics: &Arc<crate::telemetry::metrics::AgentMetrics>,
-) -> crate::serve::http::Exposition {
-    let metrics = metrics.clone();
-    Arc::new(move || {
-        metrics
-            .render()
-            .map(|text| (crate::telemetry::metrics::CONTENT_TYPE, text))
-    })
-}
-
 /// Start an agent.
 pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agent, AgentError> {
     #[allow(clippy::disallowed_methods, reason = "once, before anything is served")]
@@ -404,7 +392,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 crate::serve::http::HttpLimits::default(),
                 crate::serve::http::HttpTelemetry {
                     stats: metrics.http.clone(),
-                    metrics: Some(exposition(&metrics)),
+                    metrics: Some(metrics.exposition()),
                 },
                 shutdown.clone(),
             )));
@@ -424,10 +412,9 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     source,
                 })?;
             let local = l.local_addr().unwrap_or(addr);
-            tracing::info!(addr = %local, "metrics listening");
-            tasks.push(tokio::spawn(crate::telemetry::listener::run(
+            tasks.push(tokio::spawn(rackboot_metrics::serve(
                 l,
-                metrics.clone(),
+                metrics.exposition(),
                 shutdown.clone(),
             )));
             Some(local)

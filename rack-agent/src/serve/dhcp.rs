@@ -219,3 +219,53 @@ fn on_event(
 pub fn bind(addr: SocketAddr, iface: Option<&str>) -> std::io::Result<UdpSocket> {
     crate::serve::net::bind_udp(addr, iface, true)
 }
+
+impl rackboot_metrics::Component for DhcpStats {
+    fn encode(&self, e: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use rackboot_metrics::{counter, counters};
+        use std::sync::atomic::Ordering::Relaxed;
+
+        let d = self;
+        counter(
+            e,
+            "rackboot_agent_dhcp_received",
+            "DHCP datagrams received",
+            d.received.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_dhcp_replied",
+            "DHCP replies sent",
+            d.replied.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_dhcp_unknown",
+            "DHCP requests from machines the rack view does not know",
+            d.unknown.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_dhcp_provisional",
+            "Provisional offers and leases handed to unknown machines",
+            d.provisional.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_dhcp_probes",
+            "Probe reports (every MAC of a machine) received",
+            d.probes.load(Relaxed),
+        )?;
+        let drops: Vec<(&str, u64)> = {
+            let drops = d.drops.lock().unwrap_or_else(|p| p.into_inner());
+            drops.iter().map(|(k, v)| (*k, *v)).collect()
+        };
+        counters(
+            e,
+            "rackboot_agent_dhcp_dropped",
+            "DHCP datagrams dropped without a reply, by reason",
+            "reason",
+            &drops,
+        )
+    }
+}

@@ -82,11 +82,9 @@ struct Ctx {
     metrics: Option<Exposition>,
 }
 
-/// The agent's metrics as `/metrics` serves them: renders the exposition
-/// (content type, text). Given by the process that owns the metrics, so
-/// this server does not depend on them.
-pub type Exposition =
-    Arc<dyn Fn() -> Result<(&'static str, String), std::fmt::Error> + Send + Sync>;
+/// The agent's metrics as `/metrics` serves them (every component
+/// registered by the process that owns them).
+pub type Exposition = Arc<rackboot_metrics::Exposition>;
 
 /// What the HTTP server counts into, and the metrics it may expose.
 #[derive(Clone, Default)]
@@ -178,12 +176,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
     let Some(m) = &ctx.metrics else {
         return text(StatusCode::NOT_FOUND, "no metrics\n");
     };
-    match m() {
-        Ok((content_type, body)) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
-        }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-    }
+    rackboot_metrics::scrape(m.clone()).await
 }
 
 #[derive(Deserialize)]
@@ -510,6 +503,45 @@ impl AsyncWrite for PermitStream {
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+impl rackboot_metrics::Component for HttpStats {
+    fn encode(&self, e: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use rackboot_metrics::{counter, counters, gauge};
+        use std::sync::atomic::Ordering::Relaxed;
+
+        let h = self;
+        let requests: Vec<(String, u64)> = h
+            .requests()
+            .into_iter()
+            .map(|(code, n)| (code.to_string(), n))
+            .collect();
+        counters(
+            e,
+            "rackboot_agent_http_requests",
+            "HTTP requests answered, by status code",
+            "code",
+            &requests,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_http_response_bytes",
+            "HTTP response body bytes (Content-Length; HEAD answers count none)",
+            h.response_bytes.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_http_connections",
+            "HTTP connections accepted",
+            h.connections.load(Relaxed),
+        )?;
+        gauge(
+            e,
+            "rackboot_agent_http_active_connections",
+            "HTTP connections open",
+            h.active.load(Relaxed),
+        )
     }
 }
 

@@ -77,3 +77,29 @@ pub async fn run(
         }
     }
 }
+
+impl rackboot_metrics::Component for SyslogStats {
+    fn encode(&self, e: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use rackboot_metrics::counter;
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self;
+        counter(
+            e,
+            "rackboot_agent_syslog_received",
+            "Syslog datagrams received",
+            s.received.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_syslog_unknown_sender",
+            "Syslog lines from senders that are not nodes of this rack (not kept)",
+            s.unknown_sender.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_syslog_dropped",
+            "Syslog lines dropped because the shipping queue was full",
+            s.dropped.load(Relaxed),
+        )
+    }
+}

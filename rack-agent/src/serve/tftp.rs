@@ -478,3 +478,137 @@ async fn flush(
         }
     }
 }
+
+impl rackboot_metrics::Component for TftpStats {
+    fn encode(&self, e: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use rackboot_metrics::{counter, counters, gauge};
+
+        let t = self.snapshot();
+        let s = &t.core;
+        counter(
+            e,
+            "rackboot_agent_tftp_datagrams_received",
+            "TFTP datagrams handled by the engine",
+            s.datagrams_received,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_datagrams_sent",
+            "TFTP datagrams sent",
+            s.datagrams_sent,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_bytes_sent",
+            "TFTP bytes sent (UDP payload: headers, retransmissions and errors included)",
+            s.bytes_sent,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_transfers_started",
+            "TFTP transfers started",
+            s.transfers_started,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_transfers_completed",
+            "TFTP transfers whose last block was acknowledged",
+            s.transfers_completed,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_option_probes",
+            "TFTP transfers the client ended after the option answer (ERROR 8: a PXE ROM's tsize probe)",
+            s.transfers_option_refused,
+        )?;
+        counters(
+            e,
+            "rackboot_agent_tftp_transfers_failed",
+            "TFTP transfers that did not complete (option probes aside), by reason",
+            "reason",
+            &[
+                (
+                    "aborted",
+                    s.transfers_aborted
+                        .saturating_sub(s.transfers_option_refused),
+                ),
+                ("timed_out", s.transfers_timed_out),
+            ],
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_data_packets_sent",
+            "TFTP DATA packets sent for the first time",
+            s.data_sent,
+        )?;
+        counters(
+            e,
+            "rackboot_agent_tftp_retransmits",
+            "TFTP packets sent again, by cause",
+            "reason",
+            &[
+                ("timeout", s.retransmits_timeout),
+                ("duplicate_ack", s.retransmits_duplicate),
+                ("partial_ack", s.retransmits_partial_ack),
+            ],
+        )?;
+        counters(
+            e,
+            "rackboot_agent_tftp_dropped",
+            "TFTP datagrams dropped, by reason",
+            "reason",
+            &[
+                ("malformed", s.dropped_malformed),
+                ("unexpected_on_listener", s.dropped_unexpected_on_listener),
+                ("unknown_transfer", s.dropped_unknown_transfer),
+                ("wrong_source", s.dropped_wrong_source),
+                ("unexpected_on_transfer", s.dropped_unexpected_on_transfer),
+                ("stale_ack", s.dropped_stale_ack),
+                ("duplicate_ack", s.dropped_duplicate_ack),
+                ("queue_full", s.dropped_queue_full),
+                ("per_source_cap", s.dropped_per_source),
+                ("draining", s.dropped_draining),
+                ("source_not_allowed", t.refused_source),
+                ("rate_limited", t.rate_limited),
+                ("stray", t.strays),
+            ],
+        )?;
+        counters(
+            e,
+            "rackboot_agent_tftp_refused",
+            "TFTP requests answered with an ERROR, by reason",
+            "reason",
+            &[
+                ("write", s.refused_write),
+                ("path", s.refused_path),
+                ("mode", s.refused_mode),
+                ("not_found", s.refused_not_found),
+                ("access_denied", s.refused_access_denied),
+            ],
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_duplicate_requests",
+            "Repeated TFTP requests absorbed by a running or waiting transfer",
+            s.duplicate_requests,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_requests_queued",
+            "TFTP requests that had to wait for a transfer slot",
+            s.queued,
+        )?;
+        gauge(
+            e,
+            "rackboot_agent_tftp_active_transfers",
+            "TFTP transfers running",
+            t.active as u64,
+        )?;
+        gauge(
+            e,
+            "rackboot_agent_tftp_queued_requests",
+            "TFTP requests waiting for a transfer slot",
+            t.queued as u64,
+        )
+    }
+}

@@ -1,11 +1,13 @@
 //! The agent's Prometheus metrics, served on `GET /metrics` by its HTTP
 //! server and by the metrics listener (OpenMetrics text, `prometheus-client`).
 //!
-//! The counters live where the events happen (`DhcpStats`, `TftpStats`,
-//! `HttpStats`, `SyslogStats`, `LogShipStats`, `SyncStats`, the cache and
-//! the boot timeline, whose phase histogram is
-//! [`PhaseHistograms`](crate::timeline::PhaseHistograms)); this module only
-//! reads and registers them, at scrape time, so a scrape costs nothing until
+//! The counters live where the events happen, and each server encodes its
+//! own (`DhcpStats`, `TftpStats`, `HttpStats`, `SyslogStats` and
+//! `LogShipStats` implement [`rackboot_metrics::Component`] in their
+//! modules); this module registers them, and reads what no server owns
+//! (queues, the view, the cache, coordinator sync, and the boot timeline,
+//! whose phase histogram is
+//! [`PhaseHistograms`](crate::timeline::PhaseHistograms)), at scrape time, so a scrape costs nothing until
 //! it happens and never touches the packet path. Every name is listed, with
 //! its meaning, in `docs/operations.md` ("Metrics").
 
@@ -13,12 +15,11 @@ use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use rackboot_metrics::{Component, Exposition, counter, gauge, gauges};
 use tokio::sync::{mpsc, watch};
 
 use crate::serve::dhcp::DhcpStats;
@@ -32,7 +33,7 @@ use crate::upstream::logship::LogShipStats;
 use rackboot_agent_domain::view::RackView;
 
 /// Content type of the exposition.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use rackboot_metrics::CONTENT_TYPE;
 
 /// Depth and capacity of a queue, read at scrape time.
 type QueueProbe = Box<dyn Fn() -> Option<(usize, usize)> + Send + Sync>;
@@ -40,7 +41,7 @@ type QueueProbe = Box<dyn Fn() -> Option<(usize, usize)> + Send + Sync>;
 /// The agent's metrics: the counters the servers update, and the registry
 /// that renders them.
 pub struct AgentMetrics {
-    registry: Registry,
+    exposition: Arc<Exposition>,
     /// DHCP counters.
     pub dhcp: Arc<DhcpStats>,
     /// TFTP counters, published by the TFTP task.
@@ -71,35 +72,37 @@ impl AgentMetrics {
         sessions: TimelineHandle,
     ) -> Self {
         let queues: Arc<Mutex<Vec<(&'static str, QueueProbe)>>> = Arc::default();
-        let mut metrics = AgentMetrics {
-            registry: Registry::default(),
-            dhcp: Arc::default(),
-            tftp: Arc::default(),
-            http: Arc::default(),
-            syslog: Arc::default(),
-            logship: Arc::default(),
-            sync: Arc::default(),
-            queues: queues.clone(),
-        };
-        metrics.registry.register(
+        let (dhcp, tftp, http, syslog, logship, sync) = <_>::default();
+        let mut x = Exposition::new();
+        x.register_metric(
             "rackboot_agent_boot_phase_seconds",
             "Offset of each boot phase from the first phase of its boot, observed when the phase is recorded",
             sessions.phase_histograms().0.clone(),
         );
-        let sources = Sources {
-            dhcp: metrics.dhcp.clone(),
-            tftp: metrics.tftp.clone(),
-            http: metrics.http.clone(),
-            syslog: metrics.syslog.clone(),
-            logship: metrics.logship.clone(),
-            sync: metrics.sync.clone(),
+        // Each server's counters, encoded by the server's own module.
+        x.register::<DhcpStats>(Arc::clone(&dhcp));
+        x.register::<TftpStats>(Arc::clone(&tftp));
+        x.register::<HttpStats>(Arc::clone(&http));
+        x.register::<SyslogStats>(Arc::clone(&syslog));
+        x.register::<LogShipStats>(Arc::clone(&logship));
+        // What this module reads itself: queues, view, cache, sync state.
+        x.register(Arc::new(Sources {
+            sync: Arc::clone(&sync),
             view,
             cache,
             sessions,
+            queues: queues.clone(),
+        }));
+        AgentMetrics {
+            exposition: Arc::new(x),
+            dhcp,
+            tftp,
+            http,
+            syslog,
+            logship,
+            sync,
             queues,
-        };
-        metrics.registry.register_collector(Box::new(sources));
-        metrics
+        }
     }
 
     /// Report the depth of the queue behind `tx` as
@@ -119,19 +122,17 @@ impl AgentMetrics {
 
     /// The exposition text.
     pub fn render(&self) -> Result<String, fmt::Error> {
-        let mut out = String::with_capacity(16 << 10);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+        self.exposition.render()
+    }
+
+    /// Everything registered, for the listeners that serve `/metrics`.
+    pub fn exposition(&self) -> Arc<Exposition> {
+        self.exposition.clone()
     }
 }
 
 /// Everything read at scrape time.
 struct Sources {
-    dhcp: Arc<DhcpStats>,
-    tftp: Arc<TftpStats>,
-    http: Arc<HttpStats>,
-    syslog: Arc<SyslogStats>,
-    logship: Arc<LogShipStats>,
     sync: Arc<SyncStats>,
     view: watch::Receiver<Arc<RackView>>,
     cache: Arc<BlobCache>,
@@ -145,322 +146,15 @@ impl fmt::Debug for Sources {
     }
 }
 
-/// A counter without labels (`name` without `_total`; the encoder adds it).
-pub(crate) fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
-    let c = ConstCounter::new(v);
-    let m = e.encode_descriptor(name, help, None, c.metric_type())?;
-    c.encode(m)
-}
-
-/// A counter with one label.
-pub(crate) fn counters<L: AsRef<str>>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[(L, u64)],
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (l, v) in values {
-        let labels = [(label, l.as_ref())];
-        ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-/// A gauge without labels.
-pub(crate) fn gauge<N: EncodeGaugeValue>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    v: N,
-) -> fmt::Result {
-    let g = ConstGauge::new(v);
-    let m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    g.encode(m)
-}
-
-/// A gauge with one label.
-pub(crate) fn gauges<L: AsRef<str>, N: EncodeGaugeValue + Copy>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &[(L, N)],
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (l, v) in values {
-        let labels = [(label, l.as_ref())];
-        ConstGauge::new(*v).encode(m.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-impl Collector for Sources {
-    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        self.encode_dhcp(&mut e)?;
-        self.encode_tftp(&mut e)?;
-        self.encode_http(&mut e)?;
-        self.encode_logs(&mut e)?;
-        self.encode_state(&mut e)
+impl Component for Sources {
+    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        self.encode_queues(e)?;
+        self.encode_state(e)
     }
 }
 
 impl Sources {
-    fn encode_dhcp(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let d = &self.dhcp;
-        counter(
-            e,
-            "rackboot_agent_dhcp_received",
-            "DHCP datagrams received",
-            d.received.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "rackboot_agent_dhcp_replied",
-            "DHCP replies sent",
-            d.replied.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "rackboot_agent_dhcp_unknown",
-            "DHCP requests from machines the rack view does not know",
-            d.unknown.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "rackboot_agent_dhcp_provisional",
-            "Provisional offers and leases handed to unknown machines",
-            d.provisional.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "rackboot_agent_dhcp_probes",
-            "Probe reports (every MAC of a machine) received",
-            d.probes.load(Relaxed),
-        )?;
-        let drops: Vec<(&str, u64)> = {
-            let drops = d.drops.lock().unwrap_or_else(|p| p.into_inner());
-            drops.iter().map(|(k, v)| (*k, *v)).collect()
-        };
-        counters(
-            e,
-            "rackboot_agent_dhcp_dropped",
-            "DHCP datagrams dropped without a reply, by reason",
-            "reason",
-            &drops,
-        )
-    }
-
-    fn encode_tftp(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let t = self.tftp.snapshot();
-        let s = &t.core;
-        counter(
-            e,
-            "rackboot_agent_tftp_datagrams_received",
-            "TFTP datagrams handled by the engine",
-            s.datagrams_received,
-        )?;
-        counter(
-            e,
-            "rackboot_agent_tftp_datagrams_sent",
-            "TFTP datagrams sent",
-            s.datagrams_sent,
-        )?;
-        counter(
-            e,
-            "rackboot_agent_tftp_bytes_sent",
-            "TFTP bytes sent (UDP payload: headers, retransmissions and errors included)",
-            s.bytes_sent,
-        )?;
-        counter(
-            e,
-            "rackboot_agent_tftp_transfers_started",
-            "TFTP transfers started",
-            s.transfers_started,
-        )?;
-        counter(
-            e,
-            "rackboot_agent_tftp_transfers_completed",
-            "TFTP transfers whose last block was acknowledged",
-            s.transfers_completed,
-        )?;
-        counter(
-            e,
-            "rackboot_agent_tftp_option_probes",
-            "TFTP transfers the client ended after the option answer (ERROR 8: a PXE ROM's tsize probe)",
-            s.transfers_option_refused,
-        )?;
-        counters(
-            e,
-            "rackboot_agent_tftp_transfers_failed",
-            "TFTP transfers that did not complete (option probes aside), by reason",
-            "reason",
-            &[
-                (
-                    "aborted",
-                    s.transfers_aborted
-                        .saturating_sub(s.transfers_option_refused),
-                ),
-                ("timed_out", s.transfers_timed_out),
-            ],
-        )?;
-        counter(
-            e,
-            "rackboot_agent_tftp_data_packets_sent",
-            "TFTP DATA packets sent for the first time",
-            s.data_sent,
-        )?;
-        counters(
-            e,
-            "rackboot_agent_tftp_retransmits",
-            "TFTP packets sent again, by cause",
-            "reason",
-            &[
-                ("timeout", s.retransmits_timeout),
-                ("duplicate_ack", s.retransmits_duplicate),
-                ("partial_ack", s.retransmits_partial_ack),
-            ],
-        )?;
-        counters(
-            e,
-            "rackboot_agent_tftp_dropped",
-            "TFTP datagrams dropped, by reason",
-            "reason",
-            &[
-                ("malformed", s.dropped_malformed),
-                ("unexpected_on_listener", s.dropped_unexpected_on_listener),
-                ("unknown_transfer", s.dropped_unknown_transfer),
-                ("wrong_source", s.dropped_wrong_source),
-                ("unexpected_on_transfer", s.dropped_unexpected_on_transfer),
-                ("stale_ack", s.dropped_stale_ack),
-                ("duplicate_ack", s.dropped_duplicate_ack),
-                ("queue_full", s.dropped_queue_full),
-                ("per_source_cap", s.dropped_per_source),
-                ("draining", s.dropped_draining),
-                ("source_not_allowed", t.refused_source),
-                ("rate_limited", t.rate_limited),
-                ("stray", t.strays),
-            ],
-        )?;
-        counters(
-            e,
-            "rackboot_agent_tftp_refused",
-            "TFTP requests answered with an ERROR, by reason",
-            "reason",
-            &[
-                ("write", s.refused_write),
-                ("path", s.refused_path),
-                ("mode", s.refused_mode),
-                ("not_found", s.refused_not_found),
-                ("access_denied", s.refused_access_denied),
-            ],
-        )?;
-        counter(
-            e,
-            "rackboot_agent_tftp_duplicate_requests",
-            "Repeated TFTP requests absorbed by a running or waiting transfer",
-            s.duplicate_requests,
-        )?;
-        counter(
-            e,
-            "rackboot_agent_tftp_requests_queued",
-            "TFTP requests that had to wait for a transfer slot",
-            s.queued,
-        )?;
-        gauge(
-            e,
-            "rackboot_agent_tftp_active_transfers",
-            "TFTP transfers running",
-            t.active as u64,
-        )?;
-        gauge(
-            e,
-            "rackboot_agent_tftp_queued_requests",
-            "TFTP requests waiting for a transfer slot",
-            t.queued as u64,
-        )
-    }
-
-    fn encode_http(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let h = &self.http;
-        let requests: Vec<(String, u64)> = h
-            .requests()
-            .into_iter()
-            .map(|(code, n)| (code.to_string(), n))
-            .collect();
-        counters(
-            e,
-            "rackboot_agent_http_requests",
-            "HTTP requests answered, by status code",
-            "code",
-            &requests,
-        )?;
-        counter(
-            e,
-            "rackboot_agent_http_response_bytes",
-            "HTTP response body bytes (Content-Length; HEAD answers count none)",
-            h.response_bytes.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "rackboot_agent_http_connections",
-            "HTTP connections accepted",
-            h.connections.load(Relaxed),
-        )?;
-        gauge(
-            e,
-            "rackboot_agent_http_active_connections",
-            "HTTP connections open",
-            h.active.load(Relaxed),
-        )
-    }
-
-    fn encode_logs(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let s = &self.syslog;
-        counter(
-            e,
-            "rackboot_agent_syslog_received",
-            "Syslog datagrams received",
-            s.received.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "rackboot_agent_syslog_unknown_sender",
-            "Syslog lines from senders that are not nodes of this rack (not kept)",
-            s.unknown_sender.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "rackboot_agent_syslog_dropped",
-            "Syslog lines dropped because the shipping queue was full",
-            s.dropped.load(Relaxed),
-        )?;
-        let l = &self.logship;
-        gauge(
-            e,
-            "rackboot_agent_log_memory_lines",
-            "Node log lines waiting in memory to be shipped",
-            l.memory_lines.load(Relaxed),
-        )?;
-        gauge(
-            e,
-            "rackboot_agent_log_spool_lines",
-            "Node log lines waiting in the on-disk spool",
-            l.spool_lines.load(Relaxed),
-        )?;
-        gauge(
-            e,
-            "rackboot_agent_log_spool_bytes",
-            "Bytes of the on-disk log spool",
-            l.spool_bytes.load(Relaxed),
-        )?;
-        counter(
-            e,
-            "rackboot_agent_log_shipped_lines",
-            "Node log lines the coordinator acknowledged",
-            l.shipped_lines.load(Relaxed),
-        )?;
+    fn encode_queues(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let mut depth: Vec<(&str, u64)> = Vec::new();
         let mut capacity: Vec<(&str, u64)> = Vec::new();
         let (n, max) = self.sessions.report_queue();

@@ -1,6 +1,6 @@
 //! The agent's telemetry: Prometheus metrics read from the counters each
 //! component owns ([`metrics`]), served on their own listener
-//! ([`listener`], `--metrics-listen`) and on the boot HTTP port.
+//! (`--metrics-listen`, [`rackboot_metrics::serve`]) and on the boot HTTP
+//! port.
 
-pub mod listener;
 pub mod metrics;

@@ -346,3 +346,35 @@ async fn ship(
     }
     Ok(())
 }
+
+impl rackboot_metrics::Component for LogShipStats {
+    fn encode(&self, e: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use rackboot_metrics::{counter, gauge};
+        use std::sync::atomic::Ordering::Relaxed;
+        let l = self;
+        gauge(
+            e,
+            "rackboot_agent_log_memory_lines",
+            "Node log lines waiting in memory to be shipped",
+            l.memory_lines.load(Relaxed),
+        )?;
+        gauge(
+            e,
+            "rackboot_agent_log_spool_lines",
+            "Node log lines waiting in the on-disk spool",
+            l.spool_lines.load(Relaxed),
+        )?;
+        gauge(
+            e,
+            "rackboot_agent_log_spool_bytes",
+            "Bytes of the on-disk log spool",
+            l.spool_bytes.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_log_shipped_lines",
+            "Node log lines the coordinator acknowledged",
+            l.shipped_lines.load(Relaxed),
+        )
+    }
+}
