@@ -152,6 +152,9 @@ pub fn state_error(e: StateError) -> Status {
         StateError::ImageExists { .. } => Status::already_exists(msg),
         StateError::RackFull { .. } => Status::resource_exhausted(msg),
         StateError::MacTaken { .. } => Status::failed_precondition(msg),
+        StateError::OtherRack { .. } | StateError::HeldByOtherRack { .. } => {
+            Status::permission_denied(msg)
+        }
         StateError::NotPending(_) => Status::not_found(msg),
         StateError::PendingFull(_) => Status::resource_exhausted(msg),
         StateError::InvalidRack { .. }

@@ -49,6 +49,26 @@ pub enum StateError {
         /// Its node.
         node: NodeNumber,
     },
+    /// An agent reported a MAC of a node of another rack: only that rack's
+    /// agent (or an administrator) may change it.
+    #[error("MAC {mac} belongs to node {node} of rack '{rack}', not to the reporting rack")]
+    OtherRack {
+        /// The MAC.
+        mac: Mac,
+        /// Its node.
+        node: NodeNumber,
+        /// The node's rack.
+        rack: RackName,
+    },
+    /// An agent reported a MAC of a machine another rack's agent holds for
+    /// acceptance.
+    #[error("MAC {mac} is held for acceptance by rack '{rack}', not by the reporting rack")]
+    HeldByOtherRack {
+        /// The MAC.
+        mac: Mac,
+        /// The rack holding it.
+        rack: RackName,
+    },
     /// A MAC that cannot name one machine.
     #[error("MAC {0} is not a unicast address (all zeros, multicast or broadcast)")]
     NotUnicast(Mac),

@@ -261,19 +261,32 @@ impl State {
             .collect();
         if let Some(&number) = known.iter().next() {
             if known.len() > 1 {
-                // MACs of two different nodes reported together: never merge silently.
+                // MACs of two different nodes reported together: never merge
+                // silently. Name the node that owns the conflicting MAC.
                 let other = macs
                     .iter()
-                    .find(|m| self.macs.get(m).is_some_and(|n| *n != number))
-                    .copied();
-                if let Some(mac) = other {
-                    return Err(StateError::MacTaken { mac, node: number });
+                    .find_map(|m| self.macs.get(m).filter(|n| **n != number).map(|n| (*m, *n)));
+                if let Some((mac, node)) = other {
+                    return Err(StateError::MacTaken { mac, node });
                 }
             }
             let node = self
                 .nodes
                 .get_mut(&number)
                 .ok_or(StateError::NodeNotFound(number))?;
+            if node.rack != rack_name {
+                // One rack's agent never changes another rack's node.
+                let mac = macs
+                    .iter()
+                    .find(|m| node.macs.contains(m))
+                    .copied()
+                    .unwrap_or(macs[0]);
+                return Err(StateError::OtherRack {
+                    mac,
+                    node: number,
+                    rack: node.rack.clone(),
+                });
+            }
             let mut changed = false;
             for mac in &macs {
                 if !node.macs.contains(mac) && node.macs.len() < crate::MAX_MACS_PER_NODE {
@@ -312,18 +325,45 @@ impl State {
         macs: Vec<Mac>,
         seen: Seen,
     ) -> Result<Outcome, StateError> {
-        let existing = self
+        // Every held machine sharing a MAC with the report is the same
+        // machine: they become one (under the first one's key).
+        let sharing: Vec<Mac> = self
             .pending
             .iter()
-            .find(|(_, p)| p.macs.iter().any(|m| macs.contains(m)))
-            .map(|(k, _)| *k);
+            .filter(|(_, p)| p.macs.iter().any(|m| macs.contains(m)))
+            .map(|(k, _)| *k)
+            .collect();
+        if let Some(p) = sharing
+            .iter()
+            .filter_map(|k| self.pending.get(k))
+            .find(|p| p.rack != rack)
+        {
+            // One rack's agent never moves another rack's held machine.
+            let mac = p
+                .macs
+                .iter()
+                .find(|m| macs.contains(m))
+                .copied()
+                .unwrap_or(macs[0]);
+            return Err(StateError::HeldByOtherRack {
+                mac,
+                rack: p.rack.clone(),
+            });
+        }
+        let existing = sharing.first().copied();
         if existing.is_none() && self.pending.len() >= crate::MAX_PENDING {
             return Err(StateError::PendingFull(self.pending.len()));
         }
         let key = existing.unwrap_or(macs[0]);
         let previous = self.pending.get(&key);
         let mut all = previous.map(|p| p.macs.clone()).unwrap_or_default();
-        for m in macs {
+        let others: Vec<Mac> = sharing
+            .iter()
+            .skip(1)
+            .filter_map(|k| self.pending.get(k))
+            .flat_map(|p| p.macs.iter().copied())
+            .collect();
+        for m in others.into_iter().chain(macs) {
             if !all.contains(&m) && all.len() < crate::MAX_MACS_PER_NODE {
                 all.push(m);
             }
@@ -336,8 +376,11 @@ impl State {
             // First seen: a machine reporting again changes nothing.
             seen_at: previous.map_or(seen.seen_at, |p| p.seen_at),
         };
-        if previous == Some(&machine) {
+        if sharing.len() <= 1 && previous == Some(&machine) {
             return Ok(Outcome::Pending(machine));
+        }
+        for k in sharing.iter().skip(1) {
+            self.pending.remove(k);
         }
         self.pending.insert(key, machine.clone());
         self.revision += 1;
@@ -654,7 +697,7 @@ impl State {
         lines: Vec<(NodeNumber, LogLine)>,
         dropped: u64,
     ) -> Outcome {
-        self.boot.dropped_lines += dropped;
+        self.boot.dropped_lines = self.boot.dropped_lines.saturating_add(dropped);
         let mut kept = 0;
         for (node, line) in lines {
             if self.in_rack(node, rack) {

@@ -554,6 +554,15 @@ impl Model {
         if let Some(&number) = owners.first() {
             self.taken(&macs, number)?;
             let node = self.r.nodes.get_mut(&number).unwrap();
+            // Only the node's own rack may change it.
+            if node.rack != rack {
+                let mac = *macs.iter().find(|m| node.macs.contains(m)).unwrap();
+                return Err(StateError::OtherRack {
+                    mac,
+                    node: number,
+                    rack: node.rack.clone(),
+                });
+            }
             for m in &macs {
                 if !node.macs.contains(m) && node.macs.len() < MAX_MACS_PER_NODE {
                     node.macs.push(*m);
@@ -572,20 +581,41 @@ impl Model {
         if !hold {
             return self.number(rack, macs, uuid, inventory);
         }
-        // Held: merged into the first (by key) pending machine sharing a MAC.
-        let key = self
+        // Held: every pending machine sharing a MAC is this machine, merged
+        // into the first (by key); only its own rack may change it.
+        let sharing: Vec<Mac> = self
             .r
             .pending
             .iter()
-            .find(|(_, p)| p.macs.iter().any(|m| macs.contains(m)))
-            .map(|(k, _)| *k);
+            .filter(|(_, p)| p.macs.iter().any(|m| macs.contains(m)))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &sharing {
+            let p = &self.r.pending[k];
+            if p.rack != rack {
+                let mac = *p.macs.iter().find(|m| macs.contains(m)).unwrap();
+                return Err(StateError::HeldByOtherRack {
+                    mac,
+                    rack: p.rack.clone(),
+                });
+            }
+        }
+        let key = sharing.first().copied();
         if key.is_none() && self.r.pending.len() >= MAX_PENDING {
             return Err(StateError::PendingFull(self.r.pending.len()));
         }
         let key = key.unwrap_or(macs[0]);
-        let previous = self.r.pending.get(&key);
-        let mut all = previous.map(|p| p.macs.clone()).unwrap_or_default();
-        for m in macs {
+        let previous = self.r.pending.get(&key).cloned();
+        let mut all = previous.as_ref().map(|p| p.macs.clone()).unwrap_or_default();
+        let others: Vec<Mac> = sharing
+            .iter()
+            .skip(1)
+            .flat_map(|k| self.r.pending[k].macs.clone())
+            .collect();
+        for k in sharing.iter().skip(1) {
+            self.r.pending.remove(k);
+        }
+        for m in others.into_iter().chain(macs) {
             if !all.contains(&m) && all.len() < MAX_MACS_PER_NODE {
                 all.push(m);
             }
@@ -1126,7 +1156,6 @@ fn one_rack() -> State {
 /// A report carrying MACs of two nodes is refused, and the refusal should
 /// say which node the conflicting MAC belongs to.
 #[test]
-#[ignore = "DiscoverNode's MacTaken names the lowest-numbered node, not the node owning the MAC"]
 fn discover_mac_taken_names_the_owner_of_the_mac() {
     let mut s = one_rack();
     s.apply(discover_cmd("r0", &[mac(0)], false)).unwrap();
@@ -1143,7 +1172,6 @@ fn discover_mac_taken_names_the_owner_of_the_mac() {
 /// Held reports sharing a MAC are one machine: a report joining two held
 /// machines leaves no MAC in two of them.
 #[test]
-#[ignore = "a held report sharing MACs with two pending machines merges into one and leaves the other, so a MAC is pending twice"]
 fn a_report_joining_two_held_machines_leaves_one() {
     let mut s = one_rack();
     s.apply(discover_cmd("r0", &[mac(0)], true)).unwrap();
@@ -1158,7 +1186,6 @@ fn a_report_joining_two_held_machines_leaves_one() {
 /// huge one must not make applying the command panic (every replica would
 /// fail on the same log entry) nor wrap around.
 #[test]
-#[ignore = "AppendLogs adds `dropped` unchecked: overflow panics in debug builds and wraps in release"]
 fn dropped_log_lines_saturate() {
     let mut s = one_rack();
     for _ in 0..2 {
@@ -1173,4 +1200,42 @@ fn dropped_log_lines_saturate() {
         assert_eq!(r, Ok(Outcome::Recorded { kept: 0 }));
     }
     assert_eq!(s.dropped_log_lines(), u64::MAX);
+}
+
+/// One rack's agent never changes another rack's node (adding MACs,
+/// replacing its inventory) nor moves a machine another rack holds.
+#[test]
+fn a_rack_never_changes_another_racks_node_or_held_machine() {
+    let mut s = one_rack();
+    s.apply(Envelope {
+        idempotency_key: None,
+        command: Command::RegisterRack { rack: rack(1, 0) },
+    })
+    .unwrap();
+    let r0 = RACKS[0];
+    let r1 = RACKS[1];
+    s.apply(discover_cmd(r0, &[mac(0)], false)).unwrap();
+    let before = s.clone();
+    let revision = s.revision();
+    assert!(matches!(
+        s.apply(discover_cmd(r1, &[mac(0), mac(5)], false)),
+        Err(StateError::OtherRack {
+            node: NodeNumber(1),
+            ..
+        })
+    ));
+    assert_eq!(s.revision(), revision);
+    assert_eq!(s.node(NodeNumber(1)), before.node(NodeNumber(1)));
+    assert!(s.node_by_mac(&mac(5)).is_none());
+    // Held by rack 0: rack 1 cannot take it over.
+    s.apply(discover_cmd(r0, &[mac(2)], true)).unwrap();
+    assert!(matches!(
+        s.apply(discover_cmd(r1, &[mac(2), mac(3)], true)),
+        Err(StateError::HeldByOtherRack { .. })
+    ));
+    let pending: Vec<_> = s
+        .pending()
+        .map(|p| (p.rack.clone(), p.macs.clone()))
+        .collect();
+    assert_eq!(pending, vec![(rack_name(0), vec![mac(2)])]);
 }

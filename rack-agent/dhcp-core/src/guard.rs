@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ipnet::Ipv4Net;
 
@@ -41,14 +41,29 @@ impl Allow {
 }
 
 /// Per-key token buckets: `rate` events per second with a `burst`.
+///
+/// Bounded with O(1) work per event whatever arrives: keys live in two
+/// generations of at most `max_keys / 2` each; a key seen again moves to
+/// the current one, and when the current one fills up the older generation
+/// is forgotten whole. A flood of new keys therefore only makes idle keys
+/// be forgotten sooner (they start again with a full bucket): it never
+/// refuses a newcomer or a known client for lack of room, and never scans
+/// the table.
 #[derive(Debug)]
 pub struct RateLimiter<K> {
     rate: f64,
     burst: f64,
     max_keys: usize,
-    buckets: HashMap<K, (f64, Instant)>,
+    current: HashMap<K, Bucket>,
+    previous: HashMap<K, Bucket>,
     /// Events refused.
     pub limited: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
 }
 
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
@@ -58,32 +73,33 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         RateLimiter {
             rate,
             burst,
-            max_keys,
-            buckets: HashMap::new(),
+            max_keys: max_keys.max(2),
+            current: HashMap::new(),
+            previous: HashMap::new(),
             limited: 0,
         }
     }
 
     /// Take one token for `key` at `now`; false when over the limit.
     pub fn allow(&mut self, key: &K, now: Instant) -> bool {
-        if self.buckets.len() >= self.max_keys && !self.buckets.contains_key(key) {
-            // Forget sources idle long enough to have refilled.
-            let full_after = Duration::from_secs_f64(self.burst / self.rate.max(1e-9));
-            self.buckets
-                .retain(|_, (_, t)| now.duration_since(*t) < full_after);
-            if self.buckets.len() >= self.max_keys {
-                // Still full: a flood of distinct sources. Refuse newcomers
-                // rather than forget the ones being limited.
-                self.limited += 1;
-                return false;
+        if !self.current.contains_key(key) {
+            let bucket = self.previous.remove(key).unwrap_or(Bucket {
+                tokens: self.burst,
+                last: now,
+            });
+            if self.current.len() >= self.max_keys / 2 {
+                self.previous = std::mem::take(&mut self.current);
             }
+            self.current.insert(key.clone(), bucket);
         }
-        let (tokens, last) = self.buckets.entry(key.clone()).or_insert((self.burst, now));
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        let Some(b) = self.current.get_mut(key) else {
+            return true;
+        };
+        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
             true
         } else {
             self.limited += 1;
@@ -93,12 +109,12 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
 
     /// Keys remembered.
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.current.len() + self.previous.len()
     }
 
     /// True when no key is remembered.
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.len() == 0
     }
 }
 
@@ -106,6 +122,7 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn allow_list() {
@@ -127,10 +144,34 @@ mod tests {
             "one token per 100 ms"
         );
         assert!(r.allow(&2, t0) && r.allow(&3, t0));
-        // Table full of active keys: a fourth source is refused, not evicting.
-        assert!(!r.allow(&4, t0));
-        // Later, idle keys are forgotten and newcomers get in.
-        assert!(r.allow(&4, t0 + Duration::from_secs(2)));
+        // Past the bound, a newcomer still gets in (the oldest generation
+        // is forgotten), and the table stays bounded.
+        assert!(r.allow(&4, t0));
         assert!(r.len() <= 3);
+        for k in 5..1_000 {
+            assert!(r.allow(&k, t0), "newcomer {k} refused");
+            assert!(r.len() <= 3);
+        }
+    }
+
+    #[test]
+    fn an_active_key_keeps_its_bucket_through_a_flood_of_others() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10.0, 5.0, 1_000);
+        // Key 0 spends its burst, then a flood of 100,000 other keys
+        // interleaved with it: it stays limited (its bucket is not reset
+        // while it is active), and no newcomer is refused.
+        for _ in 0..5 {
+            assert!(r.allow(&0u32, t0));
+        }
+        let mut zero_allowed = 0;
+        for k in 1..100_000u32 {
+            assert!(r.allow(&k, t0), "newcomer {k} refused");
+            if k % 100 == 0 && r.allow(&0, t0) {
+                zero_allowed += 1;
+            }
+        }
+        assert_eq!(zero_allowed, 0, "an active key's bucket survived the flood");
+        assert!(r.len() <= 1_000);
     }
 }

@@ -167,6 +167,9 @@ pub struct Server {
     /// are skipped when they come up.
     deadlines: VecDeque<(Instant, Mac)>,
     reported: HashMap<Mac, Instant>,
+    /// Report times in order (the cooldown is constant, so this is expiry
+    /// order): expired entries leave from the front, O(1) per report.
+    reported_order: VecDeque<(Instant, Mac)>,
     /// The origin of the pool's seconds scale.
     epoch: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -189,6 +192,7 @@ impl Server {
             deferred: HashMap::new(),
             deadlines: VecDeque::new(),
             reported: HashMap::new(),
+            reported_order: VecDeque::new(),
             epoch: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -486,26 +490,35 @@ impl Server {
         }
     }
 
-    /// Queue a report, at most once per [`REPORT_COOLDOWN`] per MAC.
+    /// Queue a report, at most once per [`REPORT_COOLDOWN`] per MAC. With
+    /// [`REPORT_TABLE`] MACs reported within one cooldown (a flood of random
+    /// MACs), newcomers are not reported until the oldest expire.
     fn report(&mut self, now: Instant, report: Report) {
-        let mac = report.mac;
-        let due = self
-            .reported
-            .get(&mac)
-            .is_none_or(|t| now.saturating_duration_since(*t) >= REPORT_COOLDOWN);
-        if !due {
-            return;
-        }
-        if self.reported.len() >= REPORT_TABLE && !self.reported.contains_key(&mac) {
-            self.reported
-                .retain(|_, t| now.saturating_duration_since(*t) < REPORT_COOLDOWN);
-            if self.reported.len() >= REPORT_TABLE {
-                // A flood of distinct MACs within one cooldown: refuse
-                // newcomers rather than report without a cooldown.
-                return;
+        while let Some(&(at, mac)) = self.reported_order.front() {
+            if now.saturating_duration_since(at) < REPORT_COOLDOWN {
+                break;
+            }
+            self.reported_order.pop_front();
+            if self.reported.get(&mac) == Some(&at) {
+                self.reported.remove(&mac);
             }
         }
+        let mac = report.mac;
+        if self.reported.contains_key(&mac) {
+            return;
+        }
+        if self.reported.len() >= REPORT_TABLE {
+            return;
+        }
         self.reported.insert(mac, now);
+        self.reported_order.push_back((now, mac));
+        if self.reported_order.len() > 2 * REPORT_TABLE {
+            // Reports refused by the shell and made again leave stale
+            // entries behind.
+            let reported = &self.reported;
+            self.reported_order
+                .retain(|(t, m)| reported.get(m) == Some(t));
+        }
         self.event(Event::Report(report));
     }
 

@@ -265,43 +265,103 @@ impl FileSource for FileTable {
     }
 }
 
-/// Load every regular file under `root` (recursively) into memory, keyed by
-/// its relative path with `/` separators. Symlinks are followed only when
-/// they stay inside the root.
+/// Most entries the static-root walk looks at (files, directories, links).
+pub const MAX_STATIC_ENTRIES: usize = 100_000;
+/// Deepest directory the static-root walk enters.
+pub const MAX_STATIC_DEPTH: usize = 32;
+
+/// Load every regular file under `root` (following links that stay inside
+/// it), keyed by its path relative to `root` with `/` separators. What
+/// cannot be served safely is skipped with a logged reason, never followed
+/// or read: links that leave the root, link loops (`ln -s . loop`, a common
+/// TFTP-root trick), FIFOs, sockets and device files (reading a FIFO would
+/// block for ever), files over [`MAX_STATIC_FILE`], unreadable entries. The
+/// walk is bounded by [`MAX_STATIC_ENTRIES`] and [`MAX_STATIC_DEPTH`].
+/// Blocking: call it on a blocking thread.
 pub fn load_static_root(root: &Path) -> std::io::Result<HashMap<String, Bytes>> {
     let mut out = HashMap::new();
     let canonical_root = root.canonicalize()?;
-    let mut stack = vec![canonical_root.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let path = match entry.path().canonicalize() {
-                Ok(p) if p.starts_with(&canonical_root) => p,
-                _ => {
-                    tracing::warn!(path = %entry.path().display(), "static root: skipping link leaving the root");
-                    continue;
-                }
-            };
-            let meta = std::fs::metadata(&path)?;
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() {
-                if meta.len() > MAX_STATIC_FILE {
-                    tracing::warn!(path = %path.display(), size = meta.len(), "static root: file too large, skipped");
-                    continue;
-                }
-                // Relative to the canonical root: the walk is over canonical
-                // paths, whatever form (relative, symlinked) `root` was given in.
-                let rel = dir
-                    .join(entry.file_name())
-                    .strip_prefix(&canonical_root)
-                    .map(|r| r.to_string_lossy().replace('\\', "/"))
+    let walk = walkdir::WalkDir::new(&canonical_root)
+        .follow_links(true)
+        .max_depth(MAX_STATIC_DEPTH)
+        .min_depth(1);
+    let mut entries = walk.into_iter();
+    let mut seen = 0usize;
+    while let Some(entry) = entries.next() {
+        seen += 1;
+        if seen > MAX_STATIC_ENTRIES {
+            tracing::warn!(root = %canonical_root.display(), limit = MAX_STATIC_ENTRIES, "static root: too many entries; the rest are not served");
+            break;
+        }
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let why = if e.loop_ancestor().is_some() {
+                    "link loop"
+                } else {
+                    "unreadable"
+                };
+                let path = e
+                    .path()
+                    .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                if rel.is_empty() {
-                    tracing::warn!(path = %entry.path().display(), "static root: file outside the root skipped");
-                    continue;
-                }
-                out.insert(rel, Bytes::from(std::fs::read(&path)?));
+                tracing::warn!(%path, error = %e, "static root: {why}, skipped");
+                continue;
+            }
+        };
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            // A link to a directory outside the root is not entered (even
+            // one whose tree leads back in: files have one name each).
+            if !entry
+                .path()
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(&canonical_root))
+            {
+                tracing::warn!(path = %entry.path().display(), "static root: link leaving the root, skipped");
+                entries.skip_current_dir();
+            }
+            continue;
+        }
+        if !ft.is_file() {
+            tracing::warn!(path = %entry.path().display(), "static root: not a regular file (FIFO, socket or device), skipped");
+            continue;
+        }
+        let real = match entry.path().canonicalize() {
+            Ok(p) if p.starts_with(&canonical_root) => p,
+            _ => {
+                tracing::warn!(path = %entry.path().display(), "static root: link leaving the root, skipped");
+                continue;
+            }
+        };
+        let size = match entry.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "static root: unreadable, skipped");
+                continue;
+            }
+        };
+        if size > MAX_STATIC_FILE {
+            tracing::warn!(path = %entry.path().display(), size, "static root: file too large, skipped");
+            continue;
+        }
+        // Named by where it appears in the tree (relative to the canonical
+        // root: the walk is over canonical paths, whatever form (relative,
+        // symlinked) `root` was given in), read where it really is.
+        let rel = entry
+            .path()
+            .strip_prefix(&canonical_root)
+            .map(|r| r.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default();
+        if rel.is_empty() {
+            continue;
+        }
+        match std::fs::read(&real) {
+            Ok(bytes) => {
+                out.insert(rel, Bytes::from(bytes));
+            }
+            Err(e) => {
+                tracing::warn!(path = %real.display(), error = %e, "static root: unreadable, skipped");
             }
         }
     }
@@ -521,5 +581,50 @@ mod tests {
         let files = load_static_root(dir.path()).unwrap();
         assert_eq!(files.get("undionly.kpxe").unwrap().as_ref(), b"rom");
         assert_eq!(files.get("grub/grub.cfg").unwrap().as_ref(), b"cfg");
+    }
+
+    #[test]
+    fn loops_fifos_and_links_out_of_the_root_are_skipped_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+        std::fs::write(root.join("pxelinux.cfg/default"), b"menu").unwrap();
+        std::fs::write(dir.path().join("secret"), b"not served").unwrap();
+        // The TFTP-root trick: a link to the root itself, and a loop deeper.
+        std::os::unix::fs::symlink(".", root.join("loop")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("pxelinux.cfg/up")).unwrap();
+        // Out of the root, by a file link and by a directory link.
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("secret")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("outside")).unwrap();
+        // A dangling link.
+        std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap();
+        // A FIFO: reading it would block for ever.
+        let fifo = root.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let started = std::time::Instant::now();
+        let files = load_static_root(&root).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let mut names: Vec<&str> = files.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["pxelinux.cfg/default"], "{names:?}");
+    }
+
+    #[test]
+    fn deep_trees_are_cut_at_the_depth_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().to_path_buf();
+        for _ in 0..(MAX_STATIC_DEPTH + 5) {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), b"too deep").unwrap();
+        std::fs::write(dir.path().join("top"), b"top").unwrap();
+        let files = load_static_root(dir.path()).unwrap();
+        assert_eq!(files.len(), 1);
+        assert!(files.contains_key("top"));
     }
 }

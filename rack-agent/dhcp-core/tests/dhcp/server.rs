@@ -307,3 +307,62 @@ fn proxy_roles_report_unknown_machines_but_hold_nothing() {
     let step = rig.send(0, src, &ipxe_bios(NODE_MAC, 1, REQUEST).bytes(), &nodes());
     assert_eq!(step.transmits[0].dest, src);
 }
+
+#[test]
+fn a_flood_of_random_macs_never_costs_a_known_node_its_answer() {
+    // 100,000 DISCOVERs from random MACs in one virtual second, with one of
+    // 50 known nodes doing its DORA every 20 ms among them: every one of
+    // their requests is answered, and every table stays within its bound.
+    let mut rig = Rig::new(settings());
+    let mut dir = nodes();
+    let known: Vec<(Mac, Ipv4Addr)> = (0..50u8)
+        .map(|k| {
+            (
+                Mac([0x52, 0x54, 0x00, 0x10, 0x00, k]),
+                Ipv4Addr::new(10, 0, 0, 100 + k),
+            )
+        })
+        .collect();
+    for (k, (mac, addr)) in known.iter().enumerate() {
+        dir.insert(
+            *mac,
+            NodeBinding {
+                number: 100 + k as u32,
+                addr: *addr,
+                hostname: format!("n{}", 100 + k),
+            },
+        );
+    }
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let (mut known_sent, mut known_answered, mut reports) = (0, 0, 0);
+    for i in 0..100_000u64 {
+        let ms = i / 100;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let b = rng.to_be_bytes();
+        let mac = Mac([0x02, b[1], b[2], b[3], b[4], b[5]]);
+        let step = rig.send(ms, CLIENT, &udhcpc(mac, 1, DISCOVER, "x").bytes(), &dir);
+        reports += step.reports().len();
+        if i % 2_000 == 0 {
+            let (mac, addr) = known[(i / 2_000) as usize % known.len()];
+            let xid = i as u32;
+            let offer = rig.send(ms, CLIENT, &ipxe_bios(mac, xid, DISCOVER).bytes(), &dir);
+            let ack = rig.send(
+                ms,
+                CLIENT,
+                &ipxe_bios(mac, xid, REQUEST).opt(50, addr.octets()).bytes(),
+                &dir,
+            );
+            known_sent += 2;
+            known_answered += offer.transmits.len() + ack.transmits.len();
+            assert_eq!(ack.reply().msg.yiaddr(), addr);
+        }
+    }
+    assert_eq!(known_answered, known_sent, "a known node was refused");
+    assert!(rig.server.deferred() <= DEFER_MAX);
+    assert!(
+        reports <= rackboot_dhcp_core::server::REPORT_TABLE,
+        "{reports} reports within one cooldown"
+    );
+}
