@@ -97,3 +97,53 @@ async fn without_the_flag_metrics_stay_on_the_http_port_only() {
         let _ = t.await;
     }
 }
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::from((from, 0)))?;
+    s.connect(to).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_holding_connections_open_does_not_stop_http_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, shutdown) = agent(&dir, &["--no-syslog", "--http-port", "0"]).await;
+    let addr = agent.http_addr.expect("HTTP");
+    // 1,100 idle connections from one host: the first 64 are admitted and
+    // held, the rest closed at once.
+    let mut held = Vec::new();
+    for _ in 0..1_100 {
+        if let Ok(s) = connect_from([127, 0, 0, 2], addr).await {
+            held.push(s);
+        }
+    }
+    let mut closed = 0;
+    for s in &mut held {
+        let mut b = [0u8; 1];
+        // An admitted idle connection stays open (the read times out here);
+        // a refused one reads EOF or a reset at once.
+        if tokio::time::timeout(std::time::Duration::from_millis(20), s.read(&mut b))
+            .await
+            .is_ok()
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(held.len() - closed, 64, "admitted from one host");
+    // Another host fetches at once.
+    let started = std::time::Instant::now();
+    let mut s = connect_from([127, 0, 0, 3], addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let refused =
+        format!("rackboot_agent_http_connections_closed_total{{reason=\"per_source\"}} {closed}");
+    assert!(held.len() > 500, "only {} connections made", held.len());
+    assert!(out.contains(&refused), "{refused} missing from:\n{out}");
+    shutdown.cancel();
+}

@@ -606,7 +606,10 @@ impl Model {
         }
         let key = key.unwrap_or(macs[0]);
         let previous = self.r.pending.get(&key).cloned();
-        let mut all = previous.as_ref().map(|p| p.macs.clone()).unwrap_or_default();
+        let mut all = previous
+            .as_ref()
+            .map(|p| p.macs.clone())
+            .unwrap_or_default();
         let others: Vec<Mac> = sharing
             .iter()
             .skip(1)

@@ -23,12 +23,14 @@ use bytes::Bytes;
 use rackboot_dhcp_core::Mac;
 use rackboot_tftp_core::SafePath;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::files::FileTable;
+use door::Door;
+
+mod door;
 use rackboot_agent_domain::timeline::Transport;
 use rackboot_agent_domain::view::RackView;
 
@@ -37,9 +39,23 @@ use crate::timeline::TimelineHandle;
 /// Limits of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
-    /// Open connections at most; further ones wait in the kernel backlog.
+    /// Open connections at most; further ones are closed at once, counted.
     pub max_connections: usize,
-    /// Longest a request may take (a 64 MiB initrd at 100 Mbit/s takes ~6 s).
+    /// Of those, kept for the rack's nodes (sources the view knows): other
+    /// hosts together hold at most `max_connections - reserved_for_nodes`.
+    pub reserved_for_nodes: usize,
+    /// Open connections one address may hold.
+    pub max_per_source: usize,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// Every connection's lifetime budget: this much, plus one second per
+    /// `min_rate` bytes it has sent (a request must arrive, and a body be
+    /// taken, at least that fast).
+    pub grace: Duration,
+    /// See `grace` (bytes per second).
+    pub min_rate: u64,
+    /// Longest a request handler may take (a 64 MiB initrd at 100 Mbit/s
+    /// takes ~6 s).
     pub request_timeout: Duration,
 }
 
@@ -47,7 +63,25 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_connections: 1024,
+            reserved_for_nodes: 256,
+            max_per_source: 64,
+            idle_timeout: Duration::from_secs(20),
+            grace: Duration::from_secs(10),
+            min_rate: 64 << 10,
             request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl HttpLimits {
+    fn door(&self) -> door::DoorLimits {
+        door::DoorLimits {
+            max_connections: self.max_connections.max(1),
+            reserved_for_nodes: self.reserved_for_nodes.min(self.max_connections),
+            max_per_source: self.max_per_source.max(1),
+            idle_timeout: self.idle_timeout,
+            grace: self.grace,
+            min_rate: self.min_rate.max(1),
         }
     }
 }
@@ -64,9 +98,28 @@ pub struct HttpStats {
     pub response_bytes: AtomicU64,
     /// Requests answered, by status code.
     pub requests: Mutex<BTreeMap<u16, u64>>,
+    /// Connections closed by the front door, by reason (`full`,
+    /// `full_for_others`, `per_source`, `idle`, `deadline`).
+    pub closed: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl HttpStats {
+    /// Count a connection closed by the front door.
+    pub fn count_closed(&self, reason: &'static str) {
+        *self
+            .closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Connections closed by the front door so far, by reason.
+    pub fn closed(&self) -> Vec<(&'static str, u64)> {
+        let c = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        c.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     /// Requests answered so far, by status code.
     pub fn requests(&self) -> Vec<(u16, u64)> {
         let r = self.requests.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,6 +161,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let HttpTelemetry { stats, metrics } = telemetry;
+    let view_for_door = view.clone();
     let app = router(Ctx {
         files,
         view,
@@ -119,11 +173,7 @@ pub async fn run(
         limits.request_timeout,
     ))
     .layer(axum::middleware::from_fn_with_state(stats.clone(), count));
-    let listener = Bounded {
-        inner: listener,
-        permits: Arc::new(Semaphore::new(limits.max_connections)),
-        stats,
-    };
+    let listener = Door::new(listener, limits.door(), view_for_door, stats);
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
@@ -398,111 +448,9 @@ impl tokio_stream::Stream for Pieces {
 #[derive(Debug, Clone, Copy)]
 struct Peer(SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Bounded>) -> Self {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Door>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Door>) -> Self {
         Peer(*stream.remote_addr())
-    }
-}
-
-/// A listener holding one permit per open connection.
-struct Bounded {
-    inner: TcpListener,
-    permits: Arc<Semaphore>,
-    stats: Arc<HttpStats>,
-}
-
-/// A connection and its permit.
-pub struct PermitStream {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-    _open: Open,
-}
-
-/// Counts a connection as open while it lives.
-struct Open(Arc<HttpStats>);
-
-impl Open {
-    fn new(stats: &Arc<HttpStats>) -> Open {
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        stats.active.fetch_add(1, Ordering::Relaxed);
-        Open(stats.clone())
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl axum::serve::Listener for Bounded {
-    type Io = PermitStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (
-                        PermitStream {
-                            stream,
-                            _permit: permit,
-                            _open: Open::new(&self.stats),
-                        },
-                        addr,
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-impl AsyncRead for PermitStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for PermitStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }
 
@@ -535,6 +483,13 @@ impl rackboot_metrics::Component for HttpStats {
             "rackboot_agent_http_connections",
             "HTTP connections accepted",
             h.connections.load(Relaxed),
+        )?;
+        counters(
+            e,
+            "rackboot_agent_http_connections_closed",
+            "HTTP connections closed by the front door, by reason: full, full_for_others (room kept for the rack's nodes), per_source, idle, deadline",
+            "reason",
+            &h.closed(),
         )?;
         gauge(
             e,
@@ -575,7 +530,7 @@ mod tests {
     }
 
     async fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
