@@ -37,7 +37,10 @@ Transports:
                               connection up to --http-retries times (from the
                               start, or with Range/If-Range with --http-resume);
                               every body is checked against a blake3 ETag and
-                              the first against --expect-blake3.
+                              the first against --expect-blake3. All clients
+                              share this host's address: start rackboot-agent
+                              with --http-max-per-source above the client
+                              count (64 by default).
   With --tftp-only (no DHCP) the transport applies to --file/--second-file;
   after DHCP it fetches the lease's boot file (a URL's path only) from the
   lease's next-server.

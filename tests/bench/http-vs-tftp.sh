@@ -94,7 +94,7 @@ start_agent() {
   rm -rf "$work/agent"
   # With --iface: TFTP on 69 and HTTP on 80 of 10.124.0.1.
   ip netns exec "$S" "$BIN/rackboot-agent" --plaintext --rack bench --coordinator http://127.0.0.1:9 \
-    --data "$work/agent" --iface vs --dhcp-port 1067 --static-root "$files" >"$work/agent.log" 2>&1 &
+    --data "$work/agent" --iface vs --dhcp-port 1067 --static-root "$files" --http-max-per-source 4096 >"$work/agent.log" 2>&1 &
   server_pid=$!
   local i
   for i in $(seq 1 50); do # up to 10 s for both listeners

@@ -63,6 +63,8 @@ iface = "vs"
 static_root = "$files"
 [network]
 node_base = "10.124.1.0"
+[http]
+max_per_source = 4096                   # the emulated clients share one address
 EOF
 
 ip netns exec "$S" "$BIN/rackboot-coordinator" --plaintext --listen 127.0.0.1:50051 --data "$work/coord" \

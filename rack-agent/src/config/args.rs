@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// Do not serve HTTP: iPXE loads kernel and initrd over TFTP.
     #[arg(long)]
     pub no_http: bool,
+    /// Open HTTP connections at most (default 1024); the last quarter is
+    /// kept for addresses the rack's view names as nodes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: Option<u32>,
+    /// Open HTTP connections one address may hold (default 64). Raise it
+    /// for a test host that emulates many clients from one address.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_per_source: Option<u32>,
     /// UDP port of the node log (syslog) receiver (default 514 with --iface,
     /// 1514 without).
     #[arg(long)]
@@ -372,6 +380,8 @@ impl ServeArgs {
             proxy_boot_port: self.proxy_boot_port.unwrap_or(4011),
             tftp_listen: SocketAddr::from((server_ip, tftp_port)),
             metrics_listen: self.metrics_listen,
+            http_max_connections: self.http_max_connections.unwrap_or(1024),
+            http_max_per_source: self.http_max_per_source.unwrap_or(64),
             syslog_listen: (!self.no_syslog)
                 .then(|| SocketAddr::from((server_ip, self.syslog_port.unwrap_or(syslog_default)))),
             http_listen: (!self.no_http)

@@ -47,6 +47,8 @@
 //! [http]
 //! enabled = true
 //! port = 80
+//! max_connections = 1024                       # the last quarter kept for the rack's nodes
+//! max_per_source = 64                          # open connections per address
 //!
 //! [syslog]
 //! enabled = true
@@ -110,7 +112,7 @@ pub struct AgentFile {
     pub tftp: TftpSection,
     /// `[http]`.
     #[serde(default)]
-    pub http: ServiceSection,
+    pub http: HttpSection,
     /// `[syslog]`.
     #[serde(default)]
     pub syslog: ServiceSection,
@@ -167,6 +169,20 @@ pub struct TftpSection {
     pub link_mbit: Option<u32>,
     /// Link bytes per datagram besides its UDP payload (pacing).
     pub link_overhead: Option<u16>,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Serve it (default true).
+    pub enabled: Option<bool>,
+    /// Port.
+    pub port: Option<u16>,
+    /// Open connections at most.
+    pub max_connections: Option<u32>,
+    /// Open connections per source address at most.
+    pub max_per_source: Option<u32>,
 }
 
 /// A service that can be switched off.
@@ -383,6 +399,18 @@ impl AgentFile {
             "tftp.link_overhead"
         );
         fill!(serve.http_port, self.http.port, "--http-port", "http.port");
+        fill!(
+            serve.http_max_connections,
+            self.http.max_connections.filter(|n| *n > 0),
+            "--http-max-connections",
+            "http.max_connections"
+        );
+        fill!(
+            serve.http_max_per_source,
+            self.http.max_per_source.filter(|n| *n > 0),
+            "--http-max-per-source",
+            "http.max_per_source"
+        );
         if !serve.no_http && self.http.enabled == Some(false) {
             serve.no_http = true;
             from.insert("--no-http", "http.enabled");

@@ -64,4 +64,8 @@ pub struct AgentConfig {
     pub uefi_arm64_boot_file: String,
     /// TFTP engine settings.
     pub tftp: rackboot_tftp_core::Config,
+    /// Open HTTP connections at most.
+    pub http_max_connections: u32,
+    /// Open HTTP connections per source address at most.
+    pub http_max_per_source: u32,
 }

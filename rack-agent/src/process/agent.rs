@@ -389,7 +389,12 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 files_rx.clone(),
                 view_rx.clone(),
                 Some(sessions.clone()),
-                crate::serve::http::HttpLimits::default(),
+                crate::serve::http::HttpLimits {
+                    max_connections: cfg.http_max_connections as usize,
+                    reserved_for_nodes: cfg.http_max_connections as usize / 4,
+                    max_per_source: cfg.http_max_per_source as usize,
+                    ..crate::serve::http::HttpLimits::default()
+                },
                 crate::serve::http::HttpTelemetry {
                     stats: metrics.http.clone(),
                     metrics: Some(metrics.exposition()),
