@@ -152,6 +152,7 @@ pub fn state_error(e: StateError) -> Status {
         StateError::ImageExists { .. } => Status::already_exists(msg),
         StateError::RackFull { .. } => Status::resource_exhausted(msg),
         StateError::MacTaken { .. } => Status::failed_precondition(msg),
+        StateError::RackWouldMoveNodes { .. } => Status::failed_precondition(msg),
         StateError::OtherRack { .. } | StateError::HeldByOtherRack { .. } => {
             Status::permission_denied(msg)
         }

@@ -69,6 +69,21 @@ pub enum StateError {
         /// The rack holding it.
         rack: RackName,
     },
+    /// Registering the rack again with these values would change the
+    /// address of nodes it has.
+    #[error(
+        "rack '{rack}' is registered with other addresses: node {node} would move from {from} to {to}; start the agent with the registered node base and subnet (`rackboot rack list`), or retire the rack's nodes first"
+    )]
+    RackWouldMoveNodes {
+        /// The rack.
+        rack: RackName,
+        /// The first node (by number) that would move.
+        node: NodeNumber,
+        /// Its address now.
+        from: std::net::Ipv4Addr,
+        /// Its address with the new values.
+        to: std::net::Ipv4Addr,
+    },
     /// A MAC that cannot name one machine.
     #[error("MAC {0} is not a unicast address (all zeros, multicast or broadcast)")]
     NotUnicast(Mac),

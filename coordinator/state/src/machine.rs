@@ -228,6 +228,26 @@ impl State {
                     reason: format!("slot {slot} is in use and would fall outside the new range"),
                 });
             }
+            // Nor move a node's address: two machines would hold one until
+            // leases run out. The first node (by number) that would move is
+            // named.
+            let moved = self
+                .nodes
+                .values()
+                .filter(|n| n.rack == rack.name)
+                .find_map(|n| {
+                    let from = existing.slot_address(n.slot)?;
+                    let to = rack.slot_address(n.slot)?;
+                    (from != to).then_some((n.number, from, to))
+                });
+            if let Some((node, from, to)) = moved {
+                return Err(StateError::RackWouldMoveNodes {
+                    rack: rack.name.clone(),
+                    node,
+                    from,
+                    to,
+                });
+            }
         }
         self.racks.insert(rack.name.clone(), rack.clone());
         self.revision += 1;

@@ -531,6 +531,20 @@ impl Model {
                 reason: String::new(),
             });
         }
+        // No node's address moves: it is node_base + slot, so any other
+        // node base moves every node of the rack.
+        if let Some(old) = self.r.racks.get(&rack.name)
+            && old.node_base != rack.node_base
+            && let Some(n) = self.r.nodes.values().find(|n| n.rack == rack.name)
+        {
+            let at = |base: Ipv4Addr| Ipv4Addr::from(u32::from(base) + n.slot);
+            return Err(StateError::RackWouldMoveNodes {
+                rack: rack.name,
+                node: n.number,
+                from: at(old.node_base),
+                to: at(rack.node_base),
+            });
+        }
         self.r.racks.insert(rack.name.clone(), rack.clone());
         Ok(Outcome::Rack(rack))
     }
@@ -1123,6 +1137,9 @@ fn every_outcome_and_refusal_is_drawn() {
         "BadMacCount",
         "InvalidMeta",
         "InvalidRack",
+        "OtherRack",
+        "HeldByOtherRack",
+        "RackWouldMoveNodes",
     ];
     let missing: Vec<_> = expected.iter().filter(|k| !seen.contains(**k)).collect();
     assert!(missing.is_empty(), "never drawn: {missing:?}");
@@ -1241,4 +1258,36 @@ fn a_rack_never_changes_another_racks_node_or_held_machine() {
         .map(|p| (p.rack.clone(), p.macs.clone()))
         .collect();
     assert_eq!(pending, vec![(rack_name(0), vec![mac(2)])]);
+}
+
+/// Registering a rack again with another node base would move every node's
+/// address (two machines holding one until leases run out): refused,
+/// naming a node and both addresses; the same values are still accepted.
+#[test]
+fn re_registering_a_rack_never_moves_its_nodes() {
+    let mut s = one_rack();
+    s.apply(discover_cmd(RACKS[0], &[mac(0)], false)).unwrap();
+    let mut moved = rack(0, 0);
+    moved.node_base = Ipv4Addr::new(10, 1, 0, 101);
+    let before = s.clone();
+    assert_eq!(
+        s.apply(Envelope {
+            idempotency_key: None,
+            command: Command::RegisterRack { rack: moved },
+        }),
+        Err(StateError::RackWouldMoveNodes {
+            rack: rack_name(0),
+            node: NodeNumber(1),
+            from: Ipv4Addr::new(10, 1, 0, 100),
+            to: Ipv4Addr::new(10, 1, 0, 101),
+        })
+    );
+    assert_eq!(s, before);
+    assert!(
+        s.apply(Envelope {
+            idempotency_key: None,
+            command: Command::RegisterRack { rack: rack(0, 0) },
+        })
+        .is_ok()
+    );
 }
