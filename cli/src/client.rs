@@ -49,6 +49,7 @@ const MUTATING: &[&str] = &[
     "/rackboot.v1.NodeService/ReplaceNode",
     "/rackboot.v1.NodeService/RetireNode",
     "/rackboot.v1.NodeService/AcceptMachine",
+    "/rackboot.v1.NodeService/RejectMachine",
     "/rackboot.v1.NodeService/AddNodes",
     "/rackboot.v1.MetaService/SetMeta",
     "/rackboot.v1.ClusterService/AddMember",

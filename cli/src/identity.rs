@@ -105,6 +105,25 @@ pub async fn accept(conn: &Conn, mac: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `node reject MAC`.
+pub async fn reject(conn: &Conn, mac: String) -> anyhow::Result<()> {
+    let m = conn
+        .nodes()
+        .reject_machine(pb::RejectMachineRequest {
+            mac: mac.clone(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .map_err(|s| conn.err(&format!("reject {mac}"), s))?
+        .into_inner();
+    say!(
+        "machine {} (rack {}) rejected: no longer waiting",
+        m.macs.join(", "),
+        m.rack
+    );
+    Ok(())
+}
+
 /// `node add --rack R (--mac M … | --file FILE)`: one machine per `--mac`,
 /// or per line of FILE (its MACs separated by commas or blanks; `#`
 /// comments).

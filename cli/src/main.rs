@@ -177,6 +177,13 @@ enum NodeCmd {
         /// One of its MACs.
         mac: String,
     },
+    /// Forget a waiting machine without numbering it (by any of its MACs);
+    /// if it reports again it waits again. Waiting machines are also
+    /// forgotten a day after they were first seen.
+    Reject {
+        /// One of its MACs.
+        mac: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -284,6 +291,7 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
             identity::add(&conn, rack, macs, file).await
         }
         Command::Node(NodeCmd::Accept { mac }) => identity::accept(&conn, mac).await,
+        Command::Node(NodeCmd::Reject { mac }) => identity::reject(&conn, mac).await,
         Command::Meta(MetaCmd::Set { key, value }) => {
             admin::meta_set(&conn, key, Some(value)).await
         }

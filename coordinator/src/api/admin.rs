@@ -275,6 +275,28 @@ impl pb::node_service_server::NodeService for NodeApi {
         self.node_command(key(&r.idempotency_key, &metadata), command)
             .await
     }
+
+    async fn reject_machine(
+        &self,
+        req: Request<pb::RejectMachineRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let metadata = req.metadata().clone();
+        let r = req.into_inner();
+        let command = Command::RejectMachine {
+            mac: field("mac", &r.mac)?,
+        };
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key: key(&r.idempotency_key, &metadata),
+                command,
+            })
+            .await?
+        {
+            Outcome::Pending(p) => Ok(Response::new(pending_to_pb(&p))),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
 }
 
 impl NodeApi {

@@ -64,6 +64,12 @@ pub enum Command {
         /// One of its MACs.
         mac: Mac,
     },
+    /// Forget a pending machine without numbering it, found by any of its
+    /// MACs (its next report holds it again).
+    RejectMachine {
+        /// One of its MACs.
+        mac: Mac,
+    },
     /// Give node `number` — its address, name and assignments — to new
     /// hardware: its MACs become exactly `macs`.
     ReplaceNode {

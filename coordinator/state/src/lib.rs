@@ -37,6 +37,10 @@ pub use types::{
 
 /// Most machines held for manual acceptance at once.
 pub const MAX_PENDING: usize = 4096;
+/// A machine held for acceptance is forgotten this long (seconds) after
+/// it was first seen, at the next report of any machine (a machine still
+/// reporting is held again at once).
+pub const PENDING_TTL_SECS: u64 = 24 * 3600;
 /// Most MACs per node.
 pub const MAX_MACS_PER_NODE: usize = 42;
 

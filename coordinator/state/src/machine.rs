@@ -185,6 +185,7 @@ impl State {
                 self.discover_node(rack, macs, seen, hold)
             }
             Command::AcceptMachine { mac } => self.accept_machine(mac),
+            Command::RejectMachine { mac } => self.reject_machine(mac),
             Command::ReplaceNode { number, macs } => self.replace_node(number, macs),
             Command::RetireNode { number } => self.retire_node(number),
             Command::CommitImage { image } => self.commit_image(image),
@@ -345,12 +346,23 @@ impl State {
         macs: Vec<Mac>,
         seen: Seen,
     ) -> Result<Outcome, StateError> {
+        // Machines held longer than the TTL no longer count, and are
+        // forgotten if this report is taken (time travels in the command:
+        // `seen_at` is stamped by the proposer; a refusal changes nothing).
+        let now = seen.seen_at;
+        let live = |p: &PendingMachine| p.seen_at.saturating_add(crate::PENDING_TTL_SECS) > now;
+        let expired: Vec<Mac> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !live(p))
+            .map(|(k, _)| *k)
+            .collect();
         // Every held machine sharing a MAC with the report is the same
         // machine: they become one (under the first one's key).
         let sharing: Vec<Mac> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.macs.iter().any(|m| macs.contains(m)))
+            .filter(|(_, p)| live(p) && p.macs.iter().any(|m| macs.contains(m)))
             .map(|(k, _)| *k)
             .collect();
         if let Some(p) = sharing
@@ -371,11 +383,12 @@ impl State {
             });
         }
         let existing = sharing.first().copied();
-        if existing.is_none() && self.pending.len() >= crate::MAX_PENDING {
-            return Err(StateError::PendingFull(self.pending.len()));
+        let held = self.pending.len() - expired.len();
+        if existing.is_none() && held >= crate::MAX_PENDING {
+            return Err(StateError::PendingFull(held));
         }
         let key = existing.unwrap_or(macs[0]);
-        let previous = self.pending.get(&key);
+        let previous = existing.and_then(|k| self.pending.get(&k));
         let mut all = previous.map(|p| p.macs.clone()).unwrap_or_default();
         let others: Vec<Mac> = sharing
             .iter()
@@ -396,10 +409,10 @@ impl State {
             // First seen: a machine reporting again changes nothing.
             seen_at: previous.map_or(seen.seen_at, |p| p.seen_at),
         };
-        if sharing.len() <= 1 && previous == Some(&machine) {
+        if expired.is_empty() && sharing.len() <= 1 && previous == Some(&machine) {
             return Ok(Outcome::Pending(machine));
         }
-        for k in sharing.iter().skip(1) {
+        for k in expired.iter().chain(sharing.iter().skip(1)) {
             self.pending.remove(k);
         }
         self.pending.insert(key, machine.clone());
@@ -458,6 +471,21 @@ impl State {
         self.nodes.insert(number, node.clone());
         self.revision += 1;
         Ok(Outcome::Node(node))
+    }
+
+    fn reject_machine(&mut self, mac: Mac) -> Result<Outcome, StateError> {
+        let key = self
+            .pending
+            .iter()
+            .find(|(_, p)| p.macs.contains(&mac))
+            .map(|(k, _)| *k)
+            .ok_or(StateError::NotPending(mac))?;
+        let machine = self
+            .pending
+            .remove(&key)
+            .ok_or(StateError::NotPending(mac))?;
+        self.revision += 1;
+        Ok(Outcome::Pending(machine))
     }
 
     fn accept_machine(&mut self, mac: Mac) -> Result<Outcome, StateError> {

@@ -34,7 +34,8 @@ use rackboot_state::boot::{LINES_PER_NODE, MAX_LINE, SESSIONS_PER_NODE};
 use rackboot_state::{
     AssignTarget, Blake3Digest, BlobRef, BootSession, Command, Envelope, Image, ImageName, LogLine,
     MAX_MACS_PER_NODE, MAX_META_KEYS, MAX_META_VALUE, MAX_PENDING, Mac, Node, NodeNumber, Outcome,
-    PHASES, PendingMachine, Rack, RackCacheReport, RackName, State, StateError, backup,
+    PENDING_TTL_SECS, PHASES, PendingMachine, Rack, RackCacheReport, RackName, State, StateError,
+    backup,
 };
 
 // ---------------------------------------------------------------------------
@@ -211,7 +212,8 @@ fn any_command() -> impl Strategy<Value = Command> {
         prop::option::of(prop::sample::select(vec!["u1", "u2"])),
         prop::option::of(prop::sample::select(vec!["2", "4"])),
         any::<bool>(),
-        0u64..3,
+        // Now and then a day later: held machines expire.
+        prop::sample::select(vec![0u64, 1, 2, PENDING_TTL_SECS + 1]),
     )
         .prop_map(
             |(rack, macs, uuid, cpus, hold, seen_at)| Command::DiscoverNode {
@@ -258,6 +260,7 @@ fn any_command() -> impl Strategy<Value = Command> {
         3 => register,
         8 => discover,
         2 => any_mac().prop_map(|mac| Command::AcceptMachine { mac }),
+        1 => any_mac().prop_map(|mac| Command::RejectMachine { mac }),
         2 => (any_node(), any_macs()).prop_map(|(number, macs)| Command::ReplaceNode { number, macs }),
         2 => any_node().prop_map(|number| Command::RetireNode { number }),
         3 => (0..IMAGES.len(), 0u8..3, 0u64..2)
@@ -407,6 +410,16 @@ impl Model {
                 seen_at,
             } => self.discover(rack, macs, uuid, inventory, hold, seen_at),
             Command::AcceptMachine { mac } => self.accept(mac),
+            Command::RejectMachine { mac } => {
+                let key = self
+                    .r
+                    .pending
+                    .iter()
+                    .find(|(_, p)| p.macs.contains(&mac))
+                    .map(|(k, _)| *k)
+                    .ok_or(StateError::NotPending(mac))?;
+                Ok(Outcome::Pending(self.r.pending.remove(&key).unwrap()))
+            }
             Command::ReplaceNode { number, macs } => self.replace(number, macs),
             Command::RetireNode { number } => {
                 let node = self
@@ -595,13 +608,23 @@ impl Model {
         if !hold {
             return self.number(rack, macs, uuid, inventory);
         }
-        // Held: every pending machine sharing a MAC is this machine, merged
-        // into the first (by key); only its own rack may change it.
+        // Held: machines held past the TTL do not count (and go if the
+        // report is taken); every live pending machine sharing a MAC is this
+        // machine, merged into the first (by key); only its own rack may
+        // change it.
+        let live = |p: &PendingMachine| p.seen_at + PENDING_TTL_SECS > seen_at;
+        let expired: Vec<Mac> = self
+            .r
+            .pending
+            .iter()
+            .filter(|(_, p)| !live(p))
+            .map(|(k, _)| *k)
+            .collect();
         let sharing: Vec<Mac> = self
             .r
             .pending
             .iter()
-            .filter(|(_, p)| p.macs.iter().any(|m| macs.contains(m)))
+            .filter(|(_, p)| live(p) && p.macs.iter().any(|m| macs.contains(m)))
             .map(|(k, _)| *k)
             .collect();
         for k in &sharing {
@@ -614,12 +637,12 @@ impl Model {
                 });
             }
         }
-        let key = sharing.first().copied();
-        if key.is_none() && self.r.pending.len() >= MAX_PENDING {
-            return Err(StateError::PendingFull(self.r.pending.len()));
+        let held = self.r.pending.len() - expired.len();
+        if sharing.is_empty() && held >= MAX_PENDING {
+            return Err(StateError::PendingFull(held));
         }
-        let key = key.unwrap_or(macs[0]);
-        let previous = self.r.pending.get(&key).cloned();
+        let key = sharing.first().copied().unwrap_or(macs[0]);
+        let previous = sharing.first().map(|k| self.r.pending[k].clone());
         let mut all = previous
             .as_ref()
             .map(|p| p.macs.clone())
@@ -629,7 +652,7 @@ impl Model {
             .skip(1)
             .flat_map(|k| self.r.pending[k].macs.clone())
             .collect();
-        for k in sharing.iter().skip(1) {
+        for k in expired.iter().chain(sharing.iter().skip(1)) {
             self.r.pending.remove(k);
         }
         for m in others.into_iter().chain(macs) {
@@ -1290,4 +1313,46 @@ fn re_registering_a_rack_never_moves_its_nodes() {
         })
         .is_ok()
     );
+}
+
+/// A flood of held reports does not keep the pending list full for ever:
+/// held machines expire a day after they were first seen, and an
+/// administrator can reject one.
+#[test]
+fn held_machines_expire_and_can_be_rejected() {
+    let mut s = one_rack();
+    let hold_at = |s: &mut State, m: Mac, at: u64| {
+        s.apply(Envelope {
+            idempotency_key: None,
+            command: Command::DiscoverNode {
+                rack: rack_name(0),
+                macs: vec![m],
+                uuid: None,
+                inventory: BTreeMap::new(),
+                hold: true,
+                seen_at: at,
+            },
+        })
+    };
+    hold_at(&mut s, mac(0), 100).unwrap();
+    hold_at(&mut s, mac(1), 200).unwrap();
+    // Rejected: forgotten, and not pending any more.
+    assert!(matches!(
+        s.apply(Envelope {
+            idempotency_key: None,
+            command: Command::RejectMachine { mac: mac(1) },
+        }),
+        Ok(Outcome::Pending(p)) if p.macs == vec![mac(1)]
+    ));
+    assert_eq!(
+        s.apply(Envelope {
+            idempotency_key: None,
+            command: Command::RejectMachine { mac: mac(1) },
+        }),
+        Err(StateError::NotPending(mac(1)))
+    );
+    // A day after mac(0) was first seen, the next report forgets it.
+    hold_at(&mut s, mac(2), 100 + PENDING_TTL_SECS).unwrap();
+    let pending: Vec<_> = s.pending().map(|p| p.macs.clone()).collect();
+    assert_eq!(pending, vec![vec![mac(2)]]);
 }

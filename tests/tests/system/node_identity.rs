@@ -277,6 +277,31 @@ fn manual_accept_replace_and_retire() -> Result<()> {
             "a held machine has no number yet"
         );
 
+        // Rejected: forgotten (a MAC nobody holds cannot be rejected)…
+        let rejected = tb.cli(&["node", "reject", MAC1])?.success()?;
+        ensure!(
+            normalize_mac(&rejected.stdout).contains(MAC2) && rejected.stdout.contains("rejected"),
+            "reject names the machine's MACs:\n{rejected}"
+        );
+        let unknown = tb.cli(&["node", "reject", "52:54:00:ee:ee:ee"])?;
+        ensure!(
+            !unknown.status.success() && unknown.stderr.contains("no machine waiting"),
+            "rejecting a MAC nobody holds fails clearly:\n{unknown}"
+        );
+        // …and held again at its probe's next report.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pending = tb.cli(&["node", "pending"])?.success()?;
+            if normalize_mac(&pending.stdout).contains(MAC1) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "machine never held again:\n{pending}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+
         tb.cli(&["node", "accept", MAC2])?.success()?;
         let out = probe
             .join()
