@@ -54,7 +54,8 @@ impl Rig {
             "--tftp-port",
             "0",
             "--no-http",
-            "--no-syslog",
+            "--syslog-port",
+            "0",
         ])
         .unwrap();
         let cfg = cli
@@ -226,4 +227,50 @@ async fn with_the_coordinator_gone_known_nodes_are_still_answered() {
         .unknown
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(unknown_after, unknown_before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_flooding_its_log_is_held_to_its_share() {
+    let rig = Rig::start().await;
+    let offer = exchange(
+        rig.agent.dhcp_addr,
+        &request(STRANGER, 7, MessageType::Discover, None),
+        7,
+        Duration::from_secs(4),
+    )
+    .await
+    .expect("numbered");
+    let syslog = rig.agent.syslog_addr.expect("syslog on");
+    // The node's own address (loopback /8 in this layout).
+    let from = UdpSocket::bind(SocketAddr::from((offer.yiaddr(), 0)))
+        .await
+        .unwrap();
+    let stats = &rig.agent.syslog_stats;
+    let sent = 8_000u64;
+    let started = Instant::now();
+    for i in 0..sent {
+        let line = format!("<13>kernel: line {i}");
+        from.send_to(line.as_bytes(), syslog).await.unwrap();
+        if i % 100 == 0 {
+            // Let the receiver keep up (the socket buffer is finite).
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.received.load(relaxed) < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = stats.received.load(relaxed);
+    let limited = stats.rate_limited.load(relaxed);
+    // The burst (5,000) plus 200 a second for as long as it took.
+    let share = 5_000 + 200 * (started.elapsed().as_secs() + 1);
+    assert!(
+        received > share,
+        "only {received} of {sent} datagrams arrived"
+    );
+    assert!(
+        limited >= received - share,
+        "{limited} of {received} lines over a share of {share}"
+    );
 }

@@ -1,8 +1,9 @@
 //! The node log receiver: syslog over UDP (RFC 3164, RFC 5424, netconsole
 //! plain lines). Each line is tagged with the node that sent it (by source
 //! address) and that node's current boot session, then queued for shipping
-//! to the coordinator. A full queue drops lines and counts them; it never
-//! blocks the receiver.
+//! to the coordinator. Each node has a share of the receiver (a line rate
+//! with a burst); lines over it, and a full queue, are dropped and counted;
+//! nothing blocks the receiver.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use rackboot_agent_domain::syslog::{self as parse, TaggedLine};
 use rackboot_agent_domain::view::RackView;
+use rackboot_dhcp_core::guard::RateLimiter;
 
 use crate::timeline::TimelineHandle;
 
@@ -26,7 +28,15 @@ pub struct SyslogStats {
     pub unknown_sender: AtomicU64,
     /// Lines dropped because the shipping queue was full.
     pub dropped: AtomicU64,
+    /// Lines dropped because their node was over its share
+    /// ([`NODE_LINES_PER_SEC`], burst [`NODE_LINES_BURST`]).
+    pub rate_limited: AtomicU64,
 }
+
+/// Each node's share of the receiver: lines per second…
+pub const NODE_LINES_PER_SEC: f64 = 200.0;
+/// …with this burst (a kernel's boot messages arrive at once).
+pub const NODE_LINES_BURST: f64 = 5_000.0;
 
 /// Receive until `shutdown`.
 pub async fn run(
@@ -38,6 +48,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; parse::MAX_LINE + 1024];
+    // One node (or a host spoofing one) cannot take the others' share.
+    let mut shares: RateLimiter<u32> =
+        RateLimiter::new(NODE_LINES_PER_SEC, NODE_LINES_BURST, 1 << 18);
     loop {
         let (n, src) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -59,6 +72,10 @@ pub async fn run(
             tracing::debug!(%src, "log line from a sender that is not a node of this rack");
             continue;
         };
+        if !shares.allow(&node, tokio::time::Instant::now().into_std()) {
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let text = match &rec.app {
             Some(app) => format!("{app}: {}", rec.message),
             None => rec.message.clone(),
@@ -100,6 +117,12 @@ impl rackboot_metrics::Component for SyslogStats {
             "rackboot_agent_syslog_dropped",
             "Syslog lines dropped because the shipping queue was full",
             s.dropped.load(Relaxed),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_syslog_rate_limited",
+            "Syslog lines dropped because their node was over its share (200 lines/s, burst 5,000)",
+            s.rate_limited.load(Relaxed),
         )
     }
 }
