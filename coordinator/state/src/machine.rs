@@ -473,13 +473,17 @@ impl State {
         Ok(Outcome::Node(node))
     }
 
-    fn reject_machine(&mut self, mac: Mac) -> Result<Outcome, StateError> {
-        let key = self
-            .pending
+    /// The key of the pending machine that has `mac`.
+    fn pending_key(&self, mac: &Mac) -> Result<Mac, StateError> {
+        self.pending
             .iter()
-            .find(|(_, p)| p.macs.contains(&mac))
+            .find(|(_, p)| p.macs.contains(mac))
             .map(|(k, _)| *k)
-            .ok_or(StateError::NotPending(mac))?;
+            .ok_or(StateError::NotPending(*mac))
+    }
+
+    fn reject_machine(&mut self, mac: Mac) -> Result<Outcome, StateError> {
+        let key = self.pending_key(&mac)?;
         let machine = self
             .pending
             .remove(&key)
@@ -492,12 +496,7 @@ impl State {
         if let Some(node) = self.node_by_mac(&mac) {
             return Ok(Outcome::Node(node.clone()));
         }
-        let key = self
-            .pending
-            .iter()
-            .find(|(_, p)| p.macs.contains(&mac))
-            .map(|(k, _)| *k)
-            .ok_or(StateError::NotPending(mac))?;
+        let key = self.pending_key(&mac)?;
         let machine = self
             .pending
             .get(&key)

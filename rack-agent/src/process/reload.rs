@@ -30,10 +30,13 @@ impl AgentControl {
         let old = &self.running;
         let mut applied = Vec::new();
         let mut restart = Vec::new();
+        // Settings that need a restart are reported and stay as they run.
+        let mut kept = new.clone();
         macro_rules! restart_if_changed {
             ($($field:ident),*) => {$(
                 if old.$field != new.$field {
                     restart.push(stringify!($field));
+                    kept.$field = old.$field.clone();
                 }
             )*};
         }
@@ -100,37 +103,6 @@ impl AgentControl {
         }
         if core_changed {
             self.core.send_replace(Arc::new(core));
-        }
-        let mut kept = new.clone();
-        // Settings that need a restart stay as they run.
-        for name in &restart {
-            match *name {
-                "rack" => kept.rack = old.rack.clone(),
-                "coordinators" => kept.coordinators = old.coordinators.clone(),
-                "data_dir" => kept.data_dir = old.data_dir.clone(),
-                "log_spool_bytes" => kept.log_spool_bytes = old.log_spool_bytes,
-                "cache_max_bytes" => kept.cache_max_bytes = old.cache_max_bytes,
-                "server_ip" => kept.server_ip = old.server_ip,
-                "subnet" => kept.subnet = old.subnet,
-                "node_base" => kept.node_base = old.node_base,
-                "gateway" => kept.gateway = old.gateway,
-                "iface" => kept.iface = old.iface.clone(),
-                "dhcp_listen" => kept.dhcp_listen = old.dhcp_listen,
-                "dhcp_client_port" => kept.dhcp_client_port = old.dhcp_client_port,
-                "dhcp_mode" => kept.dhcp_mode = old.dhcp_mode,
-                "proxy_boot_port" => kept.proxy_boot_port = old.proxy_boot_port,
-                "allow" => kept.allow = old.allow.clone(),
-                "tftp_listen" => kept.tftp_listen = old.tftp_listen,
-                "tftp" => kept.tftp = old.tftp.clone(),
-                "http_listen" => kept.http_listen = old.http_listen,
-                "metrics_listen" => kept.metrics_listen = old.metrics_listen,
-                "http_max_connections" => kept.http_max_connections = old.http_max_connections,
-                "http_max_per_source" => kept.http_max_per_source = old.http_max_per_source,
-                "syslog_listen" => kept.syslog_listen = old.syslog_listen,
-                "accept" => kept.accept = old.accept,
-                "provisional" => kept.provisional = old.provisional,
-                _ => {}
-            }
         }
         self.running = kept;
         (applied, restart)

@@ -209,6 +209,23 @@ impl Conn {
         }
     }
 
+    /// Count what a write sent; with it pending, check the deadline.
+    fn after_write(
+        &mut self,
+        r: Poll<std::io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                self.sent += n as u64;
+                self.last_progress = Instant::now();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.poll_expired(cx).map(Err),
+        }
+    }
+
     /// With the I/O pending: `Ready(error)` once the deadline has passed,
     /// else arm the timer for it.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
@@ -246,10 +263,7 @@ impl AsyncRead for Conn {
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.poll_expired(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => self.poll_expired(cx).map(Err),
         }
     }
 }
@@ -260,18 +274,8 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                self.sent += n as u64;
-                self.last_progress = Instant::now();
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.poll_expired(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.after_write(r, cx)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -287,18 +291,8 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                self.sent += n as u64;
-                self.last_progress = Instant::now();
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.poll_expired(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.after_write(r, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
