@@ -150,6 +150,9 @@ pub async fn rack_cache(conn: &Conn, rack: String) -> anyhow::Result<()> {
             c.repaired_groups,
             age / 1000
         );
+        for p in &c.problems {
+            say!("PROBLEM: {p}");
+        }
     }
     say!("{:<10} {:<12} {:<66} USED BY", "STATUS", "SIZE", "BLAKE3");
     let mut missing = 0;

@@ -49,6 +49,12 @@ pub struct PushArgs {
     /// tables beside it, both named in their boot-info.
     #[arg(long)]
     pub modules: Option<PathBuf>,
+    /// Device tree blob (`.dtb`, e.g. from Debian's `linux-image-arm64`
+    /// under `/usr/lib/linux-image-<release>/`) for boards whose firmware
+    /// does not provide the one the kernel needs. U-Boot boot scripts load
+    /// it and pass it to the kernel; without it U-Boot's own tree is used.
+    #[arg(long, value_name = "FILE")]
+    pub dtb: Option<PathBuf>,
     /// Times a broken upload is resumed (only the missing 1 MiB groups are
     /// sent again), waiting 1, 2, 4… s (at most 10 s) between attempts.
     #[arg(long, default_value_t = 5, value_name = "N")]
@@ -273,6 +279,27 @@ async fn push_missing(
     Ok(())
 }
 
+/// A flattened device tree starts with this magic (big-endian).
+const FDT_MAGIC: [u8; 4] = [0xd0, 0x0d, 0xfe, 0xed];
+
+/// Refuse a `--dtb` that is not a flattened device tree before uploading.
+async fn check_dtb(path: &Path) -> anyhow::Result<()> {
+    let mut head = [0u8; 4];
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("dtb file {}", path.display()))?;
+    let n = f
+        .read(&mut head)
+        .await
+        .with_context(|| format!("dtb file {}", path.display()))?;
+    anyhow::ensure!(
+        n == 4 && head == FDT_MAGIC,
+        "dtb file {} is not a flattened device tree (no d00dfeed magic): give the compiled .dtb, not the .dts source",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Run `image push`.
 pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
     let version = local_kernel_version(&args).await?;
@@ -282,12 +309,22 @@ pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
         Some(p) => Some(hash_file("modules", p).await?),
         None => None,
     };
+    let dtb = match &args.dtb {
+        Some(p) => {
+            check_dtb(p).await?;
+            Some(hash_file("dtb", p).await?)
+        }
+        None => None,
+    };
     let mut files = vec![
         ("kernel", &args.kernel, &kernel),
         ("initrd", &args.initrd, &initrd),
     ];
     if let (Some(p), Some(m)) = (&args.modules, &modules) {
         files.push(("modules", p, m));
+    }
+    if let (Some(p), Some(d)) = (&args.dtb, &dtb) {
+        files.push(("dtb", p, d));
     }
     let mut attempt = 0u32;
     loop {
@@ -316,6 +353,7 @@ pub async fn run(conn: &Conn, args: PushArgs) -> anyhow::Result<()> {
             cmdline: args.cmdline,
             kernel_version: version,
             modules: modules.map(|m| m.blob),
+            dtb: dtb.map(|d| d.blob),
             idempotency_key: String::new(),
         })
         .await

@@ -400,8 +400,7 @@ impl Replicator {
             let state = self.replica.state();
             state
                 .images()
-                .flat_map(|i| [Some(i.kernel), Some(i.initrd), i.modules])
-                .flatten()
+                .flat_map(|i| i.blobs().copied())
                 .map(|b| b.digest)
                 .collect()
         };
@@ -423,8 +422,7 @@ impl Replicator {
         let state = self.replica.state();
         state
             .images()
-            .flat_map(|i| [Some(i.kernel), Some(i.initrd), i.modules])
-            .flatten()
+            .flat_map(|i| i.blobs().copied())
             .find(|b| b.digest == *digest)
             .map(|b| b.size)
     }
@@ -443,8 +441,7 @@ impl Replicator {
                     let state = self.replica.state();
                     state
                         .images()
-                        .flat_map(|i| [Some(i.kernel), Some(i.initrd), i.modules])
-                        .flatten()
+                        .flat_map(|i| i.blobs().copied())
                         .map(|b| (b.digest, b))
                         .collect()
                 };

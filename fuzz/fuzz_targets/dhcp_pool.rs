@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
             bios: "undionly.kpxe".into(),
             uefi_x64: "ipxe.efi".into(),
             uefi_arm64: "ipxe-arm64.efi".into(),
+            uboot_script: "boot.scr.uimg".into(),
             ipxe_script: "ipxe/{mac}.ipxe".into(),
             http_boot_uri: None,
         },

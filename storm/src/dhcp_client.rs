@@ -319,6 +319,7 @@ mod tests {
                 uefi_arm64: String::new(),
                 ipxe_script: "ipxe/{mac}.ipxe".into(),
                 http_boot_uri: None,
+                uboot_script: String::new(),
             },
         };
         let mac = [0x52, 0x54, 0, 0, 0, 7];

@@ -92,6 +92,8 @@ pub struct ImageSpec<'a> {
     pub kernel_version: &'a str,
     /// `--modules`: a kernel-module bundle, if any.
     pub modules: Option<&'a Path>,
+    /// `--dtb`: a device tree blob, if any.
+    pub dtb: Option<&'a Path>,
 }
 
 /// Namespaces, daemons, guests and a temporary directory; everything is
@@ -289,6 +291,9 @@ impl Testbed {
         ];
         if let Some(m) = image.modules {
             args.extend(["--modules", m.to_str().context("modules path not UTF-8")?]);
+        }
+        if let Some(d) = image.dtb {
+            args.extend(["--dtb", d.to_str().context("dtb path not UTF-8")?]);
         }
         let push = self.cli(&args)?.success()?;
         let manifest = push.last_line();

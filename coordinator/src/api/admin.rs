@@ -353,6 +353,7 @@ impl pb::rack_service_server::RackService for RackApi {
                 ("kernel", Some(image.kernel)),
                 ("initrd", Some(image.initrd)),
                 ("modules", image.modules),
+                ("dtb", image.dtb),
             ];
             for (part, blob) in parts {
                 let Some(b) = blob else { continue };
@@ -384,6 +385,7 @@ impl pb::rack_service_server::RackService for RackApi {
             evicted: report.evicted,
             repaired_groups: report.repaired_groups,
             blobs: blobs.into_values().collect(),
+            problems: report.problems,
         }))
     }
 }
@@ -535,9 +537,13 @@ impl pb::image_service_server::ImageService for ImageApi {
             Some(m) => Some(blob_from_pb("modules", Some(m))?),
             None => None,
         };
+        let dtb = match r.dtb.as_ref() {
+            Some(d) => Some(blob_from_pb("dtb", Some(d))?),
+            None => None,
+        };
         for (what, b) in [("kernel", Some(&kernel)), ("initrd", Some(&initrd))]
             .into_iter()
-            .chain([("modules", modules.as_ref())])
+            .chain([("modules", modules.as_ref()), ("dtb", dtb.as_ref())])
         {
             let Some(b) = b else { continue };
             // Named by a manifest now: the collector's grace starts again.
@@ -564,6 +570,7 @@ impl pb::image_service_server::ImageService for ImageApi {
             cmdline: r.cmdline,
             kernel_version,
             modules,
+            dtb,
             committed_at: unix_now(),
         };
         let out = self

@@ -144,12 +144,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
             // An agent certificate fetches only what its rack boots.
             let rack: RackName = field("certificate rack", &rack)?;
             let allowed = self.0.replica.state().rack_view(&rack).is_some_and(|v| {
-                v.images.iter().any(|i| {
-                    [Some(i.kernel), Some(i.initrd), i.modules]
-                        .into_iter()
-                        .flatten()
-                        .any(|b| b.digest == digest)
-                })
+                v.images
+                    .iter()
+                    .any(|i| i.blobs().any(|b| b.digest == digest))
             });
             if !allowed {
                 return Err(Status::permission_denied(format!(
@@ -242,6 +239,17 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 RackCacheReport::MAX_HELD
             )));
         }
+        if r.problems.len() > RackCacheReport::MAX_PROBLEMS
+            || r.problems
+                .iter()
+                .any(|p| p.len() > RackCacheReport::MAX_PROBLEM_LEN)
+        {
+            return Err(Status::invalid_argument(format!(
+                "problems: at most {} per report, {} bytes each",
+                RackCacheReport::MAX_PROBLEMS,
+                RackCacheReport::MAX_PROBLEM_LEN
+            )));
+        }
         let mut held = Vec::with_capacity(r.held.len());
         for (i, b) in r.held.iter().enumerate() {
             held.push(super::convert::blob_from_pb(
@@ -256,6 +264,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
             max_bytes: r.max_bytes,
             evicted: r.evicted,
             repaired_groups: r.repaired_groups,
+            problems: r.problems,
             unix_millis: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

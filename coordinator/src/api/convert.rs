@@ -119,6 +119,7 @@ pub fn image_to_pb(i: &Image) -> pb::ImageManifest {
         manifest_hash: i.manifest_hash().to_string(),
         committed_at: i.committed_at,
         modules: i.modules.as_ref().map(blob_to_pb),
+        dtb: i.dtb.as_ref().map(blob_to_pb),
     }
 }
 

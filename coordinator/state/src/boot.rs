@@ -37,11 +37,35 @@ pub struct RackCacheReport {
     pub repaired_groups: u64,
     /// When the agent sent it (ms since the Unix epoch).
     pub unix_millis: u64,
+    /// What the agent cannot serve as configured (at most
+    /// [`RackCacheReport::MAX_PROBLEMS`] of [`RackCacheReport::MAX_PROBLEM_LEN`]
+    /// bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl RackCacheReport {
     /// Most blobs one report may list.
     pub const MAX_HELD: usize = 4096;
+    /// Most problems one report may list.
+    pub const MAX_PROBLEMS: usize = 16;
+    /// Longest problem text.
+    pub const MAX_PROBLEM_LEN: usize = 512;
+
+    /// Cut the lists to their bounds (problems on a character boundary).
+    pub fn bound(&mut self) {
+        self.held.truncate(Self::MAX_HELD);
+        self.problems.truncate(Self::MAX_PROBLEMS);
+        for p in &mut self.problems {
+            if p.len() > Self::MAX_PROBLEM_LEN {
+                let mut end = Self::MAX_PROBLEM_LEN;
+                while !p.is_char_boundary(end) {
+                    end -= 1;
+                }
+                p.truncate(end);
+            }
+        }
+    }
 }
 
 /// One boot of one node: the agent served it this kernel.

@@ -158,7 +158,7 @@ pub enum Outcome {
     /// The machine is held for manual acceptance.
     Pending(PendingMachine),
     /// The image as stored (the first commit's when identical content is pushed again).
-    Image(Image),
+    Image(Box<Image>),
     /// Boot records stored: how many were kept (lines for nodes that are
     /// not in the reporting rack are not).
     Recorded {

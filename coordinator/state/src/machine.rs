@@ -654,7 +654,7 @@ impl State {
         }
         if let Some(existing) = self.images.get(&image.name) {
             if existing.same_content(&image) {
-                return Ok(Outcome::Image(existing.clone()));
+                return Ok(Outcome::Image(Box::new(existing.clone())));
             }
             return Err(StateError::ImageExists {
                 name: image.name.clone(),
@@ -663,7 +663,7 @@ impl State {
         }
         self.images.insert(image.name.clone(), image.clone());
         self.revision += 1;
-        Ok(Outcome::Image(image))
+        Ok(Outcome::Image(Box::new(image)))
     }
 
     fn assign(&mut self, target: AssignTarget, image: ImageName) -> Result<Outcome, StateError> {
@@ -765,7 +765,7 @@ impl State {
         }
         // Validated before proposing; bounded here too so a log written by
         // another version never grows the state without limit.
-        report.held.truncate(RackCacheReport::MAX_HELD);
+        report.bound();
         let kept = report.held.len() as u64;
         self.rack_caches.insert(rack, report);
         Ok(Outcome::Recorded { kept })

@@ -346,6 +346,9 @@ pub struct Image {
     /// Kernel-module bundle for `kernel_version`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modules: Option<BlobRef>,
+    /// Device tree blob, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtb: Option<BlobRef>,
     /// Unix seconds at commit (stamped by the proposer).
     pub committed_at: u64,
 }
@@ -365,7 +368,18 @@ impl Image {
         if let (Some(m), Some(obj)) = (&self.modules, canonical.as_object_mut()) {
             obj.insert("modules".into(), serde_json::json!(m));
         }
+        if let (Some(d), Some(obj)) = (&self.dtb, canonical.as_object_mut()) {
+            obj.insert("dtb".into(), serde_json::json!(d));
+        }
         Blake3Digest::of(canonical.to_string().as_bytes())
+    }
+
+    /// Every blob of the image: kernel, initrd, then the optional parts.
+    pub fn blobs(&self) -> impl Iterator<Item = &BlobRef> {
+        [&self.kernel, &self.initrd]
+            .into_iter()
+            .chain(self.modules.as_ref())
+            .chain(self.dtb.as_ref())
     }
 
     /// True when both describe the same content (commit time ignored).

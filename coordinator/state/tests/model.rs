@@ -98,7 +98,8 @@ fn mac(i: u8) -> Mac {
     }
 }
 
-/// Image `name` with one of three contents, committed at `at`.
+/// Image `name` with one of four contents (one with modules, one with a
+/// device tree), committed at `at`.
 fn image(name: usize, content: u8, at: u64) -> Image {
     let blob = |b: u8, size| BlobRef {
         digest: Blake3Digest([b; 32]),
@@ -111,6 +112,7 @@ fn image(name: usize, content: u8, at: u64) -> Image {
         cmdline: "console=ttyS0".into(),
         kernel_version: "6.1".into(),
         modules: (content == 2).then(|| blob(7, 30)),
+        dtb: (content == 3).then(|| blob(8, 31)),
         committed_at: at,
     }
 }
@@ -167,6 +169,15 @@ fn cache_report(shape: u8) -> RackCacheReport {
         evicted: 3,
         repaired_groups: 4,
         unix_millis: u64::from(shape),
+        // The large shape also carries too many, too long problems.
+        problems: match shape {
+            0 => vec![],
+            1 => vec!["arm64 UEFI loader missing".into()],
+            _ => vec![
+                "é".repeat(RackCacheReport::MAX_PROBLEM_LEN);
+                RackCacheReport::MAX_PROBLEMS + 2
+            ],
+        },
     }
 }
 
@@ -263,7 +274,7 @@ fn any_command() -> impl Strategy<Value = Command> {
         1 => any_mac().prop_map(|mac| Command::RejectMachine { mac }),
         2 => (any_node(), any_macs()).prop_map(|(number, macs)| Command::ReplaceNode { number, macs }),
         2 => any_node().prop_map(|number| Command::RetireNode { number }),
-        3 => (0..IMAGES.len(), 0u8..3, 0u64..2)
+        3 => (0..IMAGES.len(), 0u8..4, 0u64..2)
             .prop_map(|(n, c, at)| Command::CommitImage { image: image(n, c, at) }),
         3 => (any_image(), any_image()).prop_map(|(tag, image)| Command::TagImage { tag, image }),
         3 => (target, any_image()).prop_map(|(target, image)| Command::Assign { target, image }),
@@ -482,7 +493,7 @@ impl Model {
                 if !self.r.racks.contains_key(&rack) {
                     return Err(StateError::RackNotFound(rack));
                 }
-                report.held.truncate(RackCacheReport::MAX_HELD);
+                report.bound();
                 let kept = report.held.len() as u64;
                 self.caches.insert(rack, report);
                 Ok(Outcome::Recorded { kept })
@@ -756,7 +767,7 @@ impl Model {
                 ..i.clone()
             };
             if timeless(existing) == timeless(&image) {
-                return Ok(Outcome::Image(existing.clone()));
+                return Ok(Outcome::Image(Box::new(existing.clone())));
             }
             return Err(StateError::ImageExists {
                 name: image.name,
@@ -764,7 +775,7 @@ impl Model {
             });
         }
         self.r.images.insert(image.name.clone(), image.clone());
-        Ok(Outcome::Image(image))
+        Ok(Outcome::Image(Box::new(image)))
     }
 
     fn assign(&mut self, target: AssignTarget, image: ImageName) -> Result<Outcome, StateError> {

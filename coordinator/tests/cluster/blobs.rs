@@ -90,6 +90,7 @@ pub(crate) async fn commit(
             cmdline: "console=ttyS0".into(),
             kernel_version: String::new(),
             modules: None,
+            dtb: None,
             idempotency_key: format!("commit-{name}"),
         };
         match tokio::time::timeout(
@@ -509,6 +510,7 @@ async fn agent_gets_the_image_after_the_leader_is_killed() {
             agent_id: "blob-test".into(),
             view_path: agent_dir.join("rack-view.pb"),
             stats: Default::default(),
+            problems: watch::channel(Arc::new(Vec::new())).1,
         },
         view_tx,
         unknown_rx,

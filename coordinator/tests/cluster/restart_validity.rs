@@ -202,6 +202,7 @@ async fn restart_after_10k_random_operations() {
                     cmdline: format!("console=ttyS0 op={i}"),
                     kernel_version: "6.1.0-test".into(),
                     modules: None,
+                    dtb: None,
                     idempotency_key: String::new(),
                 };
                 let out = images(ch.clone()).commit_image(req).await.map(|_| ());
@@ -276,6 +277,7 @@ async fn restart_after_10k_random_operations() {
                     max_bytes: 1 << 30,
                     evicted: r % 3,
                     repaired_groups: r % 2,
+                    problems: vec![],
                 })
                 .await
                 .map(|_| ()),

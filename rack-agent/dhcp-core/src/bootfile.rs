@@ -5,10 +5,12 @@
 //! 1. user class `iPXE` → the iPXE script, so iPXE gets its script and does
 //!    not chainload itself forever;
 //! 2. vendor class `HTTPClient` → the HTTP boot URI (none if unconfigured);
-//! 3. vendor class `PXEClient`, or a BOOTP request → the firmware file for
+//! 3. vendor class `U-Boot…` → the U-Boot boot script (U-Boot's distro
+//!    boot asks for it by name anyway; offering it serves a plain `dhcp`);
+//! 4. vendor class `PXEClient`, or a BOOTP request → the firmware file for
 //!    the architecture (option 93, else the vendor class `Arch:` field, else
 //!    x86 BIOS, the only kind of client that predates option 93);
-//! 4. anything else is the OS doing plain DHCP after boot: no boot file.
+//! 5. anything else is the OS doing plain DHCP after boot: no boot file.
 
 use crate::client::{Arch, ClientInfo};
 use crate::config::BootFiles;
@@ -25,6 +27,8 @@ pub enum BootChoice {
     HttpBoot(String),
     /// UEFI HTTP Boot client, but no boot URI is configured.
     HttpBootUnconfigured,
+    /// U-Boot's DHCP client: its boot script image.
+    UbootScript(String),
     /// A PXE ROM (or BOOTP client): the firmware file fetched over TFTP.
     Firmware {
         /// The architecture the file was chosen for.
@@ -40,7 +44,9 @@ impl BootChoice {
     /// The boot file to put in option 67 and the `file` field, if any.
     pub fn file(&self) -> Option<&str> {
         match self {
-            BootChoice::IpxeScript(f) | BootChoice::HttpBoot(f) => Some(f),
+            BootChoice::IpxeScript(f) | BootChoice::HttpBoot(f) | BootChoice::UbootScript(f) => {
+                Some(f)
+            }
             BootChoice::Firmware { file, .. } => Some(file),
             BootChoice::NotBoot
             | BootChoice::HttpBootUnconfigured
@@ -62,6 +68,12 @@ pub fn select(boot: &BootFiles, client: &ClientInfo) -> BootChoice {
         return match boot.http_boot_uri.as_deref().and_then(configured) {
             Some(uri) => BootChoice::HttpBoot(uri),
             None => BootChoice::HttpBootUnconfigured,
+        };
+    }
+    if client.is_uboot() {
+        return match configured(&boot.uboot_script) {
+            Some(script) => BootChoice::UbootScript(script),
+            None => BootChoice::NotBoot,
         };
     }
     if !client.is_pxe() && !client.is_bootp() {
@@ -98,6 +110,7 @@ mod tests {
             uefi_arm64: "ipxe-arm64.efi".into(),
             ipxe_script: "http://10.0.0.1:8080/ipxe/{mac}.ipxe".into(),
             http_boot_uri: http.map(Into::into),
+            uboot_script: "boot.scr.uimg".into(),
         }
     }
 
@@ -115,6 +128,9 @@ mod tests {
     const PXE: Option<&str> = Some("PXEClient:Arch:00000:UNDI:002001");
     const HTTP: Option<&str> = Some("HTTPClient:Arch:00016:UNDI:003001");
     const OS: Option<&str> = Some("udhcp 1.36.1");
+    const UBOOT: Option<&str> = Some("U-Boot.armv8");
+    const UBOOT_RV: Option<&str> = Some("U-Boot");
+    const UBOOT_EFI: Option<&str> = Some("PXEClient:Arch:00011:UNDI:003000");
     const SCRIPT: &str = "http://10.0.0.1:8080/ipxe/52-54-00-ab-cd-ef.ipxe";
     const URI: &str = "http://10.0.0.1:8080/boot/52-54-00-ab-cd-ef.efi";
 
@@ -168,6 +184,11 @@ mod tests {
             (None,     OS,   &[],          false, http_cfg, BootChoice::NotBoot),
             (Some(7),  OS,   &[],          false, http_cfg, BootChoice::NotBoot),
             (Some(7),  None, &[],          false, http_cfg, BootChoice::NotBoot),
+            // U-Boot (arm64 sends arch 22, riscv64 none): its boot script;
+            // its EFI step announces itself as an arm64 UEFI PXE client.
+            (Some(22), UBOOT, &[],         false, None,     BootChoice::UbootScript("boot.scr.uimg".into())),
+            (None,     UBOOT_RV, &[],      false, None,     BootChoice::UbootScript("boot.scr.uimg".into())),
+            (Some(11), UBOOT_EFI, &[],     false, None,     fw(11, "ipxe-arm64.efi")),
             // BOOTP: a boot ROM by definition.
             (None,     None, &[],          true,  None,     fw(0, "undionly.kpxe")),
             (Some(7),  None, &[],          true,  None,     fw(7, "ipxe.efi")),

@@ -145,6 +145,15 @@ impl ClientInfo {
             .is_some_and(|v| v.starts_with("HTTPClient"))
     }
 
+    /// Vendor class starts with `U-Boot` (`U-Boot.armv8`, `U-Boot` on
+    /// riscv64): U-Boot's own DHCP client, whose distro boot then asks the
+    /// next-server for a boot script.
+    pub fn is_uboot(&self) -> bool {
+        self.vendor_class
+            .as_deref()
+            .is_some_and(|v| v.starts_with("U-Boot"))
+    }
+
     /// User class contains `iPXE`: iPXE is running and wants its script, not
     /// another copy of itself.
     pub fn is_ipxe(&self) -> bool {

@@ -47,6 +47,10 @@ pub struct BootFiles {
     /// Template of the boot URI for vendor class `HTTPClient` (UEFI HTTP
     /// Boot). `None`: such clients get an address but no boot file.
     pub http_boot_uri: Option<String>,
+    /// Boot file offered to U-Boot (vendor class `U-Boot…`), e.g.
+    /// `boot.scr.uimg`: the script image U-Boot's distro network boot asks
+    /// for by that name, served per node by the agent.
+    pub uboot_script: String,
 }
 
 /// What the directory knows about one accepted node.

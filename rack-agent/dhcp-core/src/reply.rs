@@ -152,11 +152,16 @@ pub(crate) fn build(
     } else {
         bootfile::select(&config.boot, client)
     };
-    if let Some(file) = choice.file() {
+    // Next-server on every lease, whatever the client: U-Boot (and any
+    // loader that fetches files by name) needs it even when no boot file
+    // is chosen for its vendor class.
+    if choice.file().is_some() || matches!(kind, Kind::Offer | Kind::Ack | Kind::Bootp) {
         msg.set_siaddr(config.server_ip);
-        if file.len() < FILE_FIELD_LEN {
-            msg.set_fname_str(file);
-        }
+    }
+    if let Some(file) = choice.file()
+        && file.len() < FILE_FIELD_LEN
+    {
+        msg.set_fname_str(file);
     }
 
     let opts = options(config, input, choice.file());
@@ -316,10 +321,12 @@ fn options(config: &ServerConfig, input: &Input<'_>, boot_file: Option<&str>) ->
     if let Some(log) = config.log_server.filter(|_| client.wants(7)) {
         out.push(DhcpOption::LogServer(vec![log]));
     }
+    // Option 66 names the next-server on every lease (like `siaddr`);
+    // option 67 only when a boot file was chosen.
+    out.push(DhcpOption::TFTPServerName(
+        config.server_ip.to_string().into_bytes(),
+    ));
     if let Some(file) = boot_file {
-        out.push(DhcpOption::TFTPServerName(
-            config.server_ip.to_string().into_bytes(),
-        ));
         out.push(DhcpOption::BootfileName(file.as_bytes().to_vec()));
     }
     // A PXE client takes an offer that echoes option 60 `PXEClient` as a

@@ -41,6 +41,10 @@ pub fn pxelinux_config(node: &NodeEntry, image: Option<&ImageEntry>) -> String {
             s.push_str(&format!("  MENU LABEL {} boots {}\n", node.name, im.name));
             s.push_str(&format!("  KERNEL blobs/{}\n", im.kernel.digest));
             s.push_str(&format!("  INITRD blobs/{}\n", im.initrd.digest));
+            if let Some(dtb) = &im.dtb {
+                // U-Boot's `pxe` targets load it; pxelinux ignores it.
+                s.push_str(&format!("  FDT blobs/{}\n", dtb.digest));
+            }
             s.push_str(&format!("  APPEND {}\n", kernel_cmdline(node, im)));
             s.push_str("  IPAPPEND 2\n");
         }
@@ -193,6 +197,7 @@ mod tests {
             cmdline: "console=ttyS0 ".into(),
             kernel_version: String::new(),
             modules: None,
+            dtb: None,
         };
         let base = "tftp://10.0.0.1";
         let s = ipxe_script(base, &node, Some(&im), "ipxe/x.ipxe");

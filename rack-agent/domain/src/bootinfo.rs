@@ -233,6 +233,7 @@ mod tests {
                 digest: Blake3Digest::of(b"m"),
                 size: 1,
             }),
+            dtb: None,
         };
         let meta = BTreeMap::from([("SITE".to_string(), "lab 'a'".to_string())]);
         let served = Served {

@@ -27,7 +27,9 @@
 pub mod boot_config;
 pub mod bootinfo;
 pub mod discovery;
+pub mod loaders;
 pub mod retry;
 pub mod syslog;
 pub mod timeline;
+pub mod uboot;
 pub mod view;

@@ -70,6 +70,8 @@ pub struct ImageEntry {
     pub kernel_version: String,
     /// Kernel-module bundle for `kernel_version`, if any.
     pub modules: Option<BlobRef>,
+    /// Device tree blob, if any.
+    pub dtb: Option<BlobRef>,
 }
 
 impl ImageEntry {
@@ -78,6 +80,7 @@ impl ImageEntry {
         [&self.kernel, &self.initrd]
             .into_iter()
             .chain(self.modules.as_ref())
+            .chain(self.dtb.as_ref())
     }
 }
 
@@ -164,6 +167,10 @@ impl RackView {
                     kernel_version: im.kernel_version.clone(),
                     modules: match &im.modules {
                         Some(m) => Some(blob(&format!("images[{i}].modules"), Some(m))?),
+                        None => None,
+                    },
+                    dtb: match &im.dtb {
+                        Some(d) => Some(blob(&format!("images[{i}].dtb"), Some(d))?),
                         None => None,
                     },
                 },

@@ -274,9 +274,26 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 .as_ref()
                 .filter(|_| !cfg.uefi_x64_boot_file.is_empty())
                 .map(|h| format!("{h}/{}", cfg.uefi_x64_boot_file)),
+            uboot_script: rackboot_agent_domain::uboot::BOOT_SCRIPT.to_string(),
         },
     };
-    let (core_tx, core_rx) = watch::channel(Arc::new(core));
+    // What the operator configured (live reloads write it) and what the
+    // DHCP server offers: the same, with loaders checked against the static
+    // root, so that no client is pointed at a file that is not there.
+    let (configured_tx, configured_rx) = watch::channel(Arc::new(core));
+    let (problems_tx, problems_rx) = watch::channel(Arc::new(Vec::<String>::new()));
+    let (core_tx, core_rx) = {
+        let (offered, problems) = offered_boot_files(&configured_rx.borrow(), &statics_rx.borrow());
+        problems_tx.send_replace(Arc::new(problems));
+        watch::channel(Arc::new(offered))
+    };
+    tasks.push(tokio::spawn(choose_loaders(
+        configured_rx,
+        statics_rx.clone(),
+        core_tx,
+        problems_tx,
+        shutdown.clone(),
+    )));
     // Deep enough for a rack of new machines powered on at once.
     let (unknown_tx, unknown_rx) = mpsc::channel(16_384);
     let dump_unknown_tx = unknown_tx.clone();
@@ -482,6 +499,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         agent_id: format!("{}@{}", cfg.rack, cfg.server_ip),
         view_path,
         stats: metrics.sync.clone(),
+        problems: problems_rx,
     };
     let dump_cache = cache.clone();
     tasks.push(tokio::spawn(follow::run(
@@ -603,7 +621,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         control: AgentControl {
             statics: statics_tx,
             static_root,
-            core: core_tx,
+            core: configured_tx,
             running: cfg.clone(),
         },
         view: view_rx,
@@ -619,4 +637,64 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         metrics,
         tasks,
     })
+}
+
+/// The boot files to offer for `configured`, given the static root's
+/// files, and what an operator should be told about them (logged here).
+fn offered_boot_files(
+    configured: &ServerConfig,
+    statics: &std::collections::HashMap<String, bytes::Bytes>,
+) -> (ServerConfig, Vec<String>) {
+    let mut offered = configured.clone();
+    let arm64 = rackboot_agent_domain::loaders::arm64_uefi(&configured.boot.uefi_arm64, |f| {
+        statics.contains_key(f)
+    });
+    let mut problems = Vec::new();
+    if let Some(note) = arm64.note {
+        if arm64.missing {
+            tracing::warn!("{note}");
+            problems.push(note);
+        } else {
+            tracing::info!("{note}");
+        }
+    }
+    offered.boot.uefi_arm64 = arm64.file;
+    (offered, problems)
+}
+
+/// Owns the offered boot files: recomputed whenever the configuration or
+/// the static root changes.
+async fn choose_loaders(
+    mut configured: watch::Receiver<Arc<ServerConfig>>,
+    mut statics: watch::Receiver<Arc<std::collections::HashMap<String, bytes::Bytes>>>,
+    offered: watch::Sender<Arc<ServerConfig>>,
+    problems: watch::Sender<Arc<Vec<String>>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = configured.changed() => if r.is_err() { return },
+            r = statics.changed() => if r.is_err() { return },
+        }
+        let (next, found) = {
+            let c = configured.borrow_and_update().clone();
+            let s = statics.borrow_and_update().clone();
+            offered_boot_files(&c, &s)
+        };
+        offered.send_if_modified(|cur| {
+            let changed = **cur != next;
+            if changed {
+                *cur = Arc::new(next);
+            }
+            changed
+        });
+        problems.send_if_modified(|cur| {
+            let changed = **cur != found;
+            if changed {
+                *cur = Arc::new(found);
+            }
+            changed
+        });
+    }
 }

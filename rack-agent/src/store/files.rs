@@ -3,6 +3,11 @@
 //! and the operator's static root, all in memory. Rebuilt whenever the view,
 //! the cache or the static root changes; readers take an `Arc` snapshot.
 //!
+//! U-Boot asks every node's next-server for the same name,
+//! `boot.scr.uimg`: that name is answered per node, by the address the
+//! request comes from (the node's leased address); `uboot/<mac>.scr.uimg`
+//! holds the same bytes by MAC.
+//!
 //! Boot-info (`boot-info/<mac>.json|.env`) is rendered when asked for, from
 //! the snapshot's view and the node's current boot session, so it always
 //! names the kernel the node was actually served and that kernel's modules.
@@ -13,7 +18,7 @@
 )]
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,6 +32,7 @@ use rackboot_agent_domain::boot_config::{
     pxelinux_config_path,
 };
 use rackboot_agent_domain::bootinfo::{BootInfo, Served, Site, modules_dir};
+use rackboot_agent_domain::uboot;
 use rackboot_agent_domain::view::{ImageEntry, RackView};
 
 /// Largest static-root file loaded (bigger files are skipped with a warning).
@@ -55,6 +61,8 @@ struct BootInfoSource {
 #[derive(Debug, Default, Clone)]
 pub struct FileTable {
     files: HashMap<String, Bytes>,
+    /// Each node's U-Boot script image, by its address.
+    uboot_by_addr: Arc<HashMap<Ipv4Addr, Bytes>>,
     boot_info: Option<Arc<BootInfoSource>>,
     /// blake3 of files that are not blobs, computed once per snapshot on
     /// first request (HTTP `ETag`).
@@ -126,12 +134,17 @@ impl FileTable {
             }
         }
         let mut by_mac = HashMap::new();
+        let mut uboot_by_addr = HashMap::new();
         for node in view.nodes.values() {
             let image = node
                 .image
                 .as_ref()
                 .filter(|n| ready.contains(*n))
                 .and_then(|n| view.images.get(n));
+            let uboot_script = Bytes::from(uboot::script_image(
+                &format!("rackboot {}", node.name),
+                &uboot::boot_script(node, image),
+            ));
             for mac in &node.macs {
                 let hy = mac.hyphenated();
                 let path = ipxe_script_path(&hy);
@@ -145,8 +158,10 @@ impl FileTable {
                 for p in grub_config_paths(&hy) {
                     files.insert(p, grub.clone());
                 }
+                files.insert(uboot::script_path(&hy), uboot_script.clone());
                 by_mac.insert(hy, node.number);
             }
+            uboot_by_addr.insert(node.addr, uboot_script);
         }
         let discovery = view
             .discovery_image
@@ -156,6 +171,7 @@ impl FileTable {
         let discovery_script = Bytes::from(discovery_ipxe_script(&site.blob_base, discovery));
         FileTable {
             files,
+            uboot_by_addr: Arc::new(uboot_by_addr),
             etags: Arc::default(),
             boot_info: Some(Arc::new(BootInfoSource {
                 view: view.clone(),
@@ -172,6 +188,7 @@ impl FileTable {
     pub fn from_map(files: HashMap<String, Bytes>) -> Self {
         FileTable {
             files,
+            uboot_by_addr: Arc::default(),
             boot_info: None,
             etags: Arc::default(),
         }
@@ -207,6 +224,23 @@ impl FileTable {
         ))
     }
 
+    /// Look up a path asked for by `client`: [`uboot::BOOT_SCRIPT`] is the
+    /// boot script of the node at that address; anything else is
+    /// [`FileTable::get`]. A file of that name in the static root is served
+    /// to addresses that are not a node's.
+    pub fn get_for(&self, path: &str, client: IpAddr) -> Option<Bytes> {
+        if path == uboot::BOOT_SCRIPT {
+            let v4 = match client {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(a) => a.to_ipv4_mapped(),
+            };
+            if let Some(script) = v4.and_then(|a| self.uboot_by_addr.get(&a)) {
+                return Some(script.clone());
+            }
+        }
+        self.get(path)
+    }
+
     /// Look up a path.
     pub fn get(&self, path: &str) -> Option<Bytes> {
         if let Some(b) = self.files.get(path) {
@@ -238,7 +272,8 @@ impl FileTable {
         if let Some(hash) = path.strip_prefix("blobs/") {
             return hash.to_string();
         }
-        if !self.files.contains_key(path) {
+        // Rendered per request, or per client (the U-Boot script).
+        if !self.files.contains_key(path) || path == uboot::BOOT_SCRIPT {
             return blake3::hash(body).to_hex().to_string();
         }
         let mut etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
@@ -260,8 +295,9 @@ impl FileTable {
 }
 
 impl FileSource for FileTable {
-    fn open(&self, path: &SafePath, _client: SocketAddr) -> Result<Bytes, OpenError> {
-        self.get(path.as_str()).ok_or(OpenError::NotFound)
+    fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Bytes, OpenError> {
+        self.get_for(path.as_str(), client.ip())
+            .ok_or(OpenError::NotFound)
     }
 }
 

@@ -34,6 +34,8 @@ pub struct SyncConfig {
     pub view_path: std::path::PathBuf,
     /// Connection state and counters (metrics).
     pub stats: Arc<SyncStats>,
+    /// What the agent cannot serve as configured, sent with cache reports.
+    pub problems: watch::Receiver<Arc<Vec<String>>>,
 }
 
 /// The sync task's state, for metrics.
@@ -155,7 +157,11 @@ async fn session(
         .into_inner();
     cfg.stats.connected.store(true, Ordering::Relaxed);
     // Blobs of the current view may still be missing (e.g. first start).
-    let reporter = Arc::new(CacheReporter::new(&cfg.rack.name, &cfg.agent_id));
+    let reporter = Arc::new(CacheReporter::new(
+        &cfg.rack.name,
+        &cfg.agent_id,
+        cfg.problems.clone(),
+    ));
     spawn_fetch(
         client.clone(),
         view_tx.borrow().clone(),
@@ -281,15 +287,17 @@ pub struct CacheReporter {
     rack: String,
     agent_id: String,
     last: Mutex<Option<pb::ReportCacheRequest>>,
+    problems: watch::Receiver<Arc<Vec<String>>>,
 }
 
 impl CacheReporter {
     /// For this rack and agent.
-    pub fn new(rack: &str, agent_id: &str) -> Self {
+    pub fn new(rack: &str, agent_id: &str, problems: watch::Receiver<Arc<Vec<String>>>) -> Self {
         CacheReporter {
             rack: rack.to_string(),
             agent_id: agent_id.to_string(),
             last: Mutex::new(None),
+            problems,
         }
     }
 
@@ -313,6 +321,7 @@ impl CacheReporter {
             max_bytes: stats.max_bytes,
             evicted: stats.evicted,
             repaired_groups: stats.repaired_groups,
+            problems: self.problems.borrow().iter().take(16).cloned().collect(),
         };
         let mut last = self.last.lock().await;
         if last.as_ref() == Some(&req) {

@@ -75,6 +75,7 @@ fn kernel_upgrade_follows_sessions() -> Result<()> {
             cmdline: CMDLINE,
             kernel_version: version_a,
             modules: Some(&modules_a),
+            dtb: None,
         })?;
         tb.assign(&["--default"], IMAGE_A)?;
         let want_a = ExpectedBoot {
@@ -97,6 +98,7 @@ fn kernel_upgrade_follows_sessions() -> Result<()> {
             cmdline: CMDLINE,
             kernel_version: version_b,
             modules: Some(&modules_b),
+            dtb: None,
         })?;
         tb.assign(&["--node", "1"], IMAGE_B)?;
         let want_b = ExpectedBoot {

@@ -90,6 +90,7 @@ fn qemu_two_nic_machine_is_numbered_once_by_its_probe() -> Result<()> {
             cmdline: "console=ttyS0 panic=-1 rackboot.dhcp=1",
             kernel_version: "",
             modules: None,
+            dtb: None,
         })?;
         tb.assign(&["--discovery"], "discovery:1")?;
         // The second NIC: an e1000 (so the kernel names it eth1, after the

@@ -66,6 +66,7 @@ fn pxe_boot_from_agent() -> Result<()> {
             cmdline: CMDLINE,
             kernel_version: "",
             modules: None,
+            dtb: None,
         })?;
         tb.assign(&["--default"], IMAGE)?;
         let setup_secs = t.elapsed().as_secs_f64();
@@ -189,6 +190,7 @@ fn offline_agent_restart_still_boots_assigned_image() -> Result<()> {
             cmdline: CMDLINE,
             kernel_version: "",
             modules: None,
+            dtb: None,
         })?;
         tb.assign(&["--default"], OFFLINE_IMAGE)?;
         tb.cli(&["node", "add", "--rack", "r1", "--mac", MAC])?

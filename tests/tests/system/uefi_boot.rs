@@ -130,6 +130,7 @@ fn uefi_boot(test: &str, firmware: Firmware) -> Result<()> {
             cmdline: CMDLINE,
             kernel_version: "",
             modules: None,
+            dtb: None,
         })?;
         tb.assign(&["--default"], image)?;
         let vars = ovmf.vars_copy(tb.dir(), guest_name)?;

@@ -43,6 +43,7 @@ fn image(name: &str, seed: &[u8]) -> Image {
         cmdline: "console=ttyS0".into(),
         kernel_version: String::new(),
         modules: None,
+        dtb: None,
         committed_at: 1,
     }
 }
@@ -130,7 +131,7 @@ fn images_are_immutable_and_assignments_resolve() {
     again.committed_at = 99;
     assert_eq!(
         s.apply(cmd(Command::CommitImage { image: again })).unwrap(),
-        Outcome::Image(image("a:1", b"k1"))
+        Outcome::Image(Box::new(image("a:1", b"k1")))
     );
     assert!(matches!(
         s.apply(cmd(Command::CommitImage {
@@ -447,6 +448,7 @@ fn rack_cache_reports_are_bounded_unrevisioned_and_survive_a_snapshot() {
         evicted: 1,
         repaired_groups: 2,
         unix_millis: 3,
+        problems: vec!["ü".repeat(400); RackCacheReport::MAX_PROBLEMS + 1],
     };
     let rev = s.revision();
     let out = s
@@ -465,6 +467,13 @@ fn rack_cache_reports_are_bounded_unrevisioned_and_survive_a_snapshot() {
     let kept = s.rack_cache(&"r1".parse::<RackName>().unwrap()).unwrap();
     assert_eq!(kept.held.len(), RackCacheReport::MAX_HELD);
     assert_eq!(kept.repaired_groups, 2);
+    // Problems are cut to their bounds, on character boundaries.
+    assert_eq!(kept.problems.len(), RackCacheReport::MAX_PROBLEMS);
+    assert!(
+        kept.problems
+            .iter()
+            .all(|p| p.len() <= RackCacheReport::MAX_PROBLEM_LEN && p.chars().all(|c| c == 'ü'))
+    );
     // Through a snapshot and back.
     let json = serde_json::to_vec(&s).unwrap();
     let back: State = serde_json::from_slice(&json).unwrap();

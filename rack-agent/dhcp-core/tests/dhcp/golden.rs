@@ -121,16 +121,21 @@ fn ipxe_efi_discover_gets_its_script() {
     assert_eq!(r.dest, ReplyDest::Broadcast);
 }
 
+/// After boot the OS gets an address and no boot file, but still the
+/// next-server (`siaddr` and option 66): every lease names it.
 #[test]
 fn udhcpc_after_boot_gets_address_but_no_boot_file() {
     let req = udhcpc(NODE_MAC, 99, DISCOVER, "udhcp 1.36.1");
     let r = reply(handle(&config(), &nodes(), &req.bytes()));
     assert_eq!(r.msg.opts().msg_type(), Some(MessageType::Offer));
     assert_eq!(r.msg.yiaddr(), NODE_ADDR);
-    assert_eq!(r.msg.siaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(r.msg.siaddr(), SERVER);
     assert_eq!(r.file_field(), None);
     assert!(!r.has(OptionCode::BootfileName));
-    assert!(!r.has(OptionCode::TFTPServerName));
+    assert_eq!(
+        r.text(OptionCode::TFTPServerName).as_deref(),
+        Some("10.0.0.1")
+    );
     assert!(!r.has(OptionCode::ClassIdentifier));
     assert_eq!(r.text(OptionCode::Hostname).as_deref(), Some("n23"));
     assert!(r.has(OptionCode::DomainNameServer));
@@ -202,4 +207,33 @@ fn rfc3004_user_class_is_ipxe_too() {
     let req = ipxe_bios(NODE_MAC, 1, DISCOVER).set(77, b"\x04iPXE");
     let r = reply(handle(&config(), &nodes(), &req.bytes()));
     assert_eq!(r.text(OptionCode::BootfileName).as_deref(), Some(SCRIPT));
+}
+
+/// U-Boot's distro boot (vendor class `U-Boot.armv8`, arch 22) gets its
+/// address, the next-server in `siaddr` and option 66 (without it U-Boot
+/// stops: "serverip not set"), and the boot script's name; no PXE class
+/// is echoed. The same for the REQUEST.
+#[test]
+fn uboot_gets_next_server_and_its_boot_script() {
+    for (kind, want) in [(DISCOVER, MessageType::Offer), (REQUEST, MessageType::Ack)] {
+        let mut req = uboot_arm64(NODE_MAC, 0x5252_5b0d, kind);
+        if kind == REQUEST {
+            req = req.opt(50, NODE_ADDR.octets()).opt(54, SERVER.octets());
+        }
+        let r = reply(handle(&config(), &nodes(), &req.bytes()));
+        assert_eq!(r.msg.opts().msg_type(), Some(want));
+        assert_eq!(r.msg.yiaddr(), NODE_ADDR);
+        assert_eq!(r.msg.siaddr(), SERVER);
+        assert_eq!(
+            r.text(OptionCode::TFTPServerName).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(r.file_field().as_deref(), Some("boot.scr.uimg"));
+        assert_eq!(
+            r.text(OptionCode::BootfileName).as_deref(),
+            Some("boot.scr.uimg")
+        );
+        assert!(!r.has(OptionCode::ClassIdentifier));
+        assert!(r.bytes.len() <= 576 - 28);
+    }
 }

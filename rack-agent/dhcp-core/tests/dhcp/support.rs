@@ -30,6 +30,7 @@ pub fn config() -> ServerConfig {
             uefi_arm64: "ipxe-arm64.efi".into(),
             ipxe_script: "http://10.0.0.1:8080/ipxe/{mac}.ipxe".into(),
             http_boot_uri: Some("http://10.0.0.1:8080/boot/{mac}/shim.efi".into()),
+            uboot_script: "boot.scr.uimg".into(),
         },
     }
 }
@@ -59,6 +60,8 @@ pub struct Req {
     pub options: Vec<(u8, Vec<u8>)>,
     /// Write no magic cookie or options at all (RFC 951 BOOTP).
     pub no_cookie: bool,
+    /// The `file` header field (at most 128 bytes), if set.
+    pub file: Option<Vec<u8>>,
 }
 
 impl Req {
@@ -76,6 +79,7 @@ impl Req {
             chaddr,
             options: Vec::new(),
             no_cookie: false,
+            file: None,
         }
     }
 
@@ -108,6 +112,9 @@ impl Req {
         p[12..16].copy_from_slice(&self.ciaddr.octets());
         p[24..28].copy_from_slice(&self.giaddr.octets());
         p[28..44].copy_from_slice(&self.chaddr);
+        if let Some(file) = &self.file {
+            p[108..108 + file.len()].copy_from_slice(file);
+        }
         if self.no_cookie {
             p.resize(300, 0);
             return p;
@@ -199,6 +206,21 @@ pub fn udhcpc(mac: Mac, xid: u32, msg_type: u8, vendor_class: &str) -> Req {
         .opt(55, [1, 3, 6, 12, 15, 28, 42])
         .opt(60, vendor_class)
         .opt(61, client_id(mac))
+}
+
+/// U-Boot 2023.01 (`qemu_arm64`, Debian's u-boot-qemu) as captured from
+/// its distro boot: 53 57 93 94 60 55, 57 = 576, arch 22 (arm64 U-Boot),
+/// vendor class `U-Boot.armv8`, and the script's name already in `file`.
+pub fn uboot_arm64(mac: Mac, xid: u32, msg_type: u8) -> Req {
+    let mut r = Req::new(mac, xid)
+        .opt(53, [msg_type])
+        .opt(57, 576u16.to_be_bytes())
+        .opt(93, [0, 22])
+        .opt(94, [1, 0, 0])
+        .opt(60, "U-Boot.armv8")
+        .opt(55, [1, 3, 6, 12, 17]);
+    r.file = Some(b"boot.scr.uimg".to_vec());
+    r
 }
 
 pub const DISCOVER: u8 = 1;

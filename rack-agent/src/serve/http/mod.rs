@@ -310,7 +310,7 @@ async fn serve_file(
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("path: {e}\n")),
     };
     let table = ctx.files.borrow().clone();
-    let Some(body) = table.get(path.as_str()) else {
+    let Some(body) = table.get_for(path.as_str(), peer.ip()) else {
         return text(
             StatusCode::NOT_FOUND,
             format!("{} not found\n", path.as_str()),
