@@ -36,7 +36,10 @@
 #
 # Environment:
 #   BUSYBOX=PATH                   statically linked busybox to use
-#                                  (default /bin/busybox from busybox-static)
+#                                  (default /bin/busybox from busybox-static;
+#                                  another architecture's works too, e.g.
+#                                  arm64 for U-Boot guests: its applets are
+#                                  listed with the host's)
 #   RACKBOOT_INITRAMFS_PROBE=FILE  include FILE (a statically linked
 #                                  rackboot-probe) as /bin/rackboot-probe
 #   RACKBOOT_INITRAMFS_MODULES=DIR include kernel modules: DIR is the
@@ -90,7 +93,13 @@ mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc/rackboot}
 cp -- "$busybox" "$root/bin/busybox"
 chmod 0755 "$root/bin/busybox"
 
-# One symlink per applet, e.g. sbin/poweroff -> ../bin/busybox.
+# One symlink per applet, e.g. sbin/poweroff -> ../bin/busybox. A busybox
+# for another architecture (arm64 for U-Boot guests) cannot run here: the
+# host's busybox-static (same Debian version, same applets) lists them.
+if ! applets="$("$busybox" --list-full 2>/dev/null)"; then
+    [[ -x /bin/busybox ]] || die "cannot run '$busybox' to list its applets, and there is no host /bin/busybox to list them instead"
+    applets="$(/bin/busybox --list-full)"
+fi
 while IFS= read -r applet; do
     [[ -n "$applet" && "$applet" != bin/busybox ]] || continue
     [[ -e "$root/$applet" || -L "$root/$applet" ]] && continue
@@ -108,7 +117,7 @@ while IFS= read -r applet; do
         up="../$up"
     done
     ln -s "$up/bin/busybox" "$root/$applet"
-done < <("$busybox" --list-full)
+done <<<"$applets"
 [[ -e "$root/bin/sh" ]] || ln -s busybox "$root/bin/sh"
 
 printf '%s\n' "$marker" >"$root/etc/rackboot/marker"

@@ -235,6 +235,51 @@ fn build_initramfs(marker: &str, modules: Option<&Path>, probe: Option<&Path>) -
     Ok(out)
 }
 
+/// Directory of Debian's arm64 kernel and busybox, fetched on first use
+/// (`tests/scripts/fetch-arm64.sh`): `vmlinuz`, `kernel-version`, `busybox`.
+pub fn arm64_dir() -> Result<PathBuf> {
+    let _guard = lock();
+    let dir = artifacts_dir()?.join("arm64");
+    if !dir.join("vmlinuz").is_file() || !dir.join("busybox").is_file() {
+        run(Command::new(script("fetch-arm64.sh")?).arg(&dir))
+            .context("fetching the arm64 kernel and busybox with tests/scripts/fetch-arm64.sh")?;
+    }
+    ensure!(
+        dir.join("vmlinuz").is_file() && dir.join("busybox").is_file(),
+        "fetch-arm64.sh succeeded but {} lacks vmlinuz or busybox",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// An arm64 initramfs (Debian's arm64 busybox-static) whose `/init` prints
+/// its lines and `RACKBOOT-MARKER: <marker>` and powers off; no modules.
+pub fn arm64_initramfs(marker: &str) -> Result<PathBuf> {
+    let busybox = arm64_dir()?.join("busybox");
+    let script = script("build-initramfs.sh")?;
+    let mut key = Fnv64::new();
+    key.write(&std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?);
+    key.write(b"\0arm64\0");
+    key.write(marker.as_bytes());
+    let out = artifacts_dir()?.join("initramfs").join(format!(
+        "arm64-initramfs-{}-{:016x}.cpio.gz",
+        slug(marker),
+        key.finish()
+    ));
+    let _guard = lock();
+    if !out.is_file() {
+        let mut cmd = Command::new(&script);
+        cmd.arg(&out)
+            .arg(marker)
+            .env("BUSYBOX", &busybox)
+            .env_remove("RACKBOOT_INITRAMFS_MODULES")
+            .env_remove("RACKBOOT_INITRAMFS_PROBE");
+        run(&mut cmd)
+            .context("building an arm64 initramfs with tests/scripts/build-initramfs.sh")?;
+    }
+    Ok(out)
+}
+
 /// A file-name-safe, short rendering of `s`.
 fn slug(s: &str) -> String {
     s.chars()

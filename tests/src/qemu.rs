@@ -67,6 +67,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub enum Boot {
     /// Firmware network boot (`-boot n`) through the NICs' option ROMs.
     Network,
+    /// The firmware boots by itself (U-Boot's autoboot runs its distro
+    /// boot, network included): no `-boot` option.
+    Firmware,
     /// Direct kernel boot (`-kernel`, `-initrd`, `-append`).
     DirectKernel {
         /// Kernel image (`vmlinuz`).
@@ -110,6 +113,20 @@ impl Nic {
         }
     }
 
+    /// A virtio-net NIC on the virtio-mmio bus (`virtio-net-device`), for
+    /// `virt` boards. Not `virtio-net-pci`: U-Boot 2023.01's virtio-net PCI
+    /// driver reads the MAC as 52:52:52:52:52:52 whatever QEMU is given, so
+    /// every guest would send the same MAC.
+    pub fn virtio_mmio(tap: &str, mac: &str) -> Nic {
+        Nic {
+            tap: tap.to_string(),
+            mac: mac.to_string(),
+            model: "virtio-net-device".to_string(),
+            romfile: None,
+            bootindex: None,
+        }
+    }
+
     /// A virtio-net NIC with its option ROM removed (`romfile=`) and
     /// `bootindex=1`: under OVMF, the firmware's own EDK2 network stack (PXE,
     /// HTTP boot) boots from it, not QEMU's iPXE-EFI ROM.
@@ -120,6 +137,41 @@ impl Nic {
             model: "virtio-net-pci".to_string(),
             romfile: Some(String::new()),
             bootindex: Some(1),
+        }
+    }
+}
+
+/// The boards [`QemuOpts::uboot`] runs, with Debian's firmware files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UbootArch {
+    /// arm64: `qemu-system-aarch64`, U-Boot `qemu_arm64`.
+    Aarch64,
+    /// riscv64: `qemu-system-riscv64`, OpenSBI + U-Boot `qemu-riscv64_smode`.
+    Riscv64,
+}
+
+impl UbootArch {
+    /// Debian `u-boot-qemu`: U-Boot for QEMU's arm64 `virt` board.
+    pub const AARCH64_UBOOT: &'static str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+    /// Debian `u-boot-qemu`: U-Boot for riscv64 `virt`, supervisor mode.
+    pub const RISCV64_UBOOT: &'static str = "/usr/lib/u-boot/qemu-riscv64_smode/uboot.elf";
+    /// Debian `opensbi`: the machine-mode firmware U-Boot runs under.
+    pub const RISCV64_OPENSBI: &'static str =
+        "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.elf";
+
+    /// The QEMU binary.
+    pub fn qemu(self) -> &'static str {
+        match self {
+            UbootArch::Aarch64 => "qemu-system-aarch64",
+            UbootArch::Riscv64 => "qemu-system-riscv64",
+        }
+    }
+
+    /// Firmware files it needs.
+    pub fn firmware(self) -> &'static [&'static str] {
+        match self {
+            UbootArch::Aarch64 => &[Self::AARCH64_UBOOT],
+            UbootArch::Riscv64 => &[Self::RISCV64_UBOOT, Self::RISCV64_OPENSBI],
         }
     }
 }
@@ -241,6 +293,8 @@ pub struct QemuOpts {
     pub extra_args: Vec<String>,
     /// QEMU binary (default [`QEMU`]).
     pub qemu: String,
+    /// `-machine` (default `pc`).
+    pub machine: String,
 }
 
 impl QemuOpts {
@@ -257,7 +311,31 @@ impl QemuOpts {
             no_reboot: true,
             extra_args: Vec::new(),
             qemu: QEMU.to_string(),
+            machine: "pc".to_string(),
         }
+    }
+
+    /// Debian's U-Boot for QEMU (`u-boot-qemu`) on a `virt` board, booting
+    /// from one virtio-mmio NIC on tap `tap` ([`Nic::virtio_mmio`]): its
+    /// autoboot runs U-Boot's distro boot (DHCP, then `boot.scr.uimg` from
+    /// the next-server). `arch` is `aarch64` (`qemu_arm64/u-boot.bin` as
+    /// `-bios`) or `riscv64` (OpenSBI's `fw_jump.elf` as `-bios`, U-Boot
+    /// `qemu-riscv64_smode/uboot.elf` as `-kernel`).
+    pub fn uboot(name: &str, arch: UbootArch, tap: &str, mac: &str) -> QemuOpts {
+        let mut opts = QemuOpts::base(name, Boot::Firmware).with_nic(Nic::virtio_mmio(tap, mac));
+        opts.machine = "virt".to_string();
+        opts.qemu = arch.qemu().to_string();
+        match arch {
+            UbootArch::Aarch64 => {
+                opts.bios = Some(PathBuf::from(UbootArch::AARCH64_UBOOT));
+                opts.extra_args = vec!["-cpu".into(), "cortex-a57".into()];
+            }
+            UbootArch::Riscv64 => {
+                opts.bios = Some(PathBuf::from(UbootArch::RISCV64_OPENSBI));
+                opts.extra_args = vec!["-kernel".into(), UbootArch::RISCV64_UBOOT.into()];
+            }
+        }
+        opts
     }
 
     /// Direct kernel boot without network: kernel command line
@@ -340,7 +418,7 @@ impl QemuOpts {
         push("-accel");
         push("tcg");
         push("-machine");
-        push("pc");
+        push(&self.machine);
         push("-m");
         push(&self.memory_mb.to_string());
         push("-nographic");
@@ -399,6 +477,7 @@ impl QemuOpts {
             );
         }
         match &self.boot {
+            Boot::Firmware => {}
             Boot::Network => {
                 a.push("-boot".into());
                 a.push("n".into());

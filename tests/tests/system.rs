@@ -60,6 +60,12 @@
 //! * `node_identity`: provisional leases, the discovery probe (a QEMU guest
 //!   with two NICs becomes one node), manual acceptance, `node retire` and
 //!   `node replace` (root; QEMU for the first).
+//! * `uboot_boot`: U-Boot's distro network boot from the agent: two arm64
+//!   guests at once (Debian's `u-boot-qemu`) boot Debian's arm64 kernel,
+//!   timed beside dnsmasq with a static boot script; a riscv64 guest
+//!   fetches its script and kernel; a missing arm64 UEFI loader is reported
+//!   and never offered (root; qemu-system-arm, qemu-system-misc,
+//!   u-boot-qemu, opensbi, u-boot-tools, dnsmasq-base).
 
 // Test modules live in `tests/system/`. A crate root file looks for its
 // modules beside itself, hence the explicit paths.
@@ -99,5 +105,7 @@ mod tftp_clients;
 mod tls;
 #[path = "system/traversal.rs"]
 mod traversal;
+#[path = "system/uboot_boot.rs"]
+mod uboot_boot;
 #[path = "system/uefi_boot.rs"]
 mod uefi_boot;

@@ -48,11 +48,16 @@ pub fn arm64_uefi(configured: &str, present: impl Fn(&str) -> bool) -> Loader {
             missing: false,
         };
     }
+    let others: Vec<&str> = ARM64_UEFI_LOADERS
+        .iter()
+        .copied()
+        .filter(|f| *f != configured)
+        .collect();
     Loader {
         file: String::new(),
         note: Some(format!(
-            "arm64 UEFI loader {configured} is not in the static root (nor {}): arm64 UEFI clients get no boot file; put one there (Debian: grubnetaa64.efi from grub-efi-arm64-bin)",
-            ARM64_UEFI_LOADERS.join(", ")
+            "arm64 UEFI loader {configured} is not in the static root (nor is {}): arm64 UEFI clients get no boot file; put one there (Debian: grubnetaa64.efi from grub-efi-arm64-bin)",
+            others.join(" or ")
         )),
         missing: true,
     }
