@@ -65,7 +65,8 @@
 //!   timed beside dnsmasq with a static boot script; a riscv64 guest
 //!   fetches its script and kernel; a missing arm64 UEFI loader is reported
 //!   and never offered (root; qemu-system-arm, qemu-system-misc,
-//!   u-boot-qemu, opensbi, u-boot-tools, dnsmasq-base).
+//!   u-boot-qemu, opensbi, u-boot-tools, device-tree-compiler,
+//!   dnsmasq-base).
 
 // Test modules live in `tests/system/`. A crate root file looks for its
 // modules beside itself, hence the explicit paths.

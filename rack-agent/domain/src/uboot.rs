@@ -163,11 +163,18 @@ pub fn boot_script(node: &NodeEntry, image: Option<&ImageEntry>) -> String {
     s.push_str(&format!("setenv bootargs '{cmdline}'\n"));
     let fdt = match &im.dtb {
         Some(dtb) => {
+            // Where the board's environment says a device tree goes:
+            // `fdt_addr_r` (distro boot), else `fdt_addr` (QEMU's boards
+            // define only that); without either, U-Boot's own tree.
+            s.push_str("setenv rackboot_fdt ${fdt_addr_r}\n");
+            s.push_str(
+                "if test -z \"${rackboot_fdt}\"; then setenv rackboot_fdt ${fdt_addr}; fi\n",
+            );
             s.push_str(&format!(
-                "tftpboot ${{fdt_addr_r}} blobs/{} || exit\n",
+                "if test -n \"${{rackboot_fdt}}\"; then tftpboot ${{rackboot_fdt}} blobs/{} || exit; else echo rackboot: no fdt_addr_r on this board, booting with the device tree U-Boot runs with; setenv rackboot_fdt ${{fdtcontroladdr}}; fi\n",
                 dtb.digest
             ));
-            "${fdt_addr_r}"
+            "${rackboot_fdt}"
         }
         // The device tree U-Boot itself runs with (QEMU's, or the board's).
         None => "${fdtcontroladdr}",
@@ -268,11 +275,12 @@ mod tests {
         let im = image(true);
         let s = boot_script(&node(), Some(&im));
         let d = format!(
-            "tftpboot ${{fdt_addr_r}} blobs/{} || exit\n",
+            "then tftpboot ${{rackboot_fdt}} blobs/{} || exit;",
             im.dtb.as_ref().unwrap().digest
         );
         assert!(s.contains(&d), "{s}");
-        assert!(s.ends_with("${filesize} ${fdt_addr_r}\n"));
+        assert!(s.contains("setenv rackboot_fdt ${fdt_addr_r}\n"));
+        assert!(s.ends_with("${filesize} ${rackboot_fdt}\n"));
     }
 
     #[test]
