@@ -366,6 +366,10 @@ fn uboot_riscv64_fetches_its_script_and_kernel() -> Result<()> {
             Duration::from_secs(60),
         )?;
         guest.wait_for_line("Bytes transferred = 300000", Duration::from_secs(120))?;
+        eprintln!(
+            "uboot_riscv64: QEMU start -> kernel fetched {:.1} s",
+            guest.elapsed().as_secs_f64()
+        );
         let (node, addr) = tb.node_of_mac(MAC)?;
         ensure!(
             node == "1" && addr == "10.99.0.2",
