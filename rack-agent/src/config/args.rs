@@ -132,7 +132,10 @@ pub struct ServeArgs {
     /// Boot file for x64 UEFI PXE clients. Default ipxe.efi.
     #[arg(long)]
     pub uefi_boot_file: Option<String>,
-    /// Boot file for arm64 UEFI PXE clients. Default ipxe-arm64.efi.
+    /// Boot file for arm64 UEFI PXE clients. Default ipxe-arm64.efi. Offered
+    /// only when the static root holds it; otherwise the first of
+    /// ipxe-arm64.efi, grubnetaa64.efi, grubnetaa64.efi.signed it holds, or
+    /// none (logged, and shown by `rackboot rack cache`).
     #[arg(long)]
     pub uefi_arm64_boot_file: Option<String>,
     /// Disk space for node log lines while the coordinator is unreachable
