@@ -385,7 +385,7 @@ impl Replicator {
     /// committed, knows a leader, and has been up for a grace period (so a
     /// replica restarted behind the log never mistakes a blob for garbage).
     async fn collect(&self, started: Instant) {
-        match self.blobs.reclaim(std::time::SystemTime::now()).await {
+        match self.blobs.reclaim(Instant::now().into_std()).await {
             Ok((files, bytes)) if files > 0 => {
                 tracing::info!(files, bytes, "interrupted uploads reclaimed");
             }
@@ -406,7 +406,7 @@ impl Replicator {
         };
         match self
             .blobs
-            .collect(referenced, std::time::SystemTime::now())
+            .collect(referenced, Instant::now().into_std())
             .await
         {
             Ok((blobs, bytes)) if blobs > 0 => {

@@ -18,8 +18,10 @@
 //!   grace period are removed ([`BlobStore::reclaim`]); after a restart a
 //!   partial's groups are verified again before they count.
 //!
-//! Unreferenced blobs older than the grace period are collected
-//! ([`BlobStore::collect`]); a blob named by a committed image never is.
+//! Unreferenced blobs are collected once the collector has seen them
+//! unnamed for the grace period, measured on the monotonic clock, never by
+//! file times ([`BlobStore::collect`]); a blob named by a committed image
+//! never is.
 //!
 //! Modules: `store` (the layout, opening, reading and verifying stored
 //! blobs), `upload` (streamed uploads, [`Upload`]), `partials` (resumable

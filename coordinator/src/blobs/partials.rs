@@ -17,7 +17,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Instant;
 
 use rackboot_image::outboard::{self, GROUP, Outboard};
 use rackboot_state::{Blake3Digest, BlobRef};
@@ -46,7 +46,7 @@ pub(super) struct Partial {
     pub(super) data_path: PathBuf,
     pub(super) outboard_path: PathBuf,
     /// Last time a group arrived (or the partial was opened).
-    pub(super) touched: SystemTime,
+    pub(super) touched: Instant,
 }
 
 /// The partial upload of each blob being pushed, under that blob's lock
@@ -130,7 +130,7 @@ impl BlobStore {
             file: Arc::new(file),
             data_path,
             outboard_path,
-            touched: SystemTime::now(),
+            touched: Instant::now(),
         })
     }
 
@@ -203,7 +203,7 @@ impl BlobStore {
                 file: Arc::new(file),
                 data_path,
                 outboard_path,
-                touched: SystemTime::now(),
+                touched: Instant::now(),
             });
         }
         Ok(Resumable {
@@ -347,7 +347,7 @@ impl Resumable {
             }
         }
         if done.any_verified {
-            p.touched = SystemTime::now();
+            p.touched = Instant::now();
         }
         done.result
     }

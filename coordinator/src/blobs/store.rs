@@ -15,13 +15,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rackboot_image::outboard::{self, Outboard, OutboardBuilder};
 use rackboot_state::Blake3Digest;
 
 use super::partials::PartialSlots;
-use super::{BlobError, DEFAULT_GRACE, blocking, io, off_runtime};
+use super::{BlobError, DEFAULT_GRACE, io, off_runtime};
 use crate::keyed_locks::KeyedLocks;
 
 /// Content-addressed blob files under one directory.
@@ -32,6 +32,10 @@ pub struct BlobStore {
     pub(super) grace: Duration,
     /// Resumable pushes by blob, each under its own lock.
     pub(super) partials: PartialSlots,
+    /// When the collector first saw each orphaned partial-upload file.
+    pub(super) orphan_partials: super::collection::Sightings,
+    /// When the collector first saw each stored blob no image names.
+    pub(super) unreferenced: super::collection::Sightings,
 }
 
 /// A stored blob opened to be read group by group, each 1 MiB group
@@ -87,8 +91,9 @@ fn open_stored(path: &Path, digest: &Blake3Digest) -> Result<std::fs::File, Blob
 }
 
 impl BlobStore {
-    /// Open the store, creating directories, removing leftovers of streamed
-    /// uploads and interrupted pushes older than [`DEFAULT_GRACE`].
+    /// Open the store, creating directories and removing leftovers of
+    /// streamed uploads; partial files of interrupted pushes are removed
+    /// once no push has resumed them for [`DEFAULT_GRACE`] after this.
     pub fn open(root: &Path) -> Result<Self, BlobError> {
         Self::open_with_grace(root, DEFAULT_GRACE)
     }
@@ -108,8 +113,10 @@ impl BlobStore {
             tmp_seq: AtomicU64::new(0),
             grace,
             partials: KeyedLocks::new(),
+            orphan_partials: Default::default(),
+            unreferenced: Default::default(),
         };
-        store.reclaim_files_blocking(SystemTime::now())?;
+        store.sight_partial_files_blocking(std::time::Instant::now())?;
         Ok(store)
     }
 
@@ -327,16 +334,9 @@ impl BlobStore {
         }
     }
 
-    /// Set a blob's modification time to now (it was just referenced: the
-    /// collector's grace period starts again).
+    /// A blob was just named: the collector's grace period for it starts
+    /// again (on the monotonic clock) should it become unnamed.
     pub async fn touch(&self, digest: &Blake3Digest) {
-        let path = self.path(digest);
-        let _ = blocking(&path.clone(), move || {
-            std::fs::File::options()
-                .write(true)
-                .open(&path)?
-                .set_modified(SystemTime::now())
-        })
-        .await;
+        self.unreferenced.forget(&self.path(digest));
     }
 }
