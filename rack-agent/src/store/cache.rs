@@ -65,6 +65,15 @@ pub enum CacheError {
         #[source]
         source: rackboot_image::OutboardError,
     },
+    /// The coordinator's stream stopped sending (no message within the
+    /// idle limit): given up, so the next blob is not held behind it.
+    #[error("fetching blob {digest}: nothing received for {idle_secs} s; given up")]
+    Stalled {
+        /// The blob.
+        digest: Blake3Digest,
+        /// The idle limit.
+        idle_secs: u64,
+    },
     /// The coordinator could not provide it.
     #[error("fetching blob {digest}: {status}")]
     Fetch {
@@ -92,6 +101,8 @@ pub const DEFAULT_MAX_BYTES: u64 = 20 << 30;
 pub struct BlobCache {
     dir: PathBuf,
     max_bytes: u64,
+    /// Longest wait for the next message of a fetch ([`FETCH_IDLE`]).
+    fetch_idle: std::time::Duration,
     mem: RwLock<HashMap<Blake3Digest, Bytes>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -155,7 +166,37 @@ fn verify(expected: &BlobRef, data: &[u8]) -> Result<(), CacheError> {
     Ok(())
 }
 
+/// Longest a blob fetch waits for the coordinator's next message (or its
+/// answer to the request) before giving up.
+pub const FETCH_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The next message of a fetch stream, or [`CacheError::Stalled`] after
+/// `idle` without one.
+async fn next_chunk(
+    stream: &mut tonic::Streaming<pb::BlobChunk>,
+    digest: Blake3Digest,
+    idle: std::time::Duration,
+) -> Result<Option<pb::BlobChunk>, CacheError> {
+    match tokio::time::timeout(idle, stream.message()).await {
+        Ok(r) => r.map_err(|status| CacheError::Fetch {
+            digest,
+            status: Box::new(status),
+        }),
+        Err(_) => Err(CacheError::Stalled {
+            digest,
+            idle_secs: idle.as_secs(),
+        }),
+    }
+}
+
 impl BlobCache {
+    /// The same cache with another fetch idle limit (default
+    /// [`FETCH_IDLE`]).
+    pub fn with_fetch_idle(mut self, idle: std::time::Duration) -> Self {
+        self.fetch_idle = idle;
+        self
+    }
+
     /// Open (create) the cache directory, bounded by [`DEFAULT_MAX_BYTES`].
     pub fn open(dir: &Path) -> Result<Self, CacheError> {
         Self::open_bounded(dir, DEFAULT_MAX_BYTES)
@@ -167,6 +208,7 @@ impl BlobCache {
         Ok(BlobCache {
             dir: dir.to_path_buf(),
             max_bytes,
+            fetch_idle: FETCH_IDLE,
             mem: RwLock::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -453,18 +495,23 @@ impl BlobCache {
             digest: blob.digest,
             status: Box::new(status),
         };
-        let mut stream = client
-            .fetch_blob(pb::FetchBlobRequest {
-                blake3: blob.digest.to_string(),
-                offset,
-                length: len,
-            })
+        let stalled = || CacheError::Stalled {
+            digest: blob.digest,
+            idle_secs: self.fetch_idle.as_secs(),
+        };
+        let request = client.fetch_blob(pb::FetchBlobRequest {
+            blake3: blob.digest.to_string(),
+            offset,
+            length: len,
+        });
+        let mut stream = tokio::time::timeout(self.fetch_idle, request)
             .await
+            .map_err(|_| stalled())?
             .map_err(fetch_err)?
             .into_inner();
         let mut ob = Vec::new();
         let mut data = Vec::with_capacity(usize::try_from(len.min(GROUP)).unwrap_or(0));
-        while let Some(chunk) = stream.message().await.map_err(fetch_err)? {
+        while let Some(chunk) = next_chunk(&mut stream, blob.digest, self.fetch_idle).await? {
             if ob.is_empty() {
                 ob = chunk.outboard;
             }
@@ -535,13 +582,18 @@ impl BlobCache {
             status: Box::new(status),
         };
         let start = data.len() as u64;
-        let mut stream = client
-            .fetch_blob(pb::FetchBlobRequest {
-                blake3: blob.digest.to_string(),
-                offset: start,
-                length: 0,
-            })
+        let stalled = || CacheError::Stalled {
+            digest: blob.digest,
+            idle_secs: self.fetch_idle.as_secs(),
+        };
+        let request = client.fetch_blob(pb::FetchBlobRequest {
+            blake3: blob.digest.to_string(),
+            offset: start,
+            length: 0,
+        });
+        let mut stream = tokio::time::timeout(self.fetch_idle, request)
             .await
+            .map_err(|_| stalled())?
             .map_err(fetch_err)?
             .into_inner();
         let mut group: Vec<u8> = Vec::new();
@@ -550,7 +602,7 @@ impl BlobCache {
             actual: Blake3Digest::of(data),
             size: data.len() as u64 + extra,
         };
-        while let Some(chunk) = stream.message().await.map_err(fetch_err)? {
+        while let Some(chunk) = next_chunk(&mut stream, blob.digest, self.fetch_idle).await? {
             if outboard.is_none() {
                 let ob = Outboard::new(blob.size, &chunk.outboard, &blob.digest.0).map_err(
                     |source| CacheError::Outboard {
