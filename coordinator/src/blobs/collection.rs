@@ -73,6 +73,13 @@ impl Sightings {
     }
 }
 
+/// The blob (hex name) a partial-upload file (`<hex>.part`, `<hex>.obao`)
+/// belongs to.
+fn partial_blob(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy();
+    name.split('.').next().map(str::to_string)
+}
+
 /// Partial-upload files in `dir` whose blob is not in `live`, with their
 /// sizes. Blocking.
 fn orphan_partial_files(
@@ -81,9 +88,7 @@ fn orphan_partial_files(
 ) -> std::io::Result<Vec<(PathBuf, u64)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)?.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let stem = name.split('.').next().unwrap_or_default().to_string();
-        if live.contains(&stem) {
+        if partial_blob(&entry.path()).is_some_and(|b| live.contains(&b)) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
@@ -161,11 +166,7 @@ impl BlobStore {
         let live = self.live_partials();
         let due: Vec<(PathBuf, u64)> = due
             .into_iter()
-            .filter(|(p, _)| {
-                let name = p.file_name().map(|n| n.to_string_lossy().to_string());
-                let stem = name.as_deref().and_then(|n| n.split('.').next());
-                !stem.is_some_and(|s| live.contains(s))
-            })
+            .filter(|(p, _)| !partial_blob(p).is_some_and(|b| live.contains(&b)))
             .collect();
         blocking(&dir, move || Ok(remove_files(&due))).await
     }

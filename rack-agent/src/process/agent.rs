@@ -682,19 +682,19 @@ async fn choose_loaders(
             let s = statics.borrow_and_update().clone();
             offered_boot_files(&c, &s)
         };
-        offered.send_if_modified(|cur| {
-            let changed = **cur != next;
-            if changed {
-                *cur = Arc::new(next);
-            }
-            changed
-        });
-        problems.send_if_modified(|cur| {
-            let changed = **cur != found;
-            if changed {
-                *cur = Arc::new(found);
-            }
-            changed
-        });
+        replace_if_changed(&offered, next);
+        replace_if_changed(&problems, found);
     }
+}
+
+/// Publish `value` unless the watch already holds an equal one (no wake-up
+/// for readers then).
+fn replace_if_changed<T: PartialEq>(tx: &watch::Sender<Arc<T>>, value: T) {
+    tx.send_if_modified(|cur| {
+        let changed = **cur != value;
+        if changed {
+            *cur = Arc::new(value);
+        }
+        changed
+    });
 }

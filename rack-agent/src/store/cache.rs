@@ -482,6 +482,34 @@ impl BlobCache {
         Ok(())
     }
 
+    /// Ask the coordinator for `length` bytes (0: to the end) of `blob` from
+    /// `offset`; [`CacheError::Stalled`] when no answer comes within the
+    /// idle limit.
+    async fn open_fetch(
+        &self,
+        client: &mut AgentServiceClient<Channel>,
+        blob: &BlobRef,
+        offset: u64,
+        length: u64,
+    ) -> Result<tonic::Streaming<pb::BlobChunk>, CacheError> {
+        let request = client.fetch_blob(pb::FetchBlobRequest {
+            blake3: blob.digest.to_string(),
+            offset,
+            length,
+        });
+        match tokio::time::timeout(self.fetch_idle, request).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(CacheError::Fetch {
+                digest: blob.digest,
+                status: Box::new(status),
+            }),
+            Err(_) => Err(CacheError::Stalled {
+                digest: blob.digest,
+                idle_secs: self.fetch_idle.as_secs(),
+            }),
+        }
+    }
+
     /// Fetch `len` bytes from `offset` in one stream; returns the outboard
     /// bytes (sent with the first message) and the data.
     async fn fetch_range(
@@ -491,24 +519,7 @@ impl BlobCache {
         offset: u64,
         len: u64,
     ) -> Result<(Vec<u8>, Vec<u8>), CacheError> {
-        let fetch_err = |status: tonic::Status| CacheError::Fetch {
-            digest: blob.digest,
-            status: Box::new(status),
-        };
-        let stalled = || CacheError::Stalled {
-            digest: blob.digest,
-            idle_secs: self.fetch_idle.as_secs(),
-        };
-        let request = client.fetch_blob(pb::FetchBlobRequest {
-            blake3: blob.digest.to_string(),
-            offset,
-            length: len,
-        });
-        let mut stream = tokio::time::timeout(self.fetch_idle, request)
-            .await
-            .map_err(|_| stalled())?
-            .map_err(fetch_err)?
-            .into_inner();
+        let mut stream = self.open_fetch(client, blob, offset, len).await?;
         let mut ob = Vec::new();
         let mut data = Vec::with_capacity(usize::try_from(len.min(GROUP)).unwrap_or(0));
         while let Some(chunk) = next_chunk(&mut stream, blob.digest, self.fetch_idle).await? {
@@ -582,20 +593,7 @@ impl BlobCache {
             status: Box::new(status),
         };
         let start = data.len() as u64;
-        let stalled = || CacheError::Stalled {
-            digest: blob.digest,
-            idle_secs: self.fetch_idle.as_secs(),
-        };
-        let request = client.fetch_blob(pb::FetchBlobRequest {
-            blake3: blob.digest.to_string(),
-            offset: start,
-            length: 0,
-        });
-        let mut stream = tokio::time::timeout(self.fetch_idle, request)
-            .await
-            .map_err(|_| stalled())?
-            .map_err(fetch_err)?
-            .into_inner();
+        let mut stream = self.open_fetch(client, blob, start, 0).await?;
         let mut group: Vec<u8> = Vec::new();
         let corrupt = |data: &[u8], extra: u64| CacheError::Corrupt {
             expected: blob.digest,
