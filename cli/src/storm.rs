@@ -84,7 +84,7 @@ mod tests {
             vrx,
             None,
             rackboot_agent::serve::http::HttpLimits::default(),
-            rackboot_agent::serve::http::HttpTelemetry::default(),
+            Arc::default(),
             stop.clone(),
         ));
         let digest = blake3::hash(&kernel).to_hex().to_string();

@@ -335,6 +335,7 @@ for r in "${RACKS[@]}"; do
         echo "tls_ca = \"$PKI/ca.pem\""
         echo "tls_cert = \"$PKI/agent-r$r.pem\""
         echo "tls_key = \"$PKI/agent-r$r.key\""
+        echo "metrics_listen = \"127.0.0.1:9101\""
         echo "[network]"
         echo "node_base = \"10.0.$r.100\""
     } >"$dir/agent.toml"
@@ -461,7 +462,7 @@ $(for f in "$LAB_DIR"/pids/*.pid; do read -r pid name _ <"$f"; printf '  %-15s p
 Reach it:
   $LAB_DIR/rackboot cluster status          # the CLI on the admin host, all replicas
   $LAB_DIR/rackboot node show 1 --timeline
-  ip netns exec $LAB_PREFIX-r1 curl -s http://10.0.1.1/boot-info?mac=$NODE_MAC
+  ip netns exec $LAB_PREFIX-r1 curl -s http://127.0.0.1:9101/boot-info?mac=$NODE_MAC   # operator listener
   kill -USR1 \$(cut -d' ' -f1 $LAB_DIR/pids/agent-r1.pid)   # agent state in $LAB_DIR/r1/agent.log
 Boot another node (rack r2 has a free tap-n1):
   ip netns exec $LAB_PREFIX-r2 qemu-system-x86_64 -accel tcg -machine pc -m 512 -nographic -nodefaults \\

@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             None
         },
+        probe_key: Some(rackboot_dhcp_core::ProbeKey::new([3; 32])),
     };
     let mut server = Server::new(settings, cfg);
     let mut nodes: HashMap<Mac, NodeBinding> = HashMap::new();

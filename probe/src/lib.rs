@@ -32,7 +32,10 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Encodable};
 use rackboot_dhcp_core::Mac;
-use rackboot_dhcp_core::probe::{OPTION_INVENTORY, OPTION_MACS, ProbeReport};
+use rackboot_dhcp_core::ProbeToken;
+use rackboot_dhcp_core::probe::{
+    OPTION_INVENTORY, OPTION_MACS, OPTION_TOKEN, ProbeReport, token_from_cmdline,
+};
 
 /// Flags of `rackboot probe` and `rackboot-probe`.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +66,12 @@ pub struct ProbeArgs {
     /// Root of the system to read (`/`; tests point it elsewhere).
     #[arg(long, default_value = "/")]
     pub root: std::path::PathBuf,
+    /// The probe token (64 hex digits) the agent handed this machine.
+    /// Default: `rackboot.token=` on the kernel command line
+    /// (`<root>/proc/cmdline`), where the discovery script puts it. The
+    /// agent takes no report without it.
+    #[arg(long)]
+    pub token: Option<ProbeToken>,
 }
 
 /// Why the probe stopped without a number.
@@ -83,6 +92,9 @@ pub enum ProbeError {
     /// Encoding the request failed.
     #[error("encoding the DHCPINFORM: {0}")]
     Encode(String),
+    /// The token on the kernel command line is malformed.
+    #[error("rackboot.token on {0}/proc/cmdline: {1}")]
+    BadToken(String, rackboot_dhcp_core::probe::BadToken),
     /// No number in time.
     #[error(
         "no node number after {0} s (is the agent's --accept policy `manual`? then run `rackboot node accept MAC`)"
@@ -164,13 +176,22 @@ pub fn inventory(root: &Path, nics: usize) -> Vec<(String, String)> {
     out
 }
 
+/// The token on `<root>/proc/cmdline` (`rackboot.token=`), if there is one.
+pub fn cmdline_token(root: &Path) -> Result<Option<ProbeToken>, ProbeError> {
+    let cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
+    token_from_cmdline(&cmdline)
+        .transpose()
+        .map_err(|e| ProbeError::BadToken(root.display().to_string(), e))
+}
+
 /// The DHCPINFORM carrying the report, from `ciaddr`, asking with `chaddr`
-/// (the first MAC).
+/// (the first MAC), with the machine's probe token.
 pub fn inform(
     xid: u32,
     ciaddr: Ipv4Addr,
     macs: &[Mac],
     inventory: &[(String, String)],
+    token: Option<&ProbeToken>,
 ) -> Result<Vec<u8>, ProbeError> {
     let chaddr = macs.first().copied().unwrap_or(Mac([0; 6]));
     let mut m = blank_request()?;
@@ -197,6 +218,12 @@ pub fn inform(
         opts.insert(DhcpOption::Unknown(UnknownOption::new(
             OptionCode::Unknown(OPTION_INVENTORY),
             inv,
+        )));
+    }
+    if let Some(t) = token {
+        opts.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::Unknown(OPTION_TOKEN),
+            t.as_bytes().to_vec(),
         )));
     }
     m.to_vec().map_err(|e| ProbeError::Encode(e.to_string()))
@@ -277,7 +304,16 @@ pub fn run(args: &ProbeArgs) -> Result<Outcome, ProbeError> {
     let interval = Duration::from_secs(args.interval_secs.max(1));
     let xid = u32::from_be_bytes([macs[0].0[2], macs[0].0[3], macs[0].0[4], macs[0].0[5]])
         ^ std::process::id();
-    let packet = inform(xid, addr, &macs, &inv)?;
+    let token = match &args.token {
+        Some(t) => Some(*t),
+        None => cmdline_token(&args.root)?,
+    };
+    if token.is_none() {
+        eprintln!(
+            "rackboot-probe: no probe token (--token, or rackboot.token= on the kernel command line); the agent will not take this report"
+        );
+    }
+    let packet = inform(xid, addr, &macs, &inv, token.as_ref())?;
     eprintln!(
         "rackboot-probe: reporting {} ({}) from {addr}",
         ifaces
@@ -399,11 +435,14 @@ mod tests {
     fn inform_carries_every_mac_and_the_agent_core_reads_it_back() {
         let a = Mac([0x52, 0x54, 0, 0, 0, 1]);
         let b = Mac([0x52, 0x54, 0, 0, 0, 2]);
+        let key = rackboot_dhcp_core::ProbeKey::new([4; 32]);
+        let token = key.token(a, Ipv4Addr::new(10, 0, 0, 200));
         let bytes = inform(
             7,
             Ipv4Addr::new(10, 0, 0, 200),
             &[a, b],
             &[("cpus".into(), "2".into())],
+            Some(&token),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let m = Message::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
@@ -425,6 +464,29 @@ mod tests {
                 inventory: vec![("cpus".into(), "2".into())],
             })
         );
+        let sent = raw(OPTION_TOKEN).unwrap_or_default();
+        assert!(key.verify(a, Ipv4Addr::new(10, 0, 0, 200), &sent));
+    }
+
+    #[test]
+    fn token_comes_from_the_kernel_command_line() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cmdline_token(dir.path()), Ok(None)));
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap_or_else(|e| panic!("{e}"));
+        let t = rackboot_dhcp_core::ProbeKey::new([1; 32])
+            .token(Mac([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 9));
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            format!("console=ttyS0 rackboot.provisional=1 rackboot.token={t}\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cmdline_token(dir.path()).ok().flatten(), Some(t));
+        std::fs::write(dir.path().join("proc/cmdline"), "rackboot.token=nothex")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            cmdline_token(dir.path()),
+            Err(ProbeError::BadToken(..))
+        ));
     }
 
     #[test]

@@ -74,9 +74,14 @@ async fn metrics_listener_serves_metrics_when_http_is_off() {
     ] {
         assert!(body.contains(family), "{family:?} missing from:\n{body}");
     }
-    // Only metrics there: no boot files, no boot-info.
-    let (status, _) = get(addr, "/boot-info").await;
+    // Operators' things only: no boot files; boot-info names its node.
+    let (status, _) = get(addr, "/ipxe/52-54-00-00-00-99.ipxe").await;
     assert!(status.contains(" 404 "), "{status}");
+    let (status, body) = get(addr, "/boot-info").await;
+    assert!(
+        status.contains(" 400 ") && body.contains("mac="),
+        "{status} {body}"
+    );
     shutdown.cancel();
     for t in agent.tasks {
         let _ = t.await;
@@ -84,14 +89,14 @@ async fn metrics_listener_serves_metrics_when_http_is_off() {
 }
 
 #[tokio::test]
-async fn without_the_flag_metrics_stay_on_the_http_port_only() {
+async fn metrics_are_never_on_the_boot_port() {
     let dir = tempfile::tempdir().unwrap();
     let (agent, shutdown) = agent(&dir, &["--http-port", "0", "--no-syslog"]).await;
     assert!(agent.metrics_addr.is_none());
     let http = agent.http_addr.expect("HTTP on");
     let (status, body) = get(http, "/metrics").await;
-    assert!(status.contains(" 200 "), "{status}");
-    assert!(body.contains("rackboot_agent_dhcp_received"), "{body}");
+    assert!(status.contains(" 404 "), "{status}");
+    assert!(!body.contains("rackboot_agent_dhcp_received"), "{body}");
     shutdown.cancel();
     for t in agent.tasks {
         let _ = t.await;
@@ -108,7 +113,17 @@ async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<tokio::n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_host_holding_connections_open_does_not_stop_http_boot() {
     let dir = tempfile::tempdir().unwrap();
-    let (agent, shutdown) = agent(&dir, &["--no-syslog", "--http-port", "0"]).await;
+    let (agent, shutdown) = agent(
+        &dir,
+        &[
+            "--no-syslog",
+            "--http-port",
+            "0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
     let addr = agent.http_addr.expect("HTTP");
     // 1,100 idle connections from one host: the first 64 are admitted and
     // held, the rest closed at once.
@@ -134,9 +149,11 @@ async fn one_host_holding_connections_open_does_not_stop_http_boot() {
     // Another host fetches at once.
     let started = std::time::Instant::now();
     let mut s = connect_from([127, 0, 0, 3], addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(
+        b"GET /ipxe/52-54-00-00-00-99.ipxe HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
@@ -144,6 +161,10 @@ async fn one_host_holding_connections_open_does_not_stop_http_boot() {
     let refused =
         format!("rackboot_agent_http_connections_closed_total{{reason=\"per_source\"}} {closed}");
     assert!(held.len() > 500, "only {} connections made", held.len());
-    assert!(out.contains(&refused), "{refused} missing from:\n{out}");
+    let (_, metrics) = get(agent.metrics_addr.expect("metrics"), "/metrics").await;
+    assert!(
+        metrics.contains(&refused),
+        "{refused} missing from:\n{metrics}"
+    );
     shutdown.cancel();
 }

@@ -69,10 +69,10 @@ pub use client::{Arch, ClientInfo};
 pub use config::{BootFiles, NodeBinding, NodeDirectory, ServerConfig};
 pub use mac::{Mac, MacParseError};
 pub use policy::{AcceptPolicy, DhcpMode, UnknownName};
-pub use probe::ProbeReport;
+pub use probe::{ProbeKey, ProbeReport, ProbeToken};
 pub use provisional::{PoolError, ProvisionalPool};
 pub use proxy::{ProxyPort, handle_proxy};
-pub use server::{Event, Report, Role, Server, Settings, Transmit};
+pub use server::{Event, ProbeRefusal, Report, Role, Server, Settings, Transmit};
 pub use wire::MalformedError;
 
 use reply::{DestKind, Kind};

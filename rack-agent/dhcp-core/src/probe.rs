@@ -11,8 +11,18 @@
 //! ACK) carries option 12 `n<number>` once the machine is numbered; the
 //! probe repeats its INFORM until then.
 //!
-//! Both options are in the site-specific range (RFC 2132 §2: 128–254 are
-//! site-specific; 224–254 are left unassigned by RFC 3942).
+//! A report counts only with the **probe token** the machine was handed in
+//! its discovery boot parameters (`rackboot.token=<hex>`, option
+//! [`OPTION_TOKEN`]): a keyed blake3 hash of the machine's MAC and its
+//! provisional address under a secret only the agent holds
+//! ([`ProbeKey`]). A host on the rack that forges a report without having
+//! leased that address with that MAC and fetched its discovery script
+//! cannot produce one.
+//!
+//! All three options are in the site-specific range (RFC 2132 §2: 128–254
+//! are site-specific; 224–254 are left unassigned by RFC 3942).
+
+use std::net::Ipv4Addr;
 
 use crate::mac::Mac;
 
@@ -20,10 +30,90 @@ use crate::mac::Mac;
 pub const OPTION_MACS: u8 = 224;
 /// Option code of the inventory: UTF-8 `key=value` lines.
 pub const OPTION_INVENTORY: u8 = 225;
+/// Option code of the probe token: [`TOKEN_LEN`] bytes.
+pub const OPTION_TOKEN: u8 = 226;
+/// Bytes of a probe token.
+pub const TOKEN_LEN: usize = 32;
+/// The kernel parameter that hands the token to the discovery image.
+pub const TOKEN_PARAM: &str = "rackboot.token";
 /// MACs that fit in one option (255 / 6).
 pub const MAX_MACS: usize = 42;
 /// Inventory entries kept.
 pub const MAX_INVENTORY: usize = 16;
+
+/// The agent's secret for probe tokens. Its `Debug` never shows the key.
+#[derive(Clone)]
+pub struct ProbeKey([u8; 32]);
+
+impl std::fmt::Debug for ProbeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProbeKey(..)")
+    }
+}
+
+impl ProbeKey {
+    /// A key from 32 secret bytes.
+    pub fn new(bytes: [u8; 32]) -> Self {
+        ProbeKey(bytes)
+    }
+
+    /// The token of the machine `mac` at its provisional address `addr`.
+    pub fn token(&self, mac: Mac, addr: Ipv4Addr) -> ProbeToken {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"rackboot probe token v1\0");
+        h.update(&mac.0);
+        h.update(&addr.octets());
+        ProbeToken(h.finalize())
+    }
+
+    /// Whether `sent` (option [`OPTION_TOKEN`]'s payload) is the token of
+    /// `mac` at `addr` (compared in constant time).
+    pub fn verify(&self, mac: Mac, addr: Ipv4Addr, sent: &[u8]) -> bool {
+        let Ok(bytes) = <[u8; TOKEN_LEN]>::try_from(sent) else {
+            return false;
+        };
+        self.token(mac, addr).0 == blake3::Hash::from_bytes(bytes)
+    }
+}
+
+/// A probe token (see the module docs); `Display` and `FromStr` use hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeToken(blake3::Hash);
+
+impl ProbeToken {
+    /// The option payload.
+    pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Display for ProbeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.to_hex().as_str())
+    }
+}
+
+/// A token that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a probe token is {} hex digits", TOKEN_LEN * 2)]
+pub struct BadToken;
+
+impl std::str::FromStr for ProbeToken {
+    type Err = BadToken;
+    fn from_str(s: &str) -> Result<Self, BadToken> {
+        blake3::Hash::from_hex(s.trim())
+            .map(ProbeToken)
+            .map_err(|_| BadToken)
+    }
+}
+
+/// The token in a kernel command line (`rackboot.token=<hex>`), if any.
+pub fn token_from_cmdline(cmdline: &str) -> Option<Result<ProbeToken, BadToken>> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(TOKEN_PARAM)?.strip_prefix('='))
+        .map(str::parse)
+}
 
 /// A probe report read from a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +235,24 @@ mod tests {
             r.map(|r| r.inventory),
             Some(vec![("ok".into(), "2".into()), ("k".into(), "v".into())])
         );
+    }
+
+    #[test]
+    fn tokens_bind_mac_and_address_under_the_key() {
+        let key = ProbeKey::new([7; 32]);
+        let addr = Ipv4Addr::new(10, 0, 0, 200);
+        let t = key.token(A, addr);
+        assert!(key.verify(A, addr, t.as_bytes()));
+        assert!(!key.verify(B, addr, t.as_bytes()), "another MAC");
+        assert!(!key.verify(A, Ipv4Addr::new(10, 0, 0, 201), t.as_bytes()));
+        assert!(!ProbeKey::new([8; 32]).verify(A, addr, t.as_bytes()));
+        assert!(!key.verify(A, addr, &t.as_bytes()[..31]), "short");
+        assert!(!key.verify(A, addr, &[]));
+        let line = format!("console=ttyS0 {TOKEN_PARAM}={t} quiet");
+        assert_eq!(token_from_cmdline(&line), Some(Ok(t)));
+        assert_eq!(token_from_cmdline("rackboot.token=zz"), Some(Err(BadToken)));
+        assert_eq!(token_from_cmdline("rackboot.tokenx=1 quiet"), None);
+        assert_eq!(format!("{key:?}"), "ProbeKey(..)");
     }
 
     #[test]

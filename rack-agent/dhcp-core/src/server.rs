@@ -28,6 +28,7 @@ use dhcproto::v4::MessageType;
 
 use crate::guard::{Allow, RateLimiter};
 use crate::policy::AcceptPolicy;
+use crate::probe::ProbeKey;
 use crate::{
     Decision, DropReason, Mac, NodeDirectory, ProbeReport, ProvisionalPool, ProxyPort, ReplyDest,
     Request, ServerConfig,
@@ -78,6 +79,9 @@ pub struct Settings {
     pub allow: Allow,
     /// Provisional leases for unknown machines (authoritative role only).
     pub pool: Option<ProvisionalPool>,
+    /// The secret probe tokens are checked with; without one no probe
+    /// report is taken.
+    pub probe_key: Option<ProbeKey>,
 }
 
 /// A datagram to send.
@@ -140,11 +144,52 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
+    /// A probe report was not taken (the request itself is still answered).
+    ProbeRefused {
+        /// Who sent it.
+        src: SocketAddr,
+        /// The MAC that asked.
+        mac: Mac,
+        /// Why.
+        reason: ProbeRefusal,
+    },
     /// A deferred request ran out of time before its machine was numbered.
     DeferralExpired {
         /// The machine.
         mac: Mac,
     },
+}
+
+/// Why a probe report was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeRefusal {
+    /// The server has no probe key.
+    NoKey,
+    /// The report has no `ciaddr`, or does not come from it (unrelayed).
+    NotFromItsAddress,
+    /// The asking MAC holds no acknowledged provisional lease at `ciaddr`.
+    NoLease,
+    /// No token option, or one of the wrong length.
+    NoToken,
+    /// The token is not this MAC's at this address.
+    BadToken,
+    /// The asking MAC already has a node: its token is spent; the MACs it
+    /// names that no node has are not added to it.
+    Spent,
+}
+
+impl ProbeRefusal {
+    /// Short label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProbeRefusal::NoKey => "no_key",
+            ProbeRefusal::NotFromItsAddress => "not_from_its_address",
+            ProbeRefusal::NoLease => "no_lease",
+            ProbeRefusal::NoToken => "no_token",
+            ProbeRefusal::BadToken => "bad_token",
+            ProbeRefusal::Spent => "spent",
+        }
+    }
 }
 
 /// A request kept until its machine is numbered.
@@ -227,7 +272,7 @@ impl Server {
         };
         let mac = request.mac;
         if let Some(probe) = request.probe() {
-            self.on_probe(now, &request, probe, nodes);
+            self.on_probe(now, src, &request, probe, nodes);
         }
         let decision = match self.settings.role {
             Role::Authoritative => crate::decide_parsed(&self.config, nodes, &request),
@@ -379,10 +424,12 @@ impl Server {
     }
 
     /// A probe report: ask for the machine to be numbered with all its MACs
-    /// when the view lacks any of them.
+    /// when the view lacks any of them, if the report is authentic
+    /// ([`Server::check_probe`]).
     fn on_probe(
         &mut self,
         now: Instant,
+        src: SocketAddr,
         request: &Request,
         probe: ProbeReport,
         nodes: &impl NodeDirectory,
@@ -392,6 +439,16 @@ impl Server {
             macs: probe.macs.len(),
         });
         if probe.macs.iter().all(|m| nodes.lookup(m).is_some()) {
+            // A numbered machine repeating its report until it hears its
+            // number: nothing to do.
+            return;
+        }
+        if let Err(reason) = self.check_probe(now, src, request, nodes) {
+            self.event(Event::ProbeRefused {
+                src,
+                mac: request.mac,
+                reason,
+            });
             return;
         }
         let hold = self.settings.accept == AcceptPolicy::Manual;
@@ -405,6 +462,47 @@ impl Server {
                 hold,
             },
         );
+    }
+
+    /// A report counts only from a machine without a node, sent from its
+    /// address (`ciaddr`; with a provisional pool, the MAC's acknowledged
+    /// provisional lease), carrying the token of that MAC at that address.
+    fn check_probe(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        request: &Request,
+        nodes: &impl NodeDirectory,
+    ) -> Result<(), ProbeRefusal> {
+        let Some(key) = self.settings.probe_key.clone() else {
+            return Err(ProbeRefusal::NoKey);
+        };
+        if nodes.lookup(&request.mac).is_some() {
+            return Err(ProbeRefusal::Spent);
+        }
+        let header = &request.pkt.header;
+        let ciaddr = header.ciaddr;
+        let relayed = !header.giaddr.is_unspecified();
+        if ciaddr.is_unspecified() || (!relayed && src.ip() != IpAddr::V4(ciaddr)) {
+            return Err(ProbeRefusal::NotFromItsAddress);
+        }
+        let secs = self.pool_secs(now);
+        if let Some(pool) = &self.settings.pool {
+            let leased = pool
+                .lease(&request.mac, secs)
+                .is_some_and(|l| l.bound && l.addr == ciaddr);
+            if !leased {
+                return Err(ProbeRefusal::NoLease);
+            }
+        }
+        let Some(sent) = request.pkt.options.get(crate::probe::OPTION_TOKEN) else {
+            return Err(ProbeRefusal::NoToken);
+        };
+        if key.verify(request.mac, ciaddr, sent) {
+            Ok(())
+        } else {
+            Err(ProbeRefusal::BadToken)
+        }
     }
 
     /// A request from a machine no node has: a provisional lease, or report

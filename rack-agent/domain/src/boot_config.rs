@@ -137,16 +137,32 @@ pub fn ipxe_script(
 /// the discovery image, whose `rackboot probe` reports every MAC of the
 /// machine, or — without one — a loop that asks again every 10 s (the
 /// machine may be numbered meanwhile and then gets its own script).
-pub fn discovery_ipxe_script(base: &str, image: Option<&ImageEntry>) -> String {
+/// `token` is the machine's probe token, handed to the image as
+/// `rackboot.token=` (its probe reports are refused without it).
+pub fn discovery_ipxe_script(
+    base: &str,
+    image: Option<&ImageEntry>,
+    token: Option<rackboot_dhcp_core::ProbeToken>,
+) -> String {
     let mut s = String::from("#!ipxe\n# rackboot: machine without a node number\n");
+    if let Some(t) = token {
+        // Also for a probe run by hand (`rackboot probe --token`).
+        s.push_str(&format!(
+            "# {}={t}\n",
+            rackboot_dhcp_core::probe::TOKEN_PARAM
+        ));
+    }
     match image {
         Some(im) => {
             s.push_str(&format!(
                 "echo rackboot: ${{mac}} has no node number yet; booting discovery image {}\n",
                 im.name
             ));
+            let token = token
+                .map(|t| format!(" {}={t}", rackboot_dhcp_core::probe::TOKEN_PARAM))
+                .unwrap_or_default();
             s.push_str(&format!(
-                "kernel {}/blobs/{} initrd=initrd.img {} rackboot.provisional=1 rackboot.image={}\n",
+                "kernel {}/blobs/{} initrd=initrd.img {} rackboot.provisional=1 rackboot.image={}{token}\n",
                 base,
                 im.kernel.digest,
                 im.cmdline.trim(),

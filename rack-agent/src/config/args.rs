@@ -88,9 +88,11 @@ pub struct ServeArgs {
     /// Do not receive node logs.
     #[arg(long)]
     pub no_syslog: bool,
-    /// Also serve `/metrics` (Prometheus) on this address, e.g.
-    /// `127.0.0.1:9101`: metrics that survive --no-http and stay off the rack
-    /// network. Default: only on the HTTP port.
+    /// The operator listener, e.g. `127.0.0.1:9101`: `/metrics`
+    /// (Prometheus) and `/boot-info?mac=` about any node. Plain HTTP: keep
+    /// it on loopback or the management network. The boot port serves
+    /// neither (boot-info there is only the asking node's own). Default:
+    /// off.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
     /// DHCP role: `authoritative` (the rack's DHCP server; relayed requests

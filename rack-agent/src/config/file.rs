@@ -15,7 +15,7 @@
 //! log_spool_mib = 256
 //! cache_max_mib = 20480                        # image blob cache bound (LRU; assigned blobs kept)
 //! log_level = "info"                           # tracing filter; SIGHUP applies a change
-//! metrics_listen = "127.0.0.1:9101"            # /metrics on its own listener (also on the HTTP port)
+//! metrics_listen = "127.0.0.1:9101"            # operator listener: /metrics, /boot-info?mac= (off the rack network)
 //! tls_ca = "/etc/rackboot/ca.pem"              # mutual TLS to the coordinators (all three)
 //! tls_cert = "/etc/rackboot/agent-r1.pem"
 //! tls_key = "/etc/rackboot/agent-r1.key"

@@ -64,6 +64,9 @@ pub enum AgentError {
     /// The persisted view is unreadable.
     #[error(transparent)]
     View(#[from] ViewError),
+    /// The probe-token secret cannot be read or made.
+    #[error("probe key: {0}")]
+    ProbeKey(#[from] crate::store::probe_key::ProbeKeyError),
 }
 
 /// How often the static root is checked for changed files.
@@ -134,6 +137,14 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         path: cfg.data_dir.display().to_string(),
         source,
     })?;
+    let key_dir = cfg.data_dir.clone();
+    let probe_key =
+        tokio::task::spawn_blocking(move || crate::store::probe_key::load_or_create(&key_dir))
+            .await
+            .map_err(|e| AgentError::DataDir {
+                path: cfg.data_dir.display().to_string(),
+                source: std::io::Error::other(e),
+            })??;
     let view_path = cfg.data_dir.join("rack-view.pb");
     let initial = view_file::load(&view_path)?.unwrap_or_default();
     if initial.revision > 0 {
@@ -211,6 +222,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         &statics,
         &site,
         Some(sessions.clone()),
+        Some(&probe_key),
     );
     let (files_tx, files_rx) = watch::channel(Arc::new(table));
     let (statics_tx, statics_rx) = watch::channel(Arc::new(statics));
@@ -230,6 +242,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         let changed = cache_changed.clone();
         let stop = shutdown.clone();
         let sessions = sessions.clone();
+        let probe_key = probe_key.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -240,8 +253,14 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 }
                 let view = view_rx.borrow_and_update().clone();
                 let statics = statics_rx.borrow_and_update().clone();
-                let table =
-                    FileTable::build(&view, &cache, &statics, &site, Some(sessions.clone()));
+                let table = FileTable::build(
+                    &view,
+                    &cache,
+                    &statics,
+                    &site,
+                    Some(sessions.clone()),
+                    Some(&probe_key),
+                );
                 tracing::debug!(files = table.len(), "file table rebuilt");
                 files_tx.send_replace(Arc::new(table));
             }
@@ -317,6 +336,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     client_port: cfg.dhcp_client_port,
                     allow: rackboot_dhcp_core::guard::Allow::new(cfg.allow.clone()),
                     pool: None,
+                    probe_key: Some(probe_key.clone()),
                 },
                 sessions: Some(sessions.clone()),
             },
@@ -345,6 +365,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     .and_then(|(first, last, secs)| {
                         rackboot_dhcp_core::ProvisionalPool::new(first, last, secs)
                     }),
+                probe_key: Some(probe_key.clone()),
             },
             sessions: Some(sessions.clone()),
         },
@@ -412,10 +433,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     max_per_source: cfg.http_max_per_source as usize,
                     ..crate::serve::http::HttpLimits::default()
                 },
-                crate::serve::http::HttpTelemetry {
-                    stats: metrics.http.clone(),
-                    metrics: Some(metrics.exposition()),
-                },
+                metrics.http.clone(),
                 shutdown.clone(),
             )));
             Some(local)
@@ -423,7 +441,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         None => None,
     };
 
-    // Metrics on their own listener.
+    // The operator listener: metrics and boot-info about any node.
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
@@ -434,8 +452,10 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     source,
                 })?;
             let local = l.local_addr().unwrap_or(addr);
-            tasks.push(tokio::spawn(rackboot_metrics::serve(
+            tasks.push(tokio::spawn(crate::serve::http::run_operator(
                 l,
+                files_rx.clone(),
+                view_rx.clone(),
                 metrics.exposition(),
                 shutdown.clone(),
             )));

@@ -41,6 +41,9 @@ pub struct DhcpStats {
     pub provisional_in_use: AtomicU64,
     /// Drops by reason ([`rackboot_dhcp_core::DropReason::label`]).
     pub drops: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Probe reports not taken, by reason
+    /// ([`rackboot_dhcp_core::ProbeRefusal::label`]).
+    pub probes_refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl DhcpStats {
@@ -209,6 +212,14 @@ fn on_event(
             stats.count_drop(reason.label());
             tracing::debug!(%src, reason = reason.label(), detail = %reason, "dhcp datagram dropped");
         }
+        Event::ProbeRefused { src, mac, reason } => {
+            let mut refused = stats
+                .probes_refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *refused.entry(reason.label()).or_default() += 1;
+            tracing::debug!(%src, %mac, reason = reason.label(), "probe report refused");
+        }
         Event::DeferralExpired { mac } => {
             tracing::debug!(%mac, "deferred request expired before the machine was numbered");
         }
@@ -266,6 +277,17 @@ impl rackboot_metrics::Component for DhcpStats {
             "DHCP datagrams dropped without a reply, by reason",
             "reason",
             &drops,
+        )?;
+        let refused: Vec<(&str, u64)> = {
+            let r = d.probes_refused.lock().unwrap_or_else(|p| p.into_inner());
+            r.iter().map(|(k, v)| (*k, *v)).collect()
+        };
+        counters(
+            e,
+            "rackboot_agent_dhcp_probes_refused",
+            "Probe reports not taken (no or wrong token, not from the machine's provisional lease, MAC already numbered), by reason",
+            "reason",
+            &refused,
         )
     }
 }

@@ -11,6 +11,13 @@
 //! Boot-info (`boot-info/<mac>.json|.env`) is rendered when asked for, from
 //! the snapshot's view and the node's current boot session, so it always
 //! names the kernel the node was actually served and that kernel's modules.
+//! It is answered only to the node itself (the request comes from the
+//! node's address): the boot ports never tell one machine another's
+//! cmdline, addresses or site meta.
+//!
+//! A MAC without a node gets the discovery script, rendered per request
+//! with the probe token of that MAC at the address asking
+//! (`rackboot.token=`; see `rackboot_dhcp_core::probe`).
 
 #![allow(
     clippy::disallowed_methods,
@@ -34,6 +41,7 @@ use rackboot_agent_domain::boot_config::{
 use rackboot_agent_domain::bootinfo::{BootInfo, Served, Site, modules_dir};
 use rackboot_agent_domain::uboot;
 use rackboot_agent_domain::view::{ImageEntry, RackView};
+use rackboot_dhcp_core::{Mac, ProbeKey};
 
 /// Largest static-root file loaded (bigger files are skipped with a warning).
 pub const MAX_STATIC_FILE: u64 = 512 << 20;
@@ -53,8 +61,10 @@ struct BootInfoSource {
     sessions: Option<TimelineHandle>,
     /// Node number by hyphenated MAC.
     by_mac: HashMap<String, u32>,
-    /// iPXE script for MACs without a node (the discovery image).
-    discovery_script: Bytes,
+    /// The discovery image, if it can be served.
+    discovery: Option<ImageEntry>,
+    /// Probe tokens for discovery scripts.
+    probe_key: Option<ProbeKey>,
 }
 
 /// A snapshot of everything served.
@@ -117,6 +127,7 @@ impl FileTable {
         statics: &HashMap<String, Bytes>,
         site: &Site,
         sessions: Option<TimelineHandle>,
+        probe_key: Option<&ProbeKey>,
     ) -> Self {
         let mut files = statics.clone();
         for digest in cache.loaded() {
@@ -167,8 +178,8 @@ impl FileTable {
             .discovery_image
             .as_ref()
             .filter(|n| ready.contains(*n))
-            .and_then(|n| view.images.get(n));
-        let discovery_script = Bytes::from(discovery_ipxe_script(&site.blob_base, discovery));
+            .and_then(|n| view.images.get(n))
+            .cloned();
         FileTable {
             files,
             uboot_by_addr: Arc::new(uboot_by_addr),
@@ -179,7 +190,8 @@ impl FileTable {
                 ready,
                 sessions,
                 by_mac,
-                discovery_script,
+                discovery,
+                probe_key: probe_key.cloned(),
             })),
         }
     }
@@ -224,45 +236,59 @@ impl FileTable {
         ))
     }
 
-    /// Look up a path asked for by `client`: [`uboot::BOOT_SCRIPT`] is the
-    /// boot script of the node at that address; anything else is
-    /// [`FileTable::get`]. A file of that name in the static root is served
-    /// to addresses that are not a node's.
+    /// Look up a path asked for by `client`:
+    /// - [`uboot::BOOT_SCRIPT`] is the boot script of the node at that
+    ///   address (a file of that name in the static root is served to
+    ///   addresses that are not a node's);
+    /// - `boot-info/<mac>.json|.env` only to that node's own address;
+    /// - `ipxe/<mac>.ipxe` of a MAC without a node: the discovery script
+    ///   with that MAC's probe token at `client`;
+    /// - anything else is [`FileTable::get`].
     pub fn get_for(&self, path: &str, client: IpAddr) -> Option<Bytes> {
-        if path == uboot::BOOT_SCRIPT {
-            let v4 = match client {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(a) => a.to_ipv4_mapped(),
-            };
-            if let Some(script) = v4.and_then(|a| self.uboot_by_addr.get(&a)) {
-                return Some(script.clone());
-            }
+        let v4 = match client {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) => a.to_ipv4_mapped(),
+        };
+        if path == uboot::BOOT_SCRIPT
+            && let Some(script) = v4.and_then(|a| self.uboot_by_addr.get(&a))
+        {
+            return Some(script.clone());
         }
-        self.get(path)
-    }
-
-    /// Look up a path.
-    pub fn get(&self, path: &str) -> Option<Bytes> {
         if let Some(b) = self.files.get(path) {
             return Some(b.clone());
         }
-        // A MAC without a node: the discovery script.
+        let src = self.boot_info.as_ref()?;
         if let Some(mac) = path
             .strip_prefix("ipxe/")
             .and_then(|p| p.strip_suffix(".ipxe"))
-            && mac.parse::<rackboot_dhcp_core::Mac>().is_ok()
+            .and_then(|m| m.parse::<Mac>().ok())
         {
-            return Some(self.boot_info.as_ref()?.discovery_script.clone());
+            // Any MAC a node has got its own script above.
+            let token = src.probe_key.as_ref().zip(v4).map(|(k, a)| k.token(mac, a));
+            return Some(Bytes::from(discovery_ipxe_script(
+                &src.site.blob_base,
+                src.discovery.as_ref(),
+                token,
+            )));
         }
         let name = path.strip_prefix("boot-info/")?;
         let (mac, ext) = name.rsplit_once('.')?;
-        let node = *self.boot_info.as_ref()?.by_mac.get(mac)?;
+        let node = *src.by_mac.get(mac)?;
+        let entry = src.view.nodes.get(&node)?;
+        if v4 != Some(entry.addr) {
+            return None;
+        }
         let info = self.boot_info(node)?;
         match ext {
             "json" => Some(Bytes::from(info.to_json())),
             "env" => Some(Bytes::from(info.to_env())),
             _ => None,
         }
+    }
+
+    /// Look up a generated or static file (no per-client files).
+    pub fn get(&self, path: &str) -> Option<Bytes> {
+        self.files.get(path).cloned()
     }
 
     /// The blake3 (hex) of `body`, served at `path`: a blob's name, or for
@@ -518,6 +544,7 @@ mod tests {
             &HashMap::new(),
             &site,
             Some(sessions.clone()),
+            None,
         );
         // Module bundles and tables at a path derived from the release.
         assert_eq!(
@@ -539,9 +566,21 @@ mod tests {
             let text = String::from_utf8(t.get(path).unwrap().to_vec()).unwrap();
             assert!(text.contains(&kb), "{path}: {text}");
         }
-        // Before any kernel is served: the assigned image.
-        let env =
-            String::from_utf8(t.get("boot-info/52-54-00-00-00-01.env").unwrap().to_vec()).unwrap();
+        // Before any kernel is served: the assigned image. Boot-info is
+        // the node's own: another address gets nothing.
+        let node_ip = IpAddr::from([10, 0, 0, 2]);
+        let stranger = IpAddr::from([10, 0, 0, 77]);
+        assert!(
+            t.get_for("boot-info/52-54-00-00-00-01.env", stranger)
+                .is_none()
+        );
+        assert!(t.get("boot-info/52-54-00-00-00-01.env").is_none());
+        let env = String::from_utf8(
+            t.get_for("boot-info/52-54-00-00-00-01.env", node_ip)
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
         assert!(
             env.contains("RACKBOOT_MODULES_PATH='modules/6.1.0-b'"),
             "{env}"
@@ -562,8 +601,12 @@ mod tests {
         );
         assert_eq!(info.session.as_deref(), Some(session.id.as_str()));
         assert_eq!(info.assigned_image.as_deref(), Some("b"));
-        let json =
-            String::from_utf8(t.get("boot-info/52-54-00-00-00-01.json").unwrap().to_vec()).unwrap();
+        let json = String::from_utf8(
+            t.get_for("boot-info/52-54-00-00-00-01.json", node_ip)
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
         assert!(
             json.contains("6.1.0-a") && json.contains(&session.id),
             "{json}"
@@ -573,16 +616,55 @@ mod tests {
         let info = t.boot_info(1).unwrap();
         assert_eq!(info.modules_path.as_deref(), Some("modules/6.1.0-b"));
         assert_eq!(info.assigned_image, None);
+        // A MAC without a node: the discovery image, with the token of
+        // that MAC at the address asking.
+        state.discovery_image = "a".into();
+        let view = Arc::new(RackView::from_pb(state.clone()).unwrap());
+        let key = ProbeKey::new([6; 32]);
+        let t = FileTable::build(
+            &view,
+            &cache,
+            &HashMap::new(),
+            &site,
+            Some(sessions.clone()),
+            Some(&key),
+        );
+        let stranger_mac = Mac([0x52, 0x54, 0, 0, 0, 0x77]);
+        let at = Ipv4Addr::new(10, 0, 0, 200);
+        let script = String::from_utf8(
+            t.get_for("ipxe/52-54-00-00-00-77.ipxe", IpAddr::V4(at))
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        let token = key.token(stranger_mac, at);
+        assert!(
+            script.contains(&format!("rackboot.token={token}")) && script.contains(&ka),
+            "{script}"
+        );
+        let elsewhere = t
+            .get_for("ipxe/52-54-00-00-00-77.ipxe", IpAddr::from([10, 0, 0, 201]))
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&elsewhere).contains(&token.to_string()));
         // A bundle whose blob is missing keeps its image from being offered.
         state.images[1].modules = Some(pb_blob(b"not cached"));
         let view = Arc::new(RackView::from_pb(state).unwrap());
-        let t = FileTable::build(&view, &cache, &HashMap::new(), &site, Some(sessions));
+        let t = FileTable::build(&view, &cache, &HashMap::new(), &site, Some(sessions), None);
         let script =
             String::from_utf8(t.get("ipxe/52-54-00-00-00-01.ipxe").unwrap().to_vec()).unwrap();
         assert!(script.contains("no image assigned yet"), "{script}");
-        assert!(t.get("boot-info/52-54-00-00-00-01.json").is_some());
-        assert!(t.get("boot-info/52-54-00-00-00-09.json").is_none());
-        assert!(t.get("boot-info/52-54-00-00-00-01.xml").is_none());
+        assert!(
+            t.get_for("boot-info/52-54-00-00-00-01.json", node_ip)
+                .is_some()
+        );
+        assert!(
+            t.get_for("boot-info/52-54-00-00-00-09.json", node_ip)
+                .is_none()
+        );
+        assert!(
+            t.get_for("boot-info/52-54-00-00-00-01.xml", node_ip)
+                .is_none()
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Local storage: the verified blob cache ([`cache`]), the table of files
 //! the servers serve ([`files`]), node log lines waiting for the coordinator
-//! ([`logspool`]) and the persisted rack view ([`view_file`]).
+//! ([`logspool`]), the persisted rack view ([`view_file`]) and the
+//! probe-token secret ([`probe_key`]).
 
 pub mod cache;
 pub mod files;
 pub mod logspool;
+pub mod probe_key;
 pub mod view_file;

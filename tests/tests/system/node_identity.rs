@@ -17,6 +17,9 @@
 //!   prints its node; `node retire` forgets its MACs and keeps its number,
 //!   `node replace` gives that number to another MAC, which then gets the
 //!   node's address from the agent;
+//!   A probe without the token of its discovery script is not taken (the
+//!   machine is not even held); with it (fetched over TFTP as firmware
+//!   would), it is.
 //! * `offline_agent_gives_provisional_leases_never_numbers` (root): an agent
 //!   that has never reached a coordinator, with `--accept probe`, still
 //!   gives an unknown machine a provisional lease, and its probe gets no
@@ -180,6 +183,37 @@ fn machine(tb: &Testbed, prefix: &str, mac: &str, mac2: &str) -> Result<Netns> {
     Ok(ns)
 }
 
+/// The probe token the agent at `server` hands `mac` at this namespace's
+/// address: the `rackboot.token=` of its discovery script
+/// (`ipxe/<mac>.ipxe`), fetched over TFTP with busybox as firmware would.
+fn discovery_token(dir: &std::path::Path, ns: &Netns, server: &str, mac: &str) -> Result<String> {
+    let file = dir.join(format!("discovery-{}.ipxe", mac.replace(':', "")));
+    let mut cmd = ns.exec("busybox");
+    cmd.args(["tftp", "-g", "-r"])
+        .arg(format!("ipxe/{}.ipxe", mac.replace(':', "-")))
+        .arg("-l")
+        .arg(&file)
+        .arg(server);
+    let out = run_with_timeout(cmd, Duration::from_secs(20))?;
+    let script = std::fs::read_to_string(&file)
+        .with_context(|| format!("no discovery script over TFTP:\n{out}"))?;
+    script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rackboot.token="))
+        .map(str::to_string)
+        .with_context(|| format!("the discovery script carries no token:\n{script}"))
+}
+
+/// The MAC of the lab client's interface.
+fn lab_client_mac(lab: &TftpLab) -> Result<String> {
+    let link = lab.client.ip(&["-o", "link", "show", "dev", CLIENT_IF])?;
+    link.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_string)
+        .with_context(|| format!("no MAC in {link:?}"))
+}
+
 /// Runs busybox udhcpc once in `ns` on eth0 and returns the bound address.
 fn udhcpc(tb: &Testbed, ns: &Netns, tag: &str) -> Result<String> {
     udhcpc_on(tb.dir(), ns, "eth0", tag)
@@ -226,7 +260,8 @@ fn manual_accept_replace_and_retire() -> Result<()> {
         );
         ensure!(node_rows(tb)?.is_empty(), "no node before the probe");
 
-        // The real probe: held, it gets no number and gives up.
+        // The real probe without the token its discovery script carries:
+        // not taken (nothing held), it gets no number and gives up.
         let cli = daemon::binary(daemon::CLI)?;
         let mut probe = m.exec(&cli);
         probe.args([
@@ -239,13 +274,19 @@ fn manual_accept_replace_and_retire() -> Result<()> {
             "4",
         ]);
         probe.args(["--interval-secs", "1"]);
-        let held = run_with_timeout(probe, Duration::from_secs(20))?;
+        let tokenless = run_with_timeout(probe, Duration::from_secs(20))?;
         ensure!(
-            !held.status.success() && held.stderr.contains("node accept"),
-            "a held machine's probe should time out, naming `node accept`:\n{held}"
+            !tokenless.status.success() && tokenless.stderr.contains("no probe token"),
+            "a probe without a token should say so and time out:\n{tokenless}"
+        );
+        let pending = tb.cli(&["node", "pending"])?.success()?;
+        ensure!(
+            !normalize_mac(&pending.stdout).contains(MAC1),
+            "a report without a token must not be held:\n{pending}"
         );
 
-        // Again, waiting in the background for acceptance.
+        // With its token, waiting in the background for acceptance.
+        let token = discovery_token(tb.dir(), &m, AGENT, MAC1)?;
         let mut probe = m.exec(&cli);
         probe.args([
             "probe",
@@ -253,6 +294,8 @@ fn manual_accept_replace_and_retire() -> Result<()> {
             &addr,
             "--server",
             AGENT,
+            "--token",
+            &token,
             "--timeout-secs",
             "60",
         ]);
@@ -267,10 +310,7 @@ fn manual_accept_replace_and_retire() -> Result<()> {
             if p.contains(MAC1) && p.contains(MAC2) {
                 break;
             }
-            ensure!(
-                Instant::now() < deadline,
-                "machine never held:\n{pending}\nfirst probe:\n{held}"
-            );
+            ensure!(Instant::now() < deadline, "machine never held:\n{pending}");
             std::thread::sleep(Duration::from_millis(300));
         }
         ensure!(
@@ -377,6 +417,7 @@ fn offline_agent_gives_provisional_leases_never_numbers() -> Result<()> {
         "an unknown machine behind an offline agent gets a provisional lease, got {addr}"
     );
     let cli = daemon::binary(daemon::CLI)?;
+    let token = discovery_token(lab.dir(), &lab.client, SERVER_IP, &lab_client_mac(&lab)?)?;
     let mut probe = lab.client.exec(&cli);
     probe.args([
         "probe",
@@ -384,6 +425,8 @@ fn offline_agent_gives_provisional_leases_never_numbers() -> Result<()> {
         &addr,
         "--server",
         SERVER_IP,
+        "--token",
+        &token,
         "--timeout-secs",
         "4",
     ]);

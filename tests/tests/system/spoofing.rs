@@ -85,6 +85,7 @@ fn off_subnet_and_spoofed_requests_get_no_reply() -> Result<()> {
     let mut lab = TftpLab::new("rbsp")?;
     lab.add_file("one", b"served\n")?;
     lab.http_port = Some(8080);
+    lab.agent_args = vec!["--metrics-listen".into(), "127.0.0.1:9101".into()];
     lab.start_coordinator()?;
     lab.start_agent()?;
     lab.cli(&["node", "add", "--rack", RACK, "--mac", KNOWN_MAC])?
@@ -138,9 +139,9 @@ fn off_subnet_and_spoofed_requests_get_no_reply() -> Result<()> {
             lab.report()
         );
     }
-    // Counted by reason.
+    // Counted by reason, on the operator listener (not the boot port).
     let mut curl = lab.server.exec("curl");
-    curl.args(["-s", &format!("http://{SERVER_IP}:8080/metrics")]);
+    curl.args(["-s", "http://127.0.0.1:9101/metrics"]);
     let metrics = run_with_timeout(curl, Duration::from_secs(10))?
         .success()?
         .stdout;

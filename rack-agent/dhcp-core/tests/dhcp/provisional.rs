@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
-use rackboot_dhcp_core::probe::{OPTION_INVENTORY, OPTION_MACS};
-use rackboot_dhcp_core::{AcceptPolicy, DropReason, Event, Mac, NodeBinding, ProbeReport, Report};
+use rackboot_dhcp_core::probe::{OPTION_INVENTORY, OPTION_MACS, OPTION_TOKEN};
+use rackboot_dhcp_core::{
+    AcceptPolicy, DropReason, Event, Mac, NodeBinding, ProbeRefusal, ProbeReport, Report,
+};
 
-use crate::rig::{CLIENT, Rig, with_pool};
+use crate::rig::{CLIENT, Rig, probe_key, with_pool};
 use crate::support::*;
 
 const FIRST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 200);
@@ -111,13 +113,15 @@ fn probe_inform_reports_every_mac_then_the_machine_moves_to_its_number() {
     let req = udhcpc(STRANGER, 1, REQUEST, "x").opt(50, addr.octets());
     assert_eq!(rig.send(0, CLIENT, &req.bytes(), &dir).transmits.len(), 1);
 
-    // The probe: INFORM from the provisional address with both MACs.
+    // The probe: INFORM from the provisional address with both MACs and
+    // the token its discovery script carried.
     let mut inform = udhcpc(STRANGER, 2, INFORM, "x")
         .opt(
             OPTION_MACS,
             ProbeReport::encode_macs(&[SECOND_NIC, STRANGER]),
         )
-        .opt(OPTION_INVENTORY, b"cpus=2\nmem_mib=512\n");
+        .opt(OPTION_INVENTORY, b"cpus=2\nmem_mib=512\n")
+        .opt(OPTION_TOKEN, probe_key().token(STRANGER, addr).as_bytes());
     inform.ciaddr = addr;
     let from = std::net::SocketAddr::from((addr, 68));
     let step = rig.send(0, from, &inform.bytes(), &dir);
@@ -192,6 +196,34 @@ fn probe_inform_reports_every_mac_then_the_machine_moves_to_its_number() {
     );
 }
 
+/// A provisional lease for `mac` (DISCOVER, REQUEST): its address.
+fn lease(rig: &mut Rig, dir: &HashMap<Mac, NodeBinding>, mac: Mac) -> Ipv4Addr {
+    let offer = rig
+        .send(0, CLIENT, &udhcpc(mac, 1, DISCOVER, "x").bytes(), dir)
+        .reply();
+    let addr = offer.msg.yiaddr();
+    let req = udhcpc(mac, 1, REQUEST, "x").opt(50, addr.octets());
+    assert_eq!(
+        rig.send(0, CLIENT, &req.bytes(), dir)
+            .reply()
+            .msg
+            .opts()
+            .msg_type(),
+        Some(MessageType::Ack)
+    );
+    addr
+}
+
+/// A probe INFORM of `macs` (the first asks) from `addr`, with `token`.
+fn report_from(macs: &[Mac], addr: Ipv4Addr, token: Option<&[u8]>) -> Req {
+    let mut p = udhcpc(macs[0], 9, INFORM, "x").opt(OPTION_MACS, ProbeReport::encode_macs(macs));
+    if let Some(t) = token {
+        p = p.opt(OPTION_TOKEN, t);
+    }
+    p.ciaddr = addr;
+    p
+}
+
 #[test]
 fn manual_policy_holds_probe_reports() {
     let settings = rackboot_dhcp_core::Settings {
@@ -199,9 +231,11 @@ fn manual_policy_holds_probe_reports() {
         ..with_pool(4, 120)
     };
     let (dir, mut rig) = (nodes(), Rig::new(settings));
-    let probe =
-        udhcpc(STRANGER, 2, INFORM, "x").opt(OPTION_MACS, ProbeReport::encode_macs(&[SECOND_NIC]));
-    let reports = rig.send(0, CLIENT, &probe.bytes(), &dir).reports();
+    let addr = lease(&mut rig, &dir, STRANGER);
+    let token = probe_key().token(STRANGER, addr);
+    let probe = report_from(&[STRANGER, SECOND_NIC], addr, Some(token.as_bytes()));
+    let from = std::net::SocketAddr::from((addr, 68));
+    let reports = rig.send(0, from, &probe.bytes(), &dir).reports();
     assert_eq!(reports.len(), 1);
     assert!(reports[0].hold, "manual: held for an operator");
     // A plain DISCOVER of a stranger is not reported under manual or probe.
@@ -212,4 +246,86 @@ fn manual_policy_holds_probe_reports() {
         &dir,
     );
     assert!(step.reports().is_empty());
+}
+
+#[test]
+fn forged_probe_reports_are_refused_and_counted() {
+    let (mut rig, dir) = (Rig::new(with_pool(8, 120)), nodes());
+    let addr = lease(&mut rig, &dir, STRANGER);
+    let from = std::net::SocketAddr::from((addr, 68));
+    let good = probe_key().token(STRANGER, addr);
+    let known = *dir.keys().next().expect("the directory has a node");
+    let forger = Mac([2, 0, 0, 0, 0x66, 1]);
+    let forger_addr = lease(&mut rig, &dir, forger);
+    let other_key = rackboot_dhcp_core::ProbeKey::new([1; 32]).token(STRANGER, addr);
+    let cases: Vec<(&str, std::net::SocketAddr, Req, ProbeRefusal)> = vec![
+        (
+            "no token",
+            from,
+            report_from(&[STRANGER, SECOND_NIC], addr, None),
+            ProbeRefusal::NoToken,
+        ),
+        (
+            "token under another key",
+            from,
+            report_from(&[STRANGER, SECOND_NIC], addr, Some(other_key.as_bytes())),
+            ProbeRefusal::BadToken,
+        ),
+        (
+            "truncated token",
+            from,
+            report_from(&[STRANGER, SECOND_NIC], addr, Some(&good.as_bytes()[..16])),
+            ProbeRefusal::BadToken,
+        ),
+        (
+            "right token, sent from another address",
+            std::net::SocketAddr::from((forger_addr, 68)),
+            report_from(&[STRANGER, SECOND_NIC], addr, Some(good.as_bytes())),
+            ProbeRefusal::NotFromItsAddress,
+        ),
+        (
+            "no ciaddr",
+            CLIENT,
+            report_from(
+                &[STRANGER, SECOND_NIC],
+                Ipv4Addr::UNSPECIFIED,
+                Some(good.as_bytes()),
+            ),
+            ProbeRefusal::NotFromItsAddress,
+        ),
+        (
+            "a MAC without a provisional lease",
+            from,
+            report_from(
+                &[SECOND_NIC, STRANGER],
+                addr,
+                Some(probe_key().token(SECOND_NIC, addr).as_bytes()),
+            ),
+            ProbeRefusal::NoLease,
+        ),
+        (
+            "a forger's own token, with a known node's MAC asking",
+            std::net::SocketAddr::from((forger_addr, 68)),
+            report_from(
+                &[known, forger],
+                forger_addr,
+                Some(probe_key().token(known, forger_addr).as_bytes()),
+            ),
+            ProbeRefusal::Spent,
+        ),
+    ];
+    for (what, src, packet, reason) in cases {
+        let step = rig.send(1_000, src, &packet.bytes(), &dir);
+        assert!(step.reports().is_empty(), "{what}: must not be reported");
+        assert!(
+            step.has(|e| matches!(e, Event::ProbeRefused { reason: r, .. } if *r == reason)),
+            "{what}: refused as {reason:?}, got {:?}",
+            step.events
+        );
+    }
+    // The genuine report is taken.
+    let genuine = report_from(&[STRANGER, SECOND_NIC], addr, Some(good.as_bytes()));
+    let reports = rig.send(2_000, from, &genuine.bytes(), &dir).reports();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].macs, vec![STRANGER, SECOND_NIC]);
 }

@@ -8,8 +8,8 @@ use dhcproto::Decodable;
 use dhcproto::v4::Message;
 use rackboot_dhcp_core::guard::Allow;
 use rackboot_dhcp_core::{
-    AcceptPolicy, DropReason, Event, NodeDirectory, ProvisionalPool, ReplyDest, Report, Role,
-    Server, Settings, Transmit,
+    AcceptPolicy, DropReason, Event, NodeDirectory, ProbeKey, ProvisionalPool, ReplyDest, Report,
+    Role, Server, Settings, Transmit,
 };
 
 use crate::support::{Reply, config};
@@ -80,7 +80,13 @@ pub fn settings() -> Settings {
         client_port: 68,
         allow: Allow::new(vec!["10.0.0.0/24".parse().unwrap()]),
         pool: None,
+        probe_key: Some(probe_key()),
     }
+}
+
+/// The probe key of [`settings`].
+pub fn probe_key() -> ProbeKey {
+    ProbeKey::new([0x5a; 32])
 }
 
 /// [`settings`] with the probe policy and a provisional pool of `size`

@@ -1,9 +1,13 @@
 //! HTTP boot on the agent: blobs and generated boot files from the in-memory
 //! file table (verified bytes only), with `Content-Length`, single range
-//! requests and `ETag` = blake3; `/boot-info` for the caller's address or a
-//! MAC; `/metrics` (Prometheus) when the agent has metrics. No redirects on
-//! boot paths (some UEFI HTTP clients cannot follow them). Connections are
-//! bounded and requests time out, so slow clients cannot exhaust the server.
+//! requests and `ETag` = blake3; `/boot-info` for the caller's own node
+//! only. No redirects on boot paths (some UEFI HTTP clients cannot follow
+//! them). Connections are bounded and requests time out, so slow clients
+//! cannot exhaust the server.
+//!
+//! The operator listener ([`run_operator`], `--metrics-listen`) is a
+//! separate port, kept off the rack network: `/metrics` (Prometheus) and
+//! `/boot-info?mac=` about any node.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -133,40 +137,32 @@ struct Ctx {
     view: watch::Receiver<Arc<RackView>>,
     sessions: Option<TimelineHandle>,
     metrics: Option<Exposition>,
+    /// Boot port: `/boot-info` only about the caller's own node.
+    scoped: bool,
 }
 
 /// The agent's metrics as `/metrics` serves them (every component
 /// registered by the process that owns them).
 pub type Exposition = Arc<rackboot_metrics::Exposition>;
 
-/// What the HTTP server counts into, and the metrics it may expose.
-#[derive(Clone, Default)]
-pub struct HttpTelemetry {
-    /// Its own counters.
-    pub stats: Arc<HttpStats>,
-    /// The agent's metrics, served on `/metrics` when given.
-    pub metrics: Option<Exposition>,
-}
-
-/// Run the HTTP server on `listener` until `shutdown`, counting its requests
-/// in `telemetry.stats`; with `telemetry.metrics`, it also serves them on
-/// `/metrics`.
+/// Run the HTTP boot server on `listener` until `shutdown`, counting its
+/// requests in `stats`.
 pub async fn run(
     listener: TcpListener,
     files: watch::Receiver<Arc<FileTable>>,
     view: watch::Receiver<Arc<RackView>>,
     sessions: Option<TimelineHandle>,
     limits: HttpLimits,
-    telemetry: HttpTelemetry,
+    stats: Arc<HttpStats>,
     shutdown: CancellationToken,
 ) {
-    let HttpTelemetry { stats, metrics } = telemetry;
     let view_for_door = view.clone();
     let app = router(Ctx {
         files,
         view,
         sessions,
-        metrics,
+        metrics: None,
+        scoped: true,
     })
     .layer(tower_http::timeout::TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
@@ -183,13 +179,46 @@ pub async fn run(
 }
 
 fn router(ctx: Ctx) -> Router {
-    let mut r = Router::new()
+    Router::new()
         .route("/boot-info", get(boot_info))
-        .route("/boot-info.env", get(boot_info_env));
-    if ctx.metrics.is_some() {
-        r = r.route("/metrics", get(metrics));
+        .route("/boot-info.env", get(boot_info_env))
+        .fallback(serve_file)
+        .with_state(ctx)
+}
+
+/// Run the operator listener on `listener` until `shutdown`: `/metrics`
+/// (the agent's Prometheus exposition) and `/boot-info[.env]?mac=` about
+/// any node. Plain HTTP: bind it to the management network or loopback.
+pub async fn run_operator(
+    listener: TcpListener,
+    files: watch::Receiver<Arc<FileTable>>,
+    view: watch::Receiver<Arc<RackView>>,
+    metrics: Exposition,
+    shutdown: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/boot-info", get(boot_info))
+        .route("/boot-info.env", get(boot_info_env))
+        .with_state(Ctx {
+            files,
+            view,
+            sessions: None,
+            metrics: Some(metrics),
+            scoped: false,
+        });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "operator listener (GET /metrics, /boot-info?mac=)");
     }
-    r.fallback(serve_file).with_state(ctx)
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "operator listener stopped");
+    }
 }
 
 /// Counts a request under its status code, and its response's body bytes.
@@ -222,7 +251,7 @@ async fn count(
 }
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
-async fn metrics(State(ctx): State<Ctx>) -> Response {
+async fn metrics_page(State(ctx): State<Ctx>) -> Response {
     let Some(m) = &ctx.metrics else {
         return text(StatusCode::NOT_FOUND, "no metrics\n");
     };
@@ -244,20 +273,36 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn info_response(ctx: &Ctx, peer: SocketAddr, q: InfoQuery, env: bool) -> Response {
+/// Boot-info of the node `q.mac` names, or of the caller's address. On the
+/// boot port (`ctx.scoped`) a node may ask only about itself: a MAC of
+/// another node is refused (403) without saying whether it exists.
+fn info_response(ctx: &Ctx, peer: IpAddr, q: InfoQuery, env: bool) -> Response {
     let view = ctx.view.borrow().clone();
+    let caller = match peer {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    };
     let node = match &q.mac {
         Some(m) => match m.parse::<Mac>() {
-            Ok(mac) => view.node_by_mac(&mac),
+            Ok(mac) => {
+                let node = view.node_by_mac(&mac);
+                if ctx.scoped && (node.is_none() || node.map(|n| n.addr) != caller) {
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        "boot-info is answered only about the asking node; operators ask the agent's operator listener (--metrics-listen)\n",
+                    );
+                }
+                node
+            }
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("mac: {e}\n")),
         },
-        None => match peer.ip() {
-            IpAddr::V4(ip) => view.node_by_addr(ip),
-            IpAddr::V6(_) => None,
-        },
+        None if !ctx.scoped => {
+            return text(StatusCode::BAD_REQUEST, "give ?mac=MAC\n");
+        }
+        None => caller.and_then(|ip| view.node_by_addr(ip)),
     };
     let Some(node) = node else {
-        let who = q.mac.clone().unwrap_or_else(|| peer.ip().to_string());
+        let who = q.mac.clone().unwrap_or_else(|| peer.to_string());
         return text(StatusCode::NOT_FOUND, format!("no node known for {who}\n"));
     };
     let env = env || q.format.as_deref() == Some("env");
@@ -279,20 +324,35 @@ fn info_response(ctx: &Ctx, peer: SocketAddr, q: InfoQuery, env: bool) -> Respon
     }
 }
 
-async fn boot_info(
-    State(ctx): State<Ctx>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    Query(q): Query<InfoQuery>,
-) -> Response {
-    info_response(&ctx, peer, q, false)
+async fn boot_info(State(ctx): State<Ctx>, peer: PeerIp, Query(q): Query<InfoQuery>) -> Response {
+    info_response(&ctx, peer.0, q, false)
 }
 
 async fn boot_info_env(
     State(ctx): State<Ctx>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    peer: PeerIp,
     Query(q): Query<InfoQuery>,
 ) -> Response {
-    info_response(&ctx, peer, q, true)
+    info_response(&ctx, peer.0, q, true)
+}
+
+/// The client's address, from whichever listener took the connection.
+struct PeerIp(IpAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let ext = &parts.extensions;
+        let ip = ext
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0.0.ip())
+            .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        Ok(PeerIp(ip))
+    }
 }
 
 async fn serve_file(
@@ -520,7 +580,7 @@ mod tests {
             vrx,
             None,
             HttpLimits::default(),
-            HttpTelemetry::default(),
+            Arc::default(),
             stop.clone(),
         ));
         // Keep the senders alive for the test's duration.
@@ -584,6 +644,94 @@ mod tests {
         assert_eq!(st, 400);
         let (st, _, _) = get(addr, "/boot-info", "").await;
         assert_eq!(st, 404, "unknown caller gets 404, not a guess");
+        stop.cancel();
+    }
+
+    /// A view of two nodes: n1 at 127.0.0.1 (the test's own address), n2
+    /// elsewhere; the table built from it.
+    fn two_nodes() -> (Arc<RackView>, FileTable, tempfile::TempDir) {
+        use rackboot_proto::v1 as pb;
+        let node = |n: u32, mac: &str, addr: &str| pb::Node {
+            number: n,
+            name: format!("n{n}"),
+            macs: vec![mac.into()],
+            address: addr.into(),
+            ..Default::default()
+        };
+        let state = pb::RackState {
+            revision: 1,
+            nodes: vec![
+                node(1, "52:54:00:00:00:01", "127.0.0.1"),
+                node(2, "52:54:00:00:00:02", "10.0.0.3"),
+            ],
+            ..Default::default()
+        };
+        let view = Arc::new(RackView::from_pb(state).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let cache = crate::store::cache::BlobCache::open(dir.path()).unwrap();
+        let site = rackboot_agent_domain::bootinfo::Site {
+            rack: "r1".into(),
+            server: "127.0.0.1".parse().unwrap(),
+            subnet: "127.0.0.0/8".parse().unwrap(),
+            gateway: None,
+            blob_base: "http://127.0.0.1".into(),
+        };
+        let table = FileTable::build(&view, &cache, &HashMap::new(), &site, None, None);
+        (view, table, dir)
+    }
+
+    #[tokio::test]
+    async fn boot_info_is_the_callers_own_and_operators_ask_their_own_port() {
+        let (view, table, _dir) = two_nodes();
+        let (_ftx, frx) = watch::channel(Arc::new(table));
+        let (_vtx, vrx) = watch::channel(view);
+        let stop = CancellationToken::new();
+        let boot = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let boot_addr = boot.local_addr().unwrap();
+        tokio::spawn(run(
+            boot,
+            frx.clone(),
+            vrx.clone(),
+            None,
+            HttpLimits::default(),
+            Arc::default(),
+            stop.clone(),
+        ));
+        let op = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let op_addr = op.local_addr().unwrap();
+        tokio::spawn(run_operator(
+            op,
+            frx,
+            vrx,
+            Arc::new(rackboot_metrics::Exposition::new()),
+            stop.clone(),
+        ));
+        // The boot port: the caller (127.0.0.1 = n1) about itself.
+        let (st, _, body) = get(boot_addr, "/boot-info", "").await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("\"n1\""));
+        let (st, _, _) = get(boot_addr, "/boot-info?mac=52:54:00:00:00:01", "").await;
+        assert_eq!(st, 200);
+        // About another node, or a MAC nobody has: refused alike.
+        for mac in ["52:54:00:00:00:02", "52:54:00:00:00:09"] {
+            let (st, _, body) = get(boot_addr, &format!("/boot-info.env?mac={mac}"), "").await;
+            assert_eq!(st, 403, "{mac}");
+            assert!(!String::from_utf8_lossy(&body).contains("10.0.0.3"));
+        }
+        let (st, _, _) = get(boot_addr, "/boot-info-02.json", "").await;
+        assert_eq!(st, 404);
+        let (st, _, _) = get(boot_addr, "/boot-info/52-54-00-00-00-02.json", "").await;
+        assert_eq!(st, 404, "the file form is scoped too");
+        let (st, _, _) = get(boot_addr, "/metrics", "").await;
+        assert_eq!(st, 404, "metrics are not on the boot port");
+        // The operator listener: anyone, and metrics.
+        let (st, _, body) = get(op_addr, "/boot-info.env?mac=52:54:00:00:00:02", "").await;
+        assert_eq!(st, 200);
+        assert!(String::from_utf8_lossy(&body).contains("10.0.0.3"));
+        let (st, _, _) = get(op_addr, "/boot-info", "").await;
+        assert_eq!(st, 400, "the operator names the node");
+        let (st, _, _) = get(op_addr, "/metrics", "").await;
+        assert_eq!(st, 200);
         stop.cancel();
     }
 }

@@ -12,6 +12,8 @@ pub(super) const AGENT_HTTP_PORT: u16 = 8080;
 /// Where the coordinator serves its metrics in the metrics test (server
 /// namespace).
 pub(super) const COORDINATOR_METRICS: &str = "127.0.0.1:9100";
+/// The agent's operator listener (`--metrics-listen`), in the server namespace.
+pub(super) const AGENT_METRICS: &str = "127.0.0.1:9101";
 
 /// Every metric family the agent exposes, with its type.
 pub(super) const AGENT_FAMILIES: &[(&str, &str)] = &[

@@ -38,7 +38,8 @@ use rackboot_tests::tftplab::{
 use rackboot_tests::{require_commands_or_skip, require_root_or_skip};
 
 use metrics::{
-    AGENT_FAMILIES, AGENT_HTTP_PORT, COORDINATOR_FAMILIES, COORDINATOR_METRICS, PHASES, scrape,
+    AGENT_FAMILIES, AGENT_HTTP_PORT, AGENT_METRICS, COORDINATOR_FAMILIES, COORDINATOR_METRICS,
+    PHASES, scrape,
 };
 use observe::{
     active_lines, dump_active_count, parse_node_list, server_tx_bytes, tftp_get,
@@ -443,9 +444,10 @@ fn metrics_scraped_during_dhcp_tftp_storm() -> Result<()> {
     lab.add_file("undionly.kpxe", &rom)?;
     lab.http_port = Some(AGENT_HTTP_PORT);
     lab.coordinator_args = vec!["--metrics-listen".into(), COORDINATOR_METRICS.into()];
+    lab.agent_args = vec!["--metrics-listen".into(), AGENT_METRICS.into()];
     lab.start_coordinator()?;
     lab.start_agent()?;
-    let agent_url = format!("http://{SERVER_IP}:{AGENT_HTTP_PORT}/metrics");
+    let agent_url = format!("http://{AGENT_METRICS}/metrics");
     let coordinator_url = format!("http://{COORDINATOR_METRICS}/metrics");
 
     let before = scrape(&lab.server, &agent_url)?;
