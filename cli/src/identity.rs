@@ -73,12 +73,21 @@ pub async fn pending(conn: &Conn) -> anyhow::Result<()> {
             kv.sort();
             kv.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
         };
+        let names = if m.names_node != 0 {
+            format!(
+                "  (names node {}'s MAC: `node accept` joins the others to it)",
+                m.names_node
+            )
+        } else {
+            String::new()
+        };
         say!(
-            "{:<8} {:<20} {:<40} {}",
+            "{:<8} {:<20} {:<40} {}{}",
             m.rack,
             m.seen_at,
             m.macs.join(","),
-            inventory.join(" ")
+            inventory.join(" "),
+            names
         );
     }
     Ok(())

@@ -223,7 +223,7 @@ impl pb::node_service_server::NodeService for NodeApi {
     ) -> Result<Response<pb::ListPendingResponse>, Status> {
         self.0.read().await?;
         let state = self.0.replica.state();
-        let machines = state.pending().map(pending_to_pb).collect();
+        let machines = state.pending().map(|p| pending_to_pb(&state, p)).collect();
         Ok(Response::new(pb::ListPendingResponse { machines }))
     }
 
@@ -293,7 +293,7 @@ impl pb::node_service_server::NodeService for NodeApi {
             })
             .await?
         {
-            Outcome::Pending(p) => Ok(Response::new(pending_to_pb(&p))),
+            Outcome::Pending(p) => Ok(Response::new(pending_to_pb(&self.0.replica.state(), &p))),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }

@@ -219,7 +219,18 @@ impl pb::agent_service_server::AgentService for AgentApi {
             .await?
         {
             Outcome::Node(n) => Ok(Response::new(node_to_pb(&self.0.replica.state(), &n))),
-            Outcome::Pending(p) => Ok(Response::new(pending_to_pb(&p))),
+            Outcome::Pending(p) => {
+                let state = self.0.replica.state();
+                if let Some(node) = p.macs.iter().find_map(|m| state.node_by_mac(m)) {
+                    tracing::warn!(
+                        rack = %p.rack,
+                        node = %node.number,
+                        macs = %p.macs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                        "a report names a node's MAC beside new ones: held for an administrator (`rackboot node accept` joins them to the node, `node reject` forgets them)"
+                    );
+                }
+                Ok(Response::new(pending_to_pb(&state, &p)))
+            }
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
     }

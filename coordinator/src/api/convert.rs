@@ -93,17 +93,23 @@ pub fn node_to_pb(state: &State, n: &Node) -> pb::Node {
         inventory: n.inventory.clone().into_iter().collect(),
         pending: false,
         seen_at: 0,
+        names_node: 0,
     }
 }
 
 /// A machine held for acceptance, as a node with `pending` set and number 0.
-pub fn pending_to_pb(p: &PendingMachine) -> pb::Node {
+pub fn pending_to_pb(state: &State, p: &PendingMachine) -> pb::Node {
     pb::Node {
         macs: p.macs.iter().map(Mac::to_string).collect(),
         rack: p.rack.to_string(),
         inventory: p.inventory.clone().into_iter().collect(),
         pending: true,
         seen_at: p.seen_at,
+        names_node: p
+            .macs
+            .iter()
+            .find_map(|m| state.node_by_mac(m))
+            .map_or(0, |n| n.number.0),
         ..pb::Node::default()
     }
 }

@@ -293,7 +293,7 @@ impl State {
             }
             let node = self
                 .nodes
-                .get_mut(&number)
+                .get(&number)
                 .ok_or(StateError::NodeNotFound(number))?;
             if node.rack != rack_name {
                 // One rack's agent never changes another rack's node.
@@ -308,29 +308,13 @@ impl State {
                     rack: node.rack.clone(),
                 });
             }
-            let mut changed = false;
-            for mac in &macs {
-                if !node.macs.contains(mac) && node.macs.len() < crate::MAX_MACS_PER_NODE {
-                    node.macs.push(*mac);
-                    self.macs.insert(*mac, number);
-                    changed = true;
-                }
+            // A report never changes a known node: only its own MACs is
+            // the machine seen again; new MACs beside one of its MACs are
+            // held for an administrator (`node accept` joins them to it).
+            if macs.iter().all(|m| node.macs.contains(m)) {
+                return Ok(Outcome::Node(node.clone()));
             }
-            if seen.uuid.is_some() && node.uuid != seen.uuid {
-                node.uuid = seen.uuid;
-                changed = true;
-            }
-            if !seen.inventory.is_empty() && node.inventory != seen.inventory {
-                node.inventory = seen.inventory;
-                changed = true;
-            }
-            let node = node.clone();
-            if changed {
-                self.pending
-                    .retain(|_, p| !p.macs.iter().any(|m| macs.contains(m)));
-                self.revision += 1;
-            }
-            return Ok(Outcome::Node(node));
+            return self.hold_machine(rack_name, macs, seen);
         }
         if hold {
             return self.hold_machine(rack_name, macs, seen);
@@ -493,10 +477,15 @@ impl State {
     }
 
     fn accept_machine(&mut self, mac: Mac) -> Result<Outcome, StateError> {
-        if let Some(node) = self.node_by_mac(&mac) {
-            return Ok(Outcome::Node(node.clone()));
-        }
-        let key = self.pending_key(&mac)?;
+        let key = match self.pending_key(&mac) {
+            Ok(k) => k,
+            Err(e) => {
+                return match self.node_by_mac(&mac) {
+                    Some(node) => Ok(Outcome::Node(node.clone())),
+                    None => Err(e),
+                };
+            }
+        };
         let machine = self
             .pending
             .get(&key)
@@ -507,7 +496,70 @@ impl State {
             inventory: machine.inventory,
             seen_at: machine.seen_at,
         };
-        self.number_machine(machine.rack, machine.macs, seen)
+        match self.claimed_node(&machine.macs)? {
+            Some(number) => self.join_node(number, &machine.rack, &machine.macs, seen),
+            None => self.number_machine(machine.rack, machine.macs, seen),
+        }
+    }
+
+    /// The node owning any of `macs`: none, or exactly one (MACs of two
+    /// nodes together are refused, naming the second).
+    fn claimed_node(&self, macs: &[Mac]) -> Result<Option<NodeNumber>, StateError> {
+        let mut owner = None;
+        for m in macs {
+            if let Some(&n) = self.macs.get(m) {
+                match owner {
+                    None => owner = Some(n),
+                    Some(o) if o != n => return Err(StateError::MacTaken { mac: *m, node: n }),
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(owner)
+    }
+
+    /// An administrator accepted a held report naming node `number`'s MAC:
+    /// its other MACs (and inventory) join that node.
+    fn join_node(
+        &mut self,
+        number: NodeNumber,
+        rack: &RackName,
+        macs: &[Mac],
+        seen: Seen,
+    ) -> Result<Outcome, StateError> {
+        let node = self
+            .nodes
+            .get_mut(&number)
+            .ok_or(StateError::NodeNotFound(number))?;
+        if &node.rack != rack {
+            let mac = macs
+                .iter()
+                .find(|m| node.macs.contains(m))
+                .copied()
+                .unwrap_or(macs[0]);
+            return Err(StateError::OtherRack {
+                mac,
+                node: number,
+                rack: node.rack.clone(),
+            });
+        }
+        for mac in macs {
+            if !node.macs.contains(mac) && node.macs.len() < crate::MAX_MACS_PER_NODE {
+                node.macs.push(*mac);
+                self.macs.insert(*mac, number);
+            }
+        }
+        if seen.uuid.is_some() {
+            node.uuid = seen.uuid;
+        }
+        if !seen.inventory.is_empty() {
+            node.inventory = seen.inventory;
+        }
+        let node = node.clone();
+        self.pending
+            .retain(|_, p| !p.macs.iter().any(|m| macs.contains(m)));
+        self.revision += 1;
+        Ok(Outcome::Node(node))
     }
 
     fn replace_node(&mut self, number: NodeNumber, macs: Vec<Mac>) -> Result<Outcome, StateError> {

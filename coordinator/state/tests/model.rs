@@ -601,22 +601,12 @@ impl Model {
                     rack: node.rack.clone(),
                 });
             }
-            for m in &macs {
-                if !node.macs.contains(m) && node.macs.len() < MAX_MACS_PER_NODE {
-                    node.macs.push(*m);
-                }
+            // Never changed by a report: its own MACs only is the machine
+            // again; new MACs beside them are held for an administrator.
+            if macs.iter().all(|m| node.macs.contains(m)) {
+                return Ok(Outcome::Node(node.clone()));
             }
-            if uuid.is_some() {
-                node.uuid = uuid;
-            }
-            if !inventory.is_empty() {
-                node.inventory = inventory;
-            }
-            let node = node.clone();
-            self.forget_pending(&node.macs);
-            return Ok(Outcome::Node(node));
-        }
-        if !hold {
+        } else if !hold {
             return self.number(rack, macs, uuid, inventory);
         }
         // Held: machines held past the TTL do not count (and go if the
@@ -725,17 +715,46 @@ impl Model {
     }
 
     fn accept(&mut self, mac: Mac) -> Result<Outcome, StateError> {
-        if let Some(n) = self.owner(&mac) {
-            return Ok(Outcome::Node(self.r.nodes[&n].clone()));
-        }
-        let machine = self
+        let Some(machine) = self
             .r
             .pending
             .values()
             .find(|p| p.macs.contains(&mac))
             .cloned()
-            .ok_or(StateError::NotPending(mac))?;
-        self.number(machine.rack, machine.macs, machine.uuid, machine.inventory)
+        else {
+            return match self.owner(&mac) {
+                Some(n) => Ok(Outcome::Node(self.r.nodes[&n].clone())),
+                None => Err(StateError::NotPending(mac)),
+            };
+        };
+        // A held report naming a node's MAC: its other MACs join that node.
+        let Some(number) = machine.macs.iter().find_map(|m| self.owner(m)) else {
+            return self.number(machine.rack, machine.macs, machine.uuid, machine.inventory);
+        };
+        self.taken(&machine.macs, number)?;
+        let node = self.r.nodes.get_mut(&number).unwrap();
+        if node.rack != machine.rack {
+            let mac = *machine.macs.iter().find(|m| node.macs.contains(m)).unwrap();
+            return Err(StateError::OtherRack {
+                mac,
+                node: number,
+                rack: node.rack.clone(),
+            });
+        }
+        for m in &machine.macs {
+            if !node.macs.contains(m) && node.macs.len() < MAX_MACS_PER_NODE {
+                node.macs.push(*m);
+            }
+        }
+        if machine.uuid.is_some() {
+            node.uuid = machine.uuid;
+        }
+        if !machine.inventory.is_empty() {
+            node.inventory = machine.inventory;
+        }
+        let node = node.clone();
+        self.forget_pending(&machine.macs);
+        Ok(Outcome::Node(node))
     }
 
     fn replace(&mut self, number: NodeNumber, macs: Vec<Mac>) -> Result<Outcome, StateError> {
@@ -967,8 +986,17 @@ fn check_invariants(s: &State) -> Result<(), TestCaseError> {
     for p in s.pending() {
         prop_assert!(s.rack(&p.rack).is_some());
         prop_assert!(!p.macs.is_empty() && p.macs.len() <= MAX_MACS_PER_NODE);
+        // A held report may name nodes' MACs (an administrator decides), but
+        // only of its own rack's nodes, and always holds a MAC no node has.
+        prop_assert!(
+            p.macs.iter().any(|m| !owned.contains(m)),
+            "pending machine {:?} holds only nodes' MACs",
+            p.macs
+        );
         for m in &p.macs {
-            prop_assert!(!owned.contains(m), "MAC {} both pending and a node's", m);
+            if let Some(n) = s.node_by_mac(m) {
+                prop_assert_eq!(&n.rack, &p.rack, "pending MAC {} of another rack's node", m);
+            }
         }
     }
     for (tag, image) in s.tags() {

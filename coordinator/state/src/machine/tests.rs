@@ -77,10 +77,27 @@ fn discovery_numbers_nodes_persistently() {
     let rev = s.revision();
     assert_eq!(discover(&mut s, "r1", &[mac(1)]).unwrap(), a);
     assert_eq!(s.revision(), rev);
-    // A second MAC of a known machine joins it.
-    let a2 = discover(&mut s, "r1", &[mac(1), mac(9)]).unwrap();
-    assert_eq!(a2.number, a.number);
+    // A report naming a known node's MAC beside a new one never changes
+    // the node: it is held for an administrator, whose accept joins it.
+    let held = s
+        .apply(cmd(Command::DiscoverNode {
+            rack: "r1".parse().unwrap(),
+            macs: vec![mac(1), mac(9)],
+            uuid: Some("forged".into()),
+            inventory: BTreeMap::from([("cpus".into(), "1".into())]),
+            hold: false,
+            seen_at: 0,
+        }))
+        .unwrap();
+    assert!(matches!(held, Outcome::Pending(ref p) if p.macs == vec![mac(1), mac(9)]));
+    assert_eq!(s.node_by_mac(&mac(9)), None);
+    assert_eq!(s.node_by_mac(&mac(1)).unwrap(), &a, "node 1 unchanged");
+    let joined = s
+        .apply(cmd(Command::AcceptMachine { mac: mac(9) }))
+        .unwrap();
+    assert!(matches!(joined, Outcome::Node(ref n) if n.number == a.number));
     assert_eq!(s.node_by_mac(&mac(9)).unwrap().number, a.number);
+    assert_eq!(s.pending().count(), 0);
     // MACs of two nodes together are refused.
     assert!(matches!(
         discover(&mut s, "r1", &[mac(1), mac(2)]),
@@ -200,7 +217,15 @@ proptest! {
         }
         for (r, macs) in ops {
             let macs: Vec<Mac> = macs.into_iter().map(mac).collect();
-            let _ = discover(&mut s, &format!("r{r}"), &macs);
+            // Numbered, held (new MACs beside a node's) or refused: all fine.
+            let _ = s.apply(cmd(Command::DiscoverNode {
+                rack: format!("r{r}").parse().unwrap(),
+                macs,
+                uuid: None,
+                inventory: BTreeMap::new(),
+                hold: false,
+                seen_at: 0,
+            }));
         }
         let mut numbers = BTreeSet::new();
         let mut slots = BTreeSet::new();
