@@ -183,6 +183,14 @@ pub fn run(cmd: CertsCmd) -> anyhow::Result<()> {
             for ip in ips {
                 p.subject_alt_names.push(SanType::IpAddress(ip));
             }
+            if role == Role::Coordinator {
+                // What clients check a coordinator by (rackboot_proto::tls).
+                p.subject_alt_names.push(SanType::DnsName(
+                    rackboot_proto::tls::COORDINATOR_SERVER_NAME
+                        .try_into()
+                        .context("the coordinator role name")?,
+                ));
+            }
             for d in dns {
                 p.subject_alt_names.push(SanType::DnsName(
                     d.try_into()

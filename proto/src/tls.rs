@@ -3,11 +3,22 @@
 //! configuration so that every outgoing connection — agent to coordinator,
 //! coordinator to its peers, the CLI — presents its certificate and checks
 //! the other side against the cluster CA.
+//!
+//! Every outgoing connection goes to a coordinator, and a client checks
+//! that the server's certificate is a coordinator's: it must name
+//! [`COORDINATOR_SERVER_NAME`], which `rackboot certs issue coordinator`
+//! writes into coordinator certificates only. An agent or admin
+//! certificate of the same CA, even one naming the right address, cannot
+//! pose as a coordinator.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+
+/// The DNS name (subject alternative name) only coordinator certificates
+/// carry; clients verify the server against it.
+pub const COORDINATOR_SERVER_NAME: &str = "coordinator.rackboot.invalid";
 
 /// The three files of a component: the cluster CA, its certificate and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +58,13 @@ impl TlsFiles {
             .client_ca_root(Certificate::from_pem(read(&self.ca)?)))
     }
 
-    /// Client side: present the certificate, trust only the CA.
+    /// Client side: present the certificate, trust only the CA, and accept
+    /// only a server certificate naming [`COORDINATOR_SERVER_NAME`].
     pub fn client(&self) -> std::io::Result<ClientTlsConfig> {
         Ok(ClientTlsConfig::new()
             .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
-            .ca_certificate(Certificate::from_pem(read(&self.ca)?)))
+            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
+            .domain_name(COORDINATOR_SERVER_NAME))
     }
 }
 

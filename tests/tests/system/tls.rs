@@ -3,7 +3,8 @@
 //! coordinator serves gRPC over mutual TLS; the admin's CLI and the agent
 //! connect with their certificates (the agent registers its rack); a
 //! plaintext client and a client with a certificate of another CA are
-//! refused.
+//! refused, and a server presenting an agent certificate of the same CA
+//! (naming the right address) is refused by the client as a coordinator.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -109,6 +110,49 @@ fn mutual_tls_with_rackboot_certs() -> Result<()> {
         !foreign.status.success(),
         "a certificate of another CA must be refused:\n{foreign}"
     );
+
+    // A server with an agent certificate of the same CA naming the right
+    // address cannot pose as a coordinator: the admin's client refuses it.
+    rackboot(&[
+        "certs",
+        "issue",
+        "agent",
+        "--dir",
+        &p(&ca),
+        "--rack",
+        "r9",
+        "--ip",
+        "127.0.0.1",
+    ])?
+    .success()?;
+    let impostor_port = free_loopback_port()?;
+    let impostor_listen = format!("127.0.0.1:{impostor_port}");
+    let mut cmd = std::process::Command::new(daemon::binary(daemon::COORDINATOR)?);
+    cmd.args(["--listen", &impostor_listen, "--data"])
+        .arg(dir.path().join("impostor"))
+        .args(["--tls-ca", &p(&ca.join("ca.pem"))])
+        .args(["--tls-cert", &p(&ca.join("agent-r9.pem"))])
+        .args(["--tls-key", &p(&ca.join("agent-r9.key"))]);
+    let mut impostor = Daemon::spawn("impostor", cmd, &dir.path().join("impostor.log"))?;
+    impostor.wait_for_tcp(impostor_listen.parse()?, None, Duration::from_secs(30))?;
+    let mut posed = vec![
+        "--coordinator".to_string(),
+        format!("https://{impostor_listen}"),
+        "--tls-ca".to_string(),
+        p(&ca.join("ca.pem")),
+        "--tls-cert".to_string(),
+        p(&ca.join("ops.pem")),
+        "--tls-key".to_string(),
+        p(&ca.join("ops.key")),
+    ];
+    posed.extend(["rack".to_string(), "list".to_string()]);
+    let refs: Vec<&str> = posed.iter().map(String::as_str).collect();
+    let posed = rackboot(&refs)?;
+    ensure!(
+        !posed.status.success(),
+        "a server with an agent certificate must not pass as a coordinator:\n{posed}"
+    );
+    drop(impostor);
 
     // The agent registers its rack over mutual TLS.
     let mut cmd = std::process::Command::new(daemon::binary(daemon::AGENT)?);
@@ -327,6 +371,14 @@ fn mtls_matrix() -> Result<()> {
             plaintext: false,
             method: "rackboot.v1.AgentService/Register",
             body: register_r1,
+            expect: "PermissionDenied",
+        },
+        Case {
+            what: "agent certificate numbering a machine in another rack",
+            cert: Some(("agent-r2", true)),
+            plaintext: false,
+            method: "rackboot.v1.AgentService/DiscoverNode",
+            body: r#"{"rack":"r1","mac":"52:54:00:00:00:01"}"#,
             expect: "PermissionDenied",
         },
         Case {
