@@ -125,6 +125,35 @@ fn mib(bytes: u64) -> String {
 }
 
 /// `rack cache RACK`.
+/// `rack move`.
+pub async fn rack_move(conn: &Conn, rack: pb::Rack) -> anyhow::Result<()> {
+    let name = rack.name.clone();
+    let r = conn
+        .racks()
+        .move_rack(pb::MoveRackRequest {
+            rack: Some(rack),
+            idempotency_key: String::new(),
+        })
+        .await
+        .map_err(|s| conn.err(&format!("moving rack {name}"), s))?
+        .into_inner();
+    let rack = r.rack.unwrap_or_default();
+    say!(
+        "rack {} now {} (agent {}, node base {}{}): {} node(s) changed address; give its agent the same values and restart it",
+        rack.name,
+        rack.subnet,
+        rack.server_address,
+        rack.node_base,
+        if rack.gateway.is_empty() {
+            String::new()
+        } else {
+            format!(", gateway {}", rack.gateway)
+        },
+        r.nodes_moved
+    );
+    Ok(())
+}
+
 pub async fn rack_cache(conn: &Conn, rack: String) -> anyhow::Result<()> {
     let c = conn
         .racks()

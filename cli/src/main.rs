@@ -118,6 +118,32 @@ enum RackCmd {
         /// Rack name.
         rack: String,
     },
+    /// Change a rack's network settings, moving its nodes' addresses when
+    /// the node base changes (an agent re-registering with other values is
+    /// refused, so a move is always this explicit command). Every node
+    /// keeps its number and slot; its address becomes node base + slot, and
+    /// machines move at their next DHCP renewal. Then give the rack's agent
+    /// the same values (`--node-base`, its address and subnet) and restart
+    /// it: until then its re-registration is refused.
+    ///
+    /// Example: `rackboot rack move r1 --subnet 10.0.1.0/24 --server-address
+    /// 10.0.1.1 --node-base 10.0.1.200 --gateway 10.0.1.254`
+    Move {
+        /// Rack name.
+        rack: String,
+        /// Rack subnet (CIDR).
+        #[arg(long)]
+        subnet: String,
+        /// The agent's address on the rack network.
+        #[arg(long)]
+        server_address: String,
+        /// Address of slot 0.
+        #[arg(long)]
+        node_base: String,
+        /// Gateway handed to nodes (none if not given).
+        #[arg(long)]
+        gateway: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,6 +304,22 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Image(ImageCmd::Tag { tag, image }) => admin::image_tag(&conn, tag, image).await,
         Command::Rack(RackCmd::List) => admin::rack_list(&conn).await,
         Command::Rack(RackCmd::Cache { rack }) => admin::rack_cache(&conn, rack).await,
+        Command::Rack(RackCmd::Move {
+            rack,
+            subnet,
+            server_address,
+            node_base,
+            gateway,
+        }) => {
+            let rack = rackboot_proto::v1::Rack {
+                name: rack,
+                subnet,
+                server_address,
+                node_base,
+                gateway: gateway.unwrap_or_default(),
+            };
+            admin::rack_move(&conn, rack).await
+        }
         Command::Node(NodeCmd::List { rack }) => admin::node_list(&conn, rack).await,
         Command::Node(NodeCmd::Show { number, timeline }) => {
             admin::node_show(&conn, number, timeline).await

@@ -10,7 +10,8 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
-    blob_from_pb, blob_to_pb, field, image_to_pb, node_to_pb, pending_to_pb, rack_to_pb,
+    blob_from_pb, blob_to_pb, field, image_to_pb, node_to_pb, pending_to_pb, rack_from_pb,
+    rack_to_pb,
 };
 use super::{Ctx, key, unix_now};
 
@@ -332,6 +333,56 @@ impl pb::rack_service_server::RackService for RackApi {
         self.0.read().await?;
         let racks = self.0.replica.state().racks().map(rack_to_pb).collect();
         Ok(Response::new(pb::ListRacksResponse { racks }))
+    }
+
+    async fn move_rack(
+        &self,
+        req: Request<pb::MoveRackRequest>,
+    ) -> Result<Response<pb::MoveRackResponse>, Status> {
+        let metadata = req.metadata().clone();
+        let r = req.into_inner();
+        let rack = rack_from_pb(r.rack.as_ref())?;
+        self.0.read().await?;
+        let before: Vec<(rackboot_state::NodeNumber, Option<std::net::Ipv4Addr>)> = {
+            let state = self.0.replica.state();
+            let old = state
+                .rack(&rack.name)
+                .ok_or_else(|| Status::not_found(format!("rack {} not found", rack.name)))?
+                .clone();
+            state
+                .nodes()
+                .filter(|n| n.rack == rack.name)
+                .map(|n| (n.number, old.slot_address(n.slot)))
+                .collect()
+        };
+        match self
+            .0
+            .propose(Envelope {
+                idempotency_key: key(&r.idempotency_key, &metadata),
+                command: Command::MoveRack { rack },
+            })
+            .await?
+        {
+            Outcome::Rack(rack) => {
+                let state = self.0.replica.state();
+                let moved = before
+                    .iter()
+                    .filter(|(n, from)| {
+                        state
+                            .node(*n)
+                            .and_then(|node| rack.slot_address(node.slot))
+                            .as_ref()
+                            != from.as_ref()
+                    })
+                    .count();
+                tracing::warn!(rack = %rack.name, nodes_moved = moved, "rack moved by an administrator");
+                Ok(Response::new(pb::MoveRackResponse {
+                    rack: Some(rack_to_pb(&rack)),
+                    nodes_moved: u32::try_from(moved).unwrap_or(u32::MAX),
+                }))
+            }
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
     }
 
     async fn get_rack_cache(

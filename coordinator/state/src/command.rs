@@ -40,6 +40,13 @@ pub enum Command {
         /// The rack.
         rack: Rack,
     },
+    /// An administrator changes an existing rack's network settings, moving
+    /// its nodes' addresses if the node base moves (an agent's
+    /// re-registration never may).
+    MoveRack {
+        /// The rack with its new settings.
+        rack: Rack,
+    },
     /// A machine was seen: return its node, or accept it with the next free number.
     DiscoverNode {
         /// Rack it was seen in.

@@ -168,7 +168,13 @@ impl State {
 
     fn apply_command(&mut self, command: Command) -> Result<Outcome, StateError> {
         match command {
-            Command::RegisterRack { rack } => self.register_rack(rack),
+            Command::RegisterRack { rack } => self.register_rack(rack, false),
+            Command::MoveRack { rack } => {
+                if !self.racks.contains_key(&rack.name) {
+                    return Err(StateError::RackNotFound(rack.name));
+                }
+                self.register_rack(rack, true)
+            }
             Command::DiscoverNode {
                 rack,
                 macs,
@@ -204,7 +210,9 @@ impl State {
         }
     }
 
-    fn register_rack(&mut self, rack: Rack) -> Result<Outcome, StateError> {
+    /// Create or change a rack; only with `may_move` (an administrator's
+    /// `MoveRack`) may a node's address change.
+    fn register_rack(&mut self, rack: Rack, may_move: bool) -> Result<Outcome, StateError> {
         rack.validate().map_err(|reason| StateError::InvalidRack {
             rack: rack.name.clone(),
             reason,
@@ -241,7 +249,7 @@ impl State {
                     let to = rack.slot_address(n.slot)?;
                     (from != to).then_some((n.number, from, to))
                 });
-            if let Some((node, from, to)) = moved {
+            if let Some((node, from, to)) = moved.filter(|_| !may_move) {
                 return Err(StateError::RackWouldMoveNodes {
                     rack: rack.name.clone(),
                     node,

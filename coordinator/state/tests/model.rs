@@ -212,11 +212,20 @@ fn any_image() -> impl Strategy<Value = ImageName> {
 }
 
 fn any_command() -> impl Strategy<Value = Command> {
-    let register = (0usize..3, prop_oneof![6 => 0u8..6, 1 => 6u8..9]).prop_map(|(i, shape)| {
-        Command::RegisterRack {
-            rack: rack(i, shape),
-        }
-    });
+    // An agent registering, or now and then an administrator moving a rack.
+    let register = (
+        0usize..3,
+        prop_oneof![6 => 0u8..6, 1 => 6u8..9],
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(i, shape, by_admin)| {
+            let rack = rack(i, shape);
+            if by_admin {
+                Command::MoveRack { rack }
+            } else {
+                Command::RegisterRack { rack }
+            }
+        });
     let discover = (
         any_rack(),
         any_macs(),
@@ -411,7 +420,13 @@ impl Model {
 
     fn command(&mut self, c: Command) -> Result<Outcome, StateError> {
         match c {
-            Command::RegisterRack { rack } => self.register(rack),
+            Command::RegisterRack { rack } => self.register(rack, false),
+            Command::MoveRack { rack } => {
+                if !self.r.racks.contains_key(&rack.name) {
+                    return Err(StateError::RackNotFound(rack.name));
+                }
+                self.register(rack, true)
+            }
             Command::DiscoverNode {
                 rack,
                 macs,
@@ -535,7 +550,7 @@ impl Model {
             .retain(|_, p| !p.macs.iter().any(|m| macs.contains(m)));
     }
 
-    fn register(&mut self, rack: Rack) -> Result<Outcome, StateError> {
+    fn register(&mut self, rack: Rack, may_move: bool) -> Result<Outcome, StateError> {
         let net = u32::from(rack.subnet.network());
         let bcast = u32::from(rack.subnet.broadcast());
         let inside = |a: Ipv4Addr| (net..=bcast).contains(&u32::from(a));
@@ -558,6 +573,7 @@ impl Model {
         // No node's address moves: it is node_base + slot, so any other
         // node base moves every node of the rack.
         if let Some(old) = self.r.racks.get(&rack.name)
+            && !may_move
             && old.node_base != rack.node_base
             && let Some(n) = self.r.nodes.values().find(|n| n.rack == rack.name)
         {
@@ -1352,6 +1368,50 @@ fn re_registering_a_rack_never_moves_its_nodes() {
         })
         .is_ok()
     );
+}
+
+/// Moving a rack is an administrator's explicit command: the node keeps its
+/// number and slot and its address follows the new node base; a rack that
+/// does not exist cannot be moved into being.
+#[test]
+fn an_administrator_moves_a_rack_explicitly() {
+    let mut s = one_rack();
+    s.apply(discover_cmd(RACKS[0], &[mac(0)], false)).unwrap();
+    let mut moved = rack(0, 0);
+    moved.node_base = Ipv4Addr::new(10, 1, 0, 101);
+    assert!(
+        s.apply(Envelope {
+            idempotency_key: None,
+            command: Command::MoveRack {
+                rack: moved.clone()
+            },
+        })
+        .is_ok()
+    );
+    assert_eq!(s.rack(&rack_name(0)), Some(&moved));
+    let node = s.node(NodeNumber(1)).unwrap().clone();
+    assert_eq!(node.slot, 0);
+    assert_eq!(
+        moved.slot_address(node.slot),
+        Some(Ipv4Addr::new(10, 1, 0, 101))
+    );
+    // The agent, still configured with the old values, may not move it back.
+    assert!(matches!(
+        s.apply(Envelope {
+            idempotency_key: None,
+            command: Command::RegisterRack { rack: rack(0, 0) },
+        }),
+        Err(StateError::RackWouldMoveNodes { .. })
+    ));
+    let mut ghost = rack(1, 0);
+    ghost.node_base = Ipv4Addr::new(10, 2, 0, 100);
+    assert!(matches!(
+        s.apply(Envelope {
+            idempotency_key: None,
+            command: Command::MoveRack { rack: ghost },
+        }),
+        Err(StateError::RackNotFound(_))
+    ));
 }
 
 /// A flood of held reports does not keep the pending list full for ever:

@@ -16,7 +16,8 @@
 //!   node exists) until `rackboot node accept`, after which the waiting probe
 //!   prints its node; `node retire` forgets its MACs and keeps its number,
 //!   `node replace` gives that number to another MAC, which then gets the
-//!   node's address from the agent;
+//!   node's address from the agent; `rack move` then moves node 1's
+//!   address with the rack's node base;
 //!   A probe without the token of its discovery script is not taken (the
 //!   machine is not even held); with it (fetched over TFTP as firmware
 //!   would), it is.
@@ -398,6 +399,28 @@ fn manual_accept_replace_and_retire() -> Result<()> {
         ensure!(
             !refused.status.success(),
             "a broadcast MAC must be refused:\n{refused}"
+        );
+        // Moving the rack is an administrator's explicit command: node 1
+        // keeps its number and slot, its address follows the node base.
+        let moved = tb.cli(&[
+            "rack",
+            "move",
+            "r1",
+            "--subnet",
+            "10.99.0.0/24",
+            "--server-address",
+            AGENT,
+            "--node-base",
+            "10.99.0.110",
+        ])?;
+        ensure!(
+            moved.status.success() && moved.stdout.contains("1 node(s) changed address"),
+            "rack move should move node 1:\n{moved}"
+        );
+        let (node, node_addr) = tb.node_of_mac(MAC3)?;
+        ensure!(
+            node == "1" && node_addr == "10.99.0.110",
+            "after the move node {node} is at {node_addr}"
         );
         Ok(())
     })
