@@ -43,7 +43,8 @@ pub struct AgentConfig {
     pub tftp_listen: SocketAddr,
     /// HTTP listen address (None: no HTTP; nodes load everything over TFTP).
     pub http_listen: Option<SocketAddr>,
-    /// Metrics listen address (None: metrics only on the HTTP port).
+    /// Operator listener address: `/metrics` and boot-info about any node
+    /// (None: not served).
     pub metrics_listen: Option<SocketAddr>,
     /// Syslog (UDP) listen address for node logs (None: not received).
     pub syslog_listen: Option<SocketAddr>,
