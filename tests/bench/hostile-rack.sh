@@ -44,7 +44,7 @@ if [ -z "$bin_dir" ]; then
 fi
 BIN=$(cd "$bin_dir" && pwd)
 TOOL=$ROOT/tests/bench/hostile.py
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # 10,000 held connections need the fds
 
 # shellcheck source=tests/bench/netns-pair.sh
 . "$ROOT/tests/bench/netns-pair.sh"
@@ -141,6 +141,8 @@ say "  agent: $closed"
 if command -v nginx >/dev/null; then
   mkdir -p "$work/nginx/www" "$work/nginx/tmp"
   cp "$sr/boot.img" "$work/nginx/www/"
+  # nginx's workers (www-data) must read the file under the private work dir.
+  chmod 755 "$work" "$work/nginx" "$work/nginx/www"; chmod 644 "$work/nginx/www/boot.img"
   cat > "$work/nginx/nginx.conf" <<EOF
 worker_processes auto;
 pid $work/nginx/nginx.pid;
