@@ -1,5 +1,6 @@
 //! The DHCP decision path on arbitrary datagrams: never panics; every reply
-//! it builds decodes again.
+//! it builds decodes again. The same bytes as a kernel command line: the
+//! probe token parser never panics and a token it reads prints back the same.
 #![no_main]
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -35,5 +36,9 @@ fuzz_target!(|data: &[u8]| {
     if let Decision::Reply { bytes, .. } = handle(&cfg, &nodes, data) {
         use dhcproto::{Decodable, v4::Message};
         assert!(Message::from_bytes(&bytes).is_ok());
+    }
+    let cmdline = String::from_utf8_lossy(data);
+    if let Some(Ok(token)) = rackboot_dhcp_core::probe::token_from_cmdline(&cmdline) {
+        assert_eq!(token.to_string().parse::<rackboot_dhcp_core::ProbeToken>(), Ok(token));
     }
 });
