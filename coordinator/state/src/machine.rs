@@ -87,6 +87,24 @@ impl SlotIndex {
 
 /// Lowest value not in `used` (a set of `0..`-based or `1..`-based values
 /// starting at `start`): O(log n) when `used` is contiguous, a scan otherwise.
+/// `node` may be changed for a report from `rack` only if it is that rack's;
+/// else the refusal names the reported MAC it owns.
+fn own_rack(node: &Node, rack: &RackName, macs: &[Mac]) -> Result<(), StateError> {
+    if &node.rack == rack {
+        return Ok(());
+    }
+    let mac = macs
+        .iter()
+        .find(|m| node.macs.contains(m))
+        .copied()
+        .unwrap_or(macs[0]);
+    Err(StateError::OtherRack {
+        mac,
+        node: node.number,
+        rack: node.rack.clone(),
+    })
+}
+
 fn lowest_free(used: &BTreeSet<u32>, start: u32) -> u32 {
     match used.last() {
         None => start,
@@ -303,19 +321,8 @@ impl State {
                 .nodes
                 .get(&number)
                 .ok_or(StateError::NodeNotFound(number))?;
-            if node.rack != rack_name {
-                // One rack's agent never changes another rack's node.
-                let mac = macs
-                    .iter()
-                    .find(|m| node.macs.contains(m))
-                    .copied()
-                    .unwrap_or(macs[0]);
-                return Err(StateError::OtherRack {
-                    mac,
-                    node: number,
-                    rack: node.rack.clone(),
-                });
-            }
+            // One rack's agent never changes another rack's node.
+            own_rack(node, &rack_name, &macs)?;
             // A report never changes a known node: only its own MACs is
             // the machine seen again; new MACs beside one of its MACs are
             // held for an administrator (`node accept` joins them to it).
@@ -539,18 +546,7 @@ impl State {
             .nodes
             .get_mut(&number)
             .ok_or(StateError::NodeNotFound(number))?;
-        if &node.rack != rack {
-            let mac = macs
-                .iter()
-                .find(|m| node.macs.contains(m))
-                .copied()
-                .unwrap_or(macs[0]);
-            return Err(StateError::OtherRack {
-                mac,
-                node: number,
-                rack: node.rack.clone(),
-            });
-        }
+        own_rack(node, rack, macs)?;
         for mac in macs {
             if !node.macs.contains(mac) && node.macs.len() < crate::MAX_MACS_PER_NODE {
                 node.macs.push(*mac);
