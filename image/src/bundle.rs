@@ -111,11 +111,24 @@ fn is_module(name: &str) -> bool {
 
 /// Read a bundle.
 pub fn inspect(bytes: &[u8]) -> Result<ModuleBundle, BundleError> {
-    if let Some(kind) = compression(bytes) {
+    inspect_reader(bytes)
+}
+
+/// Read a bundle from a reader (a file on disk), in one pass, keeping only
+/// its tables in memory.
+pub fn inspect_reader<R: std::io::Read>(mut reader: R) -> Result<ModuleBundle, BundleError> {
+    let not_tar = |e: std::io::Error| BundleError::NotTar(e.to_string());
+    // The first header block: compression magic, or an empty archive.
+    let mut first = Vec::with_capacity(512);
+    (&mut reader)
+        .take(512)
+        .read_to_end(&mut first)
+        .map_err(not_tar)?;
+    if let Some(kind) = compression(&first) {
         return Err(BundleError::Compressed(kind));
     }
-    let not_tar = |e: std::io::Error| BundleError::NotTar(e.to_string());
-    let mut archive = tar::Archive::new(bytes);
+    let first_is_zero = first.iter().all(|&b| b == 0);
+    let mut archive = tar::Archive::new(std::io::Read::chain(&first[..], reader));
     let mut release: Option<String> = None;
     let mut modules = 0usize;
     let mut tables = BTreeMap::new();
@@ -175,7 +188,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ModuleBundle, BundleError> {
         entry.read_to_end(&mut data).map_err(not_tar)?;
         tables.insert(name, data);
     }
-    if !any_entry && !bytes.iter().all(|&b| b == 0) {
+    if !any_entry && !first_is_zero {
         return Err(BundleError::NotTar("no archive entries".into()));
     }
     let release = release.ok_or(BundleError::NoModules)?;

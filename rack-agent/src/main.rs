@@ -98,6 +98,7 @@ fn report(errors: &[rackboot_config::ConfigError]) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    raise_open_file_limit();
     let checked = args.layered().and_then(|l| l.resolve().map(|cfg| (l, cfg)));
     if args.check_config {
         match checked {
@@ -206,4 +207,21 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("tasks still running after 10 s; exiting anyway");
     }
     Ok(())
+}
+
+/// Files are served from disk: each TFTP transfer and HTTP response of a
+/// static-root file may hold a descriptor, beside every connection. Raise
+/// the soft limit on open files to the hard one (systemd's unit sets it).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            eprintln!("rackboot-agent: cannot raise the open-file limit: {e}");
+        }
+    }
 }

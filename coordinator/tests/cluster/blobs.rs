@@ -583,7 +583,10 @@ async fn agent_gets_the_image_after_the_leader_is_killed() {
     for b in [&kernel, &initrd] {
         let digest: rackboot_state::Blake3Digest = b.blob.blake3.parse().expect("digest");
         loop {
-            if let Some(bytes) = cache.get(&digest) {
+            if let Some(file) = cache.get(&digest) {
+                let bytes = rackboot_agent::store::disk::Body::Verified(file)
+                    .read_all()
+                    .expect("the verified file reads");
                 assert!(bytes[..] == b.data[..], "the agent holds the pushed bytes");
                 break;
             }

@@ -216,14 +216,30 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     let (session_tx, session_rx) = mpsc::channel(4096);
     let (sessions, timeline_task) =
         crate::timeline::spawn(view_rx.clone(), session_tx, shutdown.clone());
-    let table = FileTable::build(
-        &view_rx.borrow(),
-        &cache,
-        &statics,
-        &site,
-        Some(sessions.clone()),
-        Some(&probe_key),
-    );
+    let table = {
+        let (view, cache, statics, site) = (
+            view_rx.borrow().clone(),
+            cache.clone(),
+            statics.clone(),
+            site.clone(),
+        );
+        let (sessions, probe_key) = (sessions.clone(), probe_key.clone());
+        tokio::task::spawn_blocking(move || {
+            FileTable::build(
+                &view,
+                &cache,
+                &statics,
+                &site,
+                Some(sessions),
+                Some(&probe_key),
+            )
+        })
+        .await
+        .map_err(|e| AgentError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
+    };
     let (files_tx, files_rx) = watch::channel(Arc::new(table));
     let (statics_tx, statics_rx) = watch::channel(Arc::new(statics));
     let metrics = Arc::new(crate::telemetry::metrics::AgentMetrics::new(
@@ -253,16 +269,53 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                 }
                 let view = view_rx.borrow_and_update().clone();
                 let statics = statics_rx.borrow_and_update().clone();
-                let table = FileTable::build(
-                    &view,
-                    &cache,
-                    &statics,
-                    &site,
-                    Some(sessions.clone()),
-                    Some(&probe_key),
+                // Renders every node's configs, and reads a new module
+                // bundle's tables from its file: off the runtime.
+                let (cache, site, sessions, key) = (
+                    cache.clone(),
+                    site.clone(),
+                    sessions.clone(),
+                    probe_key.clone(),
                 );
-                tracing::debug!(files = table.len(), "file table rebuilt");
-                files_tx.send_replace(Arc::new(table));
+                let built = tokio::task::spawn_blocking(move || {
+                    FileTable::build(&view, &cache, &statics, &site, Some(sessions), Some(&key))
+                })
+                .await;
+                match built {
+                    Ok(table) => {
+                        tracing::debug!(files = table.len(), "file table rebuilt");
+                        files_tx.send_replace(Arc::new(table));
+                    }
+                    Err(e) => tracing::error!(error = %e, "file table rebuild failed"),
+                }
+            }
+        }));
+    }
+
+    // Cache warden: served blobs whose file changed on disk are verified
+    // again (and served again if intact, or left to the next fetch to
+    // repair); the table is rebuilt either way.
+    {
+        let cache = cache.clone();
+        let view_rx = view_rx.clone();
+        let changed = cache_changed.clone();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let recheck = cache.recheck().clone();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    () = recheck.wait() => {}
+                }
+                let sizes = view_rx
+                    .borrow()
+                    .needed_blobs()
+                    .iter()
+                    .map(|b| (b.digest, b.size))
+                    .collect();
+                if cache.recheck_changed(&sizes).await {
+                    changed.notify_one();
+                }
             }
         }));
     }
@@ -663,7 +716,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
 /// files, and what an operator should be told about them (logged here).
 fn offered_boot_files(
     configured: &ServerConfig,
-    statics: &std::collections::HashMap<String, bytes::Bytes>,
+    statics: &crate::store::files::StaticFiles,
 ) -> (ServerConfig, Vec<String>) {
     let mut offered = configured.clone();
     let arm64 = rackboot_agent_domain::loaders::arm64_uefi(&configured.boot.uefi_arm64, |f| {
@@ -686,7 +739,7 @@ fn offered_boot_files(
 /// the static root changes.
 async fn choose_loaders(
     mut configured: watch::Receiver<Arc<ServerConfig>>,
-    mut statics: watch::Receiver<Arc<std::collections::HashMap<String, bytes::Bytes>>>,
+    mut statics: watch::Receiver<Arc<crate::store::files::StaticFiles>>,
     offered: watch::Sender<Arc<ServerConfig>>,
     problems: watch::Sender<Arc<Vec<String>>>,
     stop: CancellationToken,

@@ -13,7 +13,7 @@ use crate::store::files::load_static_root;
 
 /// What a running agent can change without a restart (SIGHUP).
 pub struct AgentControl {
-    pub(super) statics: watch::Sender<Arc<std::collections::HashMap<String, bytes::Bytes>>>,
+    pub(super) statics: watch::Sender<Arc<crate::store::files::StaticFiles>>,
     pub(super) static_root: Arc<std::sync::Mutex<Option<PathBuf>>>,
     pub(super) core: watch::Sender<Arc<ServerConfig>>,
     pub(super) running: AgentConfig,
@@ -109,11 +109,8 @@ impl AgentControl {
     }
 }
 
-/// [`load_static_root`] on a blocking thread (a static root may hold large
-/// files; a symlink tree may be deep).
-async fn load_off_runtime(
-    root: PathBuf,
-) -> Result<std::collections::HashMap<String, bytes::Bytes>, String> {
+/// [`load_static_root`] on a blocking thread (a symlink tree may be deep).
+async fn load_off_runtime(root: PathBuf) -> Result<crate::store::files::StaticFiles, String> {
     match tokio::task::spawn_blocking(move || load_static_root(&root)).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("static root loader failed: {e}")),

@@ -584,7 +584,14 @@ impl rackboot_metrics::Component for TftpStats {
                 ("mode", s.refused_mode),
                 ("not_found", s.refused_not_found),
                 ("access_denied", s.refused_access_denied),
+                ("too_large", s.refused_too_large),
             ],
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_read_errors",
+            "TFTP transfers aborted because a block could not be read from their file",
+            s.read_errors,
         )?;
         counter(
             e,

@@ -6,15 +6,20 @@
 //!   against the blob's name, then every group is verified as it arrives. A
 //!   stream that breaks or delivers a bad group is resumed from the last
 //!   good group (up to [`FETCH_ATTEMPTS`]).
-//! - **Load** (start-up, every view change): each group is verified against
-//!   the outboard before the blob is served; groups that fail are fetched
-//!   again one by one, the rest are kept. Served bytes then live in memory,
-//!   verified, so the packet path never touches the file system and nothing
-//!   is rehashed per read.
+//!   Verified groups go to a temporary file as they arrive (memory holds
+//!   one group), which is synced and renamed into place when complete.
+//! - **Load** (start-up, every view change): each group is read from disk
+//!   and verified against the outboard before the blob is served; groups
+//!   that fail are fetched again one by one and written in place, the rest
+//!   are kept. A verified blob is then served from its file
+//!   ([`VerifiedFile`]: the descriptor the verification read, and the
+//!   file's stamp then), never loaded whole: memory does not grow with
+//!   images. A file changed on disk after that is not served; it is
+//!   verified again ([`BlobCache::recheck`]).
 //! - **Bound**: the files are kept under a size bound, evicting the least
-//!   recently used first (a blob is used each time a view assigns it); a
-//!   blob assigned to the rack is never evicted, and only assigned blobs stay
-//!   in memory.
+//!   recently used first (a blob is used each time a view assigns it; the
+//!   clock is the file's access time); a blob assigned to the rack is never
+//!   evicted, and only assigned blobs are served.
 
 #![allow(
     clippy::disallowed_methods,
@@ -22,17 +27,21 @@
 )]
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use rackboot_image::outboard::{self, GROUP, Outboard};
+use rackboot_image::bundle::ModuleBundle;
+use rackboot_image::outboard::{self, GROUP, Outboard, OutboardBuilder};
 use rackboot_proto::v1 as pb;
 use rackboot_proto::v1::agent_service_client::AgentServiceClient;
 use rackboot_state::{Blake3Digest, BlobRef};
+use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
+
+use crate::store::disk::{Recheck, Stamp, VerifiedFile};
 
 /// A cache failure.
 #[derive(Debug, thiserror::Error)]
@@ -96,18 +105,26 @@ pub const FETCH_ATTEMPTS: u32 = 4;
 /// Default bound on the cache's files (20 GiB).
 pub const DEFAULT_MAX_BYTES: u64 = 20 << 30;
 
-/// Verified blobs on disk and in memory.
+/// A module bundle as read from its verified file, or why it cannot be
+/// served.
+pub type InspectedBundle = Result<Arc<ModuleBundle>, String>;
+
+/// Verified blobs on disk, served from their files.
 #[derive(Debug)]
 pub struct BlobCache {
     dir: PathBuf,
     max_bytes: u64,
     /// Longest wait for the next message of a fetch ([`FETCH_IDLE`]).
     fetch_idle: std::time::Duration,
-    mem: RwLock<HashMap<Blake3Digest, Bytes>>,
+    served: RwLock<HashMap<Blake3Digest, Arc<VerifiedFile>>>,
+    /// Module bundles read once from their verified files.
+    bundles: RwLock<HashMap<Blake3Digest, InspectedBundle>>,
+    recheck: Arc<Recheck>,
     hits: AtomicU64,
     misses: AtomicU64,
     repaired: AtomicU64,
     evicted: AtomicU64,
+    rechecked: AtomicU64,
 }
 
 /// A blob file in the cache directory.
@@ -117,18 +134,18 @@ pub struct CachedFile {
     pub digest: Blake3Digest,
     /// Bytes on disk.
     pub size: u64,
-    /// Last use (modification time).
+    /// Last use (access time).
     pub used: SystemTime,
 }
 
 /// What the cache holds and how often it had what was wanted (metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Blobs loaded.
+    /// Blobs verified and served.
     pub blobs: u64,
-    /// Their bytes.
+    /// Their bytes (on disk; none of them held in memory).
     pub bytes: u64,
-    /// Wanted blobs found in memory or intact on disk.
+    /// Wanted blobs found served or intact on disk.
     pub hits: u64,
     /// Wanted blobs that had to be fetched from the coordinator.
     pub misses: u64,
@@ -136,6 +153,8 @@ pub struct CacheStats {
     pub repaired_groups: u64,
     /// Blobs evicted to keep under the bound.
     pub evicted: u64,
+    /// Served blobs verified again after their file changed on disk.
+    pub rechecked: u64,
     /// The bound on the files.
     pub max_bytes: u64,
 }
@@ -144,26 +163,12 @@ pub struct CacheStats {
 enum OnDisk {
     /// Nothing usable.
     Missing,
-    /// Intact.
-    Intact(Vec<u8>),
-    /// Some groups failed verification; the rest are good.
-    Damaged {
-        data: Vec<u8>,
-        outboard: Outboard,
-        bad: Vec<u64>,
-    },
-}
-
-fn verify(expected: &BlobRef, data: &[u8]) -> Result<(), CacheError> {
-    let actual = Blake3Digest::of(data);
-    if actual != expected.digest || data.len() as u64 != expected.size {
-        return Err(CacheError::Corrupt {
-            expected: expected.digest,
-            actual,
-            size: data.len() as u64,
-        });
-    }
-    Ok(())
+    /// Every group verified through `file`, whose stamp was `stamp`
+    /// before and after.
+    Intact { file: std::fs::File, stamp: Stamp },
+    /// Some groups failed verification (or the file has the wrong size);
+    /// the rest are good.
+    Damaged { outboard: Outboard, bad: Vec<u64> },
 }
 
 /// Longest a blob fetch waits for the coordinator's next message (or its
@@ -189,6 +194,50 @@ async fn next_chunk(
     }
 }
 
+/// Run blocking storage work off the runtime.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, CacheError> + Send + 'static,
+) -> Result<T, CacheError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io(path)(std::io::Error::other(e)))?
+}
+
+/// Verify `file` (of `size` bytes) group by group against `ob`, one group
+/// in memory at a time; returns the groups that fail.
+fn bad_groups(file: &std::fs::File, ob: &Outboard) -> std::io::Result<Vec<u64>> {
+    let mut buf = vec![0u8; usize::try_from(GROUP).unwrap_or(1 << 20)];
+    let mut bad = Vec::new();
+    for g in 0..outboard::groups(ob.size()) {
+        let Some((off, len)) = outboard::group_range(ob.size(), g) else {
+            break;
+        };
+        let chunk = &mut buf[..usize::try_from(len).unwrap_or(0)];
+        file.read_exact_at(chunk, off)?;
+        if ob.verify_group(g, chunk).is_err() {
+            bad.push(g);
+        }
+    }
+    Ok(bad)
+}
+
+/// The outboard of `file` computed by reading it, one group at a time.
+fn compute_outboard(file: &std::fs::File, size: u64) -> std::io::Result<Outboard> {
+    let mut builder = OutboardBuilder::new(size);
+    let mut buf = vec![0u8; usize::try_from(GROUP).unwrap_or(1 << 20)];
+    let mut off = 0u64;
+    while off < size {
+        let n = usize::try_from((size - off).min(GROUP)).unwrap_or(0);
+        file.read_exact_at(&mut buf[..n], off)?;
+        builder.update(&buf[..n]);
+        off += n as u64;
+    }
+    builder
+        .finish()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
 impl BlobCache {
     /// The same cache with another fetch idle limit (default
     /// [`FETCH_IDLE`]).
@@ -209,19 +258,28 @@ impl BlobCache {
             dir: dir.to_path_buf(),
             max_bytes,
             fetch_idle: FETCH_IDLE,
-            mem: RwLock::new(HashMap::new()),
+            served: RwLock::new(HashMap::new()),
+            bundles: RwLock::new(HashMap::new()),
+            recheck: Arc::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             repaired: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            rechecked: AtomicU64::new(0),
         })
+    }
+
+    /// Served blobs whose file changed on disk: [`BlobCache::recheck_changed`]
+    /// verifies them again.
+    pub fn recheck(&self) -> &Arc<Recheck> {
+        &self.recheck
     }
 
     /// Blobs and bytes held, hits and misses.
     pub fn stats(&self) -> CacheStats {
         let (blobs, bytes) = {
-            let mem = self.mem.read().unwrap_or_else(|e| e.into_inner());
-            (mem.len() as u64, mem.values().map(|b| b.len() as u64).sum())
+            let served = self.served.read().unwrap_or_else(|e| e.into_inner());
+            (served.len() as u64, served.values().map(|b| b.len()).sum())
         };
         CacheStats {
             blobs,
@@ -230,6 +288,7 @@ impl BlobCache {
             misses: self.misses.load(Ordering::Relaxed),
             repaired_groups: self.repaired.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
+            rechecked: self.rechecked.load(Ordering::Relaxed),
             max_bytes: self.max_bytes,
         }
     }
@@ -254,7 +313,7 @@ impl BlobCache {
                 meta.is_file().then(|| CachedFile {
                     digest,
                     size: meta.len(),
-                    used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    used: meta.accessed().unwrap_or(SystemTime::UNIX_EPOCH),
                 })
             })
             .collect()
@@ -278,10 +337,7 @@ impl BlobCache {
             }
             if std::fs::remove_file(self.path(&f.digest)).is_ok() {
                 let _ = std::fs::remove_file(self.outboard_path(&f.digest));
-                self.mem
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&f.digest);
+                self.forget(&f.digest);
                 total = total.saturating_sub(f.size);
                 self.evicted.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(blob = %f.digest, size = f.size, "evicted from the cache (least recently used)");
@@ -298,76 +354,121 @@ impl BlobCache {
         evicted
     }
 
-    /// Drop from memory every blob `assigned` does not name (they stay on
-    /// disk; transfers in flight keep their own reference).
+    fn forget(&self, d: &Blake3Digest) {
+        self.served
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(d);
+        self.bundles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(d);
+    }
+
+    /// Stop serving every blob `assigned` does not name (they stay on disk;
+    /// transfers in flight keep their own descriptor).
     pub fn retain_loaded(&self, assigned: &HashSet<Blake3Digest>) {
-        self.mem
+        self.served
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d, _| assigned.contains(d));
+        self.bundles
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|d, _| assigned.contains(d));
     }
 
-    /// Mark a blob used now (the LRU clock is the file's modification time,
-    /// so it survives restarts).
-    fn touch(&self, d: &Blake3Digest) {
-        if let Ok(f) = std::fs::File::options().write(true).open(self.path(d)) {
-            let _ = f.set_modified(SystemTime::now());
+    /// Mark a blob used now (the LRU clock is the file's access time, so it
+    /// survives restarts and leaves the modification time, part of the
+    /// served file's stamp, alone).
+    fn touch(path: &Path) {
+        if let Ok(f) = std::fs::File::open(path) {
+            let _ = f.set_times(std::fs::FileTimes::new().set_accessed(SystemTime::now()));
         }
     }
 
-    /// Read a blob from disk and verify it group by group.
-    async fn read_disk(&self, blob: &BlobRef) -> Result<OnDisk, CacheError> {
-        let path = self.path(&blob.digest);
-        let data = match tokio::fs::read(&path).await {
-            Ok(d) => d,
+    /// Read a blob from disk and verify it group by group (blocking).
+    fn read_disk(path: &Path, ob_path: &Path, blob: &BlobRef) -> Result<OnDisk, CacheError> {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OnDisk::Missing),
-            Err(e) => return Err(io(&path)(e)),
+            Err(e) => return Err(io(path)(e)),
         };
-        let ob = match tokio::fs::read(self.outboard_path(&blob.digest)).await {
+        let before = Stamp::of(&file.metadata().map_err(io(path))?);
+        let ob = match std::fs::read(ob_path) {
             Ok(bytes) => Outboard::new(blob.size, &bytes, &blob.digest.0).ok(),
             Err(_) => None,
         };
         let Some(ob) = ob else {
-            // No usable outboard (a cache from before outboards): verify
-            // the whole file, and write the outboard when it is intact.
-            if verify(blob, &data).is_ok() {
-                let ob = Outboard::compute(&data);
-                let _ = tokio::fs::write(self.outboard_path(&blob.digest), ob.to_bytes()).await;
-                return Ok(OnDisk::Intact(data));
+            // No usable outboard (a cache from before outboards): compute it
+            // from the file, and keep it when its root is the blob's name.
+            if before.len() == blob.size
+                && let Ok(ob) = compute_outboard(&file, blob.size)
+                && ob.root() == blob.digest.0
+            {
+                std::fs::write(ob_path, ob.to_bytes()).map_err(io(ob_path))?;
+                return Self::read_disk(path, ob_path, blob);
             }
             tracing::warn!(path = %path.display(), "cached blob corrupt; removing it");
-            tokio::fs::remove_file(&path).await.map_err(io(&path))?;
+            std::fs::remove_file(path).map_err(io(path))?;
             return Ok(OnDisk::Missing);
         };
-        let mut data = data;
-        if (data.len() as u64) > blob.size {
-            data.truncate(usize::try_from(blob.size).unwrap_or(0));
+        if before.len() != blob.size {
+            // Truncated or grown: the groups past the right size are bad.
+            file.set_len(blob.size).map_err(io(path))?;
+            let bad = bad_groups(&file, &ob).map_err(io(path))?;
+            tracing::warn!(path = %path.display(), size = before.len(), expected = blob.size, bad_groups = ?bad, "cached blob has the wrong size: the groups that fail verification are fetched again");
+            return Ok(OnDisk::Damaged { outboard: ob, bad });
         }
-        let bad = ob.bad_groups(&data);
-        if bad.is_empty() {
-            return Ok(OnDisk::Intact(data));
+        let bad = bad_groups(&file, &ob).map_err(io(path))?;
+        if !bad.is_empty() {
+            tracing::warn!(path = %path.display(), bad_groups = ?bad, "cached blob corrupt: the groups that fail verification are fetched again");
+            return Ok(OnDisk::Damaged { outboard: ob, bad });
         }
-        tracing::warn!(path = %path.display(), bad_groups = ?bad, "cached blob corrupt: the groups that fail verification are fetched again");
-        data.resize(usize::try_from(blob.size).unwrap_or(0), 0);
-        Ok(OnDisk::Damaged {
-            data,
-            outboard: ob,
-            bad,
+        let after = Stamp::of(&file.metadata().map_err(io(path))?);
+        if after != before {
+            tracing::warn!(path = %path.display(), "cached blob changed while it was verified; verifying it again later");
+            return Ok(OnDisk::Missing);
+        }
+        Ok(OnDisk::Intact {
+            file,
+            stamp: before,
         })
     }
 
-    /// A verified blob, if loaded.
-    pub fn get(&self, d: &Blake3Digest) -> Option<Bytes> {
-        self.mem
+    async fn read_disk_async(&self, blob: &BlobRef) -> Result<OnDisk, CacheError> {
+        let (path, ob_path, b) = (
+            self.path(&blob.digest),
+            self.outboard_path(&blob.digest),
+            *blob,
+        );
+        let p = path.clone();
+        blocking(&p, move || {
+            let r = Self::read_disk(&path, &ob_path, &b)?;
+            if matches!(r, OnDisk::Intact { .. }) {
+                Self::touch(&path);
+            }
+            Ok(r)
+        })
+        .await
+    }
+
+    /// A verified blob, if served.
+    pub fn get(&self, d: &Blake3Digest) -> Option<Arc<VerifiedFile>> {
+        self.served
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(d)
             .cloned()
     }
 
-    /// Digests currently loaded.
+    /// Digests currently served.
     pub fn loaded(&self) -> Vec<Blake3Digest> {
-        self.mem
+        self.served
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
@@ -375,37 +476,104 @@ impl BlobCache {
             .collect()
     }
 
-    fn insert(&self, d: Blake3Digest, b: Bytes) {
-        self.mem
+    fn insert(&self, d: Blake3Digest, file: std::fs::File, stamp: Stamp) {
+        let v = VerifiedFile::new(d, self.path(&d), file, stamp, self.recheck.clone());
+        self.served
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(d, b);
+            .insert(d, Arc::new(v));
+        // A bundle read from an earlier file is read again.
+        self.bundles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&d);
+    }
+
+    /// The module bundle in a served blob, read from its file once
+    /// (blocking: its tar headers are read through).
+    pub fn bundle(&self, d: &Blake3Digest) -> Option<InspectedBundle> {
+        if let Some(b) = self
+            .bundles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(d)
+        {
+            return Some(b.clone());
+        }
+        let opened = self.get(d)?.open()?;
+        let reader = std::io::BufReader::with_capacity(
+            64 << 10,
+            ReadFrom {
+                opened: &opened,
+                offset: 0,
+            },
+        );
+        let inspected = rackboot_image::bundle::inspect_reader(reader)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        self.bundles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*d, inspected.clone());
+        Some(inspected)
     }
 
     /// Load a blob from disk if present and intact (every group verified).
     /// A damaged file is kept for [`BlobCache::ensure`] to repair (only its
     /// bad groups are fetched again) and not served. Returns true when the
-    /// blob is now loaded (counted as a cache hit).
+    /// blob is now served (counted as a cache hit).
     pub async fn load_from_disk(&self, blob: &BlobRef) -> Result<bool, CacheError> {
         if self.get(&blob.digest).is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            self.touch(&blob.digest);
+            let path = self.path(&blob.digest);
+            let _ = tokio::task::spawn_blocking(move || Self::touch(&path)).await;
             return Ok(true);
         }
-        match self.read_disk(blob).await? {
-            OnDisk::Intact(data) => {
-                self.insert(blob.digest, Bytes::from(data));
+        match self.read_disk_async(blob).await? {
+            OnDisk::Intact { file, stamp } => {
+                self.insert(blob.digest, file, stamp);
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                self.touch(&blob.digest);
                 Ok(true)
             }
             OnDisk::Missing | OnDisk::Damaged { .. } => Ok(false),
         }
     }
 
-    /// Make a blob available: from disk (its bad groups fetched again), or
-    /// fetched from the coordinator group by group, verified, written
-    /// durably and loaded (a fetch or a repair counts as a cache miss).
+    /// Verify again the served blobs whose file changed on disk (see
+    /// [`Recheck`]): each is taken out of service, read and verified
+    /// group by group, and served again if intact. A damaged one waits for
+    /// [`BlobCache::ensure`] to fetch its bad groups. Returns true when
+    /// anything was served again or taken out of service.
+    pub async fn recheck_changed(&self, sizes: &HashMap<Blake3Digest, u64>) -> bool {
+        let suspects = self.recheck.take();
+        let mut changed = false;
+        for digest in suspects {
+            self.forget(&digest);
+            changed = true;
+            self.rechecked.fetch_add(1, Ordering::Relaxed);
+            let Some(&size) = sizes.get(&digest) else {
+                continue;
+            };
+            let blob = BlobRef { digest, size };
+            match self.load_from_disk(&blob).await {
+                Ok(true) => {
+                    tracing::info!(blob = %digest, "changed cached blob verified again: intact, served")
+                }
+                Ok(false) => {
+                    tracing::warn!(blob = %digest, "changed cached blob is damaged: its bad groups are fetched again")
+                }
+                Err(e) => {
+                    tracing::error!(blob = %digest, error = %e, "changed cached blob could not be verified again")
+                }
+            }
+        }
+        changed
+    }
+
+    /// Make a blob available: from disk (its bad groups fetched again and
+    /// written in place), or fetched from the coordinator group by group,
+    /// verified, written durably and served (a fetch or a repair counts as
+    /// a cache miss).
     pub async fn ensure(
         &self,
         client: &mut AgentServiceClient<Channel>,
@@ -413,72 +581,70 @@ impl BlobCache {
     ) -> Result<(), CacheError> {
         if self.get(&blob.digest).is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            self.touch(&blob.digest);
             return Ok(());
         }
-        let data = match self.read_disk(blob).await? {
-            OnDisk::Intact(data) => {
-                self.insert(blob.digest, Bytes::from(data));
+        match self.read_disk_async(blob).await? {
+            OnDisk::Intact { file, stamp } => {
+                self.insert(blob.digest, file, stamp);
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                self.touch(&blob.digest);
                 return Ok(());
             }
-            OnDisk::Damaged {
-                mut data,
-                outboard,
-                bad,
-            } => {
+            OnDisk::Damaged { outboard, bad } => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                for g in bad {
-                    let Some((off, len)) = outboard::group_range(blob.size, g) else {
-                        continue;
-                    };
-                    let (_, bytes) = self.fetch_range(client, blob, off, len).await?;
-                    outboard
-                        .verify_group(g, &bytes)
-                        .map_err(|source| CacheError::Outboard {
-                            digest: blob.digest,
-                            source,
-                        })?;
-                    let (a, b) = (
-                        usize::try_from(off).unwrap_or(0),
-                        usize::try_from(off + len).unwrap_or(0),
-                    );
-                    if let Some(dst) = data.get_mut(a..b) {
-                        dst.copy_from_slice(&bytes);
-                    }
-                    self.repaired.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::info!(blob = %blob.digest, "damaged cached blob repaired");
-                (data, outboard)
+                self.repair(client, blob, &outboard, bad).await?;
             }
             OnDisk::Missing => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                self.fetch_whole(client, blob).await?
+                self.fetch_whole(client, blob).await?;
             }
-        };
-        let (data, ob) = data;
-        verify(blob, &data)?;
+        }
+        match self.read_disk_async(blob).await? {
+            OnDisk::Intact { file, stamp } => {
+                self.insert(blob.digest, file, stamp);
+                tracing::info!(blob = %blob.digest, size = blob.size, "blob cached and verified");
+                Ok(())
+            }
+            _ => Err(CacheError::Corrupt {
+                expected: blob.digest,
+                actual: blob.digest,
+                size: blob.size,
+            }),
+        }
+    }
+
+    /// Fetch the bad groups of a damaged file and write them in place.
+    async fn repair(
+        &self,
+        client: &mut AgentServiceClient<Channel>,
+        blob: &BlobRef,
+        outboard: &Outboard,
+        bad: Vec<u64>,
+    ) -> Result<(), CacheError> {
         let path = self.path(&blob.digest);
-        let tmp = self.dir.join(format!(".{}.tmp", blob.digest));
-        let ob_path = self.outboard_path(&blob.digest);
-        let bytes = Bytes::from(data);
-        let write = bytes.clone();
-        let ob_bytes = ob.to_bytes();
-        let (t, p) = (tmp.clone(), path.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            std::fs::write(&ob_path, &ob_bytes)?;
-            let mut f = std::fs::File::create(&t)?;
-            f.write_all(&write)?;
-            f.sync_all()?;
-            std::fs::rename(&t, &p)
-        })
-        .await
-        .map_err(|e| io(&tmp)(std::io::Error::other(e)))?
-        .map_err(io(&path))?;
-        self.insert(blob.digest, bytes);
-        tracing::info!(blob = %blob.digest, size = blob.size, "blob cached and verified");
+        for g in bad {
+            let Some((off, len)) = outboard::group_range(blob.size, g) else {
+                continue;
+            };
+            let (_, bytes) = self.fetch_range(client, blob, off, len).await?;
+            outboard
+                .verify_group(g, &bytes)
+                .map_err(|source| CacheError::Outboard {
+                    digest: blob.digest,
+                    source,
+                })?;
+            let p = path.clone();
+            blocking(&path, move || {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(io(&p))?;
+                f.write_all_at(&bytes, off).map_err(io(&p))?;
+                f.sync_data().map_err(io(&p))
+            })
+            .await?;
+            self.repaired.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(blob = %blob.digest, "damaged cached blob repaired");
         Ok(())
     }
 
@@ -510,8 +676,9 @@ impl BlobCache {
         }
     }
 
-    /// Fetch `len` bytes from `offset` in one stream; returns the outboard
-    /// bytes (sent with the first message) and the data.
+    /// Fetch `len` bytes (at most a group) from `offset` in one stream;
+    /// returns the outboard bytes (sent with the first message) and the
+    /// data.
     async fn fetch_range(
         &self,
         client: &mut AgentServiceClient<Channel>,
@@ -538,67 +705,87 @@ impl BlobCache {
         Ok((ob, data))
     }
 
-    /// Fetch a whole blob, verifying each group as it arrives and resuming
-    /// after the last good group when the stream breaks or a group is bad.
+    /// Fetch a whole blob into a temporary file, verifying each group as it
+    /// arrives and resuming after the last good group when the stream
+    /// breaks or a group is bad; then sync it and move it into place with
+    /// its outboard.
     async fn fetch_whole(
         &self,
         client: &mut AgentServiceClient<Channel>,
         blob: &BlobRef,
-    ) -> Result<(Vec<u8>, Outboard), CacheError> {
-        let cap = usize::try_from(blob.size.min(1 << 30)).unwrap_or(0);
-        let mut data: Vec<u8> = Vec::with_capacity(cap);
+    ) -> Result<(), CacheError> {
+        let tmp = self.dir.join(format!(".{}.tmp", blob.digest));
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
+        let mut written = 0u64;
         let mut outboard: Option<Outboard> = None;
         let mut last_err = None;
+        let mut done = false;
         for _ in 0..FETCH_ATTEMPTS {
             match self
-                .fetch_groups(client, blob, &mut data, &mut outboard)
+                .fetch_groups(client, blob, &mut file, &tmp, &mut written, &mut outboard)
                 .await
             {
                 Ok(()) => {
-                    if let Some(ob) = outboard {
-                        return Ok((data, ob));
-                    }
-                    // Nothing at all arrived: the stream was empty.
-                    return Err(CacheError::Corrupt {
-                        expected: blob.digest,
-                        actual: Blake3Digest::of(&data),
-                        size: data.len() as u64,
-                    });
+                    done = true;
+                    break;
                 }
                 Err(e @ CacheError::Fetch { .. }) | Err(e @ CacheError::Corrupt { .. }) => {
-                    tracing::warn!(blob = %blob.digest, verified = data.len(), error = %e, "blob fetch interrupted; resuming after the last verified group");
+                    tracing::warn!(blob = %blob.digest, verified = written, error = %e, "blob fetch interrupted; resuming after the last verified group");
                     last_err = Some(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    drop(file);
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(e);
+                }
             }
         }
-        Err(last_err.unwrap_or(CacheError::Corrupt {
-            expected: blob.digest,
-            actual: Blake3Digest::of(&data),
-            size: data.len() as u64,
-        }))
+        let ob = match (done, outboard) {
+            (true, Some(ob)) => ob,
+            (done, _) => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(last_err.filter(|_| !done).unwrap_or(CacheError::Corrupt {
+                    expected: blob.digest,
+                    actual: blob.digest,
+                    size: written,
+                }));
+            }
+        };
+        file.flush().await.map_err(io(&tmp))?;
+        file.sync_all().await.map_err(io(&tmp))?;
+        drop(file);
+        let (path, ob_path) = (self.path(&blob.digest), self.outboard_path(&blob.digest));
+        let ob_bytes = ob.to_bytes();
+        let p = path.clone();
+        blocking(&path, move || {
+            std::fs::write(&ob_path, &ob_bytes).map_err(io(&ob_path))?;
+            std::fs::rename(&tmp, &p).map_err(io(&p))
+        })
+        .await
     }
 
-    /// One stream from `data.len()` (a group boundary): every group
-    /// verified before it is appended to `data`.
+    /// One stream from `written` (a group boundary): every group verified
+    /// before it is appended to `file`.
     async fn fetch_groups(
         &self,
         client: &mut AgentServiceClient<Channel>,
         blob: &BlobRef,
-        data: &mut Vec<u8>,
+        file: &mut tokio::fs::File,
+        tmp: &Path,
+        written: &mut u64,
         outboard: &mut Option<Outboard>,
     ) -> Result<(), CacheError> {
         let fetch_err = |status: tonic::Status| CacheError::Fetch {
             digest: blob.digest,
             status: Box::new(status),
         };
-        let start = data.len() as u64;
-        let mut stream = self.open_fetch(client, blob, start, 0).await?;
+        let mut stream = self.open_fetch(client, blob, *written, 0).await?;
         let mut group: Vec<u8> = Vec::new();
-        let corrupt = |data: &[u8], extra: u64| CacheError::Corrupt {
+        let corrupt = |at: u64, extra: u64| CacheError::Corrupt {
             expected: blob.digest,
-            actual: Blake3Digest::of(data),
-            size: data.len() as u64 + extra,
+            actual: blob.digest,
+            size: at + extra,
         };
         while let Some(chunk) = next_chunk(&mut stream, blob.digest, self.fetch_idle).await? {
             if outboard.is_none() {
@@ -614,10 +801,10 @@ impl BlobCache {
                 continue;
             };
             let mut rest = &chunk.data[..];
-            while !rest.is_empty() || (blob.size == 0 && data.is_empty() && group.is_empty()) {
-                let index = data.len() as u64 / GROUP;
+            while !rest.is_empty() || (blob.size == 0 && *written == 0 && group.is_empty()) {
+                let index = *written / GROUP;
                 let Some((_, glen)) = outboard::group_range(blob.size, index) else {
-                    return Err(corrupt(data, rest.len() as u64));
+                    return Err(corrupt(*written, rest.len() as u64));
                 };
                 let want = usize::try_from(glen).unwrap_or(0) - group.len();
                 let (now, tail) = rest.split_at(want.min(rest.len()));
@@ -626,23 +813,45 @@ impl BlobCache {
                 if group.len() as u64 == glen {
                     if ob.verify_group(index, &group).is_err() {
                         // Resume from this group's start.
-                        return Err(corrupt(data, group.len() as u64));
+                        return Err(corrupt(*written, group.len() as u64));
                     }
-                    data.append(&mut group);
+                    file.write_all(&group).await.map_err(io(tmp))?;
+                    *written += glen;
+                    group.clear();
                 }
                 if blob.size == 0 {
                     return Ok(());
                 }
             }
         }
-        if (data.len() as u64) < blob.size {
+        if *written < blob.size {
             return Err(fetch_err(tonic::Status::unavailable(format!(
                 "stream ended after {} of {} bytes",
-                data.len(),
-                blob.size
+                written, blob.size
             ))));
         }
         Ok(())
+    }
+}
+
+/// `std::io::Read` over an opened served file (reading a bundle's tar).
+struct ReadFrom<'a> {
+    opened: &'a crate::store::disk::Opened,
+    offset: u64,
+}
+
+impl std::io::Read for ReadFrom<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use rackboot_tftp_core::ReadAt;
+        let left = self.opened.len().saturating_sub(self.offset);
+        let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(0);
+        if n == 0 {
+            return Ok(0);
+        }
+        let data = self.opened.read_at(self.offset, n)?;
+        buf[..n].copy_from_slice(&data);
+        self.offset += n as u64;
+        Ok(n)
     }
 }
 
@@ -672,6 +881,8 @@ mod tests {
         );
         std::fs::write(dir.path().join(blob.digest.to_string()), &data).unwrap();
         assert!(cache.load_from_disk(&blob).await.unwrap());
-        assert_eq!(cache.get(&blob.digest).unwrap(), Bytes::from(data));
+        let served = cache.get(&blob.digest).unwrap().open().unwrap();
+        let content = crate::store::disk::Served::File(served).into_content();
+        assert_eq!(&content.read(0, 100).unwrap()[..], &data[..]);
     }
 }

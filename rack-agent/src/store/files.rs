@@ -1,7 +1,9 @@
 //! The table of files the agent serves: generated boot configs (iPXE,
-//! pxelinux, grub), verified blobs, kernel-module bundles and their tables,
-//! and the operator's static root, all in memory. Rebuilt whenever the view,
-//! the cache or the static root changes; readers take an `Arc` snapshot.
+//! pxelinux, grub) and module tables in memory; verified blobs (kernels,
+//! initrds, module bundles) and the operator's static root on disk, opened
+//! per request ([`Body`]). Rebuilt whenever the view, the cache or the
+//! static root changes (on a blocking thread: a bundle's tables are read
+//! from its file once); readers take an `Arc` snapshot.
 //!
 //! U-Boot asks every node's next-server for the same name,
 //! `boot.scr.uimg`: that name is answered per node, by the address the
@@ -30,9 +32,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rackboot_tftp_core::{FileSource, OpenError, SafePath};
+use rackboot_tftp_core::{Content, FileSource, OpenError, SafePath};
 
 use crate::store::cache::BlobCache;
+use crate::store::disk::{Body, StaticFile};
 use crate::timeline::TimelineHandle;
 use rackboot_agent_domain::boot_config::{
     discovery_ipxe_script, grub_config, grub_config_paths, ipxe_script, pxelinux_config,
@@ -42,9 +45,6 @@ use rackboot_agent_domain::bootinfo::{BootInfo, Served, Site, modules_dir};
 use rackboot_agent_domain::uboot;
 use rackboot_agent_domain::view::{ImageEntry, RackView};
 use rackboot_dhcp_core::{Mac, ProbeKey};
-
-/// Largest static-root file loaded (bigger files are skipped with a warning).
-pub const MAX_STATIC_FILE: u64 = 512 << 20;
 
 /// Path of a node's iPXE script, relative to the served root.
 pub fn ipxe_script_path(mac_hyphenated: &str) -> String {
@@ -70,7 +70,7 @@ struct BootInfoSource {
 /// A snapshot of everything served.
 #[derive(Debug, Default, Clone)]
 pub struct FileTable {
-    files: HashMap<String, Bytes>,
+    files: HashMap<String, Body>,
     /// Each node's U-Boot script image, by its address.
     uboot_by_addr: Arc<HashMap<Ipv4Addr, Bytes>>,
     boot_info: Option<Arc<BootInfoSource>>,
@@ -90,10 +90,11 @@ fn safe_release(r: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
 }
 
-/// Add an image's module bundle and its tables under `modules/<version>/`.
-fn add_modules(files: &mut HashMap<String, Bytes>, im: &ImageEntry, cache: &BlobCache) -> bool {
+/// Add an image's module bundle and its tables under `modules/<version>/`
+/// (blocking: the bundle is read from its file the first time).
+fn add_modules(files: &mut HashMap<String, Body>, im: &ImageEntry, cache: &BlobCache) -> bool {
     let Some(m) = &im.modules else { return true };
-    let Some(bundle_bytes) = cache.get(&m.digest) else {
+    let Some(bundle_file) = cache.get(&m.digest) else {
         return false;
     };
     if !safe_release(&im.kernel_version) {
@@ -101,38 +102,46 @@ fn add_modules(files: &mut HashMap<String, Bytes>, im: &ImageEntry, cache: &Blob
         return false;
     }
     let dir = modules_dir(&im.kernel_version);
-    let bundle = match rackboot_image::bundle::inspect(&bundle_bytes) {
-        Ok(b) if b.release == im.kernel_version => b,
-        Ok(b) => {
+    let bundle = match cache.bundle(&m.digest) {
+        Some(Ok(b)) if b.release == im.kernel_version => b,
+        Some(Ok(b)) => {
             tracing::warn!(image = %im.name, bundle = %b.release, kernel = %im.kernel_version, "module bundle is for another kernel; not served");
             return false;
         }
-        Err(e) => {
+        Some(Err(e)) => {
             tracing::warn!(image = %im.name, error = %e, "module bundle unreadable; not served");
             return false;
         }
+        None => return false,
     };
-    for (name, data) in bundle.tables {
-        files.insert(format!("{dir}/{name}"), Bytes::from(data));
+    for (name, data) in &bundle.tables {
+        files.insert(
+            format!("{dir}/{name}"),
+            Body::Memory(Bytes::from(data.clone())),
+        );
     }
-    files.insert(format!("{dir}/modules.tar"), bundle_bytes);
+    files.insert(format!("{dir}/modules.tar"), Body::Verified(bundle_file));
     true
 }
 
 impl FileTable {
-    /// Build from the view, the cache and static files.
+    /// Build from the view, the cache and static files (blocking: call it
+    /// on a blocking thread).
     pub fn build(
         view: &Arc<RackView>,
         cache: &BlobCache,
-        statics: &HashMap<String, Bytes>,
+        statics: &StaticFiles,
         site: &Site,
         sessions: Option<TimelineHandle>,
         probe_key: Option<&ProbeKey>,
     ) -> Self {
-        let mut files = statics.clone();
+        let mut files: HashMap<String, Body> = statics
+            .iter()
+            .map(|(k, v)| (k.clone(), Body::Static(v.clone())))
+            .collect();
         for digest in cache.loaded() {
             if let Some(b) = cache.get(&digest) {
-                files.insert(format!("blobs/{digest}"), b);
+                files.insert(format!("blobs/{digest}"), Body::Verified(b));
             }
         }
         let mut ready = HashSet::new();
@@ -160,16 +169,16 @@ impl FileTable {
                 let hy = mac.hyphenated();
                 let path = ipxe_script_path(&hy);
                 let script = ipxe_script(&site.blob_base, node, image, &path);
-                files.insert(path, Bytes::from(script));
+                files.insert(path, Body::Memory(Bytes::from(script)));
                 files.insert(
                     pxelinux_config_path(&hy),
-                    Bytes::from(pxelinux_config(node, image)),
+                    Body::Memory(Bytes::from(pxelinux_config(node, image))),
                 );
                 let grub = Bytes::from(grub_config(&site.blob_base, node, image));
                 for p in grub_config_paths(&hy) {
-                    files.insert(p, grub.clone());
+                    files.insert(p, Body::Memory(grub.clone()));
                 }
-                files.insert(uboot::script_path(&hy), uboot_script.clone());
+                files.insert(uboot::script_path(&hy), Body::Memory(uboot_script.clone()));
                 by_mac.insert(hy, node.number);
             }
             uboot_by_addr.insert(node.addr, uboot_script);
@@ -196,10 +205,13 @@ impl FileTable {
         }
     }
 
-    /// A table holding exactly these files (tests, tools).
+    /// A table holding exactly these files in memory (tests, tools).
     pub fn from_map(files: HashMap<String, Bytes>) -> Self {
         FileTable {
-            files,
+            files: files
+                .into_iter()
+                .map(|(k, v)| (k, Body::Memory(v)))
+                .collect(),
             uboot_by_addr: Arc::default(),
             boot_info: None,
             etags: Arc::default(),
@@ -244,7 +256,7 @@ impl FileTable {
     /// - `ipxe/<mac>.ipxe` of a MAC without a node: the discovery script
     ///   with that MAC's probe token at `client`;
     /// - anything else is [`FileTable::get`].
-    pub fn get_for(&self, path: &str, client: IpAddr) -> Option<Bytes> {
+    pub fn get_for(&self, path: &str, client: IpAddr) -> Option<Body> {
         let v4 = match client {
             IpAddr::V4(a) => Some(a),
             IpAddr::V6(a) => a.to_ipv4_mapped(),
@@ -252,7 +264,7 @@ impl FileTable {
         if path == uboot::BOOT_SCRIPT
             && let Some(script) = v4.and_then(|a| self.uboot_by_addr.get(&a))
         {
-            return Some(script.clone());
+            return Some(Body::Memory(script.clone()));
         }
         if let Some(b) = self.files.get(path) {
             return Some(b.clone());
@@ -265,11 +277,11 @@ impl FileTable {
         {
             // Any MAC a node has got its own script above.
             let token = src.probe_key.as_ref().zip(v4).map(|(k, a)| k.token(mac, a));
-            return Some(Bytes::from(discovery_ipxe_script(
+            return Some(Body::Memory(Bytes::from(discovery_ipxe_script(
                 &src.site.blob_base,
                 src.discovery.as_ref(),
                 token,
-            )));
+            ))));
         }
         let name = path.strip_prefix("boot-info/")?;
         let (mac, ext) = name.rsplit_once('.')?;
@@ -280,24 +292,22 @@ impl FileTable {
         }
         let info = self.boot_info(node)?;
         match ext {
-            "json" => Some(Bytes::from(info.to_json())),
-            "env" => Some(Bytes::from(info.to_env())),
+            "json" => Some(Body::Memory(Bytes::from(info.to_json()))),
+            "env" => Some(Body::Memory(Bytes::from(info.to_env()))),
             _ => None,
         }
     }
 
     /// Look up a generated or static file (no per-client files).
-    pub fn get(&self, path: &str) -> Option<Bytes> {
+    pub fn get(&self, path: &str) -> Option<Body> {
         self.files.get(path).cloned()
     }
 
-    /// The blake3 (hex) of `body`, served at `path`: a blob's name, or for
-    /// other table files a digest computed once per snapshot. Boot-info is
-    /// rendered per request and hashed each time (it is small).
+    /// The entity tag of generated bytes `body` served at `path`: a digest
+    /// computed once per snapshot (files on disk carry their own, see
+    /// [`crate::store::disk::Opened::etag`]). Boot-info is rendered per
+    /// request and hashed each time (it is small).
     pub fn etag(&self, path: &str, body: &[u8]) -> String {
-        if let Some(hash) = path.strip_prefix("blobs/") {
-            return hash.to_string();
-        }
         // Rendered per request, or per client (the U-Boot script).
         if !self.files.contains_key(path) || path == uboot::BOOT_SCRIPT {
             return blake3::hash(body).to_hex().to_string();
@@ -321,26 +331,38 @@ impl FileTable {
 }
 
 impl FileSource for FileTable {
-    fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Bytes, OpenError> {
-        self.get_for(path.as_str(), client.ip())
-            .ok_or(OpenError::NotFound)
+    fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Content, OpenError> {
+        let body = self
+            .get_for(path.as_str(), client.ip())
+            .ok_or(OpenError::NotFound)?;
+        match body.open() {
+            Ok(served) => Ok(served.into_content()),
+            Err(e) => {
+                tracing::warn!(path = %path.as_str(), error = %e, "not served");
+                Err(OpenError::NotFound)
+            }
+        }
     }
 }
+
+/// The static root's files by served path.
+pub type StaticFiles = HashMap<String, Arc<StaticFile>>;
 
 /// Most entries the static-root walk looks at (files, directories, links).
 pub const MAX_STATIC_ENTRIES: usize = 100_000;
 /// Deepest directory the static-root walk enters.
 pub const MAX_STATIC_DEPTH: usize = 32;
 
-/// Load every regular file under `root` (following links that stay inside
-/// it), keyed by its path relative to `root` with `/` separators. What
-/// cannot be served safely is skipped with a logged reason, never followed
-/// or read: links that leave the root, link loops (`ln -s . loop`, a common
-/// TFTP-root trick), FIFOs, sockets and device files (reading a FIFO would
-/// block for ever), files over [`MAX_STATIC_FILE`], unreadable entries. The
-/// walk is bounded by [`MAX_STATIC_ENTRIES`] and [`MAX_STATIC_DEPTH`].
+/// Find every regular file under `root` (following links that stay inside
+/// it), keyed by its path relative to `root` with `/` separators, to be
+/// served from where it really is, as it is when asked for (any size;
+/// nothing is read here). What cannot be served safely is skipped with a
+/// logged reason, never followed or opened: links that leave the root, link
+/// loops (`ln -s . loop`, a common TFTP-root trick), FIFOs, sockets and
+/// device files (reading a FIFO would block for ever), unreadable entries.
+/// The walk is bounded by [`MAX_STATIC_ENTRIES`] and [`MAX_STATIC_DEPTH`].
 /// Blocking: call it on a blocking thread.
-pub fn load_static_root(root: &Path) -> std::io::Result<HashMap<String, Bytes>> {
+pub fn load_static_root(root: &Path) -> std::io::Result<StaticFiles> {
     let mut out = HashMap::new();
     let canonical_root = root.canonicalize()?;
     let walk = walkdir::WalkDir::new(&canonical_root)
@@ -396,20 +418,13 @@ pub fn load_static_root(root: &Path) -> std::io::Result<HashMap<String, Bytes>> 
                 continue;
             }
         };
-        let size = match entry.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => {
-                tracing::warn!(path = %entry.path().display(), error = %e, "static root: unreadable, skipped");
-                continue;
-            }
-        };
-        if size > MAX_STATIC_FILE {
-            tracing::warn!(path = %entry.path().display(), size, "static root: file too large, skipped");
+        if let Err(e) = entry.metadata() {
+            tracing::warn!(path = %entry.path().display(), error = %e, "static root: unreadable, skipped");
             continue;
         }
         // Named by where it appears in the tree (relative to the canonical
         // root: the walk is over canonical paths, whatever form (relative,
-        // symlinked) `root` was given in), read where it really is.
+        // symlinked) `root` was given in), served from where it really is.
         let rel = entry
             .path()
             .strip_prefix(&canonical_root)
@@ -418,14 +433,7 @@ pub fn load_static_root(root: &Path) -> std::io::Result<HashMap<String, Bytes>> 
         if rel.is_empty() {
             continue;
         }
-        match std::fs::read(&real) {
-            Ok(bytes) => {
-                out.insert(rel, Bytes::from(bytes));
-            }
-            Err(e) => {
-                tracing::warn!(path = %real.display(), error = %e, "static root: unreadable, skipped");
-            }
-        }
+        out.insert(rel, Arc::new(StaticFile::new(real)));
     }
     Ok(out)
 }
@@ -548,11 +556,19 @@ mod tests {
         );
         // Module bundles and tables at a path derived from the release.
         assert_eq!(
-            t.get("modules/6.1.0-a/modules.dep").unwrap().as_ref(),
+            t.get("modules/6.1.0-a/modules.dep")
+                .unwrap()
+                .read_all()
+                .unwrap()
+                .as_ref(),
             b"dep 6.1.0-a\n"
         );
         assert_eq!(
-            t.get("modules/6.1.0-b/modules.tar").unwrap().as_ref(),
+            t.get("modules/6.1.0-b/modules.tar")
+                .unwrap()
+                .read_all()
+                .unwrap()
+                .as_ref(),
             &mb[..]
         );
         // Per-node configs for iPXE, pxelinux and grub, all naming B.
@@ -563,7 +579,8 @@ mod tests {
             "grub.cfg-01-52-54-00-00-00-01",
             "grub/grub.cfg-01-52-54-00-00-00-01",
         ] {
-            let text = String::from_utf8(t.get(path).unwrap().to_vec()).unwrap();
+            let text =
+                String::from_utf8(t.get(path).unwrap().read_all().unwrap().to_vec()).unwrap();
             assert!(text.contains(&kb), "{path}: {text}");
         }
         // Before any kernel is served: the assigned image. Boot-info is
@@ -577,6 +594,8 @@ mod tests {
         assert!(t.get("boot-info/52-54-00-00-00-01.env").is_none());
         let env = String::from_utf8(
             t.get_for("boot-info/52-54-00-00-00-01.env", node_ip)
+                .unwrap()
+                .read_all()
                 .unwrap()
                 .to_vec(),
         )
@@ -603,6 +622,8 @@ mod tests {
         assert_eq!(info.assigned_image.as_deref(), Some("b"));
         let json = String::from_utf8(
             t.get_for("boot-info/52-54-00-00-00-01.json", node_ip)
+                .unwrap()
+                .read_all()
                 .unwrap()
                 .to_vec(),
         )
@@ -634,6 +655,8 @@ mod tests {
         let script = String::from_utf8(
             t.get_for("ipxe/52-54-00-00-00-77.ipxe", IpAddr::V4(at))
                 .unwrap()
+                .read_all()
+                .unwrap()
                 .to_vec(),
         )
         .unwrap();
@@ -645,13 +668,21 @@ mod tests {
         let elsewhere = t
             .get_for("ipxe/52-54-00-00-00-77.ipxe", IpAddr::from([10, 0, 0, 201]))
             .unwrap();
-        assert!(!String::from_utf8_lossy(&elsewhere).contains(&token.to_string()));
+        assert!(
+            !String::from_utf8_lossy(&elsewhere.read_all().unwrap()).contains(&token.to_string())
+        );
         // A bundle whose blob is missing keeps its image from being offered.
         state.images[1].modules = Some(pb_blob(b"not cached"));
         let view = Arc::new(RackView::from_pb(state).unwrap());
         let t = FileTable::build(&view, &cache, &HashMap::new(), &site, Some(sessions), None);
-        let script =
-            String::from_utf8(t.get("ipxe/52-54-00-00-00-01.ipxe").unwrap().to_vec()).unwrap();
+        let script = String::from_utf8(
+            t.get("ipxe/52-54-00-00-00-01.ipxe")
+                .unwrap()
+                .read_all()
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
         assert!(script.contains("no image assigned yet"), "{script}");
         assert!(
             t.get_for("boot-info/52-54-00-00-00-01.json", node_ip)
@@ -685,7 +716,13 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&root, &link).unwrap();
         let files = load_static_root(&link).unwrap();
-        assert_eq!(files.get("sub/a").unwrap().as_ref(), b"a");
+        assert_eq!(
+            Body::Static(files.get("sub/a").unwrap().clone())
+                .read_all()
+                .unwrap()
+                .as_ref(),
+            b"a"
+        );
         let dotted = dir.path().join("root/./sub/..");
         assert_eq!(load_static_root(&dotted).unwrap().len(), 1);
     }
@@ -697,8 +734,20 @@ mod tests {
         std::fs::write(dir.path().join("undionly.kpxe"), b"rom").unwrap();
         std::fs::write(dir.path().join("grub/grub.cfg"), b"cfg").unwrap();
         let files = load_static_root(dir.path()).unwrap();
-        assert_eq!(files.get("undionly.kpxe").unwrap().as_ref(), b"rom");
-        assert_eq!(files.get("grub/grub.cfg").unwrap().as_ref(), b"cfg");
+        assert_eq!(
+            Body::Static(files.get("undionly.kpxe").unwrap().clone())
+                .read_all()
+                .unwrap()
+                .as_ref(),
+            b"rom"
+        );
+        assert_eq!(
+            Body::Static(files.get("grub/grub.cfg").unwrap().clone())
+                .read_all()
+                .unwrap()
+                .as_ref(),
+            b"cfg"
+        );
     }
 
     #[test]

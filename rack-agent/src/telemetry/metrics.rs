@@ -187,21 +187,72 @@ impl Sources {
         gauge(
             e,
             "rackboot_agent_cache_blobs",
-            "Verified blobs held in memory for serving",
+            "Verified blobs served (from their files on disk)",
             c.blobs,
         )?;
         gauge(
             e,
             "rackboot_agent_cache_bytes",
-            "Bytes of the blobs held",
+            "Bytes of the verified blobs served (on disk, not in memory)",
             c.bytes,
         )?;
         counter(
             e,
             "rackboot_agent_cache_hits",
-            "Wanted blobs found in memory or intact on disk",
+            "Wanted blobs already served or found intact on disk",
             c.hits,
         )?;
+        counter(
+            e,
+            "rackboot_agent_cache_rechecks",
+            "Served blobs verified again because their file changed on disk",
+            c.rechecked,
+        )?;
+        let d = crate::store::disk::disk_stats();
+        counter(
+            e,
+            "rackboot_agent_disk_reads",
+            "Reads of served files on the event loops (TFTP blocks, read ahead)",
+            d.reads.load(Relaxed),
+        )?;
+        seconds(
+            e,
+            "rackboot_agent_disk_read_seconds",
+            "Time spent in those reads",
+            Seconds(d.read_nanos.load(Relaxed)),
+        )?;
+        gauge(
+            e,
+            "rackboot_agent_disk_read_max_seconds",
+            "The longest of those reads",
+            d.read_max_nanos.load(Relaxed) as f64 / 1e9,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_disk_opens",
+            "Opens of served files (with their change checks)",
+            d.opens.load(Relaxed),
+        )?;
+        seconds(
+            e,
+            "rackboot_agent_disk_open_seconds",
+            "Time spent in those opens",
+            Seconds(d.open_nanos.load(Relaxed)),
+        )?;
+        counter(
+            e,
+            "rackboot_agent_disk_changed_refusals",
+            "Requests not served because a verified file had changed on disk",
+            d.changed.load(Relaxed),
+        )?;
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                e,
+                "rackboot_agent_resident_memory_bytes",
+                "Resident memory of the agent process (files are served from disk: this does not grow with images)",
+                rss,
+            )?;
+        }
         counter(
             e,
             "rackboot_agent_cache_misses",
@@ -281,6 +332,26 @@ impl Sources {
             self.sessions.started(),
         )
     }
+}
+
+/// Nanoseconds, exposed as a counter of seconds.
+struct Seconds(u64);
+
+fn seconds(e: &mut DescriptorEncoder, name: &str, help: &str, v: Seconds) -> fmt::Result {
+    let c = prometheus_client::metrics::counter::ConstCounter::new(v.0 as f64 / 1e9);
+    let m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    prometheus_client::encoding::EncodeMetric::encode(&c, m)
+}
+
+/// The process's resident memory (`/proc/self/statm`), in bytes.
+fn resident_bytes() -> Option<u64> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "procfs: served from memory by the kernel, never a disk"
+    )]
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
 }
 
 #[cfg(test)]

@@ -22,8 +22,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::options::Negotiated;
 use crate::path::SafePath;
 use crate::stats::Stats;
@@ -37,7 +35,7 @@ pub(crate) type RequestKey = (SocketAddr, SafePath);
 pub(crate) struct Pending {
     pub(crate) client: SocketAddr,
     pub(crate) path: SafePath,
-    pub(crate) data: Bytes,
+    pub(crate) data: crate::source::Content,
     pub(crate) negotiated: Negotiated,
     /// When the client first asked.
     pub(crate) first_seen: Instant,

@@ -90,6 +90,12 @@ pub enum AbortReason {
     Superseded,
     /// The server was shutting down and its drain period ran out first.
     Shutdown,
+    /// A block could not be read from the file (an I/O error, or the file
+    /// shrank under the transfer).
+    ReadFailed {
+        /// What the read said.
+        message: String,
+    },
 }
 
 /// One active transfer, for the state dump.

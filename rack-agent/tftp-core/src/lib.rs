@@ -58,8 +58,9 @@
 //!
 //! - **Never depends on tokio, sockets, the filesystem, a clock or
 //!   randomness.** Time is passed in as `now: Instant`; file content comes
-//!   from a caller-supplied [`FileSource`] as in-memory [`bytes::Bytes`], and
-//!   each DATA packet is a zero-copy slice of it. `cargo tree -p
+//!   from a caller-supplied [`FileSource`] as a [`Content`]: bytes in
+//!   memory (each DATA packet a zero-copy slice) or a [`ReadAt`] the caller
+//!   reads one block at a time (a file on disk, never loaded whole). `cargo tree -p
 //!   rackboot-tftp-core` must show no tokio.
 //! - **Bad input never panics.** Every datagram is parsed by
 //!   [`Packet::parse`]; malformed ones are counted in [`Stats`] and dropped.
@@ -103,7 +104,16 @@ pub use path::{PathError, SafePath};
 pub use scheduler::Priority;
 pub use server::{Local, Server, TransferId, Transmit};
 pub use snapshot::{Load, QueuedSummary, Snapshot};
-pub use source::{FileSource, OpenError};
+pub use source::{Content, FileSource, OpenError, ReadAt};
+
+/// Largest file served: PXE ROMs read `tsize` into 32 bits
+/// (`PXENV_TFTP_GET_FSIZE`), so anything larger is refused with a clear
+/// ERROR rather than sent with a size that wraps. (Block numbers past
+/// 65,535 roll over to 0, as tftp-hpa and iPXE expect.)
+pub const MAX_FILE_SIZE: u64 = u32::MAX as u64;
+
+/// Largest file served in netascii mode (converted in memory).
+pub const MAX_NETASCII_SIZE: u64 = 16 << 20;
 pub use stats::Stats;
 
 #[cfg(test)]

@@ -19,9 +19,10 @@ use crate::packet::{ErrorCode, Packet, RawOption};
 use crate::path::SafePath;
 use crate::scheduler::{Outgoing, Scheduler};
 use crate::snapshot::{Load, QueuedSummary, Snapshot};
-use crate::source::{FileSource, OpenError};
+use crate::source::{Content, FileSource, OpenError};
 use crate::stats::Stats;
 use crate::transfer::{Step, Transfer};
+use crate::{MAX_FILE_SIZE, MAX_NETASCII_SIZE};
 
 /// Longest client ERROR message kept in an [`AbortReason`], in characters.
 const MAX_CLIENT_MESSAGE: usize = 255;
@@ -168,7 +169,7 @@ impl Server {
             .map(|p| QueuedSummary {
                 client: p.client,
                 path: p.path.clone(),
-                size: p.data.len() as u64,
+                size: p.data.len(),
                 waited: self.now.map_or(Duration::ZERO, |now| {
                     now.saturating_duration_since(p.first_seen)
                 }),
@@ -304,8 +305,17 @@ impl Server {
                 continue;
             };
             match self.step(now, id, |t, stats| t.next_packet(now, stats)) {
-                Some(Some(packet)) => {
+                Some(Some(Ok(packet))) => {
                     return Some(self.emit(Local::Transfer(id), dest, packet.encode()));
+                }
+                Some(Some(Err(e))) => {
+                    // The client hears nothing more and gives up on its
+                    // own timer: no packet may name a closed transfer.
+                    self.stats.read_errors += 1;
+                    let reason = AbortReason::ReadFailed {
+                        message: e.to_string(),
+                    };
+                    self.close(now, id, Outcome::Aborted { reason });
                 }
                 _ => self.sched.remove(id),
             }
@@ -415,7 +425,24 @@ impl Server {
         }
         let (client, path) = key;
         let data = match files.open(&path, client) {
-            Ok(data) if mode == Mode::Netascii => to_netascii(&data),
+            Ok(data) if data.len() > MAX_FILE_SIZE => {
+                self.stats.refused_too_large += 1;
+                let message = format!(
+                    "file too large for TFTP: {} bytes (at most {MAX_FILE_SIZE}); fetch it over HTTP",
+                    data.len()
+                );
+                self.refuse(src, Some(filename), ErrorCode::DiskFull, message);
+                return;
+            }
+            Ok(data) if mode == Mode::Netascii => match data.read_all(MAX_NETASCII_SIZE) {
+                Ok(all) => Content::from(to_netascii(&all)),
+                Err(e) => {
+                    self.stats.refused_too_large += 1;
+                    let message = format!("netascii: {e}; ask in octet mode");
+                    self.refuse(src, Some(filename), ErrorCode::DiskFull, message);
+                    return;
+                }
+            },
             Ok(data) => data,
             Err(OpenError::NotFound) => {
                 self.stats.refused_not_found += 1;
@@ -430,7 +457,7 @@ impl Server {
                 return;
             }
         };
-        let negotiated = negotiate(options, data.len() as u64, self.config.limits());
+        let negotiated = negotiate(options, data.len(), self.config.limits());
         let pending = Pending {
             client,
             path,
@@ -600,7 +627,7 @@ impl Server {
     fn start(&mut self, now: Instant, pending: Pending, urgent: bool) {
         let id = TransferId::new(self.next_id);
         self.next_id += 1;
-        let size = pending.data.len() as u64;
+        let size = pending.data.len();
         let transfer = Transfer::start(
             id,
             pending.client,

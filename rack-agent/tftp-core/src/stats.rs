@@ -52,6 +52,13 @@ pub struct Stats {
     pub refused_not_found: u64,
     /// Requests refused: the file source denied access (ERROR 2).
     pub refused_access_denied: u64,
+    /// Requests refused: the file is larger than TFTP can address
+    /// ([`crate::MAX_FILE_SIZE`], or [`crate::MAX_NETASCII_SIZE`] in
+    /// netascii mode) (ERROR 3).
+    pub refused_too_large: u64,
+    /// Transfers aborted because a block could not be read from their
+    /// file (an I/O error, or the file shrank).
+    pub read_errors: u64,
 
     /// Repeated requests absorbed by an active or queued transfer.
     pub duplicate_requests: u64,

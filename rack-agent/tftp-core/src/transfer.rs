@@ -57,8 +57,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::bucket::later;
 use crate::config::Timing;
 use crate::event::{Outcome, TransferSummary};
@@ -67,6 +65,7 @@ use crate::options::Negotiated;
 use crate::packet::{Packet, RawOption};
 use crate::path::SafePath;
 use crate::scheduler::{Priority, Want};
+use crate::source::Content;
 use crate::stats::Stats;
 
 /// What the server must do after an input to a transfer.
@@ -95,7 +94,10 @@ pub(crate) struct Transfer {
     id: TransferId,
     client: SocketAddr,
     path: SafePath,
-    data: Bytes,
+    data: Content,
+    /// Bytes read ahead from a file (a few blocks from one offset), so a
+    /// file is read a window at a time, not a block.
+    ahead: Option<(u64, bytes::Bytes)>,
     blksize: usize,
     windowsize: u64,
     last_block: u64,
@@ -242,6 +244,11 @@ impl Rtt {
     }
 }
 
+/// Blocks read at once from a file (more when the window is larger).
+const READ_AHEAD_BLOCKS: u64 = 8;
+/// Most bytes read at once from a file for one transfer.
+const READ_AHEAD_MAX: u64 = 64 << 10;
+
 /// The wire form of an internal block number.
 fn wire(block: u64) -> u16 {
     (block % 65536) as u16
@@ -256,16 +263,14 @@ impl Transfer {
         id: TransferId,
         client: SocketAddr,
         path: SafePath,
-        data: Bytes,
+        data: Content,
         negotiated: Negotiated,
         timing: Timing,
         now: Instant,
         urgent: bool,
     ) -> Transfer {
         let blksize = usize::from(negotiated.blksize.max(crate::options::MIN_BLKSIZE));
-        let last_block = u64::try_from(data.len() / blksize)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
+        let last_block = (data.len() / blksize as u64).saturating_add(1);
         let oack_len = Packet::Oack {
             options: negotiated.oack.clone(),
         }
@@ -275,6 +280,7 @@ impl Transfer {
             client,
             path,
             data,
+            ahead: None,
             blksize,
             windowsize: u64::from(negotiated.windowsize.max(1)),
             last_block,
@@ -318,7 +324,7 @@ impl Transfer {
             Phase::Sending { end, next, .. } if next <= end => {
                 let packets = end - next + 1;
                 let data = self.offset(end + 1) - self.offset(next);
-                (packets, data as u64 + 4 * packets)
+                (packets, data + 4 * packets)
             }
             Phase::Sending { .. } => return None,
         };
@@ -334,8 +340,13 @@ impl Transfer {
     }
 
     /// The next packet of the current pass, if any, as sent at `now`. The
-    /// timer is armed when the pass's last packet leaves.
-    pub(crate) fn next_packet(&mut self, now: Instant, stats: &mut Stats) -> Option<Packet> {
+    /// timer is armed when the pass's last packet leaves. A block that
+    /// cannot be read is an error: the transfer must end.
+    pub(crate) fn next_packet(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+    ) -> Option<std::io::Result<Packet>> {
         let rto = self.rtt.rto(&self.timing);
         let max = self.timing.max;
         let block = match &mut self.phase {
@@ -371,16 +382,21 @@ impl Transfer {
             None => Packet::Oack {
                 options: self.oack.clone(),
             },
-            Some(block) => Packet::Data {
-                block: wire(block),
-                data: self
-                    .data
-                    .slice(self.offset(block)..self.offset(block.saturating_add(1))),
-            },
+            Some(block) => {
+                let start = self.offset(block);
+                let len = self.offset(block.saturating_add(1)) - start;
+                match self.block_bytes(start, len) {
+                    Ok(data) => Packet::Data {
+                        block: wire(block),
+                        data,
+                    },
+                    Err(e) => return Some(Err(e)),
+                }
+            }
         };
         self.first_sent.get_or_insert(now);
         self.last_sent = Some(now);
-        Some(packet)
+        Some(Ok(packet))
     }
 
     /// Handles an ACK from the client.
@@ -417,7 +433,7 @@ impl Transfer {
                 let acked = prev + delta;
                 if acked >= self.last_block {
                     return Step::Closed(Outcome::Completed {
-                        bytes: self.data.len() as u64,
+                        bytes: self.data.len(),
                         duration: now.saturating_duration_since(self.started),
                     });
                 }
@@ -509,7 +525,7 @@ impl Transfer {
             id: self.id,
             client: self.client,
             path: self.path.clone(),
-            size: self.data.len() as u64,
+            size: self.data.len(),
             acked_bytes: self.acked_bytes(),
             blksize: u16::try_from(self.blksize).unwrap_or(u16::MAX),
             windowsize: u16::try_from(self.windowsize).unwrap_or(u16::MAX),
@@ -545,19 +561,44 @@ impl Transfer {
         }
     }
 
+    /// `len` bytes of the file from `start`: a slice of what was read
+    /// ahead, or a new read of [`READ_AHEAD`] bytes (at least a block, at
+    /// most a window of up to 64 KiB).
+    fn block_bytes(&mut self, start: u64, len: u64) -> std::io::Result<bytes::Bytes> {
+        if let Some((at, buf)) = &self.ahead
+            && start >= *at
+            && start + len <= *at + buf.len() as u64
+        {
+            let a = usize::try_from(start - at).unwrap_or(0);
+            return Ok(buf.slice(a..a + usize::try_from(len).unwrap_or(0)));
+        }
+        if self.data.in_memory() {
+            return self.data.read(start, usize::try_from(len).unwrap_or(0));
+        }
+        let blocks = self.windowsize.max(READ_AHEAD_BLOCKS);
+        let want = (self.blksize as u64)
+            .saturating_mul(blocks)
+            .min(READ_AHEAD_MAX)
+            .max(len);
+        let buf = self.data.read(start, usize::try_from(want).unwrap_or(0))?;
+        let n = usize::try_from(len).unwrap_or(0).min(buf.len());
+        let block = buf.slice(..n);
+        self.ahead = Some((start, buf));
+        Ok(block)
+    }
+
     /// Byte offset of the start of `block` (1-based), clamped to the file.
-    fn offset(&self, block: u64) -> usize {
-        usize::try_from(block.saturating_sub(1))
-            .ok()
-            .and_then(|i| i.checked_mul(self.blksize))
-            .unwrap_or(usize::MAX)
+    fn offset(&self, block: u64) -> u64 {
+        block
+            .saturating_sub(1)
+            .saturating_mul(self.blksize as u64)
             .min(self.data.len())
     }
 
     fn acked_bytes(&self) -> u64 {
         match self.phase {
             Phase::Negotiating { .. } => 0,
-            Phase::Sending { base, .. } => self.offset(base) as u64,
+            Phase::Sending { base, .. } => self.offset(base),
         }
     }
 

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -63,7 +64,7 @@ fn refusal(open: &Open, limits: &DoorLimits, ip: IpAddr, node: bool) -> Option<&
     None
 }
 
-/// The listener `axum::serve` takes.
+/// The boot port's listener: admits connections, or closes them counted.
 pub(super) struct Door {
     inner: TcpListener,
     limits: DoorLimits,
@@ -133,11 +134,9 @@ impl Door {
     }
 }
 
-impl axum::serve::Listener for Door {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Door {
+    /// The next admitted connection.
+    pub(super) async fn accept(&mut self) -> (Conn, SocketAddr) {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
@@ -151,10 +150,6 @@ impl axum::serve::Listener for Door {
                 }
             }
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 
@@ -223,6 +218,50 @@ impl Conn {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => self.poll_expired(cx).map(Err),
+        }
+    }
+
+    /// Send up to `len` bytes of `file` from `*offset` with `sendfile(2)`
+    /// (the bytes go from the page cache to the socket, never through user
+    /// space), advancing `*offset`; counts them like a write and honours the
+    /// deadline while the socket is full.
+    pub(super) async fn send_file(
+        &mut self,
+        file: BorrowedFd<'_>,
+        offset: &mut u64,
+        len: usize,
+    ) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_send_file(cx, file, offset, len)).await
+    }
+
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: BorrowedFd<'_>,
+        offset: &mut u64,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            match self.stream.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return self.poll_expired(cx).map(Err),
+            }
+            let stream = &self.stream;
+            let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                let mut at = *offset;
+                rustix::fs::sendfile(stream, file, Some(&mut at), len).map_err(std::io::Error::from)
+            });
+            match sent {
+                Ok(n) => {
+                    *offset += n as u64;
+                    self.sent += n as u64;
+                    self.last_progress = Instant::now();
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
     }
 
@@ -337,7 +376,6 @@ mod tests {
 
     /// A door on loopback with `limits`, and one client connected through it.
     async fn one_connection(limits: DoorLimits) -> (Conn, TcpStream, Arc<HttpStats>) {
-        use axum::serve::Listener;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("{e}"));

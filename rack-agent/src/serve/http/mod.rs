@@ -1,9 +1,12 @@
-//! HTTP boot on the agent: blobs and generated boot files from the in-memory
-//! file table (verified bytes only), with `Content-Length`, single range
-//! requests and `ETag` = blake3; `/boot-info` for the caller's own node
+//! HTTP boot on the agent: verified blobs and static-root files sent from
+//! disk with `sendfile(2)` (memory does not grow with files), generated
+//! boot files from memory, with `Content-Length`, single range requests
+//! (64-bit offsets) and an `ETag` (a blob's blake3; a digest of generated
+//! bytes; a stamp of a static file); `/boot-info` for the caller's own node
 //! only. No redirects on boot paths (some UEFI HTTP clients cannot follow
-//! them). Connections are bounded and requests time out, so slow clients
-//! cannot exhaust the server.
+//! them). Connections are bounded and cut when idle or too slow, so slow
+//! clients cannot exhaust the server. The boot port's connections are
+//! served by [`boot`].
 //!
 //! The operator listener ([`run_operator`], `--metrics-listen`) is a
 //! separate port, kept off the rack network: `/metrics` (Prometheus) and
@@ -11,31 +14,27 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use rackboot_dhcp_core::Mac;
-use rackboot_tftp_core::SafePath;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::store::files::FileTable;
 use door::Door;
 
+mod boot;
 mod door;
-use rackboot_agent_domain::timeline::Transport;
 use rackboot_agent_domain::view::RackView;
 
 use crate::timeline::TimelineHandle;
@@ -58,8 +57,7 @@ pub struct HttpLimits {
     pub grace: Duration,
     /// See `grace` (bytes per second).
     pub min_rate: u64,
-    /// Longest a request handler may take (a 64 MiB initrd at 100 Mbit/s
-    /// takes ~6 s).
+    /// Operator listener: longest a request may take.
     pub request_timeout: Duration,
 }
 
@@ -139,6 +137,8 @@ struct Ctx {
     metrics: Option<Exposition>,
     /// Boot port: `/boot-info` only about the caller's own node.
     scoped: bool,
+    /// Boot port: its counters.
+    stats: Option<Arc<HttpStats>>,
 }
 
 /// The agent's metrics as `/metrics` serves them (every component
@@ -146,7 +146,8 @@ struct Ctx {
 pub type Exposition = Arc<rackboot_metrics::Exposition>;
 
 /// Run the HTTP boot server on `listener` until `shutdown`, counting its
-/// requests in `stats`.
+/// requests in `stats`. At shutdown it stops accepting, closes idle
+/// connections, and returns once the responses in progress are sent.
 pub async fn run(
     listener: TcpListener,
     files: watch::Receiver<Arc<FileTable>>,
@@ -156,34 +157,26 @@ pub async fn run(
     stats: Arc<HttpStats>,
     shutdown: CancellationToken,
 ) {
-    let view_for_door = view.clone();
-    let app = router(Ctx {
+    let ctx = Ctx {
         files,
-        view,
+        view: view.clone(),
         sessions,
         metrics: None,
         scoped: true,
-    })
-    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        limits.request_timeout,
-    ))
-    .layer(axum::middleware::from_fn_with_state(stats.clone(), count));
-    let listener = Door::new(listener, limits.door(), view_for_door, stats);
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "http server stopped");
+        stats: Some(stats.clone()),
+    };
+    let mut door = Door::new(listener, limits.door(), view, stats);
+    let tracker = TaskTracker::new();
+    loop {
+        let (conn, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            c = door.accept() => c,
+        };
+        tracker.spawn(boot::connection(conn, peer, ctx.clone(), shutdown.clone()));
     }
-}
-
-fn router(ctx: Ctx) -> Router {
-    Router::new()
-        .route("/boot-info", get(boot_info))
-        .route("/boot-info.env", get(boot_info_env))
-        .fallback(serve_file)
-        .with_state(ctx)
+    drop(door);
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Run the operator listener on `listener` until `shutdown`: `/metrics`
@@ -206,7 +199,12 @@ pub async fn run_operator(
             sessions: None,
             metrics: Some(metrics),
             scoped: false,
-        });
+            stats: None,
+        })
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "operator listener (GET /metrics, /boot-info?mac=)");
     }
@@ -221,39 +219,10 @@ pub async fn run_operator(
     }
 }
 
-/// Counts a request under its status code, and its response's body bytes.
-async fn count(
-    State(stats): State<Arc<HttpStats>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    use axum::body::HttpBody;
-    let head = req.method() == Method::HEAD;
-    let resp = next.run(req).await;
-    let bytes = if head {
-        0
-    } else {
-        resp.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .or_else(|| resp.body().size_hint().exact())
-            .unwrap_or(0)
-    };
-    stats.response_bytes.fetch_add(bytes, Ordering::Relaxed);
-    *stats
-        .requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(resp.status().as_u16())
-        .or_default() += 1;
-    resp
-}
-
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
 async fn metrics_page(State(ctx): State<Ctx>) -> Response {
     let Some(m) = &ctx.metrics else {
-        return text(StatusCode::NOT_FOUND, "no metrics\n");
+        return text(404, "no metrics\n").into_response();
     };
     rackboot_metrics::scrape(m.clone()).await
 }
@@ -264,254 +233,103 @@ struct InfoQuery {
     format: Option<String>,
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        msg.into(),
-    )
-        .into_response()
+/// A short generated answer (boot-info, errors).
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
 }
 
-/// Boot-info of the node `q.mac` names, or of the caller's address. On the
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(header::CONTENT_TYPE, self.content_type)],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
+fn text(status: u16, msg: impl Into<String>) -> Reply {
+    Reply {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: msg.into(),
+    }
+}
+
+/// Boot-info of the node `mac` names, or of the caller's address. On the
 /// boot port (`ctx.scoped`) a node may ask only about itself: a MAC of
 /// another node is refused (403) without saying whether it exists.
-fn info_response(ctx: &Ctx, peer: IpAddr, q: InfoQuery, env: bool) -> Response {
+fn boot_info_reply(
+    ctx: &Ctx,
+    peer: IpAddr,
+    mac: Option<String>,
+    format: Option<String>,
+    env: bool,
+) -> Reply {
     let view = ctx.view.borrow().clone();
     let caller = match peer {
         IpAddr::V4(ip) => Some(ip),
         IpAddr::V6(ip) => ip.to_ipv4_mapped(),
     };
-    let node = match &q.mac {
+    let node = match &mac {
         Some(m) => match m.parse::<Mac>() {
             Ok(mac) => {
                 let node = view.node_by_mac(&mac);
                 if ctx.scoped && (node.is_none() || node.map(|n| n.addr) != caller) {
                     return text(
-                        StatusCode::FORBIDDEN,
+                        403,
                         "boot-info is answered only about the asking node; operators ask the agent's operator listener (--metrics-listen)\n",
                     );
                 }
                 node
             }
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("mac: {e}\n")),
+            Err(e) => return text(400, format!("mac: {e}\n")),
         },
         None if !ctx.scoped => {
-            return text(StatusCode::BAD_REQUEST, "give ?mac=MAC\n");
+            return text(400, "give ?mac=MAC\n");
         }
         None => caller.and_then(|ip| view.node_by_addr(ip)),
     };
     let Some(node) = node else {
-        let who = q.mac.clone().unwrap_or_else(|| peer.to_string());
-        return text(StatusCode::NOT_FOUND, format!("no node known for {who}\n"));
+        let who = mac.clone().unwrap_or_else(|| peer.to_string());
+        return text(404, format!("no node known for {who}\n"));
     };
-    let env = env || q.format.as_deref() == Some("env");
+    let env = env || format.as_deref() == Some("env");
     let table = ctx.files.borrow().clone();
     match table.boot_info(node.number) {
-        Some(info) if env => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            info.to_env(),
-        )
-            .into_response(),
-        Some(info) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            info.to_json(),
-        )
-            .into_response(),
-        None => text(StatusCode::NOT_FOUND, "boot info not ready\n"),
+        Some(info) if env => Reply {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: info.to_env(),
+        },
+        Some(info) => Reply {
+            status: 200,
+            content_type: "application/json",
+            body: info.to_json(),
+        },
+        None => text(404, "boot info not ready\n"),
     }
 }
 
-async fn boot_info(State(ctx): State<Ctx>, peer: PeerIp, Query(q): Query<InfoQuery>) -> Response {
-    info_response(&ctx, peer.0, q, false)
+async fn boot_info(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<InfoQuery>,
+) -> Reply {
+    boot_info_reply(&ctx, peer.ip(), q.mac, q.format, false)
 }
 
 async fn boot_info_env(
     State(ctx): State<Ctx>,
-    peer: PeerIp,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<InfoQuery>,
-) -> Response {
-    info_response(&ctx, peer.0, q, true)
-}
-
-/// The client's address, from whichever listener took the connection.
-struct PeerIp(IpAddr);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let ext = &parts.extensions;
-        let ip = ext
-            .get::<ConnectInfo<Peer>>()
-            .map(|c| c.0.0.ip())
-            .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        Ok(PeerIp(ip))
-    }
-}
-
-async fn serve_file(
-    State(ctx): State<Ctx>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if method != Method::GET && method != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "read-only\n");
-    }
-    let path = match SafePath::parse(uri.path()) {
-        Ok(p) => p,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("path: {e}\n")),
-    };
-    let table = ctx.files.borrow().clone();
-    let Some(body) = table.get_for(path.as_str(), peer.ip()) else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("{} not found\n", path.as_str()),
-        );
-    };
-    let etag = format!("\"{}\"", table.etag(path.as_str(), &body));
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
-    {
-        return Response::builder()
-            .status(StatusCode::NOT_MODIFIED)
-            .header(header::ETAG, etag)
-            .body(Body::empty())
-            .unwrap_or_default();
-    }
-    let len = body.len() as u64;
-    let (status, slice, range_header) =
-        match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-            None => (StatusCode::OK, body, None),
-            Some(r) => match http_range_header::parse_range_header(r).and_then(|p| p.validate(len))
-            {
-                Ok(ranges) if ranges.len() == 1 => {
-                    let Some(range) = ranges.first() else {
-                        return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
-                    };
-                    let (a, b) = (*range.start(), *range.end());
-                    let (Ok(start), Ok(end)) = (usize::try_from(a), usize::try_from(b)) else {
-                        return text(StatusCode::RANGE_NOT_SATISFIABLE, "bad range\n");
-                    };
-                    (
-                        StatusCode::PARTIAL_CONTENT,
-                        body.slice(start..=end),
-                        Some(format!("bytes {a}-{b}/{len}")),
-                    )
-                }
-                // Several ranges: send the whole file (allowed by RFC 9110).
-                Ok(_) => (StatusCode::OK, body, None),
-                Err(_) => {
-                    return Response::builder()
-                        .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                        .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-                        .body(Body::empty())
-                        .unwrap_or_default();
-                }
-            },
-        };
-    let from_start = range_header
-        .as_deref()
-        .is_none_or(|r| r.starts_with("bytes 0-"));
-    if method == Method::GET
-        && from_start
-        && let (Some(sessions), IpAddr::V4(ip)) = (&ctx.sessions, peer.ip())
-    {
-        sessions.file_served(ip, path.as_str(), Transport::Http);
-    }
-    let ctype = if path.as_str().ends_with(".ipxe") {
-        "text/plain; charset=utf-8"
-    } else {
-        "application/octet-stream"
-    };
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, ctype)
-        .header(header::CONTENT_LENGTH, slice.len())
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(
-            header::ETAG,
-            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\"")),
-        );
-    if let Some(cr) = range_header.as_deref() {
-        builder = builder.header(header::CONTENT_RANGE, cr);
-    }
-    let to_end = range_header
-        .as_deref()
-        .is_none_or(|r| r.ends_with(&format!("-{}/{len}", len.saturating_sub(1))));
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else if let (true, Some(sessions), IpAddr::V4(ip)) = (to_end, &ctx.sessions, peer.ip()) {
-        // The last byte handed to the connection completes the kernel or
-        // initrd phase of the node's boot timeline.
-        let sessions = sessions.clone();
-        let path = path.as_str().to_string();
-        Body::from_stream(Pieces::new(slice, move || {
-            sessions.file_done(ip, &path);
-        }))
-    } else {
-        Body::from(slice)
-    };
-    builder.body(body).unwrap_or_default()
-}
-
-/// A response body in zero-copy pieces that runs a callback when the
-/// connection takes the last piece (hyper stops polling a body once it has
-/// written Content-Length bytes, so "after the last piece" never comes).
-struct Pieces {
-    rest: Bytes,
-    done: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl Pieces {
-    const PIECE: usize = 256 << 10;
-
-    fn new(body: Bytes, done: impl FnOnce() + Send + 'static) -> Self {
-        Pieces {
-            rest: body,
-            done: Some(Box::new(done)),
-        }
-    }
-}
-
-impl tokio_stream::Stream for Pieces {
-    type Item = Result<Bytes, std::convert::Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.rest.is_empty() {
-            if let Some(done) = self.done.take() {
-                done();
-            }
-            return Poll::Ready(None);
-        }
-        let n = self.rest.len().min(Self::PIECE);
-        let piece = self.rest.split_to(n);
-        if self.rest.is_empty()
-            && let Some(done) = self.done.take()
-        {
-            done();
-        }
-        Poll::Ready(Some(Ok(piece)))
-    }
-}
-
-/// The client's address, for `/boot-info` by caller.
-#[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Door>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Door>) -> Self {
-        Peer(*stream.remote_addr())
-    }
+) -> Reply {
+    boot_info_reply(&ctx, peer.ip(), q.mac, q.format, true)
 }
 
 impl rackboot_metrics::Component for HttpStats {

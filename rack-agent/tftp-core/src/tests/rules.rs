@@ -495,3 +495,158 @@ fn one_source_runs_at_most_max_per_source_transfers() {
     assert!(closed > 0, "an unanswered transfer times out");
     assert!(!data_blocks(&d.rrq(addr(7, 3004), "f", &[])).is_empty());
 }
+
+/// Content on "disk": each byte is its position mod 251; a read reaching
+/// past `fail_from` fails; as large as `len` says (nothing is allocated for
+/// the bytes never read).
+#[derive(Debug)]
+struct Reader {
+    len: u64,
+    fail_from: u64,
+}
+
+impl crate::ReadAt for Reader {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Bytes> {
+        if offset + len as u64 > self.fail_from {
+            return Err(std::io::Error::other("EIO"));
+        }
+        Ok((offset..offset + len as u64)
+            .map(|i| (i % 251) as u8)
+            .collect())
+    }
+}
+
+fn reader_source(
+    len: u64,
+    fail_from: u64,
+) -> impl Fn(&SafePath, SocketAddr) -> Result<crate::Content, OpenError> {
+    let reader = std::sync::Arc::new(Reader { len, fail_from });
+    move |_: &SafePath, _: SocketAddr| Ok(crate::Content::reader(reader.clone()))
+}
+
+fn rrq(filename: &str, mode: crate::Mode, options: &[(&str, &str)]) -> Vec<u8> {
+    Packet::Rrq {
+        filename: filename.to_owned(),
+        mode,
+        options: options
+            .iter()
+            .map(|(n, v)| crate::RawOption {
+                name: (*n).to_owned(),
+                value: (*v).to_owned(),
+            })
+            .collect(),
+    }
+    .encode()
+    .to_vec()
+}
+
+#[test]
+fn blocks_are_read_from_the_reader_at_their_offsets() {
+    let mut server = Server::new(Config::default());
+    let source = reader_source(1200, u64::MAX);
+    let c = addr(1, 2000);
+    let now = std::time::Instant::now();
+    let req = rrq("big", crate::Mode::Octet, &[]);
+    server.handle_datagram(now, Local::Listener, c, &req, &source);
+    let t = server.poll_transmit().expect("DATA 1");
+    match Packet::parse(&t.payload) {
+        Ok(Packet::Data { block: 1, data }) => {
+            assert_eq!(data.len(), 512);
+            assert!(data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        }
+        other => panic!("expected DATA 1, got {other:?}"),
+    }
+    let local = t.local;
+    server.handle_datagram(now, local, c, &ack(1).encode(), &source);
+    let t = server.poll_transmit().expect("DATA 2");
+    match Packet::parse(&t.payload) {
+        Ok(Packet::Data { block: 2, data }) => {
+            assert_eq!(data.len(), 512);
+            let want = (512..1024).map(|i| (i % 251) as u8);
+            assert!(data.iter().copied().eq(want));
+        }
+        other => panic!("expected DATA 2, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_block_that_cannot_be_read_ends_the_transfer_once() {
+    let mut server = Server::new(Config::default());
+    // Blocks are read 8 at a time (4 KiB at blksize 512): the first read
+    // works, the second reaches past 6,000 bytes and fails.
+    let source = reader_source(20_000, 6_000);
+    let c = addr(1, 2000);
+    let now = std::time::Instant::now();
+    server.handle_datagram(
+        now,
+        Local::Listener,
+        c,
+        &rrq("f", crate::Mode::Octet, &[]),
+        &source,
+    );
+    for block in 1..=8u16 {
+        let t = server.poll_transmit().expect("a DATA packet");
+        assert!(
+            matches!(Packet::parse(&t.payload), Ok(Packet::Data { block: b, .. }) if b == block)
+        );
+        server.handle_datagram(now, t.local, c, &ack(block).encode(), &source);
+    }
+    assert!(server.poll_transmit().is_none(), "no block 9, no ERROR");
+    let closed: Vec<_> = std::iter::from_fn(|| server.poll_event())
+        .filter(|e| matches!(e, Event::Closed { .. }))
+        .collect();
+    assert!(
+        matches!(
+            &closed[..],
+            [Event::Closed {
+                outcome: Outcome::Aborted {
+                    reason: AbortReason::ReadFailed { .. }
+                },
+                ..
+            }]
+        ),
+        "{closed:?}"
+    );
+    assert_eq!(server.stats().read_errors, 1);
+    assert_eq!(server.stats().transfers_aborted, 1);
+}
+
+#[test]
+fn files_tftp_cannot_address_are_refused_clearly() {
+    let mut server = Server::new(Config::default());
+    let now = std::time::Instant::now();
+    // 5 GiB: its tsize does not fit the 32 bits PXE ROMs read it into.
+    let huge = reader_source(5 << 30, u64::MAX);
+    let req = rrq("huge", crate::Mode::Octet, &[("tsize", "0")]);
+    server.handle_datagram(now, Local::Listener, addr(1, 2000), &req, &huge);
+    let t = server.poll_transmit().expect("an error reply");
+    match Packet::parse(&t.payload) {
+        Ok(Packet::Error { code, msg }) => {
+            assert_eq!(code, ErrorCode::DiskFull);
+            assert!(msg.contains("too large") && msg.contains("HTTP"), "{msg}");
+        }
+        other => panic!("expected ERROR 3, got {other:?}"),
+    }
+    // Netascii is converted in memory: bounded.
+    let big = reader_source(crate::MAX_NETASCII_SIZE + 1, u64::MAX);
+    let req = rrq("big", crate::Mode::Netascii, &[]);
+    server.handle_datagram(now, Local::Listener, addr(1, 2001), &req, &big);
+    let t = server.poll_transmit().expect("an error reply");
+    assert!(matches!(
+        Packet::parse(&t.payload),
+        Ok(Packet::Error {
+            code: ErrorCode::DiskFull,
+            ..
+        })
+    ));
+    assert_eq!(server.stats().refused_too_large, 2);
+    assert_eq!(server.stats().transfers_started, 0);
+    // Exactly 4 GiB - 1 is served (block numbers roll over past 65,535).
+    let edge = reader_source(crate::MAX_FILE_SIZE, u64::MAX);
+    let req = rrq("edge", crate::Mode::Octet, &[("tsize", "0")]);
+    server.handle_datagram(now, Local::Listener, addr(1, 2002), &req, &edge);
+    assert_eq!(server.stats().transfers_started, 1);
+}
