@@ -8,7 +8,8 @@
 //!   connection closed (nothing reads bodies here).
 //! - `Content-Length` always; one range (`Range: bytes=a-b`, 64-bit
 //!   offsets) gets 206, several get the whole file (RFC 9110 allows it),
-//!   an unsatisfiable one 416; `If-None-Match` gets 304.
+//!   an unsatisfiable one 416; a range under an `If-Range` naming another
+//!   entity tag gets the whole file; `If-None-Match` gets 304.
 //! - A request head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`]
 //!   headers (431 otherwise); a malformed one gets 400 and the connection
 //!   closes.
@@ -45,6 +46,7 @@ struct Head {
     keep_alive: bool,
     has_body: bool,
     range: Option<String>,
+    if_range: Option<String>,
     if_none_match: Option<String>,
 }
 
@@ -91,6 +93,7 @@ fn parse(buf: &[u8]) -> Parsed {
     let mut connection: Option<String> = None;
     let mut has_body = false;
     let mut range = None;
+    let mut if_range = None;
     let mut if_none_match = None;
     for h in req.headers.iter() {
         let value = || String::from_utf8_lossy(h.value).into_owned();
@@ -102,6 +105,8 @@ fn parse(buf: &[u8]) -> Parsed {
             has_body = true;
         } else if h.name.eq_ignore_ascii_case("range") {
             range = Some(value());
+        } else if h.name.eq_ignore_ascii_case("if-range") {
+            if_range = Some(value());
         } else if h.name.eq_ignore_ascii_case("if-none-match") {
             if_none_match = Some(value());
         }
@@ -119,6 +124,7 @@ fn parse(buf: &[u8]) -> Parsed {
             keep_alive,
             has_body,
             range,
+            if_range,
             if_none_match,
         },
         n,
@@ -243,7 +249,12 @@ fn answer(ctx: &Ctx, peer: IpAddr, head: &Head) -> Answer {
         };
     }
     let len = served.len();
-    let (status, start, count, content_range) = match head.range.as_deref() {
+    // A range asked `If-Range` another version: the whole current file.
+    let range = head
+        .range
+        .as_deref()
+        .filter(|_| head.if_range.as_deref().is_none_or(|t| t.trim() == etag));
+    let (status, start, count, content_range) = match range {
         None => (200, 0, len, None),
         Some(r) => match http_range_header::parse_range_header(r).and_then(|p| p.validate(len)) {
             Ok(ranges) if ranges.len() == 1 => match ranges.first() {

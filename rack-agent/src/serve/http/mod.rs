@@ -465,6 +465,143 @@ mod tests {
         stop.cancel();
     }
 
+    /// Read one response (head and Content-Length body) off `s`.
+    async fn response(s: &mut tokio::net::TcpStream, head_only: bool) -> (u16, String, Vec<u8>) {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                s.read(&mut byte).await.unwrap(),
+                1,
+                "connection closed mid-head"
+            );
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_lowercase();
+        let status = head[9..12].parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = vec![0u8; if head_only { 0 } else { len }];
+        s.read_exact(&mut body).await.unwrap();
+        (status, head, body)
+    }
+
+    #[tokio::test]
+    async fn files_on_disk_go_out_whole_in_ranges_and_pipelined() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.path().join("big.img"), &data).unwrap();
+        let statics = crate::store::files::load_static_root(dir.path()).unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = crate::store::cache::BlobCache::open(cache_dir.path()).unwrap();
+        let site = rackboot_agent_domain::bootinfo::Site {
+            rack: "r1".into(),
+            server: "127.0.0.1".parse().unwrap(),
+            subnet: "127.0.0.0/8".parse().unwrap(),
+            gateway: None,
+            blob_base: "http://127.0.0.1".into(),
+        };
+        let view = Arc::new(RackView::default());
+        let table = FileTable::build(&view, &cache, &statics, &site, None, None);
+        let (ftx, frx) = watch::channel(Arc::new(table));
+        let (vtx, vrx) = watch::channel(view);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let stats = Arc::new(HttpStats::default());
+        let server = tokio::spawn(run(
+            l,
+            frx,
+            vrx,
+            None,
+            HttpLimits::default(),
+            stats.clone(),
+            stop.clone(),
+        ));
+
+        // Two requests written at once on one connection, answered in order.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let two = "GET /big.img HTTP/1.1\r\nHost: x\r\n\r\nGET /big.img HTTP/1.1\r\nHost: x\r\nRange: bytes=2999990-\r\n\r\n";
+        s.write_all(two.as_bytes()).await.unwrap();
+        let (st, head, body) = response(&mut s, false).await;
+        assert_eq!(st, 200);
+        assert!(body == data, "the whole file, byte for byte");
+        let etag = head
+            .lines()
+            .find_map(|l| l.strip_prefix("etag: "))
+            .unwrap()
+            .to_string();
+        let (st, head, body) = response(&mut s, false).await;
+        assert_eq!(st, 206);
+        assert!(
+            head.contains("content-range: bytes 2999990-2999999/3000000"),
+            "{head}"
+        );
+        assert_eq!(body, &data[2_999_990..]);
+        // HEAD: the headers of the whole file, no body.
+        s.write_all(b"HEAD /big.img HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (st, head, _) = response(&mut s, true).await;
+        assert_eq!(st, 200);
+        assert!(head.contains("content-length: 3000000"));
+        // A range under If-Range with the current tag is honoured; with
+        // another tag the whole file comes back.
+        let req = format!(
+            "GET /big.img HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nIf-Range: {etag}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        assert_eq!(response(&mut s, false).await.0, 206);
+        s.write_all(
+            b"GET /big.img HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nIf-Range: \"old\"\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let (st, _, body) = response(&mut s, false).await;
+        assert_eq!((st, body.len()), (200, 3_000_000));
+        // The file changes on disk: served as it is now.
+        std::fs::write(dir.path().join("big.img"), b"small now").unwrap();
+        s.write_all(b"GET /big.img HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(response(&mut s, false).await.2, b"small now");
+
+        // A request with a body is answered and the connection closed.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /big.img HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+            .await
+            .unwrap();
+        let (st, head, _) = response(&mut s, false).await;
+        assert_eq!(st, 405);
+        assert!(head.contains("connection: close"));
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        // Garbage: 400, closed. A head that never ends: 431, closed.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"\x16\x03\x01 not http\r\n\r\n").await.unwrap();
+        assert_eq!(response(&mut s, false).await.0, 400);
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(10_000));
+        s.write_all(long.as_bytes()).await.unwrap();
+        assert_eq!(response(&mut s, false).await.0, 431);
+        let counted = stats.requests();
+        for code in [200, 206, 400, 405, 431] {
+            assert!(
+                counted.iter().any(|(c, n)| *c == code && *n > 0),
+                "{code}: {counted:?}"
+            );
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
+        drop((ftx, vtx));
+    }
+
     /// A view of two nodes: n1 at 127.0.0.1 (the test's own address), n2
     /// elsewhere; the table built from it.
     fn two_nodes() -> (Arc<RackView>, FileTable, tempfile::TempDir) {
