@@ -128,7 +128,9 @@ pub struct StormArgs {
     /// Give up on the whole storm after this long.
     #[arg(long, default_value_t = 600)]
     pub deadline_secs: u64,
-    /// Expected blake3 of the first file (checked for every client).
+    /// Expected blake3 of the first file (checked for every client). A file
+    /// named `blobs/<blake3>` (the agent's content-addressed path) is
+    /// always checked against the digest in its name.
     #[arg(long)]
     pub expect_blake3: Option<String>,
     /// Print one JSON object instead of the table.
@@ -163,4 +165,17 @@ pub struct StormArgs {
     /// threads keeps that cost down.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+/// The blake3 file `k` (0: the first) of a client must have: `--expect-blake3`
+/// for the first, else the digest a `blobs/<blake3>` name carries.
+pub(crate) fn expected_digest(args: &StormArgs, k: usize, file: &str) -> Option<String> {
+    if k == 0
+        && let Some(e) = &args.expect_blake3
+    {
+        return Some(e.clone());
+    }
+    let name = file.trim_start_matches('/');
+    let hex = name.strip_prefix("blobs/")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_string())
 }

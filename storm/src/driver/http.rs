@@ -41,11 +41,7 @@ pub(crate) async fn http_boot(
         let cfg = http_client::HttpConfig {
             retries: args.http_retries,
             resume: args.http_resume,
-            expect_blake3: if k == 0 {
-                args.expect_blake3.clone()
-            } else {
-                None
-            },
+            expect_blake3: crate::args::expected_digest(args, k, &name),
         };
         let mut get = http_client::Get::new(cfg, &name);
         let result = loop {

@@ -13,7 +13,8 @@ use crate::report::ClientOutcome;
 use crate::tftp_client::{ClientConfig, Fetch, FetchResult, Sock};
 
 /// One client's TFTP phase: first file, then the optional second one (no
-/// size probe for it), the first checked against `--expect-blake3`.
+/// size probe for it), each checked against its expected digest
+/// ([`crate::args::expected_digest`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn tftp_boot(
     args: &StormArgs,
@@ -50,9 +51,8 @@ pub(crate) async fn tftp_boot(
                 match r {
                     FetchResult::Done { bytes, digest, .. } => {
                         outcome.bytes += bytes;
-                        if k == 0
-                            && let Some(exp) = &args.expect_blake3
-                            && *exp != digest
+                        if let Some(exp) = crate::args::expected_digest(args, k, file)
+                            && !exp.eq_ignore_ascii_case(&digest)
                         {
                             outcome
                                 .fail(format!("{file}: content blake3 {digest} != expected {exp}"));

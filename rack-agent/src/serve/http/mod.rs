@@ -492,7 +492,9 @@ mod tests {
     async fn files_on_disk_go_out_whole_in_ranges_and_pipelined() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        tokio::fs::write(dir.path().join("big.img"), &data).await.unwrap();
+        tokio::fs::write(dir.path().join("big.img"), &data)
+            .await
+            .unwrap();
         let statics = crate::store::files::load_static_root(dir.path()).unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
         let cache = crate::store::cache::BlobCache::open(cache_dir.path()).unwrap();
@@ -562,7 +564,9 @@ mod tests {
         let (st, _, body) = response(&mut s, false).await;
         assert_eq!((st, body.len()), (200, 3_000_000));
         // The file changes on disk: served as it is now.
-        tokio::fs::write(dir.path().join("big.img"), b"small now").await.unwrap();
+        tokio::fs::write(dir.path().join("big.img"), b"small now")
+            .await
+            .unwrap();
         s.write_all(b"GET /big.img HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
