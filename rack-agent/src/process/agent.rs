@@ -158,11 +158,6 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         &cfg.data_dir.join("cache"),
         cfg.cache_max_bytes,
     )?);
-    for blob in initial.needed_blobs() {
-        if !cache.load_from_disk(&blob).await? {
-            tracing::warn!(blob = %blob.digest, "assigned blob not in cache yet");
-        }
-    }
     // The stamp before the load: a change during or after it is seen.
     let statics = match cfg.static_root.clone() {
         Some(root) => {
@@ -289,6 +284,36 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     Err(e) => tracing::error!(error = %e, "file table rebuild failed"),
                 }
             }
+        }));
+    }
+
+    // The persisted view's blobs are verified from disk in the background,
+    // one by one, each served as soon as it passes: the servers answer at
+    // once (a rack with many large images would otherwise wait for every
+    // group of every image to be read).
+    {
+        let cache = cache.clone();
+        let changed = cache_changed.clone();
+        let needed = view_rx.borrow().needed_blobs();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (mut served, mut bytes) = (0usize, 0u64);
+            for blob in needed {
+                if stop.is_cancelled() {
+                    return;
+                }
+                match cache.load_from_disk(&blob).await {
+                    Ok(true) => {
+                        served += 1;
+                        bytes += blob.size;
+                        changed.notify_one();
+                    }
+                    Ok(false) => tracing::warn!(blob = %blob.digest, "assigned blob not in cache yet"),
+                    Err(e) => tracing::error!(blob = %blob.digest, error = %e, "cached blob unreadable"),
+                }
+            }
+            tracing::info!(blobs = served, bytes, secs = started.elapsed().as_secs_f64(), "cached blobs verified from disk");
         }));
     }
 
