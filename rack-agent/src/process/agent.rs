@@ -309,11 +309,20 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                         bytes += blob.size;
                         changed.notify_one();
                     }
-                    Ok(false) => tracing::warn!(blob = %blob.digest, "assigned blob not in cache yet"),
-                    Err(e) => tracing::error!(blob = %blob.digest, error = %e, "cached blob unreadable"),
+                    Ok(false) => {
+                        tracing::warn!(blob = %blob.digest, "assigned blob not in cache yet")
+                    }
+                    Err(e) => {
+                        tracing::error!(blob = %blob.digest, error = %e, "cached blob unreadable")
+                    }
                 }
             }
-            tracing::info!(blobs = served, bytes, secs = started.elapsed().as_secs_f64(), "cached blobs verified from disk");
+            tracing::info!(
+                blobs = served,
+                bytes,
+                secs = started.elapsed().as_secs_f64(),
+                "cached blobs verified from disk"
+            );
         }));
     }
 
