@@ -6,7 +6,7 @@
 //! only. No redirects on boot paths (some UEFI HTTP clients cannot follow
 //! them). Connections are bounded and cut when idle or too slow, so slow
 //! clients cannot exhaust the server. The boot port's connections are
-//! served by [`boot`].
+//! served by the `boot` module.
 //!
 //! The operator listener ([`run_operator`], `--metrics-listen`) is a
 //! separate port, kept off the rack network: `/metrics` (Prometheus) and
