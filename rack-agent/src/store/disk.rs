@@ -31,7 +31,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -313,11 +313,6 @@ impl StaticFile {
         }
     }
 
-    /// Where it is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Open for a request: the file as it is on disk now.
     pub fn open(&self) -> std::io::Result<Opened> {
         let started = Instant::now();
@@ -438,14 +433,6 @@ impl Body {
             }
         }
     }
-
-    /// The bytes, when they are in memory.
-    pub fn memory(&self) -> Option<&Bytes> {
-        match self {
-            Body::Memory(b) => Some(b),
-            _ => None,
-        }
-    }
 }
 
 impl From<Bytes> for Body {
@@ -482,7 +469,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn verified(dir: &Path, data: &[u8]) -> (Arc<VerifiedFile>, Arc<Recheck>, PathBuf) {
+    fn verified(dir: &std::path::Path, data: &[u8]) -> (Arc<VerifiedFile>, Arc<Recheck>, PathBuf) {
         let digest = Blake3Digest::of(data);
         let path = dir.join(digest.to_string());
         std::fs::write(&path, data).unwrap();

@@ -465,6 +465,17 @@ mod tests {
         stop.cancel();
     }
 
+    /// A rack whose agent is this host's loopback address.
+    fn loopback_site() -> rackboot_agent_domain::bootinfo::Site {
+        rackboot_agent_domain::bootinfo::Site {
+            rack: "r1".into(),
+            server: "127.0.0.1".parse().unwrap(),
+            subnet: "127.0.0.0/8".parse().unwrap(),
+            gateway: None,
+            blob_base: "http://127.0.0.1".into(),
+        }
+    }
+
     /// Read one response (head and Content-Length body) off `s`.
     async fn response(s: &mut tokio::net::TcpStream, head_only: bool) -> (u16, String, Vec<u8>) {
         let mut buf = Vec::new();
@@ -498,13 +509,7 @@ mod tests {
         let statics = crate::store::files::load_static_root(dir.path()).unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
         let cache = crate::store::cache::BlobCache::open(cache_dir.path()).unwrap();
-        let site = rackboot_agent_domain::bootinfo::Site {
-            rack: "r1".into(),
-            server: "127.0.0.1".parse().unwrap(),
-            subnet: "127.0.0.0/8".parse().unwrap(),
-            gateway: None,
-            blob_base: "http://127.0.0.1".into(),
-        };
+        let site = loopback_site();
         let view = Arc::new(RackView::default());
         let table = FileTable::build(&view, &cache, &statics, &site, None, None);
         let (ftx, frx) = watch::channel(Arc::new(table));
@@ -628,13 +633,7 @@ mod tests {
         let view = Arc::new(RackView::from_pb(state).unwrap());
         let dir = tempfile::tempdir().unwrap();
         let cache = crate::store::cache::BlobCache::open(dir.path()).unwrap();
-        let site = rackboot_agent_domain::bootinfo::Site {
-            rack: "r1".into(),
-            server: "127.0.0.1".parse().unwrap(),
-            subnet: "127.0.0.0/8".parse().unwrap(),
-            gateway: None,
-            blob_base: "http://127.0.0.1".into(),
-        };
+        let site = loopback_site();
         let table = FileTable::build(&view, &cache, &HashMap::new(), &site, None, None);
         (view, table, dir)
     }
