@@ -385,14 +385,23 @@ pub fn cli(netns: Option<&Netns>, args: &[&str], timeout: Duration) -> Result<Cl
     run_with_timeout(cmd, timeout)
 }
 
-/// The text of `/metrics` on `127.0.0.1:port` (curl, 5 s).
+/// The text of `/metrics` on `127.0.0.1:port` (curl, 5 s). A daemon binds
+/// its metrics listener a moment after its main port, so a refused
+/// connection is tried again for up to 10 s.
 pub fn loopback_metrics(port: u16) -> Result<String> {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "--fail", "--max-time", "5"])
-        .arg(format!("http://127.0.0.1:{port}/metrics"));
-    Ok(run_with_timeout(c, Duration::from_secs(10))?
-        .success()?
-        .stdout)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--fail", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"));
+        let out = run_with_timeout(c, Duration::from_secs(10))?;
+        // curl exit 7: could not connect.
+        if out.status.code() == Some(7) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        return Ok(out.success()?.stdout);
+    }
 }
 
 /// Runs `cmd` to completion (stdin closed, output captured), killing it and
