@@ -327,11 +327,13 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
     }
 
     // Cache warden: served blobs whose file changed on disk are verified
-    // again (and served again if intact, or left to the next fetch to
-    // repair); the table is rebuilt either way.
+    // again (and served again if intact, or repaired by a fetch asked for
+    // at once); the table is rebuilt either way, and only once the servers
+    // have it may the same blob be reported changed again.
     {
         let cache = cache.clone();
         let view_rx = view_rx.clone();
+        let mut files_rx = files_rx.clone();
         let changed = cache_changed.clone();
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -347,9 +349,16 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
                     .iter()
                     .map(|b| (b.digest, b.size))
                     .collect();
-                if cache.recheck_changed(&sizes).await {
-                    changed.notify_one();
+                files_rx.borrow_and_update();
+                let checked = cache.recheck_changed(&sizes).await;
+                if checked.is_empty() {
+                    continue;
                 }
+                changed.notify_one();
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), files_rx.changed())
+                        .await;
+                recheck.done(&checked);
             }
         }));
     }

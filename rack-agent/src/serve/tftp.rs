@@ -568,6 +568,7 @@ impl rackboot_metrics::Component for TftpStats {
                 ("queue_full", s.dropped_queue_full),
                 ("per_source_cap", s.dropped_per_source),
                 ("draining", s.dropped_draining),
+                ("not_ready", s.dropped_not_ready),
                 ("source_not_allowed", t.refused_source),
                 ("rate_limited", t.rate_limited),
                 ("stray", t.strays),

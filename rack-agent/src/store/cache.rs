@@ -541,15 +541,14 @@ impl BlobCache {
 
     /// Verify again the served blobs whose file changed on disk (see
     /// [`Recheck`]): each is taken out of service, read and verified
-    /// group by group, and served again if intact. A damaged one waits for
-    /// [`BlobCache::ensure`] to fetch its bad groups. Returns true when
-    /// anything was served again or taken out of service.
-    pub async fn recheck_changed(&self, sizes: &HashMap<Blake3Digest, u64>) -> bool {
+    /// group by group, and served again if intact. A damaged one is left
+    /// to [`BlobCache::ensure`] to fetch its bad groups, asked for at once
+    /// ([`Recheck::want_fetch`]). Returns the blobs taken; the caller
+    /// calls [`Recheck::done`] with them once the servers have the result.
+    pub async fn recheck_changed(&self, sizes: &HashMap<Blake3Digest, u64>) -> Vec<Blake3Digest> {
         let suspects = self.recheck.take();
-        let mut changed = false;
-        for digest in suspects {
+        for &digest in &suspects {
             self.forget(&digest);
-            changed = true;
             self.rechecked.fetch_add(1, Ordering::Relaxed);
             let Some(&size) = sizes.get(&digest) else {
                 continue;
@@ -560,14 +559,16 @@ impl BlobCache {
                     tracing::info!(blob = %digest, "changed cached blob verified again: intact, served")
                 }
                 Ok(false) => {
-                    tracing::warn!(blob = %digest, "changed cached blob is damaged: its bad groups are fetched again")
+                    tracing::warn!(blob = %digest, "changed cached blob is damaged: its bad groups are fetched again");
+                    self.recheck.want_fetch();
                 }
                 Err(e) => {
-                    tracing::error!(blob = %digest, error = %e, "changed cached blob could not be verified again")
+                    tracing::error!(blob = %digest, error = %e, "changed cached blob could not be verified again");
+                    self.recheck.want_fetch();
                 }
             }
         }
-        changed
+        suspects
     }
 
     /// Make a blob available: from disk (its bad groups fetched again and
@@ -920,7 +921,11 @@ mod tests {
         f.set_modified(SystemTime::now()).unwrap();
         drop(f);
         assert!(file.open().is_none(), "changed since verified: not served");
-        assert!(cache.recheck_changed(&sizes).await);
+        assert!(file.open().is_none(), "asked again while waiting");
+        assert_eq!(cache.recheck_changed(&sizes).await, vec![blob.digest]);
+        // Suspected once, until done.
+        assert!(cache.recheck_changed(&sizes).await.is_empty());
+        cache.recheck().done(&[blob.digest]);
         let again = cache.get(&blob.digest).expect("intact: served again");
         assert!(again.open().is_some());
         assert_eq!(cache.stats().rechecked, 1);
@@ -933,7 +938,13 @@ mod tests {
             .unwrap();
         drop(f);
         assert!(again.open().is_none());
-        assert!(cache.recheck_changed(&sizes).await);
+        let fetch = cache.recheck().clone();
+        let wanted = tokio::spawn(async move { fetch.fetch_wanted().await });
+        assert_eq!(cache.recheck_changed(&sizes).await, vec![blob.digest]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), wanted)
+            .await
+            .expect("a damaged blob asks for a fetch at once")
+            .unwrap();
         assert!(cache.get(&blob.digest).is_none(), "damaged: not served");
         let path2 = cache.path(&blob.digest);
         let ob_path = cache.outboard_path(&blob.digest);

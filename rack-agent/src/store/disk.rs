@@ -138,20 +138,30 @@ pub fn disk_stats() -> &'static DiskStats {
 
 /// Verified blobs that changed on disk, waiting to be verified again. One
 /// task (the agent's cache warden) takes them; requests only add to it.
+/// A blob is suspected once until the warden is done with it: requests
+/// that meet it meanwhile wait for the file table to serve it again.
 #[derive(Debug, Default)]
 pub struct Recheck {
-    suspects: Mutex<HashSet<Blake3Digest>>,
+    state: Mutex<RecheckState>,
     notify: tokio::sync::Notify,
+    fetch: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct RecheckState {
+    /// Reported, not yet taken.
+    pending: HashSet<Blake3Digest>,
+    /// Taken by the warden, until it calls [`Recheck::done`].
+    checking: HashSet<Blake3Digest>,
 }
 
 impl Recheck {
     /// Report a blob whose file changed.
     pub fn suspect(&self, digest: Blake3Digest) {
-        let new = self
-            .suspects
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(digest);
+        let new = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            !s.checking.contains(&digest) && s.pending.insert(digest)
+        };
         if new {
             tracing::warn!(blob = %digest, "cached blob changed on disk behind the agent; not served until verified again");
             self.notify.notify_one();
@@ -163,10 +173,32 @@ impl Recheck {
         self.notify.notified().await;
     }
 
-    /// The blobs to verify again (the set is emptied).
+    /// The blobs to verify again (taken until [`Recheck::done`]).
     pub fn take(&self) -> Vec<Blake3Digest> {
-        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
-        s.drain().collect()
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let taken: Vec<Blake3Digest> = s.pending.drain().collect();
+        s.checking.extend(taken.iter().copied());
+        taken
+    }
+
+    /// The warden is done with `digests` and the servers have the result:
+    /// a later change is reported again.
+    pub fn done(&self, digests: &[Blake3Digest]) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for d in digests {
+            s.checking.remove(d);
+        }
+    }
+
+    /// Ask for the assigned blobs to be fetched now (a recheck found one
+    /// damaged: its requests are waiting for the repair).
+    pub fn want_fetch(&self) {
+        self.fetch.notify_one();
+    }
+
+    /// Wait until [`Recheck::want_fetch`] is called.
+    pub async fn fetch_wanted(&self) {
+        self.fetch.notified().await;
     }
 }
 

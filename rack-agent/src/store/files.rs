@@ -35,7 +35,7 @@ use bytes::Bytes;
 use rackboot_tftp_core::{Content, FileSource, OpenError, SafePath};
 
 use crate::store::cache::BlobCache;
-use crate::store::disk::{Body, StaticFile};
+use crate::store::disk::{Body, StaticFile, Unavailable};
 use crate::timeline::TimelineHandle;
 use rackboot_agent_domain::boot_config::{
     discovery_ipxe_script, grub_config, grub_config_paths, ipxe_script, pxelinux_config,
@@ -77,6 +77,9 @@ pub struct FileTable {
     /// blake3 of files that are not blobs, computed once per snapshot on
     /// first request (HTTP `ETag`).
     etags: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// `blobs/<digest>` of the view's blobs not served yet (being fetched,
+    /// or verified at start or after a change on disk).
+    pending: Arc<HashSet<String>>,
 }
 
 /// A kernel release is used as a path component: keep it to what releases
@@ -144,6 +147,12 @@ impl FileTable {
                 files.insert(format!("blobs/{digest}"), Body::Verified(b));
             }
         }
+        let pending = view
+            .needed_blobs()
+            .iter()
+            .map(|b| format!("blobs/{}", b.digest))
+            .filter(|p| !files.contains_key(p))
+            .collect();
         let mut ready = HashSet::new();
         for im in view.images.values() {
             let blobs_loaded = im.blobs().all(|b| cache.get(&b.digest).is_some());
@@ -193,6 +202,7 @@ impl FileTable {
             files,
             uboot_by_addr: Arc::new(uboot_by_addr),
             etags: Arc::default(),
+            pending: Arc::new(pending),
             boot_info: Some(Arc::new(BootInfoSource {
                 view: view.clone(),
                 site: site.clone(),
@@ -215,6 +225,7 @@ impl FileTable {
             uboot_by_addr: Arc::default(),
             boot_info: None,
             etags: Arc::default(),
+            pending: Arc::default(),
         }
     }
 
@@ -298,6 +309,20 @@ impl FileTable {
         }
     }
 
+    /// This table, with `paths` not served yet (tests).
+    #[cfg(test)]
+    pub fn with_pending(mut self, paths: &[&str]) -> Self {
+        self.pending = Arc::new(paths.iter().map(|p| (*p).to_string()).collect());
+        self
+    }
+
+    /// True for a blob of the rack's view that is not served yet: it is
+    /// being fetched, or verified (at start, or again after a change on
+    /// disk). A request for it is worth a short wait.
+    pub fn is_pending(&self, path: &str) -> bool {
+        self.pending.contains(path)
+    }
+
     /// Look up a generated or static file (no per-client files).
     pub fn get(&self, path: &str) -> Option<Body> {
         self.files.get(path).cloned()
@@ -332,11 +357,15 @@ impl FileTable {
 
 impl FileSource for FileTable {
     fn open(&self, path: &SafePath, client: SocketAddr) -> Result<Content, OpenError> {
-        let body = self
-            .get_for(path.as_str(), client.ip())
-            .ok_or(OpenError::NotFound)?;
+        let Some(body) = self.get_for(path.as_str(), client.ip()) else {
+            if self.is_pending(path.as_str()) {
+                return Err(OpenError::NotReady);
+            }
+            return Err(OpenError::NotFound);
+        };
         match body.open() {
             Ok(served) => Ok(served.into_content()),
+            Err(Unavailable::Changed) => Err(OpenError::NotReady),
             Err(e) => {
                 tracing::warn!(path = %path.as_str(), error = %e, "not served");
                 Err(OpenError::NotFound)

@@ -178,7 +178,7 @@ async fn session(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = retry.tick() => {
+            () = next_fetch(&mut retry, cache.recheck()) => {
                 let view = view_tx.borrow().clone();
                 let missing = view.needed_blobs().iter().any(|b| cache.get(&b.digest).is_none());
                 // A fetch still running covers it.
@@ -241,6 +241,15 @@ async fn session(
                 });
             }
         }
+    }
+}
+
+/// The next time to fetch what is missing: the retry tick, or at once when
+/// a recheck found a cached blob damaged.
+async fn next_fetch(retry: &mut tokio::time::Interval, recheck: &crate::store::disk::Recheck) {
+    tokio::select! {
+        _ = retry.tick() => {}
+        () = recheck.fetch_wanted() => {}
     }
 }
 

@@ -450,6 +450,10 @@ impl Server {
                 self.refuse(src, Some(filename), ErrorCode::FileNotFound, message);
                 return;
             }
+            Err(OpenError::NotReady) => {
+                self.stats.dropped_not_ready += 1;
+                return;
+            }
             Err(OpenError::AccessDenied) => {
                 self.stats.refused_access_denied += 1;
                 let message = "access denied".to_owned();

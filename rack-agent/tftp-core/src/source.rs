@@ -17,6 +17,11 @@ pub enum OpenError {
     /// The file exists but this client may not read it (TFTP error 2).
     #[error("access denied")]
     AccessDenied,
+    /// The file will be served shortly (it is being fetched or verified):
+    /// the request is left unanswered, so the client's retransmission asks
+    /// again, instead of failing its boot on an ERROR.
+    #[error("not ready yet")]
+    NotReady,
 }
 
 /// Content read at an offset: a verified cache file or a static-root file

@@ -41,6 +41,9 @@ pub struct Stats {
     pub dropped_per_source: u64,
     /// Requests not taken because the server is draining for shutdown.
     pub dropped_draining: u64,
+    /// Requests left unanswered because their file is not ready yet
+    /// ([`crate::OpenError::NotReady`]): the client asks again.
+    pub dropped_not_ready: u64,
 
     /// Requests refused: write requests (ERROR 2, read-only server).
     pub refused_write: u64,

@@ -237,3 +237,126 @@ fn offline_agent_restart_still_boots_assigned_image() -> Result<()> {
         Ok(())
     })
 }
+
+/// Bytes of the file appended to the initramfs in
+/// [`pxe_boot_of_a_512_mib_initrd_over_http`].
+const BIG_FILE: usize = 512 << 20;
+
+/// The net initramfs with an uncompressed cpio archive appended holding one
+/// file of [`BIG_FILE`] bytes (the kernel unpacks concatenated archives):
+/// a 512 MiB+ initrd, each MiB different.
+fn big_initrd(small: &Path, dest: &Path) -> Result<()> {
+    use std::io::Write;
+    let dir = dest.with_extension("d");
+    std::fs::create_dir_all(&dir)?;
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("rackboot-big"))?);
+        let mut chunk = rackboot_tests::tftplab::random_bytes("big-initrd", 1 << 20);
+        for i in 0..(BIG_FILE >> 20) {
+            chunk[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            f.write_all(&chunk)?;
+        }
+        f.flush()?;
+    }
+    let mut cpio = std::process::Command::new("sh");
+    cpio.current_dir(&dir).args([
+        "-c",
+        "echo rackboot-big | cpio --quiet -o -H newc > ../big-part.cpio",
+    ]);
+    rackboot_tests::daemon::run_with_timeout(cpio, Duration::from_secs(120))?.success()?;
+    let part = dir.with_file_name("big-part.cpio");
+    let mut out = std::fs::File::create(dest)?;
+    std::io::copy(&mut std::fs::File::open(small)?, &mut out)?;
+    std::io::copy(&mut std::fs::File::open(&part)?, &mut out)?;
+    out.sync_all()?;
+    std::fs::remove_dir_all(&dir)?;
+    std::fs::remove_file(&part)?;
+    Ok(())
+}
+
+/// A big image: iPXE (BIOS) loads a 512 MiB+ initrd over HTTP from the
+/// agent, which serves it from its verified disk cache, and the kernel
+/// boots it: the marker, the session and log line as in
+/// [`pxe_boot_from_agent`], the kernel's "Freeing initrd memory" of at
+/// least 512 MiB (the whole initrd was in memory), no unpacking error, and
+/// the agent's HTTP counters show the bytes sent.
+#[test]
+fn pxe_boot_of_a_512_mib_initrd_over_http() -> Result<()> {
+    if let Some(reason) = boot_support::skip_reason(&[]) {
+        rackboot_tests::skip(&reason);
+        return Ok(());
+    }
+    if !ipxe_rom_present() {
+        rackboot_tests::skip(
+            "needs QEMU's e1000 iPXE option ROM (efi-e1000.rom / pxe-e1000.rom): \
+             apt-get install ipxe-qemu, or run tests/scripts/install-deps.sh",
+        );
+        return Ok(());
+    }
+    let art = BootArtifacts::get("BIG")?;
+    let mut tb = Testbed::new("rb-big")?;
+    tb.remove_on_drop(art.initrd.clone());
+    let big = tb.dir().join("big-initrd.img");
+    big_initrd(&art.initrd, &big)?;
+    let big_len = std::fs::metadata(&big)?.len();
+    let report = tb.run_reporting("pxe_boot_of_a_512_mib_initrd_over_http", |tb| {
+        tb.start(&TestbedOpts::default())?;
+        let t = Instant::now();
+        tb.push_image(&ImageSpec {
+            name: "big:1",
+            kernel: &art.kernel,
+            initrd: &big,
+            cmdline: CMDLINE,
+            kernel_version: "",
+            modules: None,
+            dtb: None,
+        })?;
+        std::fs::remove_file(&big)?;
+        tb.assign(&["--default"], "big:1")?;
+        let push_secs = t.elapsed().as_secs_f64();
+        let mut opts = QemuOpts::network_boot("big-initrd", TAP, "52:54:00:9b:00:02");
+        opts.memory_mb = 2048;
+        tb.boot(opts)?;
+        let want = ExpectedBoot {
+            node: 1,
+            image: "big:1",
+            kernel_blake3: &art.kernel_blake3,
+            kernel_version: &art.uname,
+            marker: &art.marker,
+        };
+        let report = boot_support::check_boot(tb, &want, &art.uname, BOOT_TIMEOUT)?;
+        ensure!(
+            report.found.latest.transport.eq_ignore_ascii_case("http"),
+            "iPXE loads the image over HTTP, but the session says {:?}",
+            report.found.latest.transport
+        );
+        let lines = tb.guest()?.transcript_lines();
+        ensure!(
+            !lines
+                .iter()
+                .any(|l| l.contains("Initramfs unpacking failed")),
+            "the kernel could not unpack the initrd:\n{}",
+            lines.join("\n")
+        );
+        // `Freeing initrd memory: 524800K`
+        let freed_kib = lines
+            .iter()
+            .find_map(|l| {
+                let rest = l.split("Freeing initrd memory: ").nth(1)?;
+                rest.trim().strip_suffix('K')?.parse::<u64>().ok()
+            })
+            .ok_or_else(|| anyhow::anyhow!("no \"Freeing initrd memory\" line on the console"))?;
+        ensure!(
+            freed_kib * 1024 >= big_len - 4096,
+            "the kernel held {freed_kib} KiB of initrd, the image's is {big_len} bytes"
+        );
+        tb.ensure_running()?;
+        Ok((push_secs, report.boot_secs, freed_kib))
+    })?;
+    let (push_secs, boot_secs, freed_kib) = report;
+    eprintln!(
+        "pxe_boot_of_a_512_mib_initrd_over_http: initrd {big_len} bytes, push {push_secs:.1} s, \
+         QEMU start -> marker {boot_secs:.1} s, kernel freed {freed_kib} KiB of initrd"
+    );
+    Ok(())
+}

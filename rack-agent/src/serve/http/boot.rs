@@ -15,7 +15,11 @@
 //!   closes.
 //! - A verified blob is checked between `sendfile` calls: if its file
 //!   changes on disk mid-body the connection is cut (the client sees a
-//!   short body and retries), never fed unverified bytes.
+//!   short body and retries), never fed unverified bytes. A request for a
+//!   blob of the rack's view that is not served yet (being fetched, or
+//!   verified at start or again after a change on disk) waits for the file
+//!   table to serve it (at most [`NOT_READY_WAIT`], time not held against the
+//!   client's budget), then gets it, or 503.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,12 +31,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::door::Conn;
 use super::{Ctx, Reply, boot_info_reply};
-use crate::store::disk::Served;
+use crate::store::disk::{Served, Unavailable};
 
 /// Longest request head read.
 pub(super) const MAX_HEAD: usize = 8 << 10;
 /// Most headers in a request.
 pub(super) const MAX_HEADERS: usize = 64;
+/// Longest a request waits for a blob of the view that is not served yet
+/// (being fetched, or verified) before it is answered 503.
+pub(super) const NOT_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Most bytes one `sendfile` call is asked for.
 const SENDFILE_CHUNK: usize = 8 << 20;
 
@@ -187,6 +194,9 @@ enum Answer {
         status: u16,
         headers: Vec<(&'static str, String)>,
     },
+    /// The path's blob is not served yet: being fetched, or verified (at
+    /// start, or again after a change on disk).
+    NotReady(String),
 }
 
 fn plain(status: u16, body: impl Into<String>) -> Reply {
@@ -224,10 +234,14 @@ fn answer(ctx: &Ctx, peer: IpAddr, head: &Head) -> Answer {
     };
     let table = ctx.files.borrow().clone();
     let Some(body) = table.get_for(path.as_str(), peer) else {
+        if table.is_pending(path.as_str()) {
+            return Answer::NotReady(path.as_str().to_string());
+        }
         return text(404, format!("{} not found\n", path.as_str()));
     };
     let served = match body.open() {
         Ok(s) => s,
+        Err(Unavailable::Changed) => return Answer::NotReady(path.as_str().to_string()),
         Err(e) => {
             tracing::warn!(path = path.as_str(), error = %e, "http: not served");
             return text(503, format!("{}: {e}\n", path.as_str()));
@@ -342,7 +356,16 @@ pub(super) async fn connection(
         };
         let keep_alive = head.keep_alive && !head.has_body && !shutdown.is_cancelled();
         let head_only = head.method == Method::Head;
-        let sent = match answer(&ctx, peer.ip(), &head) {
+        let sent = match answer_when_verified(&ctx, &mut conn, peer.ip(), &head).await {
+            Answer::NotReady(path) => {
+                let r = plain(
+                    503,
+                    format!("{path}: not ready yet (being fetched or verified); try again\n"),
+                );
+                respond_reply(&mut conn, &ctx, &r, keep_alive, head_only)
+                    .await
+                    .is_ok()
+            }
             Answer::Reply(r) => respond_reply(&mut conn, &ctx, &r, keep_alive, head_only)
                 .await
                 .is_ok(),
@@ -389,6 +412,39 @@ pub(super) async fn connection(
             return;
         }
     }
+}
+
+/// [`answer`], waiting (at most [`NOT_READY_WAIT`]) while the path's blob is
+/// not ready (fetched or verified): each new file table is tried. The wait is the
+/// server's, not the client's: it is excused from the connection's budget.
+async fn answer_when_verified(ctx: &Ctx, conn: &mut Conn, peer: IpAddr, head: &Head) -> Answer {
+    let mut files = ctx.files.clone();
+    files.borrow_and_update();
+    let first = answer(ctx, peer, head);
+    let Answer::NotReady(path) = first else {
+        return first;
+    };
+    tracing::info!(path, "http: waiting for a blob being fetched or verified");
+    if let Some(stats) = &ctx.stats {
+        stats
+            .not_ready_waits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + NOT_READY_WAIT;
+    let answered = loop {
+        match tokio::time::timeout_at(deadline, files.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => break Answer::NotReady(path),
+        }
+        files.borrow_and_update();
+        match answer(ctx, peer, head) {
+            Answer::NotReady(_) => {}
+            other => break other,
+        }
+    };
+    conn.excuse(started.elapsed());
+    answered
 }
 
 fn count(ctx: &Ctx, status: u16, body_bytes: u64) {

@@ -204,6 +204,13 @@ impl Conn {
         }
     }
 
+    /// Excuse `waited` from the idle timer and the budget: the server kept
+    /// the client waiting, not the other way round.
+    pub(super) fn excuse(&mut self, waited: Duration) {
+        self.start += waited;
+        self.last_progress += waited;
+    }
+
     /// Count what a write sent; with it pending, check the deadline.
     fn after_write(
         &mut self,

@@ -103,6 +103,8 @@ pub struct HttpStats {
     /// Connections closed by the front door, by reason (`full`,
     /// `full_for_others`, `per_source`, `idle`, `deadline`).
     pub closed: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests that waited for a blob being fetched or verified.
+    pub not_ready_waits: AtomicU64,
 }
 
 impl HttpStats {
@@ -358,6 +360,12 @@ impl rackboot_metrics::Component for HttpStats {
         )?;
         counter(
             e,
+            "rackboot_agent_http_not_ready_waits",
+            "HTTP requests that waited for a blob of the rack being fetched or verified (answered when it was served, or 503)",
+            h.not_ready_waits.load(Relaxed),
+        )?;
+        counter(
+            e,
             "rackboot_agent_http_connections",
             "HTTP connections accepted",
             h.connections.load(Relaxed),
@@ -417,6 +425,57 @@ mod tests {
         let head = String::from_utf8_lossy(&buf[..split]).to_string();
         let status = head[9..12].parse().unwrap();
         (status, head.to_lowercase(), buf[split + 4..].to_vec())
+    }
+
+    /// A blob of the view not served yet is waited for: answered once a
+    /// new table serves it, or 503 after `NOT_READY_WAIT`; a path that is
+    /// not pending is 404 at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_pending_blob_is_waited_for_then_served_or_503() {
+        let table =
+            FileTable::from_map(HashMap::new()).with_pending(&["blobs/soon", "blobs/never"]);
+        let (ftx, frx) = watch::channel(Arc::new(table));
+        let (_vtx, vrx) = watch::channel(Arc::new(RackView::default()));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let stats = Arc::new(HttpStats::default());
+        tokio::spawn(run(
+            l,
+            frx,
+            vrx,
+            None,
+            HttpLimits::default(),
+            stats.clone(),
+            stop.clone(),
+        ));
+        let (st, _, _) = get(addr, "/blobs/other", "").await;
+        assert_eq!(st, 404, "not pending: not found at once");
+
+        let soon = tokio::spawn(async move { get(addr, "/blobs/soon", "").await });
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert!(!soon.is_finished(), "waits while pending");
+        let served = FileTable::from_map(HashMap::from([(
+            "blobs/soon".to_string(),
+            bytes::Bytes::from_static(b"verified bytes"),
+        )]))
+        .with_pending(&["blobs/never"]);
+        ftx.send_replace(Arc::new(served));
+        let (st, _, body) = soon.await.unwrap();
+        assert_eq!((st, &body[..]), (200, &b"verified bytes"[..]));
+
+        let started = tokio::time::Instant::now();
+        let (st, _, body) = get(addr, "/blobs/never", "").await;
+        assert_eq!(st, 503);
+        assert!(String::from_utf8_lossy(&body).contains("not ready yet"));
+        assert!(started.elapsed() >= boot::NOT_READY_WAIT);
+        assert_eq!(
+            stats
+                .not_ready_waits
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        stop.cancel();
     }
 
     #[tokio::test]

@@ -242,6 +242,41 @@ fn not_found_and_access_denied() {
     assert_eq!(server.stats().refused_access_denied, 1);
 }
 
+/// A file that is not ready yet (being fetched or verified) gets no answer
+/// at all, so the client's retransmitted request is served once it is.
+#[test]
+fn not_ready_is_left_unanswered_and_the_retransmission_is_served() {
+    let ready = std::cell::Cell::new(false);
+    let source = |_: &SafePath, _: SocketAddr| -> Result<Bytes, OpenError> {
+        if ready.get() {
+            Ok(Bytes::from_static(b"boot file"))
+        } else {
+            Err(OpenError::NotReady)
+        }
+    };
+    let mut server = Server::new(Config::default());
+    let rrq = Packet::Rrq {
+        filename: "blobs/x".to_owned(),
+        mode: crate::Mode::Octet,
+        options: vec![],
+    }
+    .encode();
+    let now = std::time::Instant::now();
+    server.handle_datagram(now, Local::Listener, addr(1, 2000), &rrq, &source);
+    assert!(server.poll_transmit().is_none(), "no ERROR, no DATA");
+    assert_eq!(server.stats().dropped_not_ready, 1);
+    assert_eq!(server.stats().refused_not_found, 0);
+
+    ready.set(true);
+    let later = now + std::time::Duration::from_secs(1);
+    server.handle_datagram(later, Local::Listener, addr(1, 2000), &rrq, &source);
+    let t = server.poll_transmit().expect("the first block");
+    assert!(matches!(
+        Packet::parse(&t.payload),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+}
+
 #[test]
 fn retransmits_on_a_short_fixed_timer_then_times_out() {
     let mut d = big();
