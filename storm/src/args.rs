@@ -113,6 +113,11 @@ pub struct StormArgs {
     /// Do not probe the size first.
     #[arg(long)]
     pub no_probe: bool,
+    /// Send the real request from the size probe's UDP port, as some PXE
+    /// ROMs do (the default: a new port, as EDK2 and iPXE do). Late packets
+    /// of the probe then reach the request's port.
+    #[arg(long, conflicts_with = "no_probe")]
+    pub same_port: bool,
     /// Multiply every firmware timer by this (0.1 = ten times faster).
     #[arg(long, default_value_t = 1.0)]
     pub time_scale: f64,

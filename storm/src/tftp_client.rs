@@ -1,7 +1,9 @@
 //! A sans-IO TFTP client that behaves like a PXE ROM: optional tsize probe
 //! (RRQ `tsize=0 blksize=B`, read the OACK, abort with ERROR 8), then the real
-//! RRQ from a new port, lockstep or windowed, re-ACKing after a silence and
-//! giving up after the firmware's retry limit. No sockets, no clock.
+//! RRQ from a new port (EDK2, iPXE) or from the probe's own port (other ROMs:
+//! [`ClientConfig::same_port`]), lockstep or windowed, re-ACKing after a
+//! silence and giving up after the firmware's retry limit. No sockets, no
+//! clock.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 use rackboot_tftp_core::{ErrorCode, Mode, Packet, RawOption};
 
 /// Which of the client's two sockets a packet uses (the probe and the fetch
-/// come from different ports, as real ROMs do).
+/// come from different ports, as EDK2 and iPXE do, unless
+/// [`ClientConfig::same_port`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sock {
     /// The tsize probe's socket.
@@ -46,6 +49,10 @@ pub struct ClientConfig {
     pub ack_timeout: Duration,
     /// Re-ACKs before the boot fails.
     pub ack_retries: u32,
+    /// Send the real request from the probe's port, as some PXE ROMs do:
+    /// everything goes through [`Sock::Probe`], and the first OACK or DATA
+    /// that port receives after the probe is taken as the answer.
+    pub same_port: bool,
 }
 
 impl ClientConfig {
@@ -60,6 +67,7 @@ impl ClientConfig {
             rrq_schedule: vec![s(260), s(810), s(1850), s(3880), s(7950), s(16000)],
             ack_timeout: s(1000),
             ack_retries: 6,
+            same_port: false,
         }
     }
 }
@@ -245,6 +253,15 @@ impl Fetch {
         }
     }
 
+    /// The socket of the real request.
+    fn fetch_sock(&self) -> Sock {
+        if self.cfg.same_port {
+            Sock::Probe
+        } else {
+            Sock::Fetch
+        }
+    }
+
     fn fail(&mut self, reason: String) {
         self.state = State::Failed { reason };
     }
@@ -255,7 +272,7 @@ impl Fetch {
             sent: 1,
         };
         self.out.push_back(Out {
-            sock: Sock::Fetch,
+            sock: self.fetch_sock(),
             to: self.server,
             payload: rrq(&self.file, &self.cfg, false),
         });
@@ -284,7 +301,7 @@ impl Fetch {
                 let (sock, payload) = if probe {
                     (Sock::Probe, rrq(&self.file, &self.cfg, true))
                 } else {
-                    (Sock::Fetch, rrq(&self.file, &self.cfg, false))
+                    (self.fetch_sock(), rrq(&self.file, &self.cfg, false))
                 };
                 self.out.push_back(Out {
                     sock,
@@ -325,7 +342,7 @@ impl Fetch {
                 }
                 self.resends += 1;
                 self.out.push_back(Out {
-                    sock: Sock::Fetch,
+                    sock: self.fetch_sock(),
                     to: tid,
                     payload: last_ack,
                 });
@@ -349,6 +366,13 @@ impl Fetch {
     pub fn handle_datagram(&mut self, now: Instant, sock: Sock, from: SocketAddr, bytes: &[u8]) {
         let Ok(packet) = Packet::parse(bytes) else {
             return;
+        };
+        let fetch = self.fetch_sock();
+        // On one port, what arrives after the probe belongs to the request.
+        let sock = if sock == fetch && !self.probing() {
+            Sock::Fetch
+        } else {
+            sock
         };
         match (&self.state, sock) {
             (State::Probe { .. }, Sock::Probe) => match packet {
@@ -398,7 +422,7 @@ impl Fetch {
                     }
                     let a = ack(0);
                     self.out.push_back(Out {
-                        sock: Sock::Fetch,
+                        sock: fetch,
                         to: from,
                         payload: a.clone(),
                     });
@@ -472,7 +496,7 @@ impl Fetch {
                         *last_ack = ack(block);
                         *in_window = 0;
                         self.out.push_back(Out {
-                            sock: Sock::Fetch,
+                            sock: fetch,
                             to: from,
                             payload: last_ack.clone(),
                         });

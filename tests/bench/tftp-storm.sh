@@ -6,12 +6,19 @@
 # has no netem).
 #
 #   tests/bench/tftp-storm.sh [--quick] [--servers "rackboot tftpd-hpa dnsmasq"] \
-#       [--cases "CLIENTS:FIRST_MIB:SECOND_MIB:LOSS% ..."] [--out FILE]
+#       [--cases "CLIENTS:FIRST_MIB:SECOND_MIB:LOSS% ..."] [--loss-each-way] \
+#       [--runs N] [--out FILE]
+#
+# --loss-each-way drops LOSS% of the client's packets to the server too;
+# --runs N measures every case N times (a row per run, servers
+# interleaved). PXE ROMs that send their size probe and the real request
+# from one port: STORM_ARGS=--same-port.
 #
 # Environment: STORM_THREADS (emulator threads, default one per core),
 # STORM_NICE (its nice level, default 10), STORM_ARGS (more `rackboot storm`
 # flags), AGENT_ARGS (more `rackboot-agent` flags), BENCH_DEBUG=1 (print each storm's JSON and the agent's TFTP
-# counters).
+# counters), BENCH_BIN_DIR (take `rackboot` and `rackboot-agent` from there
+# instead of building them: e.g. an older agent beside a newer storm).
 #
 # Needs root. Installs tftpd-hpa and dnsmasq (Debian) if missing. Builds the
 # release binaries. Prints a markdown table (and appends it to --out).
@@ -26,6 +33,8 @@ cases="200:1:0:0 1000:1:0:0 2000:1:0:0 2000:1:0:2 1000:1:16:0 200:1:16:2"
 out=""
 rate="1gbit"
 deadline=300
+each_way=""
+runs=1
 # The emulated clients stand in for other machines: they run at a lower CPU
 # priority (nice 10), so that on one machine they do not preempt the server
 # under test, which on a rack has its management node to itself, and on one
@@ -43,6 +52,8 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --deadline) deadline=$2; shift 2 ;;
+    --loss-each-way) each_way=1; shift ;;
+    --runs) runs=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -59,8 +70,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
-cargo build --release --locked --bin rackboot --bin rackboot-agent >&2
-BIN=$ROOT/target/release
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+  BIN=$BENCH_BIN_DIR
+else
+  cargo build --release --locked --bin rackboot --bin rackboot-agent >&2
+  BIN=$ROOT/target/release
+fi
 
 tag="rbb$$"
 S="${tag}s"; C="${tag}c"
@@ -98,12 +113,16 @@ make_file() { # MiB
   [ -n "${made[$1]:-}" ] || { head -c "$(( $1 * 1048576 ))" /dev/urandom > "$f"; made[$1]=1; }
 }
 
-set_loss() { # percent, on packets the client receives from the server
+set_loss() { # percent, on packets the client receives from the server (and sends to it, --loss-each-way)
   ip netns exec "$C" nft delete table inet rbloss 2>/dev/null || true
   if [ "$1" != 0 ]; then
     ip netns exec "$C" nft add table inet rbloss
     ip netns exec "$C" nft add chain inet rbloss in '{ type filter hook input priority 0; }'
     ip netns exec "$C" nft add rule inet rbloss in ip saddr 10.123.0.1 udp sport != 67 numgen random mod 100 '<' "$1" drop
+    if [ -n "$each_way" ]; then
+      ip netns exec "$C" nft add chain inet rbloss out '{ type filter hook output priority 0; }'
+      ip netns exec "$C" nft add rule inet rbloss out ip daddr 10.123.0.1 udp dport != 67 numgen random mod 100 '<' "$1" drop
+    fi
   fi
 }
 
@@ -154,6 +173,7 @@ for c in $cases; do
   rate_bps=$(numfmt --from=si "${rate_num^^}")
   rate_mbit=$(( rate_bps / 1000000 ))
   floor=$(python3 -c "print(round($n*($first+$second)*1048576/($rate_bps/8*0.97),1))")
+  for run in $(seq "$runs"); do
   for srv in $servers; do
     set_loss "$loss"
     start_server "$srv"
@@ -174,8 +194,8 @@ for c in $cases; do
     rss=$(peak_rss_kb); rss=${rss:-0}
     storm_cpu=$(tail -n 1 "$work/storm.time" 2>/dev/null | awk '{print $1+$2}'); storm_cpu=${storm_cpu:-nan}
     stop_server
-    row=$(python3 - "$json" "$srv" "$n" "$label" "$loss" "$floor" "$rss" "$t0" "$t1" "$rss0" "$storm_cpu" <<'PY'
-import json, sys
+    row=$(EACH_WAY="$each_way" python3 - "$json" "$srv" "$n" "$label" "$loss" "$floor" "$rss" "$t0" "$t1" "$rss0" "$storm_cpu" <<'PY'
+import json, os, sys
 raw, srv, n, label, loss, floor, rss, t0, t1, rss0, storm_cpu = sys.argv[1:]
 try:
     j = json.loads(raw)
@@ -186,11 +206,13 @@ rss_mib = int(rss) / 1024 if srv == "rackboot" else float("nan")
 # Memory the storm added, per concurrent transfer (all clients start at once;
 # the agent runs at most 4096 transfers, the rest queue).
 per = (int(rss) - int(rss0)) / min(int(n), 4096) if srv == "rackboot" else float("nan")
-print(f"| {srv} | {n} | {label} | {loss}% | {j['ok']} | {j['failed']} | {j['elapsed_s']:.1f} | {floor} | {j['goodput_mb_s']:.1f} | {j['tftp_p99_ms']/1000:.1f} | {rss_mib:.1f} | {per:.1f} | {cpu:.1f} | {float(storm_cpu):.1f} |")
+each = " each way" if os.environ.get("EACH_WAY") else ""
+print(f"| {srv} | {n} | {label} | {loss}%{each} | {j['ok']} | {j['failed']} | {j['elapsed_s']:.1f} | {floor} | {j['goodput_mb_s']:.1f} | {j['tftp_p99_ms']/1000:.1f} | {rss_mib:.1f} | {per:.1f} | {cpu:.1f} | {float(storm_cpu):.1f} |")
 PY
 )
     echo "$row"
     rows+="$row"$'\n'
+  done
   done
 done
 if [ -n "$out" ]; then
@@ -198,7 +220,7 @@ if [ -n "$out" ]; then
     echo
     echo "### TFTP boot storm ($(date -u +%Y-%m-%d), rate $rate, $(nproc) cores)"
     echo
-    echo "Command: \`tests/bench/tftp-storm.sh $invocation\`. Floor = clients × bytes / (rate × 0.97). RSS and CPU"
+    echo "Command: \`${STORM_ARGS:+STORM_ARGS=\"$STORM_ARGS\" }tests/bench/tftp-storm.sh $invocation\`. Floor = clients × bytes / (rate × 0.97). RSS and CPU"
     echo "are reported for rackboot-agent only (tftpd-hpa forks per transfer; dnsmasq serves DNS/DHCP too); RSS per"
     echo "transfer = (peak RSS - RSS before the storm) / concurrent transfers. Storm CPU = the emulator's user+system"
     echo "time (it shares the machine). Clients come from 254 source addresses (storm --source-range)."

@@ -46,7 +46,6 @@ struct Pool {
     sockets: Vec<UdpSocket>,
     by_peer: HashMap<(usize, SocketAddr), TransferId>,
     of: HashMap<TransferId, (usize, SocketAddr)>,
-    next: usize,
     /// Datagrams on a pool socket from a client with no transfer there.
     strays: u64,
 }
@@ -70,23 +69,34 @@ impl Pool {
             sockets,
             by_peer: HashMap::new(),
             of: HashMap::new(),
-            next: 0,
             strays: 0,
         })
     }
 
     /// The socket of transfer `id` (to `client`), chosen on first use: the
-    /// next one round-robin whose port this client is not already using.
+    /// client's home socket (a hash of its address and port), or the next
+    /// one whose port this client is not already using. A client's address
+    /// and port always meet the same server port while it has one transfer
+    /// at a time: a PXE ROM that sends its size probe and then the real
+    /// request from one port gets both answers from one port, so a late
+    /// packet of the probe exchange lands on the transfer that replaced it
+    /// (which knows what to make of it) instead of on a port that would
+    /// answer ERROR 5 and end the boot.
     fn socket_for(&mut self, id: TransferId, client: SocketAddr) -> Option<usize> {
         if let Some(&(k, _)) = self.of.get(&id) {
             return Some(k);
         }
         let n = self.sockets.len();
+        let home = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            client.hash(&mut h);
+            usize::try_from(h.finish() % n.max(1) as u64).unwrap_or(0)
+        };
         for i in 0..n {
-            let k = (self.next + i) % n;
-            if !self.by_peer.contains_key(&(k, client)) {
-                self.next = (k + 1) % n;
-                self.by_peer.insert((k, client), id);
+            let k = (home + i) % n;
+            if let std::collections::hash_map::Entry::Vacant(e) = self.by_peer.entry((k, client)) {
+                e.insert(id);
                 self.of.insert(id, (k, client));
                 return Some(k);
             }
@@ -282,9 +292,14 @@ pub async fn run(listener: UdpSocket, task: TftpTask, shutdown: CancellationToke
                     }
                     None => {
                         // RFC 1350: a packet for no transfer of this port
-                        // gets ERROR 5; an ERROR is never answered.
+                        // gets ERROR 5; an ERROR is never answered, and
+                        // neither is a client that has a live transfer on
+                        // another port (a late packet of an exchange it
+                        // left: an ERROR would end the live one too).
                         pool.strays += 1;
-                        if data.get(..2) != Some(&[0, 5]) {
+                        let live_elsewhere =
+                            (0..pool.sockets.len()).any(|j| pool.by_peer.contains_key(&(j, src)));
+                        if data.get(..2) != Some(&[0, 5]) && !live_elsewhere {
                             let reply = Packet::Error {
                                 code: ErrorCode::UnknownTransferId,
                                 msg: "unknown transfer ID".into(),
@@ -415,6 +430,9 @@ async fn flush(
     pool: &mut Pool,
     sessions: &TimelineHandle,
 ) {
+    // Closed transfers first: their (socket, client) pairs are free before
+    // a transfer that replaced one of them takes its socket.
+    handle_events(server, pool, sessions);
     while let Some(t) = server.poll_transmit() {
         let socket = match t.local {
             Local::Listener => listener,
@@ -440,6 +458,11 @@ async fn flush(
             Err(e) => tracing::debug!(error = %e, dest = %t.dest, "tftp send failed"),
         }
     }
+    handle_events(server, pool, sessions);
+}
+
+/// The engine's events: the timeline, the log, and the pool's pairs.
+fn handle_events(server: &mut Server, pool: &mut Pool, sessions: &TimelineHandle) {
     while let Some(ev) = server.poll_event() {
         match ev {
             Event::Started {
@@ -569,6 +592,7 @@ impl rackboot_metrics::Component for TftpStats {
                 ("per_source_cap", s.dropped_per_source),
                 ("draining", s.dropped_draining),
                 ("not_ready", s.dropped_not_ready),
+                ("stale_error", s.dropped_stale_error),
                 ("source_not_allowed", t.refused_source),
                 ("rate_limited", t.rate_limited),
                 ("stray", t.strays),
@@ -599,6 +623,12 @@ impl rackboot_metrics::Component for TftpStats {
             "rackboot_agent_tftp_duplicate_requests",
             "Repeated TFTP requests absorbed by a running or waiting transfer",
             s.duplicate_requests,
+        )?;
+        counter(
+            e,
+            "rackboot_agent_tftp_requests_replaced",
+            "TFTP requests that replaced another one (running or waiting) from the same client address and port",
+            s.requests_replaced,
         )?;
         counter(
             e,

@@ -26,8 +26,21 @@ use crate::options::Negotiated;
 use crate::path::SafePath;
 use crate::stats::Stats;
 
-/// Identifies a request: the client's address and port, and the file.
-pub(crate) type RequestKey = (SocketAddr, SafePath);
+/// Identifies a request: the client's address and port. A port asks for
+/// one thing at a time: a new request from it replaces the one before.
+pub(crate) type RequestKey = SocketAddr;
+
+/// What [`AdmissionQueue::touch`] found for a client's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Touched {
+    /// Nothing waits for this address and port.
+    Absent,
+    /// The same request waits: refreshed (a retransmission).
+    Refreshed,
+    /// Another request from this address and port waited: dropped, the
+    /// new one replaces it.
+    Replaced,
+}
 
 /// A request that was accepted (file found, options negotiated) but waits
 /// for a transfer slot.
@@ -37,6 +50,13 @@ pub(crate) struct Pending {
     pub(crate) path: SafePath,
     pub(crate) data: crate::source::Content,
     pub(crate) negotiated: Negotiated,
+    /// The request as asked (path, mode and options): a repeat with the
+    /// same signature is a retransmission, another one a new request.
+    pub(crate) sig: u64,
+    /// It replaced an exchange of the same address and port whose
+    /// client's abort may still be on its way: one ERROR from the client
+    /// is taken as that abort's, not this transfer's.
+    pub(crate) after_probe: bool,
     /// When the client first asked.
     pub(crate) first_seen: Instant,
     /// When the client last asked.
@@ -68,16 +88,24 @@ impl AdmissionQueue {
         self.entries.len()
     }
 
-    /// Refreshes a waiting request repeated by its client. Returns whether
-    /// it was waiting.
-    pub(crate) fn touch(&mut self, key: &RequestKey, now: Instant) -> bool {
+    /// A request with signature `sig` from `key`: refreshes the same
+    /// request waiting (merged, answered once), or drops another one from
+    /// that address and port, which the new request replaces.
+    pub(crate) fn touch(&mut self, key: &RequestKey, sig: u64, now: Instant) -> Touched {
         match self.entries.get_mut(key) {
-            Some(pending) => {
+            Some(pending) if pending.sig == sig => {
                 pending.last_seen = pending.last_seen.max(now);
                 pending.repeats = pending.repeats.saturating_add(1);
-                true
+                Touched::Refreshed
             }
-            None => false,
+            Some(_) => {
+                // Its place in `order` stays: the new request pushed under
+                // the same key is admitted from there, a later duplicate
+                // key finds nothing.
+                self.entries.remove(key);
+                Touched::Replaced
+            }
+            None => Touched::Absent,
         }
     }
 
@@ -90,8 +118,8 @@ impl AdmissionQueue {
         if self.entries.len() >= self.capacity {
             return false;
         }
-        let key = (pending.client, pending.path.clone());
-        self.order.push_back(key.clone());
+        let key = pending.client;
+        self.order.push_back(key);
         self.entries.insert(key, pending);
         true
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::admission::{AdmissionQueue, Pending, RequestKey};
+use crate::admission::{AdmissionQueue, Pending, Touched};
 use crate::bucket::{ThrottleMeter, TokenBucket, later};
 use crate::config::Config;
 use crate::config::Timing;
@@ -26,6 +26,21 @@ use crate::{MAX_FILE_SIZE, MAX_NETASCII_SIZE};
 
 /// Longest client ERROR message kept in an [`AbortReason`], in characters.
 const MAX_CLIENT_MESSAGE: usize = 255;
+
+/// A request's signature: its path, mode and options as asked. Two
+/// requests from one address and port with the same signature are one
+/// request sent twice.
+fn request_sig(path: &SafePath, mode: Mode, options: &[RawOption]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.as_str().hash(&mut h);
+    mode.hash(&mut h);
+    for o in options {
+        o.name.hash(&mut h);
+        o.value.hash(&mut h);
+    }
+    h.finish()
+}
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +67,12 @@ pub struct Server {
     timing: Timing,
     overhead: u64,
     transfers: HashMap<TransferId, Transfer>,
-    by_request: HashMap<RequestKey, TransferId>,
+    /// The live transfer of each client address and port, with the
+    /// signature of the request that started it.
+    by_client: HashMap<SocketAddr, (TransferId, u64)>,
+    /// Transfers that replaced an exchange of their address and port whose
+    /// abort may still arrive: its first ERROR is that abort's.
+    after_probe: std::collections::HashSet<TransferId>,
     /// Transfers running per source address (for `max_per_source`).
     per_source: HashMap<std::net::IpAddr, usize>,
     timers: BTreeSet<(Instant, TransferId)>,
@@ -78,7 +98,8 @@ impl Server {
             timing: config.timing(),
             overhead: u64::from(config.rate_limit_packet_overhead),
             transfers: HashMap::new(),
-            by_request: HashMap::new(),
+            by_client: HashMap::new(),
+            after_probe: std::collections::HashSet::new(),
             per_source: HashMap::new(),
             timers: BTreeSet::new(),
             queue: AdmissionQueue::new(config.max_queue, config.queue_stale_after),
@@ -396,15 +417,29 @@ impl Server {
             self.refuse(src, Some(filename), ErrorCode::IllegalOperation, message);
             return;
         }
-        let key = (src, path);
-        if let Some(&id) = self.by_request.get(&key) {
-            self.stats.duplicate_requests += 1;
-            let stall = self.config.tick;
-            let kept = self.step(now, id, |t, stats| {
-                t.handle_repeat_request(now, stall, stats)
-            });
-            if kept != Some(false) {
-                return;
+        // One address and port asks for one thing at a time. The same
+        // request again is a retransmission; another one means the client
+        // left what it had on that port (a PXE ROM that sends its size
+        // probe and then the real request from one port): the new request
+        // replaces it, silently, and late packets of the old exchange must
+        // not disturb the new one.
+        let sig = request_sig(&path, mode, options);
+        let mut after_probe = false;
+        if let Some(&(id, prev)) = self.by_client.get(&src) {
+            if prev == sig {
+                self.stats.duplicate_requests += 1;
+                let stall = self.config.tick;
+                let kept = self.step(now, id, |t, stats| {
+                    t.handle_repeat_request(now, stall, stats)
+                });
+                if kept != Some(false) {
+                    return;
+                }
+            } else {
+                self.stats.requests_replaced += 1;
+                // Still waiting for the ACK of its OACK: the client's abort
+                // (ERROR 8 after a size probe) may come after this request.
+                after_probe = self.transfers.get(&id).is_some_and(Transfer::negotiating);
             }
             self.close(
                 now,
@@ -414,16 +449,20 @@ impl Server {
                 },
             );
         }
-        if self.queue.touch(&key, now) {
-            self.stats.duplicate_requests += 1;
-            return;
+        match self.queue.touch(&src, sig, now) {
+            Touched::Refreshed => {
+                self.stats.duplicate_requests += 1;
+                return;
+            }
+            Touched::Replaced => self.stats.requests_replaced += 1,
+            Touched::Absent => {}
         }
         let cap = self.config.max_per_source;
         if cap > 0 && self.per_source.get(&src.ip()).copied().unwrap_or(0) >= cap {
             self.stats.dropped_per_source += 1;
             return;
         }
-        let (client, path) = key;
+        let client = src;
         let data = match files.open(&path, client) {
             Ok(data) if data.len() > MAX_FILE_SIZE => {
                 self.stats.refused_too_large += 1;
@@ -465,6 +504,8 @@ impl Server {
         let pending = Pending {
             client,
             path,
+            sig,
+            after_probe,
             data,
             negotiated,
             first_seen: now,
@@ -518,6 +559,10 @@ impl Server {
                 {
                     self.close(now, id, outcome);
                 }
+            }
+            Ok(Packet::Error { .. }) if self.after_probe.remove(&id) => {
+                // The abort of the exchange this transfer replaced, late.
+                self.stats.dropped_stale_error += 1;
             }
             Ok(Packet::Error { code, msg }) => {
                 let message: String = msg.chars().take(MAX_CLIENT_MESSAGE).collect();
@@ -643,8 +688,10 @@ impl Server {
             urgent,
         );
         self.sched.update(id, transfer.want(self.overhead), now);
-        self.by_request
-            .insert((pending.client, pending.path.clone()), id);
+        self.by_client.insert(pending.client, (id, pending.sig));
+        if pending.after_probe {
+            self.after_probe.insert(id);
+        }
         self.transfers.insert(id, transfer);
         *self.per_source.entry(pending.client.ip()).or_insert(0) += 1;
         self.stats.transfers_started += 1;
@@ -674,8 +721,14 @@ impl Server {
         }
         self.sched.remove(id);
         let summary = transfer.summary();
-        self.by_request
-            .remove(&(summary.client, summary.path.clone()));
+        if self
+            .by_client
+            .get(&summary.client)
+            .is_some_and(|&(live, _)| live == id)
+        {
+            self.by_client.remove(&summary.client);
+        }
+        self.after_probe.remove(&id);
         let local = Local::Transfer(id);
         self.sched.control.retain(|o| o.local != local);
         match &outcome {

@@ -41,10 +41,17 @@ pub struct Stats {
     pub dropped_per_source: u64,
     /// Requests not taken because the server is draining for shutdown.
     pub dropped_draining: u64,
+    /// Dropped: an ERROR from a client whose transfer replaced its own
+    /// size probe on the same address and port, taken as the probe's late
+    /// abort.
+    pub dropped_stale_error: u64,
     /// Requests left unanswered because their file is not ready yet
     /// ([`crate::OpenError::NotReady`]): the client asks again.
     pub dropped_not_ready: u64,
 
+    /// Requests that replaced another request (running or waiting) from
+    /// the same address and port: the client left the first.
+    pub requests_replaced: u64,
     /// Requests refused: write requests (ERROR 2, read-only server).
     pub refused_write: u64,
     /// Requests refused: unsafe paths (ERROR 2).

@@ -311,6 +311,11 @@ impl Transfer {
         self.flight().deadline
     }
 
+    /// Waiting for the ACK of its OACK (no block sent yet).
+    pub(crate) fn negotiating(&self) -> bool {
+        matches!(self.phase, Phase::Negotiating { .. })
+    }
+
     /// The client's address and port (its transfer ID).
     pub(crate) fn client(&self) -> SocketAddr {
         self.client

@@ -30,6 +30,7 @@ pub(crate) async fn tftp_boot(
     cfg.blksize = args.blksize;
     cfg.windowsize = args.windowsize;
     cfg.probe = !args.no_probe;
+    cfg.same_port = args.same_port;
     cfg.ack_timeout =
         Duration::from_secs_f64(args.ack_timeout_ms as f64 / 1000.0 * args.time_scale);
     cfg.ack_retries = args.ack_retries;
@@ -90,6 +91,7 @@ async fn fetch(
 ) -> std::io::Result<(FetchResult, u32)> {
     let probe = bind_udp(bind_ip).await?;
     let main = bind_udp(bind_ip).await?;
+    let same_port = cfg.same_port;
     let mut f = Fetch::new(cfg, file, server, Instant::now());
     let mut b1 = vec![0u8; 65_536];
     let mut b2 = vec![0u8; 65_536];
@@ -120,7 +122,8 @@ async fn fetch(
             timer.as_mut().reset(tokio::time::Instant::from_std(wake));
             timer_at = wake;
         }
-        let probing = f.probing();
+        // One port for everything: the probe's socket stays open.
+        let probing = f.probing() || same_port;
         tokio::select! {
             r = probe.recv_from(&mut b1), if probing => if let Ok((n, from)) = r {
                 f.handle_datagram(Instant::now(), Sock::Probe, from, b1.get(..n).unwrap_or_default());

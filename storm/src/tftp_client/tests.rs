@@ -98,6 +98,30 @@ fn rom_fetches_byte_exact_with_probe() {
     );
 }
 
+/// A ROM that asks for real from its probe's port sends everything from
+/// that one port and still gets every byte, with and without loss.
+#[test]
+fn rom_reusing_its_probe_port_fetches_byte_exact() {
+    let expected: Vec<u8> = (0..100_000usize).map(|i| (i * 31 % 251) as u8).collect();
+    let digest = blake3::hash(&expected).to_hex().to_string();
+    let mut cfg = ClientConfig::pxe_rom(1.0);
+    cfg.same_port = true;
+    let mut client = Fetch::new(
+        cfg.clone(),
+        "boot.bin",
+        "10.0.0.1:69".parse().unwrap(),
+        Instant::now(),
+    );
+    assert_eq!(client.poll_transmit().map(|o| o.sock), Some(Sock::Probe));
+    for drop_every in [0, 5, 9] {
+        let (r, _) = run(100_000, cfg.clone(), drop_every);
+        assert!(
+            matches!(&r, FetchResult::Done { bytes: 100_000, digest: d, .. } if *d == digest),
+            "drop every {drop_every}: {r:?}"
+        );
+    }
+}
+
 #[test]
 fn rom_survives_loss_and_windowed_mode() {
     let mut cfg = ClientConfig::pxe_rom(1.0);

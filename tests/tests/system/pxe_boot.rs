@@ -266,7 +266,11 @@ fn big_initrd(small: &Path, dest: &Path) -> Result<()> {
     rackboot_tests::daemon::run_with_timeout(cpio, Duration::from_secs(120))?.success()?;
     let part = dir.with_file_name("big-part.cpio");
     let mut out = std::fs::File::create(dest)?;
-    std::io::copy(&mut std::fs::File::open(small)?, &mut out)?;
+    let copied = std::io::copy(&mut std::fs::File::open(small)?, &mut out)?;
+    // The kernel takes a cpio archive after a compressed one only at a
+    // 4-byte aligned offset, and skips zero bytes to reach it.
+    let pad = (4 - copied % 4) % 4;
+    out.write_all(&vec![0u8; usize::try_from(pad)?])?;
     std::io::copy(&mut std::fs::File::open(&part)?, &mut out)?;
     out.sync_all()?;
     std::fs::remove_dir_all(&dir)?;

@@ -1,6 +1,7 @@
 //! In-crate tests: codec, protocol rules stepped by hand, whole transfers
 //! through a simulated lossy network on a virtual clock, properties under
 //! loss, duplication and reordering (`network`), firmware golden patterns,
+//! ROMs that reuse one port for probe and request (`port_reuse`),
 //! admission control, and the send scheduler with the bandwidth cap
 //! (`scheduler`).
 
@@ -13,6 +14,7 @@ mod drain;
 mod firmware;
 mod harness;
 mod network;
+mod port_reuse;
 mod rules;
 mod scheduler;
 mod transfers;
