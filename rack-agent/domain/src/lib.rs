@@ -29,6 +29,7 @@ pub mod bootinfo;
 pub mod discovery;
 pub mod loaders;
 pub mod retry;
+pub mod router_advert;
 pub mod syslog;
 pub mod timeline;
 pub mod uboot;

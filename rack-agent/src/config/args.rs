@@ -88,6 +88,14 @@ pub struct ServeArgs {
     /// Do not receive node logs.
     #[arg(long)]
     pub no_syslog: bool,
+    /// Do not answer IPv6 router solicitations. By default, with --iface,
+    /// the agent answers each with an empty router advertisement (not a
+    /// router, no prefix, no DHCPv6), which ends the wait for IPv6
+    /// configuration that iPXE adds to every boot on a segment without an
+    /// IPv6 router (~13 s measured), and configures nothing. It stays quiet
+    /// by itself while a real router advertises on the segment.
+    #[arg(long)]
+    pub no_ipv6_ra: bool,
     /// The operator listener, e.g. `127.0.0.1:9101`: `/metrics`
     /// (Prometheus) and `/boot-info?mac=` about any node. Plain HTTP: keep
     /// it on loopback or the management network. The boot port serves
@@ -372,6 +380,7 @@ impl ServeArgs {
             subnet,
             node_base,
             gateway: self.gateway,
+            ipv6_ra: self.iface.is_some() && !self.no_ipv6_ra,
             iface: self.iface,
             dhcp_listen: SocketAddr::from((dhcp_ip, dhcp_port)),
             dhcp_client_port: if dhcp_port == 67 { 68 } else { dhcp_port + 1 },

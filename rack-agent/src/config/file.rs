@@ -26,6 +26,7 @@
 //! gateway = "10.0.0.254"
 //! rack_subnet = "10.50.0.0/24"                 # nodes behind a DHCP relay
 //! allow = ["10.60.0.0/16"]                     # extra TFTP/HTTP source subnets
+//! ipv6_ra = true                               # empty router advertisements (iPXE's IPv6 wait)
 //!
 //! [dhcp]
 //! mode = "authoritative"                       # or "proxy"
@@ -131,6 +132,9 @@ pub struct NetworkSection {
     /// Extra source subnets.
     #[serde(default)]
     pub allow: Vec<Ipv4Net>,
+    /// Answer IPv6 router solicitations with an empty advertisement
+    /// (default true; false is `--no-ipv6-ra`).
+    pub ipv6_ra: Option<bool>,
 }
 
 /// `[dhcp]`.
@@ -424,6 +428,10 @@ impl AgentFile {
         if !serve.no_syslog && self.syslog.enabled == Some(false) {
             serve.no_syslog = true;
             from.insert("--no-syslog", "syslog.enabled");
+        }
+        if !serve.no_ipv6_ra && n.ipv6_ra == Some(false) {
+            serve.no_ipv6_ra = true;
+            from.insert("--no-ipv6-ra", "network.ipv6_ra");
         }
         let mut rack = flags.rack;
         fill!(rack, self.rack, "--rack", "rack");

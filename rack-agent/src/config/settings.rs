@@ -29,6 +29,9 @@ pub struct AgentConfig {
     pub gateway: Option<Ipv4Addr>,
     /// Interface to bind DHCP to (None: no device binding).
     pub iface: Option<String>,
+    /// Answer IPv6 router solicitations on the interface with an empty
+    /// advertisement (needs `iface`).
+    pub ipv6_ra: bool,
     /// DHCP listen address.
     pub dhcp_listen: SocketAddr,
     /// Port DHCP replies go to.

@@ -584,6 +584,21 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> Result<Agen
         }
         None => None,
     };
+    // IPv6 router advertisements that say "no IPv6 here" (iPXE's wait).
+    if let (true, Some(iface)) = (cfg.ipv6_ra, cfg.iface.as_deref()) {
+        match crate::serve::router_advert::bind(iface) {
+            Ok((sock, index)) => tasks.push(tokio::spawn(crate::serve::router_advert::run(
+                sock,
+                index,
+                metrics.router_advert.clone(),
+                shutdown.clone(),
+            ))),
+            // Not fatal: nodes boot, iPXE waits for IPv6 as it would anyway.
+            Err(e) => {
+                tracing::warn!(%iface, error = %e, "cannot answer IPv6 router solicitations (iPXE will wait for IPv6 on each boot); --no-ipv6-ra silences this")
+            }
+        }
+    }
     let spool_dir = cfg.data_dir.join("log-spool");
     let spool = match crate::store::logspool::Spool::open(&spool_dir, cfg.log_spool_bytes) {
         Ok(s) => Some(s),

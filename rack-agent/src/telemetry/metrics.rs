@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::serve::dhcp::DhcpStats;
 use crate::serve::http::HttpStats;
+use crate::serve::router_advert::RaMetrics;
 use crate::serve::syslog::SyslogStats;
 use crate::serve::tftp::TftpStats;
 use crate::store::cache::BlobCache;
@@ -50,6 +51,8 @@ pub struct AgentMetrics {
     pub http: Arc<HttpStats>,
     /// Syslog receiver counters.
     pub syslog: Arc<SyslogStats>,
+    /// IPv6 router-advertisement counters.
+    pub router_advert: Arc<RaMetrics>,
     /// Log shipping: what waits, what was shipped.
     pub logship: Arc<LogShipStats>,
     /// Coordinator sync state.
@@ -73,6 +76,7 @@ impl AgentMetrics {
     ) -> Self {
         let queues: Arc<Mutex<Vec<(&'static str, QueueProbe)>>> = Arc::default();
         let (dhcp, tftp, http, syslog, logship, sync) = <_>::default();
+        let router_advert: Arc<RaMetrics> = Arc::default();
         let mut x = Exposition::new();
         x.register_metric(
             "rackboot_agent_boot_phase_seconds",
@@ -84,6 +88,7 @@ impl AgentMetrics {
         x.register::<TftpStats>(Arc::clone(&tftp));
         x.register::<HttpStats>(Arc::clone(&http));
         x.register::<SyslogStats>(Arc::clone(&syslog));
+        x.register::<RaMetrics>(Arc::clone(&router_advert));
         x.register::<LogShipStats>(Arc::clone(&logship));
         // What this module reads itself: queues, view, cache, sync state.
         x.register(Arc::new(Sources {
@@ -99,6 +104,7 @@ impl AgentMetrics {
             tftp,
             http,
             syslog,
+            router_advert,
             logship,
             sync,
             queues,
