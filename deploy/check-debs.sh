@@ -13,7 +13,8 @@
 #   1. dpkg -i DEB... (maintainer scripts included): succeeds;
 #   2. user and group rackboot exist (postinst);
 #   3. /usr/bin/rackboot*, the units, /etc/rackboot/*.toml (registered as
-#      conffiles) and the examples are where they belong;
+#      conffiles), the examples, and the CLI's man pages and bash, zsh and
+#      fish completions are where they belong;
 #   4. both daemons accept their installed /etc/rackboot/*.toml with
 #      --check-config, and deploy/verify-units.sh passes on the installed
 #      units and binaries (systemd-analyze verify);
@@ -124,6 +125,14 @@ if have rackboot-agent; then check_daemon rackboot-agent; fi
 if have rackboot; then
     in_root rackboot --help >/dev/null || fail "rackboot --help failed"
     ok "rackboot: /usr/bin/rackboot runs"
+    for f in /usr/share/man/man1/rackboot.1.gz /usr/share/man/man1/rackboot-node-show.1.gz \
+        /usr/share/bash-completion/completions/rackboot \
+        /usr/share/zsh/vendor-completions/_rackboot \
+        /usr/share/fish/vendor_completions.d/rackboot.fish; do
+        [[ -f "$root$f" ]] || fail "$f missing"
+    done
+    pages=$(cd "$root/usr/share/man/man1" && ls rackboot*.1.gz | wc -l)
+    ok "rackboot: $pages man pages in /usr/share/man/man1, completions for bash, zsh and fish"
 fi
 
 if have rackboot-coordinator && have rackboot-agent && in_root sh -c 'command -v systemd-analyze' >/dev/null; then

@@ -15,6 +15,7 @@ mod client;
 mod cluster;
 mod dev;
 mod identity;
+mod manual;
 mod push;
 mod storm;
 
@@ -88,6 +89,20 @@ enum Command {
     /// DHCPINFORM, and wait for the node number. The same as the small
     /// static `rackboot-probe` binary meant for initramfs images.
     Probe(rackboot_probe::ProbeArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// powershell, e.g. `rackboot completions bash >
+    /// /etc/bash_completion.d/rackboot` (the Debian package installs them).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (`rackboot.1`, and `rackboot-SUBCOMMAND.1` for
+    /// each subcommand) into a directory (the Debian package installs them).
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,6 +295,10 @@ async fn main() {
         Command::Dev(args) => dev::run(args).await,
         Command::Storm(args) => storm::run(args).await,
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Completions { shell } => manual::completions::<Cli>(shell),
+        Command::Man { dir } => manual::man_pages::<Cli>(&dir).map(|pages| {
+            say!("wrote {} man pages to {}", pages.len(), dir.display());
+        }),
         Command::Probe(args) => tokio::task::spawn_blocking(move || rackboot_probe::run(&args))
             .await
             .map_err(anyhow::Error::from)
@@ -346,7 +365,12 @@ async fn run_admin(cmd: Command, coordinators: &[String]) -> anyhow::Result<()> 
         Command::Cluster(ClusterCmd::Remove { id }) => cluster::remove(&conn, id).await,
         Command::Cluster(ClusterCmd::Replace(args)) => cluster::replace(&conn, args).await,
         Command::Cluster(ClusterCmd::Backup { file }) => cluster::backup(&conn, &file).await,
-        Command::Dev(_) | Command::Storm(_) | Command::Probe(_) | Command::Certs(_) => not_admin(),
+        Command::Dev(_)
+        | Command::Storm(_)
+        | Command::Probe(_)
+        | Command::Certs(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => not_admin(),
     }
 }
 

@@ -522,3 +522,52 @@ fn backup_export_and_restore_the_state() -> Result<()> {
     );
     Ok(())
 }
+
+/// Shell completions and man pages come from the command's own
+/// definitions: every shell's script names the subcommands, `man --dir`
+/// writes a page per command with its options, and a shell it does not
+/// know is a usage error (exit status 2) naming the ones it does.
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() -> Result<()> {
+    let t = Duration::from_secs(20);
+    for (shell, marker) in [
+        ("bash", "_rackboot()"),
+        ("zsh", "#compdef rackboot"),
+        ("fish", "complete -c rackboot"),
+    ] {
+        let out = daemon::cli(None, &["completions", shell], t)?.success()?;
+        ensure!(
+            out.stdout.contains(marker),
+            "{shell} completions lack {marker:?}"
+        );
+        for sub in ["image", "node", "rack", "assign", "logs", "cluster"] {
+            ensure!(
+                out.stdout.contains(sub),
+                "{shell} completions do not name `{sub}`"
+            );
+        }
+    }
+    let bad = daemon::cli(None, &["completions", "tcsh"], t)?;
+    ensure!(
+        bad.status.code() == Some(2) && bad.stderr.contains("bash"),
+        "an unknown shell is a usage error listing the known ones:\n{bad}"
+    );
+
+    let dir = tempfile::tempdir()?;
+    let out = daemon::cli(
+        None,
+        &["man", "--dir", &dir.path().display().to_string()],
+        t,
+    )?
+    .success()?;
+    ensure!(out.stdout.contains("man pages"), "{out}");
+    let page = std::fs::read_to_string(dir.path().join("rackboot-node-show.1"))?;
+    ensure!(
+        page.contains(".TH rackboot-node-show 1") && page.contains("timeline"),
+        "rackboot-node-show.1 lacks its title or --timeline:\n{page}"
+    );
+    for name in ["rackboot.1", "rackboot-image-push.1", "rackboot-storm.1"] {
+        ensure!(dir.path().join(name).is_file(), "{name} not written");
+    }
+    Ok(())
+}
