@@ -346,7 +346,13 @@ fn blake3_of_file(path: &std::path::Path) -> Result<String> {
 /// HEAD, and ranges across the 4 GiB line and at the tail equal to the
 /// file's bytes. TFTP refuses it at once with an ERROR rather than
 /// wrapping its block numbers through it.
+///
+/// Outside `.ci/run` (15 GiB of disk writes and ~75 s of both cores would
+/// push CI past its time; the 512 MiB QEMU boot and the big-image bit-flip
+/// test cover the same serving path there):
+/// `cargo nextest run -p rackboot-tests --test system --run-ignored only -E 'test(a_5_gib)'`.
 #[test]
+#[ignore = "15 GiB of disk writes and ~75 s: run with --run-ignored only (see the doc comment)"]
 fn a_5_gib_blob_pushes_caches_and_serves_with_ranges() -> Result<()> {
     use std::io::Read;
     use std::os::unix::fs::FileExt;
