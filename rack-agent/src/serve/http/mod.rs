@@ -393,26 +393,49 @@ mod tests {
     use std::collections::HashMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn serve(files: HashMap<String, bytes::Bytes>) -> (SocketAddr, CancellationToken) {
-        let table = FileTable::from_map(files);
-        let (ftx, frx) = watch::channel(Arc::new(table));
-        let (vtx, vrx) = watch::channel(Arc::new(RackView::default()));
+    /// A boot port on loopback serving `table` and `view`; its senders,
+    /// counters and task are kept for the test.
+    struct BootPort {
+        addr: SocketAddr,
+        stop: CancellationToken,
+        files: watch::Sender<Arc<FileTable>>,
+        _view: watch::Sender<Arc<RackView>>,
+        stats: Arc<HttpStats>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn boot_port(table: FileTable, view: Arc<RackView>) -> BootPort {
+        let (files, frx) = watch::channel(Arc::new(table));
+        let (view, vrx) = watch::channel(view);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn(run(
+        let stats = Arc::new(HttpStats::default());
+        let task = tokio::spawn(run(
             l,
             frx,
             vrx,
             None,
             HttpLimits::default(),
-            Arc::default(),
+            stats.clone(),
             stop.clone(),
         ));
+        BootPort {
+            addr,
+            stop,
+            files,
+            _view: view,
+            stats,
+            task,
+        }
+    }
+
+    async fn serve(files: HashMap<String, bytes::Bytes>) -> (SocketAddr, CancellationToken) {
+        let port = boot_port(FileTable::from_map(files), Arc::default()).await;
+        let out = (port.addr, port.stop.clone());
         // Keep the senders alive for the test's duration.
-        std::mem::forget(ftx);
-        std::mem::forget(vtx);
-        (addr, stop)
+        std::mem::forget(port);
+        out
     }
 
     async fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
@@ -434,21 +457,8 @@ mod tests {
     async fn a_pending_blob_is_waited_for_then_served_or_503() {
         let table =
             FileTable::from_map(HashMap::new()).with_pending(&["blobs/soon", "blobs/never"]);
-        let (ftx, frx) = watch::channel(Arc::new(table));
-        let (_vtx, vrx) = watch::channel(Arc::new(RackView::default()));
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let stats = Arc::new(HttpStats::default());
-        tokio::spawn(run(
-            l,
-            frx,
-            vrx,
-            None,
-            HttpLimits::default(),
-            stats.clone(),
-            stop.clone(),
-        ));
+        let port = boot_port(table, Arc::default()).await;
+        let (addr, stop, ftx, stats) = (port.addr, &port.stop, &port.files, &port.stats);
         let (st, _, _) = get(addr, "/blobs/other", "").await;
         assert_eq!(st, 404, "not pending: not found at once");
 
@@ -571,21 +581,8 @@ mod tests {
         let site = loopback_site();
         let view = Arc::new(RackView::default());
         let table = FileTable::build(&view, &cache, &statics, &site, None, None);
-        let (ftx, frx) = watch::channel(Arc::new(table));
-        let (vtx, vrx) = watch::channel(view);
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let stats = Arc::new(HttpStats::default());
-        let server = tokio::spawn(run(
-            l,
-            frx,
-            vrx,
-            None,
-            HttpLimits::default(),
-            stats.clone(),
-            stop.clone(),
-        ));
+        let port = boot_port(table, view).await;
+        let (addr, stats) = (port.addr, port.stats.clone());
 
         // Two requests written at once on one connection, answered in order.
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -662,12 +659,11 @@ mod tests {
                 "{code}: {counted:?}"
             );
         }
-        stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), server)
+        port.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), port.task)
             .await
             .unwrap()
             .unwrap();
-        drop((ftx, vtx));
     }
 
     /// A view of two nodes: n1 at 127.0.0.1 (the test's own address), n2
